@@ -1,0 +1,138 @@
+"""Run batches of inputs through models that may have been exported for batch 1 only.
+
+Activation maximization feeds many inputs at once. Some exporters hard-code the batch size
+(``Reshape`` to ``[1, -1]``). ``make_batchable`` finds out how a model copes with a batch:
+
+- ``dynamic``: the graph handles any batch as it is;
+- ``rewritten``: constant batch-1 ``Reshape`` shapes were rewritten to copy the batch dim,
+  and the rewritten graph was verified against the original;
+- ``rowwise``: neither works; rows are run one at a time (slower, still correct).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import onnx
+import onnx2torch
+import torch
+from onnx import numpy_helper
+from torch import fx
+
+if TYPE_CHECKING:
+    from onnx_am.importer import ImportedModel
+
+
+@dataclass(frozen=True)
+class BatchSupport:
+    """How a batch is run; ``call`` applies an extractor to a batch accordingly."""
+
+    mode: str
+    note: str = ""
+
+    @classmethod
+    def dynamic(cls) -> BatchSupport:
+        return cls("dynamic", "the graph accepts any batch size")
+
+    def call(self, extractor: fx.GraphModule, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.mode != "rowwise":
+            return list(extractor(x))
+        rows = [extractor(x[i : i + 1]) for i in range(x.shape[0])]
+        return [torch.cat([row[k] for row in rows]) for k in range(len(rows[0]))]
+
+
+def make_batchable(imported: ImportedModel, seed: int = 0) -> None:
+    """Decide and set ``imported.batch``; may replace its prepared model and module."""
+    if _handles_batches(imported.module, imported):
+        imported.batch = BatchSupport.dynamic()
+        return
+    rewritten, count = rewrite_fixed_batch(imported.prepared)
+    if count:
+        candidate = _convert_quietly(rewritten)
+        if candidate is not None and _same_at_batch_one(candidate, imported) and _handles_batches(candidate, imported):
+            from onnx_am.tensor_map import build_tensor_map
+
+            imported.prepared = rewritten
+            imported.module = candidate
+            imported.tensor_map, imported.node_names = build_tensor_map(candidate, rewritten)
+            imported.batch = BatchSupport("rewritten", f"{count} constant batch-1 Reshape shape(s) rewritten")
+            imported.prepass_notes.append(f"rewrote {count} fixed batch-1 Reshape shape(s) to copy the batch dim")
+            return
+    imported.batch = BatchSupport("rowwise", "the graph only accepts batch 1; rows run one at a time")
+
+
+def rewrite_fixed_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Copy of ``model`` where constant Reshape shapes ``[1, ...]`` become ``[0, ...]``."""
+    model_copy = onnx.ModelProto()
+    model_copy.CopyFrom(model)
+    initializers = {tensor.name: tensor for tensor in model_copy.graph.initializer}
+    users = {}
+    for node in model_copy.graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    count = 0
+    for node in model_copy.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        shape = numpy_helper.to_array(initializers[node.input[1]]).copy()
+        if shape.ndim != 1 or shape.size < 2 or shape[0] != 1 or users[node.input[1]] != 1:
+            continue
+        shape[0] = 0
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+        count += 1
+    return model_copy, count
+
+
+def _convert_quietly(model: onnx.ModelProto) -> fx.GraphModule | None:
+    try:
+        module = onnx2torch.convert(model, attach_onnx_mapping=True)
+    except Exception:  # noqa: BLE001 - any failure means "cannot rewrite"
+        return None
+    module.eval()
+    for tensor in [*module.parameters(), *module.buffers()]:
+        tensor.requires_grad_(False)
+    return module
+
+
+def _probe(imported: ImportedModel, batch: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand((batch, *imported.input.sample_shape), generator=generator) * 2 - 1
+
+
+def _outputs(module: fx.GraphModule, x: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = module(x)
+    return list(out) if isinstance(out, tuple | list) else [out]
+
+
+def _handles_batches(module: fx.GraphModule, imported: ImportedModel) -> bool:
+    x = _probe(imported, 2)
+    try:
+        together = _outputs(module, x)
+        apart = [_outputs(module, x[i : i + 1]) for i in range(2)]
+    except Exception:  # noqa: BLE001 - a failing batch run means "not batchable"
+        return False
+    for k, value in enumerate(together):
+        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != 2:
+            return False
+        stacked = torch.cat([row[k] for row in apart])
+        if stacked.shape != value.shape or not _close(stacked, value):
+            return False
+    return True
+
+
+def _same_at_batch_one(candidate: fx.GraphModule, imported: ImportedModel) -> bool:
+    x = _probe(imported, 1, seed=1)
+    try:
+        new, old = _outputs(candidate, x), _outputs(imported.module, x)
+    except Exception:  # noqa: BLE001
+        return False
+    return len(new) == len(old) and all(a.shape == b.shape and _close(a, b) for a, b in zip(new, old, strict=True))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    scale = float(b.abs().max()) if b.numel() else 1.0
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))

@@ -1,0 +1,60 @@
+"""One exception hierarchy for everything onnx-am reports to its users.
+
+Every error carries the offending value in its message and an ``exit_code`` that the
+command line uses: 2 for usage and input errors, 3 for numerical disagreement with
+onnxruntime.
+"""
+
+from __future__ import annotations
+
+
+class OnnxAmError(Exception):
+    """Base class of all errors raised on purpose by onnx-am."""
+
+    exit_code: int = 2
+
+
+class ModelLoadError(OnnxAmError):
+    """The model file is missing, unreadable, or not a valid ONNX model."""
+
+
+class ExternalDataError(ModelLoadError):
+    """External tensor data is missing or points outside the model's directory."""
+
+
+class UnsupportedOpError(OnnxAmError):
+    """The model contains operators that cannot be converted to torch.
+
+    Attributes:
+        nodes: ``(node name, domain, op type, opset version)`` for every offending node.
+    """
+
+    def __init__(self, message: str, nodes: list[tuple[str, str, str, int]]):
+        super().__init__(message)
+        self.nodes = nodes
+
+
+class ImportFailedError(OnnxAmError):
+    """The converter failed on a model whose operators are all supported."""
+
+
+class InputSpecError(OnnxAmError):
+    """The model input cannot be chosen or shaped (no float input, ambiguous, too large)."""
+
+
+class TargetError(OnnxAmError):
+    """A target string names a tensor or unit that does not exist."""
+
+
+class PassError(OnnxAmError):
+    """A graph pass was configured wrongly (unknown op type, node name, or slope)."""
+
+
+class ReportError(OnnxAmError):
+    """The report directory cannot be written or resumed."""
+
+
+class ParityError(OnnxAmError):
+    """torch and onnxruntime disagree beyond the stated tolerance."""
+
+    exit_code = 3

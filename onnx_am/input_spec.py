@@ -1,0 +1,170 @@
+"""Which input activation maximization optimizes: name, shape, dtype and layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from onnx_am.errors import InputSpecError
+
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
+}
+
+#: Refuse inputs whose single sample would need more than this many elements (1 GiB in fp32).
+MAX_SAMPLE_ELEMENTS = 2**28
+
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An ONNX graph input or output: symbolic dims are strings (``"?"`` when unnamed)."""
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class InputSpec(TensorSpec):
+    """The input to optimize.
+
+    Attributes:
+        sample_shape: the concrete shape of one sample (batch dim dropped).
+        layout: ``"NCHW"``, ``"NHWC"``, ``"vector"`` (N x D) or ``"other"``.
+    """
+
+    sample_shape: tuple[int, ...] = ()
+    layout: str = "other"
+
+    @property
+    def channels(self) -> int | None:
+        """Number of colour channels for image layouts."""
+        if self.layout == "NCHW":
+            return self.sample_shape[0]
+        if self.layout == "NHWC":
+            return self.sample_shape[-1]
+        return None
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "sample_shape": list(self.sample_shape), "layout": self.layout}
+
+
+def describe_value(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor_type = value.type.tensor_type
+    dims: list[Dim] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(int(dim.dim_value))
+        else:
+            dims.append(dim.dim_param or "?")
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name if tensor_type.elem_type else "?"
+    return TensorSpec(value.name, tuple(dims), dtype)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are real inputs (not initializers listed as inputs)."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    return [value for value in model.graph.input if value.name not in initializers]
+
+
+def describe_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    return [describe_value(value) for value in model.graph.output]
+
+
+def choose_input(
+    model: onnx.ModelProto, input_name: str | None = None, input_shape: tuple[int, ...] | list[int] | None = None
+) -> InputSpec:
+    """Pick the float input to optimize and make its shape concrete.
+
+    Raises:
+        InputSpecError: no float input, several without ``input_name``, unknown name,
+            unfilled symbolic dims, a shape that does not fit, or a sample too large.
+    """
+    candidates = graph_inputs(model)
+    value = _pick(candidates, input_name)
+    if len(candidates) > 1:
+        others = [v.name for v in candidates if v.name != value.name]
+        raise InputSpecError(
+            f"model has other inputs {others} besides {value.name!r}; onnx-am can only optimize "
+            "models whose single remaining input is the one optimized"
+        )
+    spec = describe_value(value)
+    sample_shape = _sample_shape(spec, input_shape)
+    return InputSpec(spec.name, spec.shape, spec.dtype, sample_shape, _layout(model, spec.name, sample_shape))
+
+
+def _pick(candidates: list[onnx.ValueInfoProto], input_name: str | None) -> onnx.ValueInfoProto:
+    described = ", ".join(f"{v.name} ({describe_value(v).dtype})" for v in candidates) or "none"
+    if input_name is not None:
+        for value in candidates:
+            if value.name == input_name:
+                if value.type.tensor_type.elem_type not in FLOAT_TYPES:
+                    raise InputSpecError(f"input {input_name!r} is not a float tensor; inputs: {described}")
+                return value
+        raise InputSpecError(f"no input named {input_name!r}; inputs: {described}")
+    floats = [v for v in candidates if v.type.tensor_type.elem_type in FLOAT_TYPES]
+    if not floats:
+        raise InputSpecError(f"model has no float input to optimize; inputs: {described}")
+    if len(floats) > 1:
+        raise InputSpecError(f"model has several float inputs, choose one with --input NAME: {described}")
+    return floats[0]
+
+
+def _sample_shape(spec: TensorSpec, input_shape) -> tuple[int, ...]:
+    if not spec.shape:
+        raise InputSpecError(f"input {spec.name!r} has no declared shape; pass --input-shape")
+    if input_shape is not None:
+        shape = tuple(int(d) for d in input_shape)
+        if len(shape) != len(spec.shape):
+            raise InputSpecError(
+                f"--input-shape {list(shape)} has {len(shape)} dims, input {spec.name!r} has "
+                f"{len(spec.shape)}: {list(spec.shape)}"
+            )
+        for given, declared in zip(shape[1:], spec.shape[1:], strict=True):
+            if given <= 0 or (isinstance(declared, int) and declared != given):
+                raise InputSpecError(
+                    f"--input-shape {list(shape)} does not fit input {spec.name!r} {list(spec.shape)}"
+                )
+    else:
+        symbolic = [d for d in spec.shape[1:] if isinstance(d, str)]
+        if symbolic:
+            raise InputSpecError(
+                f"input {spec.name!r} has symbolic dims {symbolic} in {list(spec.shape)}; "
+                "fill them with --input-shape"
+            )
+        shape = (1, *spec.shape[1:])
+    sample = tuple(int(d) for d in shape[1:])
+    elements = 1
+    for dim in sample:
+        elements *= dim
+    if elements > MAX_SAMPLE_ELEMENTS:
+        raise InputSpecError(
+            f"input {spec.name!r} of shape {list(sample)} has {elements} elements per sample, "
+            f"more than the {MAX_SAMPLE_ELEMENTS} onnx-am will allocate"
+        )
+    return sample
+
+
+def _layout(model: onnx.ModelProto, name: str, sample: tuple[int, ...]) -> str:
+    if len(sample) == 1:
+        return "vector"
+    if len(sample) != 3:
+        return "other"
+    for node in model.graph.node:
+        if node.op_type == "Transpose" and name in node.input:
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+            if perm == [0, 3, 1, 2]:
+                return "NHWC"
+    channels_first, channels_last = sample[0] in (1, 3, 4), sample[2] in (1, 3, 4)
+    if channels_last and not channels_first:
+        return "NHWC"
+    return "NCHW"

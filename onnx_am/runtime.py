@@ -1,0 +1,74 @@
+"""onnxruntime on the original, unmodified model, with intermediate tensors exposed.
+
+This is the independent check on everything torch computes: the model onnxruntime runs is
+the one the user gave, plus extra graph outputs for the intermediate tensors asked for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnx_am.errors import TargetError
+
+
+class OnnxRuntimeRunner:
+    """An onnxruntime session on a copy of ``model`` that also outputs ``extra_outputs``."""
+
+    def __init__(self, model: onnx.ModelProto, input_name: str, extra_outputs: list[str] = ()):
+        self.input_name = input_name
+        exposed = expose_tensors(model, list(extra_outputs))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        self.output_names = [out.name for out in self.session.get_outputs()]
+        self.input_dtype = _numpy_dtype(self.session.get_inputs(), input_name)
+        declared = next(v.shape for v in self.session.get_inputs() if v.name == input_name)
+        self.fixed_batch = declared[0] if declared and isinstance(declared[0], int) else None
+
+    def run(self, x: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run a batch; returns ``{tensor name: array}`` for ``names`` (default: all).
+
+        Graphs declared with a fixed batch size are run row by row and the rows stacked.
+        """
+        wanted = names or self.output_names
+        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            rows = [self._run_once(x[i : i + 1], wanted) for i in range(x.shape[0])]
+            return {name: np.concatenate([row[name] for row in rows]) for name in wanted}
+        return self._run_once(x, wanted)
+
+    def _run_once(self, x: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
+        values = self.session.run(wanted, {self.input_name: x.astype(self.input_dtype)})
+        return dict(zip(wanted, values, strict=True))
+
+
+def expose_tensors(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """Copy of ``model`` where the given intermediate tensors are also graph outputs."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    present = {out.name for out in exposed.graph.output}
+    produced = {name for node in exposed.graph.node for name in node.output}
+    produced |= {value.name for value in exposed.graph.input}
+    for name in names:
+        if name in present:
+            continue
+        if name not in produced:
+            raise TargetError(f"no tensor named {name!r} in the model")
+        exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+        present.add(name)
+    return exposed
+
+
+def _numpy_dtype(inputs, name: str) -> np.dtype:
+    kinds = {
+        "tensor(float)": np.float32,
+        "tensor(double)": np.float64,
+        "tensor(float16)": np.float16,
+    }
+    for value in inputs:
+        if value.name == name:
+            return np.dtype(kinds.get(value.type, np.float32))
+    return np.dtype(np.float32)
