@@ -1,0 +1,1 @@
+"""Graph passes over the imported torch graph."""
