@@ -2,7 +2,22 @@
 
 onnx2torch stops at about opset 17 and lacks some attributes and ops. Each module here
 registers converters for newer op versions or missing cases with ``add_converter``; importing
-this package registers them all, once.
+this package registers them all, once. What cannot be expressed as a converter (``auto_pad``,
+weights held by ``Constant`` nodes, opsets below 11) is handled by ONNX pre-passes in
+:mod:`onnx_am.prepare`.
 """
 
 from __future__ import annotations
+
+from onnx_am.converters import (  # noqa: F401  (imported for their registrations)
+    activations,
+    newer_versions,
+    pad,
+    pooling,
+    reduce,
+    resize,
+    split,
+)
+from onnx_am.converters._registry import REGISTERED, has_converter
+
+__all__ = ["REGISTERED", "has_converter"]

@@ -1,0 +1,69 @@
+"""Small helpers shared by the converter modules: registering without clashing, aliasing.
+
+Converters are registered through onnx2torch's public ``add_converter``. A newer onnx2torch
+may already provide a converter we add here; :func:`register` then leaves it alone, so an
+upgrade never breaks the import of this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from onnx2torch.node_converters import get_converter
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+Converter = Callable[[OnnxNode, OnnxGraph], OperationConverterResult]
+
+#: Every (op type, version) this package registered, for the README table and tests.
+REGISTERED: list[tuple[str, int]] = []
+
+
+def has_converter(op_type: str, version: int) -> bool:
+    """Whether onnx2torch (or we) can already convert exactly this op version."""
+    try:
+        get_converter(operation_type=op_type, version=version)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def register(op_type: str, versions: Iterable[int]) -> Callable[[Converter], Converter]:
+    """Decorator: register ``converter`` for each version that has no converter yet."""
+
+    def deco(converter: Converter) -> Converter:
+        for version in versions:
+            if not has_converter(op_type, version):
+                add_converter(operation_type=op_type, version=version)(converter)
+                REGISTERED.append((op_type, version))
+        return converter
+
+    return deco
+
+
+def register_alias(
+    op_type: str,
+    versions: Iterable[int],
+    target_version: int,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Convert newer ``versions`` of an op with the converter of ``target_version``.
+
+    Newer versions of most ops only widen the accepted types. Attributes added since
+    ``target_version`` are listed in ``defaults``; a node that sets one of them to anything
+    else is refused (``NotImplementedError``, which the importer reports per node).
+    """
+    target = get_converter(operation_type=op_type, version=target_version)
+    required = dict(defaults or {})
+
+    def converter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+        for name, default in required.items():
+            value = node.attributes.get(name, default)
+            if value != default:
+                raise NotImplementedError(f"{op_type} with {name}={value!r} is not supported")
+        return target(node, graph)
+
+    register(op_type, versions)(converter)
