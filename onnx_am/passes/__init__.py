@@ -1,1 +1,37 @@
-"""Graph passes over the imported torch graph."""
+"""Graph passes over the imported torch graph: forward/backward-decoupled rectifiers.
+
+``decouple_rectifiers`` rewrites every rectifier that a registered rule recognises (Relu,
+LeakyRelu, PRelu, Clip at 0, Max(x, Mul(x, a))) into a module that computes the original
+op exactly and, per batch row, can use a decoupled backward slope or the proxy network's
+slope, as set through :class:`SlopeControl`.
+"""
+
+from __future__ import annotations
+
+from onnx_am.passes import clip, leaky_relu, max_pattern, prelu, relu  # noqa: F401  (register rules)
+from onnx_am.passes.base import (
+    RectifierRule,
+    RewriteRecord,
+    RewriteResult,
+    RuleMatch,
+    UntouchedRecord,
+)
+from onnx_am.passes.control import SlopeControl
+from onnx_am.passes.decouple import NONLINEAR_OP_TYPES, decouple_rectifiers, plan_rewrites
+from onnx_am.passes.rectifier import DecoupledRectifier
+from onnx_am.passes.registry import RULES, register_rule
+
+__all__ = [
+    "NONLINEAR_OP_TYPES",
+    "RULES",
+    "DecoupledRectifier",
+    "RectifierRule",
+    "RewriteRecord",
+    "RewriteResult",
+    "RuleMatch",
+    "SlopeControl",
+    "UntouchedRecord",
+    "decouple_rectifiers",
+    "plan_rewrites",
+    "register_rule",
+]

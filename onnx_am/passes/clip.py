@@ -1,0 +1,98 @@
+"""``Clip(min=0)``, ``Clip(0, 6)`` (ReLU6) and ``Clip(0, m)``: a rectifier with an optional top.
+
+The negative side is decoupled like a ReLU's. The saturated top (``x >= m``) keeps its true
+zero gradient unless the pass runs with ``decouple_upper=True``; then it uses ``beta`` too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from onnx2torch.node_converters.clip import OnnxClip
+from torch import nn
+from torch.nn import functional
+
+from onnx_am.passes.base import RectifierRule, RuleMatch, attribute, constant_input
+from onnx_am.passes.rectifier import DecoupledRectifier
+from onnx_am.passes.registry import register_rule
+
+#: Clip-6 attribute defaults (float32 lowest and highest); the top is then absent.
+_FLOAT_MAX = 3.4028234663852886e38
+
+
+class DecoupledClip(DecoupledRectifier):
+    """A clip at 0 (and maybe ``upper``) with per-row decoupled or proxy slopes.
+
+    Attributes:
+        torch_op: how the converted module computed it: ``"relu"``, ``"hardtanh"``, ``"clamp"``.
+        min_val, max_val: the converted module's bounds, for the exact forward.
+    """
+
+    def __init__(
+        self, node, op_type, source_module, upper, decouple_upper, torch_op, min_val, max_val
+    ):
+        super().__init__(
+            node, op_type, 0.0, source_module, upper=upper, decouple_upper=decouple_upper
+        )
+        self.torch_op = torch_op
+        self.min_val = min_val
+        self.max_val = max_val
+
+    def true_forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.torch_op == "relu":
+            return torch.relu(x)
+        if self.torch_op == "hardtanh":
+            return functional.hardtanh(x, self.min_val, self.max_val)
+        return torch.clamp(x, self.min_val, self.max_val)
+
+
+def clip_bounds(node, imported) -> tuple[float | None, float | None] | None:
+    """``(min, max)`` of a Clip node (``None`` = no bound), or ``None`` if one is not constant."""
+    if len(node.input) == 1 and node.attribute:  # Clip-6 keeps its bounds in attributes
+        low, high = attribute(node, "min", -_FLOAT_MAX), attribute(node, "max", _FLOAT_MAX)
+    else:
+        bounds = []
+        for index in (1, 2):
+            name = node.input[index] if len(node.input) > index else ""
+            value = constant_input(imported, name)
+            if name and value is None:
+                return None
+            bounds.append(None if value is None else float(value.reshape(-1)[0]))
+        low, high = bounds
+    low = None if low is None or low <= -_FLOAT_MAX else float(low)
+    high = None if high is None or high >= _FLOAT_MAX or math.isinf(high) else float(high)
+    return low, high
+
+
+def _torch_op(module) -> str | None:
+    if isinstance(module, nn.ReLU):
+        return "relu"
+    if isinstance(module, nn.Hardtanh):  # nn.ReLU6 included
+        return "hardtanh"
+    if isinstance(module, OnnxClip):
+        return "clamp"
+    return None
+
+
+@register_rule("clip")
+class ClipRule(RectifierRule):
+    """``Clip`` with constant ``min == 0`` and no max or a constant max ``> 0``; ``alpha = 0``."""
+
+    op_type = "Clip"
+
+    def match(self, node, module, imported):  # noqa: D102
+        bounds = clip_bounds(node, imported)
+        if bounds is None or _torch_op(module) is None:
+            return None
+        low, high = bounds
+        if low != 0.0 or (high is not None and not high > 0.0):
+            return None
+        return RuleMatch(alpha=0.0, details={"upper": high})
+
+    def build(self, node, module, match, *, decouple_upper=False):  # noqa: D102
+        op = _torch_op(module)
+        low = getattr(module, "min_val", None)
+        high = getattr(module, "max_val", None)
+        upper = match.details["upper"]
+        return DecoupledClip(node.name, node.op_type, module, upper, decouple_upper, op, low, high)

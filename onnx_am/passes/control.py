@@ -1,0 +1,141 @@
+"""``SlopeControl``: the one interface through which the AM engine sets rectifier slopes.
+
+Row ``i`` of a batch uses gradient method ``methods[i]``. Setting slopes only stores small
+per-row tensors on the rewritten modules, so they can change every step (schedules) without
+rebuilding anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from onnx_am.errors import PassError
+from onnx_am.methods import GradientMethod
+from onnx_am.passes.base import Alpha, RewriteRecord
+from onnx_am.passes.rectifier import DecoupledRectifier
+
+#: A row's slope: ``None`` (the module's own alpha), a float, or one per channel.
+RowSlope = float | np.ndarray | None
+
+
+class SlopeControl:
+    """Sets the per-row forward and backward slopes of the rewritten rectifiers.
+
+    Attributes:
+        records: the rewritten nodes, in graph order.
+    """
+
+    def __init__(self, entries: Sequence[tuple[RewriteRecord, DecoupledRectifier]]):
+        self._entries = list(entries)
+        self.records: list[RewriteRecord] = [record for record, _ in self._entries]
+
+    def set_rows(
+        self,
+        methods: Sequence[GradientMethod],
+        step: int = 0,
+        total_steps: int = 1,
+        *,
+        proxy_forward: bool = True,
+    ) -> None:
+        """Row ``i`` of the next batches uses ``methods[i]``.
+
+        For every rewritten module the backward slope of row ``i`` is
+        ``methods[i].beta_for(node, op_type, alpha, step, total_steps)`` (``None``: its own
+        alpha); the forward slope is alpha, except for ``proxy`` rows when ``proxy_forward``,
+        where it is the same beta (the proxy network's forward).
+
+        Args:
+            methods: one gradient method per row of the batch.
+            step: the optimization step, from 0.
+            total_steps: the number of steps (for schedules).
+            proxy_forward: run proxy rows through the proxy network's forward.
+
+        Raises:
+            PassError: no methods, a bad step, or a slope that is not finite.
+        """
+        methods = list(methods)
+        if not methods:
+            raise PassError("set_rows needs at least one gradient method (one per row)")
+        if total_steps < 1 or not 0 <= step < total_steps:
+            raise PassError(
+                f"step {step} is outside 0..{total_steps - 1} (total_steps={total_steps})"
+            )
+        for record, module in self._entries:
+            backward = [
+                _row_slope(method, record, module.alpha, step, total_steps) for method in methods
+            ]
+            forward = [
+                slope if proxy_forward and method.kind == "proxy" else None
+                for method, slope in zip(methods, backward, strict=True)
+            ]
+            module.backward_slope = _slope_tensor(backward, module.alpha)
+            module.forward_slope = _slope_tensor(forward, module.alpha)
+
+    def set_standard(self) -> None:
+        """All modules compute the original op, forward and backward (the true gradient)."""
+        for _, module in self._entries:
+            module.forward_slope = None
+            module.backward_slope = None
+
+    @contextmanager
+    def rows(
+        self,
+        methods: Sequence[GradientMethod],
+        step: int = 0,
+        total_steps: int = 1,
+        *,
+        proxy_forward: bool = True,
+    ) -> Iterator[SlopeControl]:
+        """:meth:`set_rows` for the duration of a ``with`` block, then :meth:`set_standard`."""
+        try:
+            self.set_rows(methods, step, total_steps, proxy_forward=proxy_forward)
+            yield self
+        finally:
+            self.set_standard()
+
+
+def _row_slope(
+    method: GradientMethod, record: RewriteRecord, alpha: Alpha, step: int, total: int
+) -> RowSlope:
+    """One row's slope for one module; ``None`` when it equals the module's alpha."""
+    if not isinstance(alpha, np.ndarray):
+        beta = method.beta_for(record.node, record.op_type, alpha, step, total)
+        if beta is None:
+            return None
+        _check_finite(beta, record)
+        return None if beta == alpha else float(beta)
+    betas = {}
+    for value in np.unique(alpha):
+        beta = method.beta_for(record.node, record.op_type, float(value), step, total)
+        if beta is None:
+            return None
+        betas[float(value)] = _check_finite(beta, record)
+    if all(beta == value for value, beta in betas.items()):
+        return None
+    if len(set(betas.values())) == 1:
+        return next(iter(betas.values()))
+    return np.vectorize(betas.__getitem__, otypes=[np.float64])(alpha)
+
+
+def _check_finite(beta: float, record: RewriteRecord) -> float:
+    if not math.isfinite(beta):
+        raise PassError(f"slope {beta!r} for node {record.node!r} ({record.op_type}) is not finite")
+    return float(beta)
+
+
+def _slope_tensor(rows: list[RowSlope], alpha: Alpha) -> torch.Tensor | None:
+    """``(N,)`` NaN-padded slopes, or ``(N, *alpha.shape)`` when some row is per channel."""
+    if all(row is None for row in rows):
+        return None
+    if not any(isinstance(row, np.ndarray) for row in rows):
+        return torch.tensor([math.nan if row is None else row for row in rows], dtype=torch.float64)
+    table = np.full((len(rows), *np.shape(alpha)), np.nan)
+    for index, row in enumerate(rows):
+        if row is not None:
+            table[index] = row
+    return torch.from_numpy(table)

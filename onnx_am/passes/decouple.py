@@ -1,0 +1,171 @@
+"""The decoupling pass: a copy of the torch graph whose rectifiers take per-row slopes.
+
+``decouple_rectifiers`` never changes ``imported.module``: it builds a new graph module that
+shares the unchanged submodules and holds new :class:`DecoupledRectifier` modules where the
+rules matched. With all slopes unset the new module computes exactly what the old one does.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import onnx
+from torch import fx, nn
+
+from onnx_am.passes.base import (
+    RectifierRule,
+    RewriteRecord,
+    RewriteResult,
+    RuleMatch,
+    UntouchedRecord,
+    alpha_to_record,
+)
+from onnx_am.passes.control import SlopeControl
+from onnx_am.passes.rectifier import DecoupledRectifier
+from onnx_am.passes.registry import select_rules
+
+if TYPE_CHECKING:
+    from onnx_am.importer import ImportedModel
+
+#: Non-linear ONNX ops that are reported when the pass leaves them alone.
+NONLINEAR_OP_TYPES = frozenset(
+    {
+        "Relu", "LeakyRelu", "PRelu", "Clip", "ThresholdedRelu", "HardSwish", "HardSigmoid",
+        "Sigmoid", "Tanh", "Gelu", "Softmax", "LogSoftmax", "Hardmax", "Elu", "Selu", "Celu",
+        "Softplus", "Softsign", "Erf", "Mish", "Swish", "Shrink", "MaxPool", "GlobalMaxPool",
+        "LpPool", "MaxRoiPool", "Max", "Min", "Abs", "Sign", "Round", "Floor", "Ceil", "Exp",
+        "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos", "ReduceMax", "ReduceMin", "TopK",
+        "ArgMax", "ArgMin", "Where",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Planned:
+    target: str
+    node: onnx.NodeProto
+    module: nn.Module
+    rule: RectifierRule
+    match: RuleMatch
+    record: RewriteRecord
+
+
+def plan_rewrites(
+    imported: ImportedModel,
+    *,
+    rules: Sequence[str | RectifierRule] | None = None,
+    module: fx.GraphModule | None = None,
+) -> tuple[list[RewriteRecord], list[UntouchedRecord]]:
+    """Which nodes :func:`decouple_rectifiers` would rewrite, without building anything.
+
+    Args:
+        imported: the imported model.
+        rules: rule names (or rules) to apply; default all registered rules.
+        module: the graph module to look at (default ``imported.module``).
+
+    Returns:
+        ``(rewritten, untouched)`` records, in graph order.
+
+    Raises:
+        PassError: an unknown rule name.
+    """
+    planned, untouched = _plan(imported, module or imported.module, select_rules(rules))
+    return [entry.record for entry in planned], untouched
+
+
+def decouple_rectifiers(
+    imported: ImportedModel,
+    *,
+    decouple_upper: bool = False,
+    rules: Sequence[str | RectifierRule] | None = None,
+    module: fx.GraphModule | None = None,
+) -> RewriteResult:
+    """A new graph module whose rectifiers can use decoupled or proxy slopes per row.
+
+    Args:
+        imported: the imported model; its ``module`` is not changed.
+        decouple_upper: also decouple the saturated top of clips (ReLU6).
+        rules: rule names (or rules) to apply; default all registered rules.
+        module: the graph module to rewrite (default ``imported.module``); rewriting an
+            already rewritten module rebuilds its rectifiers from the converted originals.
+
+    Returns:
+        The :class:`RewriteResult`; its ``control`` sets the slopes.
+
+    Raises:
+        PassError: an unknown rule name.
+    """
+    source = module or imported.module
+    planned, untouched = _plan(imported, source, select_rules(rules))
+    new = fx.GraphModule(source, copy.deepcopy(source.graph))
+    new.training = source.training
+    entries = []
+    for entry in planned:
+        replacement = entry.rule.build(
+            entry.node, entry.module, entry.match, decouple_upper=decouple_upper
+        )
+        setattr(new, entry.target, replacement)
+        entries.append((entry.record, replacement))
+    return RewriteResult(
+        module=new,
+        rewritten=[entry.record for entry in planned],
+        untouched=untouched,
+        control=SlopeControl(entries),
+    )
+
+
+def _plan(
+    imported: ImportedModel, module: fx.GraphModule, rules: list[RectifierRule]
+) -> tuple[list[_Planned], list[UntouchedRecord]]:
+    onnx_nodes = {node.name: node for node in imported.prepared.graph.node}
+    dependent = _input_dependent(module)
+    planned, untouched = [], []
+    for fx_node in module.graph.nodes:
+        if fx_node.op != "call_module" or fx_node.target not in imported.node_names:
+            continue
+        node = onnx_nodes[imported.node_names[fx_node.target]]
+        found = None
+        if fx_node.name in dependent and node.domain in ("", "ai.onnx"):
+            converted = _converted(module.get_submodule(fx_node.target))
+            found = _first_match(rules, node, converted, imported)
+        if found is not None:
+            rule, match = found
+            record = RewriteRecord(
+                node.name, node.op_type, rule.name, alpha_to_record(match.alpha), node.output[0]
+            )
+            planned.append(_Planned(fx_node.target, node, converted, rule, match, record))
+        elif node.op_type in NONLINEAR_OP_TYPES:
+            untouched.append(
+                UntouchedRecord(node.name, node.op_type, node.output[0] if node.output else "")
+            )
+    return planned, untouched
+
+
+def _first_match(
+    rules: list[RectifierRule], node: onnx.NodeProto, module: nn.Module, imported: ImportedModel
+) -> tuple[RectifierRule, RuleMatch] | None:
+    for rule in rules:
+        if rule.op_type == node.op_type:
+            match = rule.match(node, module, imported)
+            if match is not None:
+                return rule, match
+    return None
+
+
+def _converted(module: nn.Module) -> nn.Module:
+    """The converted module behind a (possibly already decoupled) submodule."""
+    while isinstance(module, DecoupledRectifier):
+        module = module.source_module
+    return module
+
+
+def _input_dependent(module: fx.GraphModule) -> set[str]:
+    """Names of the fx nodes whose value depends on a graph input."""
+    dependent: set[str] = set()
+    for node in module.graph.nodes:
+        if node.op == "placeholder" or any(arg.name in dependent for arg in node.all_input_nodes):
+            dependent.add(node.name)
+    return dependent
