@@ -39,7 +39,12 @@ class BatchSupport:
         if self.mode != "rowwise":
             return list(extractor(x))
         rows = [extractor(x[i : i + 1]) for i in range(x.shape[0])]
-        return [torch.cat([row[k] for row in rows]) for k in range(len(rows[0]))]
+        return [_join([row[k] for row in rows]) for k in range(len(rows[0]))]
+
+
+def _join(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-row results along the batch dim (stack scalars)."""
+    return torch.stack(rows) if rows[0].dim() == 0 else torch.cat(rows)
 
 
 def make_batchable(imported: ImportedModel, seed: int = 0) -> None:
@@ -50,16 +55,26 @@ def make_batchable(imported: ImportedModel, seed: int = 0) -> None:
     rewritten, count = rewrite_fixed_batch(imported.prepared)
     if count:
         candidate = _convert_quietly(rewritten)
-        if candidate is not None and _same_at_batch_one(candidate, imported) and _handles_batches(candidate, imported):
+        if (
+            candidate is not None
+            and _same_at_batch_one(candidate, imported)
+            and _handles_batches(candidate, imported)
+        ):
             from onnx_am.tensor_map import build_tensor_map
 
             imported.prepared = rewritten
             imported.module = candidate
             imported.tensor_map, imported.node_names = build_tensor_map(candidate, rewritten)
-            imported.batch = BatchSupport("rewritten", f"{count} constant batch-1 Reshape shape(s) rewritten")
-            imported.prepass_notes.append(f"rewrote {count} fixed batch-1 Reshape shape(s) to copy the batch dim")
+            imported.batch = BatchSupport(
+                "rewritten", f"{count} constant batch-1 Reshape shape(s) rewritten"
+            )
+            imported.prepass_notes.append(
+                f"rewrote {count} fixed batch-1 Reshape shape(s) to copy the batch dim"
+            )
             return
-    imported.batch = BatchSupport("rowwise", "the graph only accepts batch 1; rows run one at a time")
+    imported.batch = BatchSupport(
+        "rowwise", "the graph only accepts batch 1; rows run one at a time"
+    )
 
 
 def rewrite_fixed_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -128,7 +143,9 @@ def _same_at_batch_one(candidate: fx.GraphModule, imported: ImportedModel) -> bo
         new, old = _outputs(candidate, x), _outputs(imported.module, x)
     except Exception:  # noqa: BLE001
         return False
-    return len(new) == len(old) and all(a.shape == b.shape and _close(a, b) for a, b in zip(new, old, strict=True))
+    return len(new) == len(old) and all(
+        a.shape == b.shape and _close(a, b) for a, b in zip(new, old, strict=True)
+    )
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
