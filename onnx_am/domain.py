@@ -1,0 +1,166 @@
+"""The box the optimized input lives in, and what the model is fed.
+
+By default (as in Linse, Barth and Martinetz) every input element lies in ``[-1, 1]`` and is
+fed to the model as is. A user may state another raw range (``0..1``, ``0..255``) and the
+preprocessing their model expects, a per-channel ``mean`` and ``std``: the optimized variable
+then lives in the raw pixel range ``[low, high]`` and the model sees ``(x - mean) / std``.
+The channel axis comes from the input's layout (axis 1 for NCHW, the last axis for NHWC), so
+NHWC models need nothing from the user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from onnx_am.errors import InputSpecError
+from onnx_am.input_spec import InputSpec
+
+#: An element counts as saturated when it is within this fraction of the range of a bound.
+SATURATION_ATOL = 1e-3
+
+_TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype for an ONNX input dtype name (float32 when unknown)."""
+    return _TORCH_DTYPES.get(name, torch.float32)
+
+
+@dataclass(frozen=True)
+class InputDomain:
+    """Raw input range and optional per-channel normalisation.
+
+    Attributes:
+        low: lower bound of every raw input element.
+        high: upper bound of every raw input element.
+        mean: per-channel (or a single) mean subtracted before the model, or ``None``.
+        std: per-channel (or a single) std divided by before the model, or ``None``.
+    """
+
+    low: float = -1.0
+    high: float = 1.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if not self.low < self.high:
+            raise InputSpecError(f"input range {self.low}..{self.high} is empty; need low < high")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise InputSpecError(f"std {list(self.std)} must be positive")
+
+    @property
+    def mid(self) -> float:
+        return (self.low + self.high) / 2
+
+    @property
+    def label(self) -> str:
+        text = f"{self.low:g}..{self.high:g}"
+        if self.mean is not None or self.std is not None:
+            text += f" mean={list(self.mean or (0.0,))} std={list(self.std or (1.0,))}"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high, "mean": self.mean, "std": self.std}
+
+    def check(self, spec: InputSpec) -> None:
+        """Raise :class:`InputSpecError` when mean/std do not fit the input's channels."""
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) != 1 and len(values) != _channel_count(spec):
+                raise InputSpecError(
+                    f"{name} has {len(values)} values but input {spec.name!r} of shape "
+                    f"{list(spec.sample_shape)} ({spec.layout}) has {_channel_count(spec)} channels"
+                )
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip ``x`` into ``[low, high]`` (the projection of projected gradient ascent)."""
+        return x.clamp(self.low, self.high)
+
+    def bounds(self, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-element lower and upper bounds of what the model sees, one sample's shape."""
+        low = torch.full(spec.sample_shape, self.low)
+        high = torch.full(spec.sample_shape, self.high)
+        return self.to_model(low[None], spec)[0], self.to_model(high[None], spec)[0]
+
+    def to_model(self, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+        """What the model gets for a raw batch ``x``: normalised, in the input's dtype."""
+        if self.mean is not None:
+            x = x - self._per_channel(self.mean, spec, x)
+        if self.std is not None:
+            x = x / self._per_channel(self.std, spec, x)
+        return x.to(torch_dtype(spec.dtype))
+
+    def saturation(self, x: torch.Tensor) -> torch.Tensor:
+        """Per row: the fraction of raw elements at either bound."""
+        tol = SATURATION_ATOL * (self.high - self.low)
+        at_bound = (x <= self.low + tol) | (x >= self.high - tol)
+        return at_bound.flatten(1).float().mean(1)
+
+    def white(self, x: torch.Tensor) -> torch.Tensor:
+        """Per row: the fraction of raw elements at the upper bound."""
+        tol = SATURATION_ATOL * (self.high - self.low)
+        return (x >= self.high - tol).flatten(1).float().mean(1)
+
+    def _per_channel(
+        self, values: Sequence[float], spec: InputSpec, x: torch.Tensor
+    ) -> torch.Tensor:
+        tensor = torch.tensor(values, dtype=x.dtype, device=x.device)
+        if len(values) == 1:
+            return tensor
+        shape = [1] * x.dim()
+        shape[_channel_axis(spec)] = len(values)
+        return tensor.reshape(shape)
+
+
+def _channel_axis(spec: InputSpec) -> int:
+    """Channel axis of a batch: 1 for NCHW (and vectors: one value per feature), -1 for NHWC."""
+    return -1 if spec.layout == "NHWC" else 1
+
+
+def _channel_count(spec: InputSpec) -> int:
+    if spec.layout in ("NCHW", "NHWC"):
+        return int(spec.channels)
+    return int(spec.sample_shape[0]) if spec.sample_shape else 1
+
+
+def parse_domain(
+    text: str | None = None,
+    mean: str | Sequence[float] | None = None,
+    std: str | Sequence[float] | None = None,
+) -> InputDomain:
+    """Build an :class:`InputDomain` from CLI-style strings.
+
+    Args:
+        text: ``"low..high"`` such as ``"0..255"``; default ``-1..1``.
+        mean: ``"0.485,0.456,0.406"`` or a sequence, in raw units.
+        std: same form as ``mean``.
+
+    Raises:
+        InputSpecError: malformed range or numbers.
+    """
+    low, high = -1.0, 1.0
+    if text:
+        parts = text.replace(" ", "").split("..")
+        try:
+            low, high = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError) as exc:
+            raise InputSpecError(
+                f"cannot parse input range {text!r}; write it like 0..255"
+            ) from exc
+        if len(parts) != 2:
+            raise InputSpecError(f"cannot parse input range {text!r}; write it like 0..255")
+    return InputDomain(low, high, _floats(mean, "mean"), _floats(std, "std"))
+
+
+def _floats(value: str | Sequence[float] | None, name: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    items = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+    try:
+        return tuple(float(v) for v in items)
+    except ValueError as exc:
+        raise InputSpecError(
+            f"cannot parse {name} {value!r}; write numbers separated by commas"
+        ) from exc
