@@ -1,0 +1,261 @@
+"""``onnx-am analyze MODEL``: the zero-config audit. Parses options, calls
+:func:`onnx_am.analyze.analyze`, shows progress on a terminal and a summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from onnx_am.analyze import (
+    DEFAULT_INPUT_RANGE,
+    DEFAULT_LR,
+    DEFAULT_MAX_UNITS,
+    DEFAULT_METHODS,
+    DEFAULT_RESTARTS,
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
+    AnalyzeOptions,
+    AnalyzeProgress,
+    analyze,
+    default_out_dir,
+)
+from onnx_am.report import HTML_FILE, REPORT_FILE
+
+#: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
+def _floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+
+
+def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.replace("x", ",").replace(" ", "").split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a shape like 1,3,224,224") from None
+
+
+@click.command("analyze")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="TENSOR[:UNITS]",
+    help="Unit(s) to maximize, e.g. logits:3, conv3:0-7 (repeatable). "
+    f"Default: every unit of the first output, at most {DEFAULT_MAX_UNITS}.",
+)
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    metavar="TENSOR",
+    help="Also maximize every channel of this intermediate ONNX tensor (repeatable).",
+)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    metavar="METHOD",
+    help="Gradient method (repeatable): standard, decoupled(0.3), proxy(0.6), best, "
+    "decoupled(anneal(1.0)). Default: " + " + ".join(DEFAULT_METHODS) + ".",
+)
+@click.option(
+    "--backward-slope",
+    callback=_floats,
+    metavar="B[,B...]",
+    help="Backward slope(s) for bare decoupled/proxy; a list makes a sweep, e.g. 0.1,0.3,1.0.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=DEFAULT_STEPS,
+    show_default=True,
+    help="Gradient steps per start.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_LR,
+    show_default=True,
+    help="Step size, in raw-input units (tuned for -1..1).",
+)
+@click.option(
+    "--restarts",
+    type=click.IntRange(min=1),
+    default=DEFAULT_RESTARTS,
+    show_default=True,
+    help="Random starts per unit and method; the best is kept.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULT_SEED,
+    show_default=True,
+    help="Seed of the starts; the same seed gives the same report, also after --resume.",
+)
+@click.option("--input", "input_name", metavar="NAME", help="Input to optimize, if several.")
+@click.option(
+    "--input-shape",
+    callback=_shape,
+    metavar="N,C,H,W",
+    help="Full input shape, to fill symbolic dims.",
+)
+@click.option(
+    "--input-range",
+    default=DEFAULT_INPUT_RANGE,
+    show_default=True,
+    metavar="LOW..HIGH",
+    help="Raw input box: -1..1, 0..1, 0..255, ...",
+)
+@click.option(
+    "--mean",
+    callback=_floats,
+    metavar="M[,M...]",
+    help="Per-channel mean the model expects subtracted (raw units).",
+)
+@click.option(
+    "--std",
+    callback=_floats,
+    metavar="S[,S...]",
+    help="Per-channel std the model expects divided by (raw units).",
+)
+@click.option(
+    "--max-units",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_UNITS,
+    show_default=True,
+    help="At most this many units per tensor.",
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Report directory. Default: ./onnx-am-report/<model stem>/.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted report (same settings).")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout (only that).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress, no summary.")
+@click.option("--verbose", "-v", is_flag=True, help="Phases on stderr; tracebacks on errors.")
+def analyze_command(model, out, as_json, quiet, verbose, **kwargs) -> None:
+    """Audit MODEL: maximize its units with standard and decoupled gradients, cross-check
+    with onnxruntime, and write a report directory (report.json, index.html, images, plots).
+
+    Exit codes: 0 ok; 2 usage or input error; 3 onnxruntime disagrees (report still written);
+    130 interrupted (continue with --resume).
+    """
+    kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
+    for name in ("targets", "layers", "methods"):
+        kwargs[name] = tuple(kwargs[name])
+    options = AnalyzeOptions(**kwargs)
+    out_dir = out or default_out_dir(model)
+    bar = _ProgressBar() if not quiet and sys.stderr.isatty() else None
+    progress = _progress(bar, verbose)
+    try:
+        report = analyze(model, options, out_dir, progress=progress)
+    except KeyboardInterrupt:
+        if bar:
+            bar.clear()
+        click.echo(
+            f"onnx-am: interrupted; finished results are kept in {out_dir}, continue with --resume",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if bar:
+            bar.clear()
+    if as_json:
+        click.echo((report.out_dir / REPORT_FILE).read_text(encoding="utf-8"), nl=False)
+    elif not quiet:
+        _summary(report)
+    if report.exit_code:
+        reasons = [] if report.parity.passed else ["parity check failed"]
+        if report.disagreements:
+            reasons.append(f"{len(report.disagreements)} result(s) not reproduced by onnxruntime")
+        click.echo(
+            f"onnx-am: warning: onnxruntime disagrees ({'; '.join(reasons)}); "
+            f"see {report.out_dir / HTML_FILE}",
+            err=True,
+        )
+        sys.exit(report.exit_code)
+
+
+def _summary(report) -> None:
+    results = report.results
+    beaten = sum(1 for r in results if r.beats_trivial)
+    gains = [
+        r.gain_over_standard
+        for r in results
+        if r.method_kind != "standard" and r.gain_over_standard is not None
+    ]
+    click.echo(
+        f"{len(results)} result(s); {beaten} beat every trivial input; parity "
+        f"{'passed' if report.parity.passed else 'FAILED'}"
+    )
+    if gains:
+        better = sum(1 for g in gains if g > 0)
+        click.echo(f"non-standard methods beat standard in {better} of {len(gains)} case(s)")
+    click.echo(f"report: {report.out_dir / HTML_FILE}")
+
+
+def _progress(bar, verbose: bool):
+    last_phase = [None]
+
+    def progress(event: AnalyzeProgress) -> None:
+        if verbose and event.phase != last_phase[0]:
+            if bar:
+                bar.clear()
+            click.echo(f"onnx-am: {event.phase}", err=True)
+        last_phase[0] = event.phase
+        if bar and event.phase == "optimize":
+            bar.update(event)
+
+    return progress
+
+
+class _ProgressBar:
+    """One line on stderr: units, steps of the current chunk, ETA. Terminal only."""
+
+    WIDTH = 30
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.first_fraction: float | None = None
+        self.shown = 0.0
+
+    def update(self, event: AnalyzeProgress) -> None:
+        now = time.monotonic()
+        if now - self.shown < 0.1 and event.steps_done not in (0, event.steps_total):
+            return
+        self.shown = now
+        fraction = event.fraction
+        if self.first_fraction is None:
+            self.first_fraction, self.started = fraction, now
+        filled = int(self.WIDTH * fraction)
+        line = (
+            f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+            f"units {event.units_done}/{event.units_total}  "
+            f"step {event.steps_done}/{event.steps_total}  ETA {self._eta(fraction, now)}"
+        )
+        click.echo(line, nl=False, err=True)
+
+    def _eta(self, fraction: float, now: float) -> str:
+        done = fraction - (self.first_fraction or 0.0)
+        if done <= 0:
+            return "--:--"
+        seconds = int((now - self.started) / done * (1 - fraction))
+        return f"{seconds // 60:d}:{seconds % 60:02d}"
+
+    def clear(self) -> None:
+        click.echo("\r" + " " * (self.WIDTH + 60) + "\r", nl=False, err=True)
