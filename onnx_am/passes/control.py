@@ -102,24 +102,33 @@ class SlopeControl:
 def _row_slope(
     method: GradientMethod, record: RewriteRecord, alpha: Alpha, step: int, total: int
 ) -> RowSlope:
-    """One row's slope for one module; ``None`` when it equals the module's alpha."""
+    """One row's slope for one module; ``None`` when it equals the module's alpha.
+
+    A slope equal to alpha (at float32 precision) is ``None``, so such a row runs the original
+    op and gets exactly its gradient, ties at 0 included.
+    """
     if not isinstance(alpha, np.ndarray):
         beta = method.beta_for(record.node, record.op_type, alpha, step, total)
         if beta is None:
             return None
         _check_finite(beta, record)
-        return None if beta == alpha else float(beta)
+        return None if _same(beta, alpha) else float(beta)
     betas = {}
     for value in np.unique(alpha):
         beta = method.beta_for(record.node, record.op_type, float(value), step, total)
         if beta is None:
             return None
         betas[float(value)] = _check_finite(beta, record)
-    if all(beta == value for value, beta in betas.items()):
+    if all(_same(beta, value) for value, beta in betas.items()):
         return None
     if len(set(betas.values())) == 1:
         return next(iter(betas.values()))
     return np.vectorize(betas.__getitem__, otypes=[np.float64])(alpha)
+
+
+def _same(beta: float, alpha: float) -> bool:
+    """Equal at float32 precision, where the original op gives exactly the same gradient."""
+    return bool(np.float32(beta) == np.float32(alpha))
 
 
 def _check_finite(beta: float, record: RewriteRecord) -> float:
