@@ -1,0 +1,190 @@
+"""analyze(): end to end on tiny models, report.json schema, images, resume, protection."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import onnx_am.analyze as analyze_module
+from onnx_am.analyze import AnalyzeOptions, AnalyzeProgress, analyze
+from onnx_am.errors import ReportError
+from onnx_am.render.images import to_uint8
+
+FAST = dict(steps=6, restarts=1)
+RESULT_KEYS = {
+    "target",
+    "unit",
+    "method",
+    "backward_slope",
+    "activation",
+    "activation_onnxruntime",
+    "saturation",
+    "image",
+    "white",
+    "gain_over_standard",
+    "beats_trivial",
+    "agrees",
+    "steps_to_95",
+    "npy",
+    "trace",
+}
+
+
+def export(module: torch.nn.Module, shape: tuple[int, ...], path, seed: int = 0) -> str:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    module.eval()
+    torch.onnx.export(
+        module,
+        torch.zeros(1, *shape),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory) -> str:
+    """1x6x6 grey input, conv -> relu -> linear -> 3 logits."""
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 3)
+    )
+    return export(net, (1, 6, 6), tmp_path_factory.mktemp("m") / "tiny_cnn.onnx")
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory) -> str:
+    """A vector input of 5 features -> relu MLP -> 4 outputs."""
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    return export(net, (5,), tmp_path_factory.mktemp("m") / "tiny_mlp.onnx")
+
+
+def comparable(doc: dict) -> dict:
+    """The report without what legitimately differs between runs (timings)."""
+    return {k: v for k, v in doc.items() if k != "timings"}
+
+
+def test_end_to_end_report_schema_images_and_html(cnn, tmp_path):
+    out = tmp_path / "report"
+    report = analyze(cnn, AnalyzeOptions(**FAST), out)
+    doc = json.loads((out / "report.json").read_text())
+    assert doc == json.loads(json.dumps(report.doc))
+    assert doc["schema_version"] == 1 and doc["status"] == "complete"
+    assert {"path", "sha256", "producer", "opsets", "input"} <= set(doc["model"])
+    assert doc["model"]["input"]["layout"] == "NCHW"
+    assert doc["parity"]["passed"] is True and doc["parity"]["max_abs_diff"] < 1e-4
+    assert [r["rewritten"] for r in [doc["rewrites"]]][0][0]["op_type"] == "Relu"
+    assert {"settings", "timings", "baselines"} <= set(doc)
+    assert [(r["target"], r["method"]) for r in doc["results"]] == [
+        (f"logits:{u}", m) for u in range(3) for m in ("standard", "decoupled(0.3)")
+    ]
+    for entry, result in zip(doc["results"], report.results, strict=True):
+        assert RESULT_KEYS <= set(entry)
+        assert abs(entry["activation"] - entry["activation_onnxruntime"]) < 1e-3
+        png, raw = out / entry["image"], np.load(out / entry["npy"])
+        assert raw.shape == (1, 6, 6) and (raw == result.image).all()
+        assert raw.min() >= -1 and raw.max() <= 1
+        pixels = np.asarray(Image.open(png))
+        assert pixels.shape == (132, 132)  # 6 x 22, nearest neighbour
+        assert (pixels[::22, ::22] == to_uint8(raw[0], -1.0, 1.0)).all()
+        if entry["method"] == "standard":
+            assert entry["gain_over_standard"] == 0.0
+    assert {b["target"] for b in doc["baselines"]} == {"logits:0", "logits:1", "logits:2"}
+    html = (out / "index.html").read_text()
+    refs = set(re.findall(r'(?:src|href)="([^"]+)"', html))
+    assert len(refs) >= 8
+    for ref in refs:
+        assert (out / ref).is_file(), ref
+    assert sorted(p.name for p in out.iterdir()) == ["images", "index.html", "plots", "report.json"]
+
+
+def test_vector_input_is_plotted_and_sweep_plot_written(mlp, tmp_path):
+    options = AnalyzeOptions(backward_slopes=(0.1, 1.0), input_range="0..1", **FAST)
+    report = analyze(mlp, options, tmp_path / "r")
+    methods = [r["method"] for r in report.doc["results"]][:3]
+    assert methods == ["standard", "decoupled(0.1)", "decoupled(1)"]
+    assert (tmp_path / "r" / "plots" / "beta_sweep.png").is_file()
+    png = Image.open(tmp_path / "r" / report.doc["results"][0]["image"])
+    assert png.size[0] > 200  # a matplotlib plot, not a 5-pixel strip
+    assert all(0 <= r.image.min() and r.image.max() <= 1 for r in report.results)
+
+
+def test_layer_adds_channels_of_an_intermediate_tensor(cnn, tmp_path):
+    from onnx_am import import_onnx
+
+    relu_out = next(
+        n.output[0] for n in import_onnx(cnn).original.graph.node if n.op_type == "Relu"
+    )
+    options = AnalyzeOptions(layers=(relu_out,), methods=("standard",), **FAST)
+    targets = [r.target for r in analyze(cnn, options, tmp_path / "r").results]
+    assert targets == ["logits:0", "logits:1", "logits:2"] + [f"{relu_out}:{c}" for c in range(4)]
+
+
+def test_existing_report_is_protected(cnn, tmp_path):
+    out = tmp_path / "r"
+    analyze(cnn, AnalyzeOptions(methods=("standard",), **FAST), out)
+    before = (out / "report.json").read_bytes()
+    with pytest.raises(ReportError, match="--force"):
+        analyze(cnn, AnalyzeOptions(methods=("standard",), **FAST), out)
+    assert (out / "report.json").read_bytes() == before
+    analyze(cnn, AnalyzeOptions(methods=("standard",), force=True, steps=7, restarts=1), out)
+    assert json.loads((out / "report.json").read_text())["settings"]["steps"] == 7
+
+
+class Interrupt:
+    """A progress callback that presses Ctrl-C once ``after`` units are finished."""
+
+    def __init__(self, after: int):
+        self.after = after
+
+    def __call__(self, event: AnalyzeProgress) -> None:
+        if event.phase == "optimize" and event.units_done >= self.after:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_gives_the_same_report(cnn, tmp_path, monkeypatch):
+    monkeypatch.setattr(analyze_module, "CHUNK_ROWS", 2)  # one unit (2 methods) per chunk
+    options = AnalyzeOptions(**FAST)
+    whole = analyze(cnn, options, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        analyze(cnn, options, tmp_path / "cut", progress=Interrupt(after=2))
+    partial = json.loads((tmp_path / "cut" / "report.json").read_text())
+    assert partial["status"] == "running" and len(partial["results"]) == 4
+    for entry in partial["results"]:
+        assert (tmp_path / "cut" / entry["image"]).is_file()
+    seen = []
+    resumed = analyze(
+        cnn, AnalyzeOptions(resume=True, **FAST), tmp_path / "cut", progress=seen.append
+    )
+    assert min(e.units_done for e in seen if e.phase == "optimize") == 2  # did not redo units
+    assert comparable(resumed.doc) == comparable(whole.doc)
+    for a, b in zip(whole.results, resumed.results, strict=True):
+        assert (a.image == b.image).all()
+
+
+def test_resume_refuses_other_settings(cnn, tmp_path):
+    analyze(cnn, AnalyzeOptions(methods=("standard",), **FAST), tmp_path / "r")
+    with pytest.raises(ReportError, match="steps: 6 -> 9"):
+        analyze(
+            cnn,
+            AnalyzeOptions(methods=("standard",), resume=True, steps=9, restarts=1),
+            tmp_path / "r",
+        )
+
+
+def test_method_strings_expand_bare_methods_over_slopes():
+    assert AnalyzeOptions().method_strings() == ["standard", "decoupled(0.3)"]
+    swept = AnalyzeOptions(backward_slopes=(0.1, 0.3))
+    assert swept.method_strings() == ["standard", "decoupled(0.1,0.3)"]
+    mixed = AnalyzeOptions(methods=("proxy", "decoupled(0.5)"), backward_slopes=(0.6,))
+    assert mixed.method_strings() == ["proxy(0.6)", "decoupled(0.5)"]
