@@ -90,6 +90,8 @@ def rewrite_fixed_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     for node in model_copy.graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in initializers:
             continue
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
+            continue
         shape = numpy_helper.to_array(initializers[node.input[1]]).copy()
         if shape.ndim != 1 or shape.size < 2 or shape[0] != 1 or users[node.input[1]] != 1:
             continue

@@ -54,6 +54,7 @@ def prepare_model(
         refuse_huge_constants,
         upgrade_opset,
         constants_to_initializers,
+        drop_needless_allowzero,
     ]
     if spec is not None:
         passes += [
@@ -178,6 +179,26 @@ def constants_to_initializers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
         graph.node.extend(kept)
     note = f"moved {moved} Constant/ConstantOfShape node(s) to initializers"
     return model, [note] if moved else []
+
+
+def drop_needless_allowzero(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Clear ``allowzero=1`` on Reshapes whose constant shape has no zero (it changes nothing).
+
+    The dynamo exporter sets ``allowzero=1`` everywhere; onnx2torch refuses it.
+    """
+    constants = _constant_arrays(model)
+    changed = 0
+    for node in model.graph.node:
+        allowzero = next((a for a in node.attribute if a.name == "allowzero"), None)
+        if node.op_type != "Reshape" or allowzero is None or allowzero.i == 0:
+            continue
+        shape = constants.get(node.input[1]) if len(node.input) > 1 else None
+        if shape is not None and not (shape == 0).any():
+            allowzero.i = 0
+            changed += 1
+    return model, [
+        f"cleared allowzero on {changed} Reshape(s) without zero dims"
+    ] if changed else []
 
 
 def _constant_value(
