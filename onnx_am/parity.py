@@ -61,10 +61,15 @@ def check_parity(
         tolerance: allowed max abs diff relative to the output's max magnitude.
     """
     generator = torch.Generator().manual_seed(seed)
-    x = torch.rand((samples, *imported.input.sample_shape), generator=generator) * (high - low) + low
+    x = (
+        torch.rand((samples, *imported.input.sample_shape), generator=generator) * (high - low)
+        + low
+    )
     with torch.no_grad():
         torch_outputs = imported.run(x)
-    runner = OnnxRuntimeRunner(imported.original, imported.input.name)
+    runner = OnnxRuntimeRunner(
+        imported.original, imported.input.name, rowwise=imported.batch.mode == "rowwise"
+    )
     reference = runner.run(x.numpy(), imported.output_names)
     per_output = [
         _compare(name, got.detach().double().numpy(), reference[name].astype(np.float64))

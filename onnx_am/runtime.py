@@ -16,8 +16,15 @@ from onnx_am.errors import TargetError
 class OnnxRuntimeRunner:
     """An onnxruntime session on a copy of ``model`` that also outputs ``extra_outputs``."""
 
-    def __init__(self, model: onnx.ModelProto, input_name: str, extra_outputs: list[str] = ()):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        input_name: str,
+        extra_outputs: list[str] | tuple[str, ...] = (),
+        rowwise: bool = False,
+    ):
         self.input_name = input_name
+        self.rowwise = rowwise
         exposed = expose_tensors(model, list(extra_outputs))
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -32,17 +39,27 @@ class OnnxRuntimeRunner:
     def run(self, x: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run a batch; returns ``{tensor name: array}`` for ``names`` (default: all).
 
-        Graphs declared with a fixed batch size are run row by row and the rows stacked.
+        Graphs declared with a fixed batch size, runners made with ``rowwise=True``, and
+        graphs that fail on a whole batch are run row by row and the rows stacked.
         """
         wanted = names or self.output_names
-        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
-            rows = [self._run_once(x[i : i + 1], wanted) for i in range(x.shape[0])]
-            return {name: np.concatenate([row[name] for row in rows]) for name in wanted}
-        return self._run_once(x, wanted)
+        fixed = self.fixed_batch is not None and x.shape[0] != self.fixed_batch
+        if not (fixed or self.rowwise) or x.shape[0] <= 1:
+            try:
+                return self._run_once(x, wanted)
+            except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError):
+                if x.shape[0] <= 1:
+                    raise
+        rows = [self._run_once(x[i : i + 1], wanted) for i in range(x.shape[0])]
+        return {name: _join([row[name] for row in rows]) for name in wanted}
 
     def _run_once(self, x: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
         values = self.session.run(wanted, {self.input_name: x.astype(self.input_dtype)})
         return dict(zip(wanted, values, strict=True))
+
+
+def _join(rows: list[np.ndarray]) -> np.ndarray:
+    return np.stack(rows) if rows[0].ndim == 0 else np.concatenate(rows)
 
 
 def expose_tensors(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
