@@ -128,6 +128,8 @@ def probe_shapes(imported: ImportedModel, names: Iterable[str]) -> dict[str, tup
         TargetError: a name is not an ONNX tensor of the model, or not a float tensor.
     """
     names = list(dict.fromkeys(names))
+    if not names:
+        return {}
     unknown = [name for name in names if name not in imported.tensor_map]
     if unknown:
         raise TargetError(f"no tensor named {unknown[0]!r} in the model; see `onnx-am inspect`")
