@@ -164,7 +164,7 @@ def maximize(
     started = time.perf_counter()
     target_list = resolve_targets(imported, targets)
     plans = expand_methods(methods, config.default_beta)
-    runs = list({m.label: m for plan in plans for m in plan.runs}.values())
+    runs = list({method_label(m): m for plan in plans for m in plan.runs}.values())
     rows = [
         Row(t, r, m)
         for t in range(len(target_list))
@@ -428,10 +428,18 @@ def expand_methods(
     return list({plan.label: plan for plan in plans}.values())
 
 
+def method_label(method: GradientMethod) -> str:
+    """The method's label plus its per-op / per-node overrides: ``decoupled(0.3)[Relu=0.1]``."""
+    overrides = {**method.per_op, **method.per_node}
+    if not overrides:
+        return method.label
+    return method.label + "[" + ",".join(f"{k}={v:g}" for k, v in sorted(overrides.items())) + "]"
+
+
 def _plans_for(method: object, default_beta: float) -> list[MethodPlan]:
     if isinstance(method, GradientMethod):
         beta = None if method.schedule is not None or method.anneal_to_alpha else method.beta
-        return [MethodPlan(method.label, method.kind, beta, (method,))]
+        return [MethodPlan(method_label(method), method.kind, beta, (method,))]
     text = str(method).strip().replace(" ", "")
     if text == "best" or text.startswith("best("):
         beta = float(text[5:-1]) if text.startswith("best(") else default_beta
@@ -462,7 +470,7 @@ class Row:
 def assemble_results(targets, plans, runs, rows, outcome, baselines, domain) -> list[UnitResult]:
     """One :class:`UnitResult` per (target, plan), in target-major order."""
     by_key = {(row.target, row.method, row.restart): i for i, row in enumerate(rows)}
-    labels = [m.label for m in runs]
+    labels = [method_label(m) for m in runs]
     restarts = 1 + max(row.restart for row in rows)
     results = []
     for t, target in enumerate(targets):
@@ -473,7 +481,8 @@ def assemble_results(targets, plans, runs, rows, outcome, baselines, domain) -> 
             )
         for plan in plans:
             candidates = [
-                [by_key[(t, labels.index(m.label), r)] for r in range(restarts)] for m in plan.runs
+                [by_key[(t, labels.index(method_label(m)), r)] for r in range(restarts)]
+                for m in plan.runs
             ]
             results.append(
                 _result(target, plan, candidates, outcome, standard, baselines[t], domain)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from onnx_am import import_onnx
 from onnx_am.batching import BatchSupport
 from onnx_am.engine import AMConfig, expand_methods, maximize, steps_to_95
 from onnx_am.errors import OnnxAmError, PassError
+from onnx_am.methods import GradientMethod
 from onnx_am.passes import DecoupledRectifier, decouple_rectifiers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -236,3 +239,25 @@ def test_steps_to_95():
     assert steps_to_95([0.0, 5.0, 9.6, 10.0], 10.0) == 2
     assert steps_to_95([-9.0, -5.0, -4.1, -4.0], -4.0) == 2
     assert steps_to_95([0.0, 1.0], 2.0) is None
+
+
+def test_method_objects_overrides_schedules_and_a_json_report(convex):
+    imported, maximum, _ = convex
+    methods = [
+        GradientMethod("decoupled", 0.3),
+        GradientMethod("decoupled", 0.3, per_op={"Relu": 1.0}),
+        "decoupled(anneal(1.0))",
+        "proxy(cosine(1.0,0.1))",
+    ]
+    report = maximize(imported, ["y:0"], methods, AMConfig(steps=100, start="lower"))
+    assert [r.method for r in report.results] == [
+        "decoupled(0.3)",
+        "decoupled(0.3)[Relu=1]",
+        "decoupled(anneal(1->alpha))",
+        "proxy(cosine(1->0.1))",
+    ]
+    assert all(r.activation >= 0.99 * maximum for r in report.results)
+    assert [r.backward_slope for r in report.results] == [0.3, 0.3, None, None]
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["settings"]["methods"][1] == "decoupled(0.3)[Relu=1]"
+    assert len(data["results"][0]["trace"]) == 101
