@@ -1,15 +1,114 @@
-"""``onnx-am inspect``: placeholder until the inspect command lands."""
+"""``onnx-am inspect``: what onnx-am sees in a model, and whether torch matches onnxruntime.
+
+Exit codes: 0 importable and parity passed; 2 user or input error (unsupported ops
+included: the summary is still printed); 3 parity failed.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+
 import click
+
+from onnx_am.errors import ImportFailedError, ParityError, UnsupportedOpError
+from onnx_am.importer import import_onnx
+from onnx_am.inspection import InspectReport, inspect_model, inspect_unimportable
+from onnx_am.loading import load_model
+
+
+def parse_shape(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``1,3,32,32`` or ``1x3x32x32`` -> ``(1, 3, 32, 32)``."""
+    if value is None:
+        return None
+    parts = [p for p in re.split(r"[,xX\s]+", value.strip()) if p]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{value!r} is not a shape like 1,3,32,32 or 1x3x32x32")
+    return tuple(int(p) for p in parts)
 
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False))
-def inspect_command(model: str) -> None:
-    """Summarize MODEL: inputs, outputs, rectifiers, parity with onnxruntime."""
-    from onnx_am import check_parity, import_onnx
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--input", "input_name", metavar="NAME", help="Input to optimize, if several.")
+@click.option(
+    "--input-shape",
+    callback=parse_shape,
+    metavar="SHAPE",
+    help="Full input shape (1,3,32,32 or 1x3x32x32), to fill symbolic dims.",
+)
+@click.option("--no-parity", is_flag=True, help="Skip the onnxruntime comparison.")
+@click.option("--verbose", "-v", is_flag=True, help="Tracebacks on errors.")
+def inspect_command(
+    model: str,
+    as_json: bool,
+    input_name: str | None,
+    input_shape: tuple[int, ...] | None,
+    no_parity: bool,
+    verbose: bool,
+) -> None:
+    """Summarize MODEL: inputs, outputs, rectifiers, batch support, parity with onnxruntime."""
+    original = load_model(model)
+    try:
+        imported = import_onnx(original, input_name=input_name, input_shape=input_shape)
+    except (UnsupportedOpError, ImportFailedError) as exc:
+        _emit(inspect_unimportable(original, exc), as_json)
+        raise
+    report = inspect_model(imported, parity=not no_parity)
+    _emit(report, as_json)
+    if report.parity is not None and not report.parity["passed"]:
+        parity = report.parity
+        raise ParityError(
+            f"torch and onnxruntime disagree on {model}: max abs diff "
+            f"{parity['max_abs_diff']:.3g}, max rel diff {parity['max_rel_diff']:.3g} "
+            f"(tolerance {parity['tolerance']:.1g} relative)"
+        )
 
-    imported = import_onnx(model)
-    click.echo(f"input {imported.input.name} {list(imported.input.shape)}; parity {check_parity(imported).passed}")
+
+def _emit(report: InspectReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), default=float))
+    else:
+        click.echo(render_text(report))
+
+
+def render_text(report: InspectReport) -> str:
+    """The human-readable summary."""
+    producer = " ".join(v for v in report.producer.values() if v) or "unknown"
+    opsets = ", ".join(f"{domain} {version}" for domain, version in report.opsets.items())
+    lines = [f"producer: {producer}", f"opsets:   {opsets} (IR {report.ir_version})", "inputs:"]
+    for value in report.inputs:
+        layout = f"  layout {value['layout']}" if "layout" in value else ""
+        lines.append(f"  {value['name']}  {value['shape']}  {value['dtype']}{layout}")
+    lines.append("outputs:")
+    lines += [f"  {v['name']}  {v['shape']}  {v['dtype']}" for v in report.outputs]
+    counts = ", ".join(f"{op} {n}" for op, n in report.node_counts.items())
+    lines.append(f"nodes:    {sum(report.node_counts.values())} ({counts})")
+    lines.append(f"rectifiers: {len(report.rectifiers)}")
+    for r in report.rectifiers:
+        lines.append(f"  {r['node']}  {r['op_type']}  alpha={_alpha(r['alpha'])}  -> {r['output']}")
+    if report.other_nonlinearities:
+        others = ", ".join(f"{o['node']} ({o['op_type']})" for o in report.other_nonlinearities)
+        lines.append(f"other non-linearities: {others}")
+    if report.unsupported_ops:
+        lines.append(f"unsupported ops: {len(report.unsupported_ops)}")
+        lines += [
+            f"  {u['node']}  {u['op_type']}  ({u['domain']}, opset {u['opset']})"
+            for u in report.unsupported_ops
+        ]
+    if report.batch is not None:
+        lines.append(f"batch:    {report.batch['mode']} ({report.batch['note']})")
+    if report.parity is not None:
+        verdict = "passed" if report.parity["passed"] else "FAILED"
+        lines.append(
+            f"parity:   {verdict}: max abs diff {report.parity['max_abs_diff']:.3g}, "
+            f"max rel diff {report.parity['max_rel_diff']:.3g}"
+        )
+    lines += [f"note:     {note}" for note in report.prepass_notes]
+    return "\n".join(lines)
+
+
+def _alpha(alpha) -> str:
+    if isinstance(alpha, list):
+        return f"per-channel[{len(alpha)}]"
+    return f"{alpha:g}"

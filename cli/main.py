@@ -13,9 +13,19 @@ import click
 
 from onnx_am.errors import OnnxAmError
 
+#: ``ctx.meta`` key: whether ``--verbose``/``-v`` was given to the subcommand.
+VERBOSE_KEY = "onnx_am.verbose"
+
 
 class OnnxAmGroup(click.Group):
     """A click group that turns library errors into one line and an exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[VERBOSE_KEY] = any(
+            arg == "--verbose" or (arg.startswith("-") and not arg.startswith("--") and "v" in arg)
+            for arg in args
+        )
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -23,7 +33,8 @@ class OnnxAmGroup(click.Group):
         except OnnxAmError as exc:
             if _verbose(ctx):
                 raise
-            click.echo(f"onnx-am: error: {exc}", err=True)
+            message = " ".join(str(exc).splitlines())
+            click.echo(f"onnx-am: error: {message}", err=True)
             sys.exit(exc.exit_code)
         except MemoryError:
             if _verbose(ctx):
@@ -33,10 +44,8 @@ class OnnxAmGroup(click.Group):
 
 
 def _verbose(ctx: click.Context) -> bool:
-    sub = ctx.invoked_subcommand
-    return "--verbose" in sys.argv or "-v" in sys.argv or bool(ctx.params.get("verbose")) or (
-        sub is not None and False
-    )
+    """``--verbose`` among the arguments (read before the subcommand parsed them)."""
+    return bool(ctx.meta.get(VERBOSE_KEY))
 
 
 @click.group(cls=OnnxAmGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,6 +20,8 @@ import torch
 from onnx import numpy_helper
 from torch import fx
 
+from onnx_am.errors import ImportFailedError
+
 if TYPE_CHECKING:
     from onnx_am.importer import ImportedModel
 
@@ -72,9 +74,22 @@ def make_batchable(imported: ImportedModel, seed: int = 0) -> None:
                 f"rewrote {count} fixed batch-1 Reshape shape(s) to copy the batch dim"
             )
             return
+    _check_runs(imported)
     imported.batch = BatchSupport(
         "rowwise", "the graph only accepts batch 1; rows run one at a time"
     )
+
+
+def _check_runs(imported: ImportedModel) -> None:
+    """Raise a clear error when the converted graph cannot even run one sample."""
+    x = _probe(imported, 1)
+    try:
+        _outputs(imported.module, x)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a failed import
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ImportFailedError(
+            f"the converted graph fails on an input of shape {list(x.shape)}: {first}"
+        ) from exc
 
 
 def rewrite_fixed_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:

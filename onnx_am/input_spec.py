@@ -15,8 +15,9 @@ FLOAT_TYPES = {
     onnx.TensorProto.BFLOAT16: "bfloat16",
 }
 
-#: Refuse inputs whose single sample would need more than this many elements (1 GiB in fp32).
-MAX_SAMPLE_ELEMENTS = 2**28
+#: Refuse inputs whose single sample would need more than this many elements (256 MiB in
+#: fp32): activation maximization holds a batch of them, plus gradients and optimizer state.
+MAX_SAMPLE_ELEMENTS = 2**26
 
 Dim = int | str
 
@@ -66,7 +67,11 @@ def describe_value(value: onnx.ValueInfoProto) -> TensorSpec:
             dims.append(int(dim.dim_value))
         else:
             dims.append(dim.dim_param or "?")
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name if tensor_type.elem_type else "?"
+    dtype = (
+        onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        if tensor_type.elem_type
+        else "?"
+    )
     return TensorSpec(value.name, tuple(dims), dtype)
 
 
@@ -81,7 +86,9 @@ def describe_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
 
 
 def choose_input(
-    model: onnx.ModelProto, input_name: str | None = None, input_shape: tuple[int, ...] | list[int] | None = None
+    model: onnx.ModelProto,
+    input_name: str | None = None,
+    input_shape: tuple[int, ...] | list[int] | None = None,
 ) -> InputSpec:
     """Pick the float input to optimize and make its shape concrete.
 
@@ -99,7 +106,9 @@ def choose_input(
         )
     spec = describe_value(value)
     sample_shape = _sample_shape(spec, input_shape)
-    return InputSpec(spec.name, spec.shape, spec.dtype, sample_shape, _layout(model, spec.name, sample_shape))
+    return InputSpec(
+        spec.name, spec.shape, spec.dtype, sample_shape, _layout(model, spec.name, sample_shape)
+    )
 
 
 def _pick(candidates: list[onnx.ValueInfoProto], input_name: str | None) -> onnx.ValueInfoProto:
@@ -108,14 +117,18 @@ def _pick(candidates: list[onnx.ValueInfoProto], input_name: str | None) -> onnx
         for value in candidates:
             if value.name == input_name:
                 if value.type.tensor_type.elem_type not in FLOAT_TYPES:
-                    raise InputSpecError(f"input {input_name!r} is not a float tensor; inputs: {described}")
+                    raise InputSpecError(
+                        f"input {input_name!r} is not a float tensor; inputs: {described}"
+                    )
                 return value
         raise InputSpecError(f"no input named {input_name!r}; inputs: {described}")
     floats = [v for v in candidates if v.type.tensor_type.elem_type in FLOAT_TYPES]
     if not floats:
         raise InputSpecError(f"model has no float input to optimize; inputs: {described}")
     if len(floats) > 1:
-        raise InputSpecError(f"model has several float inputs, choose one with --input NAME: {described}")
+        raise InputSpecError(
+            f"model has several float inputs, choose one with --input NAME: {described}"
+        )
     return floats[0]
 
 
@@ -132,7 +145,8 @@ def _sample_shape(spec: TensorSpec, input_shape) -> tuple[int, ...]:
         for given, declared in zip(shape[1:], spec.shape[1:], strict=True):
             if given <= 0 or (isinstance(declared, int) and declared != given):
                 raise InputSpecError(
-                    f"--input-shape {list(shape)} does not fit input {spec.name!r} {list(spec.shape)}"
+                    f"--input-shape {list(shape)} does not fit input {spec.name!r} "
+                    f"{list(spec.shape)}"
                 )
     else:
         symbolic = [d for d in spec.shape[1:] if isinstance(d, str)]

@@ -45,6 +45,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
         base_dir = path.resolve().parent
     _check_structure(model, str(source) if base_dir else "model")
     _load_external_data(model, base_dir)
+    _check_tensor_sizes(model)
     return model
 
 
@@ -107,7 +108,9 @@ def _check_external_tensor(tensor: onnx.TensorProto, base_dir: Path) -> None:
             f"{location!r} (refused)"
         )
     if not target.is_file():
-        raise ExternalDataError(f"external data file of tensor {tensor.name!r} is missing: {target}")
+        raise ExternalDataError(
+            f"external data file of tensor {tensor.name!r} is missing: {target}"
+        )
     offset = int(info.get("offset", 0) or 0)
     length = info.get("length")
     size = target.stat().st_size
@@ -117,3 +120,41 @@ def _check_external_tensor(tensor: onnx.TensorProto, base_dir: Path) -> None:
             f"external data of tensor {tensor.name!r} reads bytes {offset}..{end} of "
             f"{target.name}, which has only {size} bytes"
         )
+
+
+#: Where each data type keeps its values when not in ``raw_data``.
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def _check_tensor_sizes(model: onnx.ModelProto) -> None:
+    """Every initializer holds as many values as its dims declare (nothing huge is implied)."""
+    for tensor in model.graph.initializer:
+        if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+            continue
+        declared = 1
+        for dim in tensor.dims:
+            declared *= int(dim)
+        held = _held_elements(tensor)
+        if held is not None and held != declared:
+            raise ModelLoadError(
+                f"initializer {tensor.name!r} declares shape {list(tensor.dims)} "
+                f"({declared} elements) but holds {held}"
+            )
+
+
+def _held_elements(tensor: onnx.TensorProto) -> int | None:
+    if tensor.HasField("raw_data"):
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
+        if bits:
+            return None  # packed sub-byte types: leave them to the converter
+        return len(tensor.raw_data) // itemsize
+    for name in _TYPED_FIELDS:
+        values = getattr(tensor, name)
+        if len(values):
+            complex_pairs = tensor.data_type in (
+                onnx.TensorProto.COMPLEX64,
+                onnx.TensorProto.COMPLEX128,
+            )
+            return len(values) // 2 if complex_pairs else len(values)
+    return 0

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from onnx_am.errors import ImportFailedError
 from onnx_am.importer import ImportedModel
 from onnx_am.runtime import OnnxRuntimeRunner
 
@@ -65,8 +66,14 @@ def check_parity(
         torch.rand((samples, *imported.input.sample_shape), generator=generator) * (high - low)
         + low
     )
-    with torch.no_grad():
-        torch_outputs = imported.run(x)
+    try:
+        with torch.no_grad():
+            torch_outputs = imported.run(x)
+    except RuntimeError as exc:
+        raise ImportFailedError(
+            f"the converted torch graph fails on an input of shape {list(x.shape)}: "
+            f"{(str(exc).splitlines() or [''])[0]}"
+        ) from exc
     runner = OnnxRuntimeRunner(
         imported.original, imported.input.name, rowwise=imported.batch.mode == "rowwise"
     )

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_am.errors import TargetError
+from onnx_am.errors import ModelLoadError, TargetError
 
 
 class OnnxRuntimeRunner:
@@ -28,9 +28,13 @@ class OnnxRuntimeRunner:
         exposed = expose_tensors(model, list(extra_outputs))
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            self.session = ort.InferenceSession(
+                exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ModelLoadError(f"onnxruntime cannot load the model: {first}") from exc
         self.output_names = [out.name for out in self.session.get_outputs()]
         self.input_dtype = _numpy_dtype(self.session.get_inputs(), input_name)
         declared = next(v.shape for v in self.session.get_inputs() if v.name == input_name)

@@ -9,6 +9,8 @@ weights held by ``Constant`` nodes, opsets below 11) is handled by ONNX pre-pass
 
 from __future__ import annotations
 
+import warnings
+
 from onnx_am.converters import (  # noqa: F401  (imported for their registrations)
     activations,
     newer_versions,
@@ -19,5 +21,13 @@ from onnx_am.converters import (  # noqa: F401  (imported for their registration
     split,
 )
 from onnx_am.converters._registry import REGISTERED, has_converter
+
+# onnx2torch's Slice indexes with a list, which torch deprecates loudly on every forward;
+# the result is still correct (parity checks it). Silence only that message, only there.
+warnings.filterwarnings(
+    "ignore",
+    message="Using a non-tuple sequence for multidimensional indexing",
+    module=r"onnx2torch\.",
+)
 
 __all__ = ["REGISTERED", "has_converter"]
