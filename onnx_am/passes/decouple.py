@@ -38,7 +38,6 @@ NONLINEAR_OP_TYPES = frozenset(
         "Softplus", "Softsign", "Erf", "Mish", "Swish", "Shrink", "MaxPool", "GlobalMaxPool",
         "LpPool", "MaxRoiPool", "Max", "Min", "Abs", "Sign", "Round", "Floor", "Ceil", "Exp",
         "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos", "ReduceMax", "ReduceMin", "TopK",
-        "ArgMax", "ArgMin", "Where",
     }
 )  # fmt: skip
 

@@ -13,7 +13,6 @@ change what it does; a NaN entry means "this row uses alpha", i.e. the original 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -140,8 +139,3 @@ def _channel_shape(shape: tuple[int, ...], rank: int, node: str) -> tuple[int, .
     raise PassError(
         f"slope of shape {shape} of node {node!r} does not broadcast to an input of rank {rank}"
     )
-
-
-def alpha_array(alpha: Alpha) -> np.ndarray | None:
-    """``alpha`` as an array when it is per-channel, else ``None``."""
-    return alpha if isinstance(alpha, np.ndarray) else None
