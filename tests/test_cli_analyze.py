@@ -1,0 +1,179 @@
+"""``onnx-am analyze`` through click's CliRunner and as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx_am_cli.main import cli
+
+import onnx_am.analyze as analyze_module
+from onnx_am.parity import ParityResult
+
+FAST = ["--steps", "5", "--restarts", "1"]
+
+
+def export(module: torch.nn.Module, shape: tuple[int, ...], path) -> str:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    module.eval()
+    torch.onnx.export(
+        module,
+        torch.zeros(1, *shape),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory) -> str:
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8, 2)
+    )
+    return export(net, (1, 4, 4), tmp_path_factory.mktemp("m") / "cnn.onnx")
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory) -> str:
+    """A 1x4x4 image in, 24 outputs: two chunks of units at 2 methods x 2 restarts."""
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 24)
+    )
+    return export(net, (1, 4, 4), tmp_path_factory.mktemp("m") / "wide.onnx")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["analyze", *args], catch_exceptions=False)
+
+
+def test_json_goes_to_stdout_alone(cnn, tmp_path):
+    out = tmp_path / "r"
+    result = invoke(cnn, *FAST, "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc == json.loads((out / "report.json").read_text())
+    assert doc["status"] == "complete" and len(doc["results"]) == 4
+
+
+def test_summary_and_default_out_dir_in_the_working_directory(cnn, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(cnn, *FAST, "--method", "standard")
+    assert result.exit_code == 0, result.stderr
+    assert "report: onnx-am-report/cnn/index.html" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx-am-report"]
+    assert (tmp_path / "onnx-am-report" / "cnn" / "report.json").is_file()
+    quiet = invoke(cnn, *FAST, "--method", "standard", "--quiet", "--force")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_existing_report_exits_2_and_is_kept(cnn, tmp_path):
+    out = str(tmp_path / "r")
+    assert invoke(cnn, *FAST, "--out", out, "--method", "standard").exit_code == 0
+    before = (tmp_path / "r" / "report.json").read_bytes()
+    again = invoke(cnn, *FAST, "--out", out, "--method", "standard")
+    assert again.exit_code == 2
+    assert again.stderr.startswith("onnx-am: error: a report already exists")
+    assert (tmp_path / "r" / "report.json").read_bytes() == before
+    assert invoke(cnn, *FAST, "--out", out, "--method", "standard", "--force").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "nope:1"], "no tensor named 'nope'"),
+        (["--target", "logits:7"], "logits"),
+        (["--method", "sideways(1)"], "sideways"),
+        (["--input-range", "1..0"], "is empty"),
+        (["--mean", "0.1,0.2"], "mean has 2 values"),
+    ],
+)
+def test_input_errors_exit_2_with_one_line(cnn, tmp_path, args, message):
+    result = invoke(cnn, *FAST, "--out", str(tmp_path / "r"), *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_bad_option_values_are_usage_errors(cnn, tmp_path):
+    assert invoke(cnn, "--backward-slope", "a,b").exit_code == 2
+    assert invoke(cnn, "--input-shape", "1,x").exit_code == 2
+    assert invoke(cnn, "--steps", "0").exit_code == 2
+
+
+def test_cuda_unavailable_is_a_clear_error(cnn, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = invoke(cnn, *FAST, "--out", str(tmp_path / "r"), "--device", "cuda")
+    assert result.exit_code == 2 and "CUDA" in result.stderr
+
+
+def test_onnxruntime_disagreement_exits_3_with_the_report_written(cnn, tmp_path, monkeypatch):
+    failed = ParityResult(
+        max_abs_diff=0.5, max_rel_diff=0.5, passed=False, tolerance=1e-4, samples=4
+    )
+    monkeypatch.setattr(analyze_module, "check_parity", lambda *a, **k: failed)
+    result = invoke(cnn, *FAST, "--out", str(tmp_path / "r"), "--json")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)["parity"]["passed"] is False
+    assert "parity check failed" in result.stderr
+    assert (tmp_path / "r" / "index.html").is_file()
+
+
+def test_ctrl_c_exits_130_and_points_to_resume(cnn, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("onnx_am_cli.analyze_cmd.analyze", interrupted)
+    result = invoke(cnn, "--out", str(tmp_path / "r"))
+    assert result.exit_code == 130 and "--resume" in result.stderr
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "onnx_am_cli.main", "analyze", *args]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+    )
+
+
+def without_timings(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k != "timings"}
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(wide, tmp_path):
+    settings = ["--steps", "200", "--restarts", "2"]
+    reference = run_cli(wide, *settings, "--out", str(tmp_path / "whole"), "--json")
+    killed = run_cli(wide, *settings, "--out", str(tmp_path / "cut"), "--quiet")
+    report = tmp_path / "cut" / "report.json"
+    deadline = time.monotonic() + 120
+    partial = None
+    while killed.poll() is None and time.monotonic() < deadline:
+        if report.is_file():
+            partial = json.loads(report.read_text())
+            if partial["results"]:
+                break
+        time.sleep(0.005)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert partial is not None and partial["status"] == "running"
+    assert 0 < len(partial["results"]) < 48
+    resumed = run_cli(wide, *settings, "--out", str(tmp_path / "cut"), "--resume", "--json")
+    resumed_out, resumed_err = resumed.communicate(timeout=300)
+    reference_out, reference_err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, reference_err.decode()
+    assert resumed.returncode == 0, resumed_err.decode()
+    whole, again = json.loads(reference_out), json.loads(resumed_out)  # stdout is only JSON
+    assert len(whole["results"]) == 48
+    assert without_timings(again) == without_timings(whole)
