@@ -36,7 +36,9 @@ def figure(
         if rows * cols == 1:
             fig.tight_layout()
         else:  # tight_layout draws the whole figure once more: slow with many panels
-            fig.subplots_adjust(left=0.06, right=0.98, bottom=0.04, top=0.95, hspace=0.7, wspace=0.35)
+            fig.subplots_adjust(
+                left=0.06, right=0.98, bottom=0.04, top=0.95, hspace=0.7, wspace=0.35
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=80)
     finally:
