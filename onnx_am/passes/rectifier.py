@@ -33,14 +33,15 @@ class RedirectGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         x, slope = ctx.saved_tensors
-        rows = ~torch.isnan(slope)
+        # Per-row factors are small (N, 1, ...); only two full-size products are made.
+        keep = (~torch.isnan(slope)).to(grad.dtype)  # 1 for rows with a slope, 0 for alpha rows
         beta = torch.nan_to_num(slope, nan=0.0)
-        local = torch.where(x > 0, torch.ones_like(beta), beta)
+        local = torch.where(x > 0, keep, beta)
         if ctx.upper is not None:
             top = beta if ctx.decouple_upper else torch.zeros_like(beta)
             local = torch.where(x >= ctx.upper, top, local)
-        grad_x = torch.where(rows, grad * local, torch.zeros_like(grad))
-        grad_y = torch.where(rows, torch.zeros_like(grad), grad)
+        grad_x = grad * local
+        grad_y = grad * (1 - keep)
         if grad_x.shape != x.shape:
             grad_x = grad_x.sum_to_size(x.shape)
         return grad_y, grad_x, None, None, None
