@@ -7,6 +7,7 @@ and records, for every ONNX tensor name, the place in the torch graph that produ
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import onnx
@@ -14,6 +15,7 @@ import onnx2torch
 import torch
 from onnx2torch.node_converters import get_converter
 from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.utils.safe_shape_inference import safe_shape_inference
 from torch import fx
 
 import onnx_am.converters  # noqa: F401  (registers the extra converters)
@@ -126,45 +128,76 @@ _CONVERTER_ERRORS = (NotImplementedError, KeyError, ValueError, RuntimeError, Ty
 
 
 def _convert(model: onnx.ModelProto) -> fx.GraphModule:
-    _raise_if_unsupported(find_unsupported_nodes(model, dry_run=False))
+    _raise_if_unsupported(_find_unsupported(model, dry_run=False))
     try:
-        module = onnx2torch.convert(model, attach_onnx_mapping=True)
+        with warnings.catch_warnings():
+            # onnx2torch warns about approximations (Resize nearest modes); parity judges them
+            warnings.simplefilter("ignore")
+            module = onnx2torch.convert(model, attach_onnx_mapping=True)
     except _CONVERTER_ERRORS as exc:
         # Some converters refuse attributes only when called: find every such node.
-        _raise_if_unsupported(find_unsupported_nodes(model, dry_run=True))
-        raise ImportFailedError(f"onnx2torch could not convert the model: {exc}") from exc
+        _raise_if_unsupported(_find_unsupported(model, dry_run=True))
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ImportFailedError(f"onnx2torch could not convert the model: {first}") from exc
     module.eval()
     for tensor in [*module.parameters(), *module.buffers()]:
         tensor.requires_grad_(False)
     return module
 
 
-def _raise_if_unsupported(unsupported: list[tuple[str, str, str, int]]) -> None:
+Unsupported = tuple[str, str, str, int]
+
+
+def _raise_if_unsupported(unsupported: list[tuple[Unsupported, str]]) -> None:
     if unsupported:
-        listing = ", ".join(f"{name} ({op}, {domain}, opset {ver})" for name, domain, op, ver in unsupported)
-        raise UnsupportedOpError(f"{len(unsupported)} unsupported node(s): {listing}", unsupported)
+        listing = ", ".join(
+            f"{name} ({op}, {domain}, opset {ver}{': ' + reason if reason else ''})"
+            for (name, domain, op, ver), reason in unsupported
+        )
+        raise UnsupportedOpError(
+            f"{len(unsupported)} unsupported node(s): {listing}", [n for n, _ in unsupported]
+        )
 
 
-def find_unsupported_nodes(
-    model: onnx.ModelProto, dry_run: bool = True
-) -> list[tuple[str, str, str, int]]:
+def find_unsupported_nodes(model: onnx.ModelProto, dry_run: bool = True) -> list[Unsupported]:
     """Every node that cannot be converted, as ``(node name, domain, op type, opset)``.
 
     Args:
         model: the (prepared) model.
         dry_run: also call each node's converter, to catch unsupported attributes.
     """
+    return [node for node, _ in _find_unsupported(model, dry_run)]
+
+
+def _find_unsupported(model: onnx.ModelProto, dry_run: bool) -> list[tuple[Unsupported, str]]:
+    """Like :func:`find_unsupported_nodes`, with the converter's reason (empty: no converter)."""
     opsets = {entry.domain: entry.version for entry in model.opset_import}
+    if dry_run:  # converters read inferred shapes, as in onnx2torch.convert
+        model = safe_shape_inference(model)
     graph = OnnxGraph(model.graph)
     found = []
     for node in graph.nodes.values():
         domain = node.domain
         version = opsets.get(domain, opsets.get("ai.onnx", 0))
-        label = node.proto.name or node.unique_name
+        label = (
+            node.proto.name or node.unique_name,
+            domain or "ai.onnx",
+            node.operation_type,
+            version,
+        )
         try:
-            converter = get_converter(domain=domain, operation_type=node.operation_type, version=version)
-            if dry_run:
+            converter = get_converter(
+                domain=domain, operation_type=node.operation_type, version=version
+            )
+        except NotImplementedError:
+            found.append((label, ""))
+            continue
+        if not dry_run:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 converter(node, graph)
-        except _CONVERTER_ERRORS:
-            found.append((label, domain or "ai.onnx", node.operation_type, version))
+        except _CONVERTER_ERRORS as exc:
+            found.append((label, (str(exc).splitlines() or [type(exc).__name__])[0]))
     return found
