@@ -243,10 +243,11 @@ class _ProgressBar:
         if self.first_fraction is None:
             self.first_fraction, self.started = fraction, now
         filled = int(self.WIDTH * fraction)
+        steps = f"step {event.steps_done}/{event.steps_total}" if event.steps_total else ""
         line = (
             f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] "
             f"units {event.units_done}/{event.units_total}  "
-            f"step {event.steps_done}/{event.steps_total}  ETA {self._eta(fraction, now)}"
+            f"{steps}  ETA {self._eta(fraction, now)}"
         )
         click.echo(line, nl=False, err=True)
 

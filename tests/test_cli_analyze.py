@@ -177,3 +177,21 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(wide, tmp_path):
     whole, again = json.loads(reference_out), json.loads(resumed_out)  # stdout is only JSON
     assert len(whole["results"]) == 48
     assert without_timings(again) == without_timings(whole)
+
+
+def test_progress_bar_shows_units_steps_and_eta(capsys):
+    from onnx_am_cli.analyze_cmd import _ProgressBar
+
+    from onnx_am.analyze import AnalyzeProgress
+
+    event = AnalyzeProgress("optimize", 1, 4, 5, 10, 2)
+    assert event.fraction == 0.5  # (1 unit + half of a 2-unit chunk) / 4
+    bar = _ProgressBar()
+    bar.update(AnalyzeProgress("optimize", 0, 4, 0, 10, 2))
+    bar.update(event)  # within 0.1 s of the last line: throttled
+    assert "units 1/4" not in capsys.readouterr().err
+    bar.shown -= 1.0
+    bar.update(event)
+    line = capsys.readouterr().err.split("\r")[-1]
+    assert "units 1/4" in line and "step 5/10" in line and "ETA" in line
+    assert line.count("#") == 15

@@ -41,7 +41,7 @@ def render_html(doc: dict, plots: list[dict]) -> str:
         timings=doc.get("timings", {}),
         results=results,
         trivial=trivial,
-        methods=list(dict.fromkeys(r["method"] for r in results)),
+        methods=list(dict.fromkeys(r["method"] for r in doc.get("results", []))),
         n_targets=len({r["target"] for r in results}),
         disagreements=sum(1 for r in results if not r.get("agrees", True)),
         not_beating=sum(1 for r in results if not r.get("beats_trivial", True)),
