@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from onnx_am.domain import InputDomain, parse_domain
+from onnx_am.engine import AMConfig, maximize
 from onnx_am.errors import (
     ExternalDataError,
     ImportFailedError,
@@ -15,11 +17,22 @@ from onnx_am.errors import (
     UnsupportedOpError,
 )
 from onnx_am.importer import ImportedModel, import_onnx
+from onnx_am.objectives import Target, channel, default_targets, neuron, parse_targets, unit
 from onnx_am.parity import ParityResult, check_parity
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AMConfig",
+    "InputDomain",
+    "Target",
+    "channel",
+    "default_targets",
+    "maximize",
+    "neuron",
+    "parse_domain",
+    "parse_targets",
+    "unit",
     "ExternalDataError",
     "ImportFailedError",
     "ImportedModel",
