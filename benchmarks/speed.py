@@ -1,0 +1,364 @@
+"""Speed benchmark: engine step time vs a native-torch loop, batching, import, cross-check, memory.
+
+- step time: the engine (standard and decoupled(0.3) rows) vs plain projected gradient ascent
+  written natively in torch on the same architecture and weights (the digits CNNs rebuilt
+  from ``models/make_digits_cnns.py`` with the ONNX initializers), same batch of 64 rows;
+- 64 units batched in one call vs one row at a time (``batch_size=1``): units per second;
+- import time: ``import onnx_am`` in a fresh interpreter and ``import_onnx`` per model;
+- the onnxruntime cross-check's share of a run;
+- peak memory (VmHWM) of a ResNet-50-sized model (torchvision ``resnet50(weights=None)``,
+  seeded, exported to ONNX in a temporary folder) at batch 16, engine vs native, each in its
+  own fresh process.
+
+Run (from the repository root)::
+
+    python benchmarks/speed.py            # a few minutes on 2 CPU cores (ResNet-50 included)
+    python benchmarks/speed.py --quick    # digits only, fewer steps
+
+Writes ``benchmarks/results/speed.md`` and ``speed.json`` (``speed_quick.*`` with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from bench_common import (  # noqa: E402
+    RESULTS,
+    machine,
+    machine_line,
+    markdown_table,
+    model_path,
+    native_digits,
+    peak_rss_mib,
+    write_json,
+)
+
+from onnx_am import import_onnx  # noqa: E402
+from onnx_am.engine import AMConfig, maximize  # noqa: E402
+
+LR = 0.1
+CLASSES = 8
+RESTARTS = 8
+
+
+class StepClock:
+    """A progress callback that records when each step finished."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def __call__(self, done: int, total: int, info: object = None) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def per_step(self) -> float:
+        """Mean seconds per step between the first and the last callback."""
+        if len(self.stamps) < 2:
+            return float("nan")
+        return (self.stamps[-1] - self.stamps[0]) / (len(self.stamps) - 1)
+
+
+def native_ascent(model: torch.nn.Module, x: torch.Tensor, units: torch.Tensor, steps: int) -> float:
+    """Plain projected gradient ascent on ``model(x)[i, units[i]]``; seconds per step."""
+    x = x.clone()
+    started = time.perf_counter()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        objective = model(x).gather(1, units[:, None]).sum()
+        (grad,) = torch.autograd.grad(objective, x)
+        with torch.no_grad():
+            x = (x + LR * grad).clamp_(-1.0, 1.0)
+    return (time.perf_counter() - started) / steps
+
+
+def engine_run(imported, targets, methods, steps, **config) -> tuple[object, StepClock]:
+    """One engine call with a step clock attached."""
+    clock = StepClock()
+    settings = {"steps": steps, "lr": LR, "seed": 0, "restarts": 1, **config}
+    report = maximize(imported, targets, methods, config=AMConfig(**settings), progress=clock)
+    return report, clock
+
+
+def step_time(name: str, steps: int) -> list[dict]:
+    """Engine (standard, decoupled(0.3)) vs native ms/step on 64 rows of ``name``."""
+    imported = import_onnx(str(model_path(name)))
+    native = native_digits(name)
+    targets = [f"{imported.output_names[0]}:{i}" for i in range(CLASSES)]
+    units = torch.arange(CLASSES).repeat_interleave(RESTARTS)
+    x = torch.empty(len(units), 1, 8, 8).uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(0))
+    native_ascent(native, x, units, 3)  # warm-up
+    native_s = min(native_ascent(native, x, units, steps) for _ in range(2))
+    rows = [{"model": name, "loop": "native torch", "ms_per_step": 1e3 * native_s, "vs_native": 1.0}]
+    for method in ("standard", "decoupled(0.3)", "proxy(0.3)"):
+        engine_run(imported, targets, [method], 3, restarts=RESTARTS, crosscheck=False)  # warm-up
+        per_step = min(
+            engine_run(imported, targets, [method], steps, restarts=RESTARTS, crosscheck=False)[1].per_step()
+            for _ in range(2)
+        )
+        rows.append(
+            {
+                "model": name,
+                "loop": f"engine {method}",
+                "ms_per_step": 1e3 * per_step,
+                "vs_native": per_step / native_s,
+            }
+        )
+    return rows
+
+
+def unit_targets64(imported) -> list[str]:
+    """10 classes + channels of the rectifier outputs, 64 targets in all."""
+    targets = [f"{imported.output_names[0]}:{i}" for i in range(10)]
+    probe = torch.zeros((1, *imported.input.sample_shape))
+    for name in reversed(list(imported.tensor_map)):
+        if "Relu_output" not in name or len(targets) >= 64:
+            continue
+        (value,) = imported.run(probe, names=[name])
+        if value.dim() == 4:
+            take = min(value.shape[1], 64 - len(targets))
+            targets += [f"{name}:{c}" for c in range(take)]
+    return targets
+
+
+def batching(name: str, steps: int) -> list[dict]:
+    """64 units in one batch vs ``batch_size=1`` (one row at a time)."""
+    imported = import_onnx(str(model_path(name)))
+    targets = unit_targets64(imported)
+    rows = []
+    for mode, batch_size in (("batched (64 rows / step)", 64), ("one at a time (batch_size=1)", 1)):
+        started = time.perf_counter()
+        report, _ = engine_run(imported, targets, ["standard"], steps, batch_size=batch_size, crosscheck=False)
+        seconds = report.timings.get("optimize", time.perf_counter() - started)
+        rows.append(
+            {
+                "model": name,
+                "mode": mode,
+                "units": len(targets),
+                "steps": steps,
+                "seconds": seconds,
+                "units_per_s": len(targets) / seconds,
+            }
+        )
+    return rows
+
+
+def phases(name: str, steps: int) -> list[dict]:
+    """Seconds per phase of one cross-checked run (engine's own timings)."""
+    imported = import_onnx(str(model_path(name)))
+    targets = [f"{imported.output_names[0]}:{i}" for i in range(CLASSES)]
+    started = time.perf_counter()
+    report, _ = engine_run(imported, targets, ["standard"], steps, restarts=RESTARTS, crosscheck=True)
+    wall = time.perf_counter() - started
+    timings = dict(report.timings)
+    timings["other (outside the engine's phases)"] = max(0.0, wall - sum(timings.values()))
+    return [
+        {"model": name, "phase": phase, "seconds": s, "share": s / wall} for phase, s in timings.items()
+    ] + [{"model": name, "phase": "total (wall)", "seconds": wall, "share": 1.0}]
+
+
+def import_times(models: list[str]) -> list[dict]:
+    """``import onnx_am`` in a fresh interpreter, then ``import_onnx`` per model (warm)."""
+    code = "import time; t = time.perf_counter(); import onnx_am; print(time.perf_counter() - t)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rows = [{"what": "import onnx_am (fresh interpreter)", "seconds": float(done.stdout.split()[-1])}]
+    for name in models:
+        started = time.perf_counter()
+        import_onnx(str(model_path(name)))
+        rows.append({"what": f"import_onnx({name}.onnx)", "seconds": time.perf_counter() - started})
+    return rows
+
+
+def resnet50() -> torch.nn.Module:
+    """torchvision ResNet-50 with seeded random weights, in eval mode."""
+    import torchvision
+
+    torch.manual_seed(0)  # torchvision's initializers use the global RNG; this is a script
+    model = torchvision.models.resnet50(weights=None).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def child(args: list[str]) -> dict:
+    """The ResNet-50 measurements, each run in its own process so VmHWM is its own."""
+    mode = args[0]
+    if mode == "export":
+        torch.onnx.export(
+            resnet50(),
+            (torch.zeros(1, 3, 224, 224),),
+            args[1],
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+        return {"mode": "export", "peak_rss_mib": peak_rss_mib()}
+    steps, batch = int(args[2]), int(args[3])
+    if mode == "native":
+        units = torch.arange(batch)
+        x = torch.empty(batch, 3, 224, 224).uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(0))
+        per_step = native_ascent(resnet50(), x, units, steps)
+        return {"mode": "native torch", "rows": batch, "steps": steps, "s_per_step": per_step,
+                "peak_rss_mib": peak_rss_mib()}
+    started = time.perf_counter()
+    imported = import_onnx(args[1])
+    import_s = time.perf_counter() - started
+    targets = [f"logits:{i}" for i in range(batch // 2)]
+    report, clock = engine_run(
+        imported, targets, ["standard", "decoupled(0.3)"], steps, batch_size=batch, crosscheck=True
+    )
+    return {
+        "mode": "engine standard + decoupled(0.3), cross-check on",
+        "rows": batch,
+        "steps": steps,
+        "s_per_step": report.timings.get("optimize", float("nan")) / steps,
+        "import_s": import_s,
+        "timings": report.timings,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def run_child(args: list[str]) -> dict:
+    """Run :func:`child` in a fresh interpreter; its last stdout line is JSON."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def resnet_rows(steps: int, batch: int, log=print) -> list[dict]:
+    """Export ResNet-50 once to a temporary folder, then measure engine and native."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "resnet50.onnx")
+        started = time.perf_counter()
+        run_child(["export", path])
+        log(f"  resnet50 exported in {time.perf_counter() - started:.0f} s")
+        for mode in ("engine", "native"):
+            rows.append(run_child([mode, path, str(steps), str(batch)]))
+            log(f"  resnet50 {mode}: {rows[-1]['s_per_step']:.2f} s/step, {rows[-1]['peak_rss_mib']:.0f} MiB")
+    return rows
+
+
+def render(info: dict, results: dict, command: str) -> str:
+    """The markdown report."""
+    out = [
+        "# Speed benchmark",
+        "",
+        machine_line(info),
+        "",
+        f"Command: `{command}`",
+        "",
+        f"## Step time, {CLASSES * RESTARTS} rows ({CLASSES} classes x {RESTARTS} restarts), "
+        "projected gradient ascent",
+        "",
+        "Engine: seconds between its first and last progress callbacks per step (starts, "
+        "baselines and cross-check excluded), best of 2 runs. Native: the same architecture "
+        "written in torch with the same weights, same batch, same update, best of 2.",
+        "",
+        markdown_table(
+            ["model", "loop", "ms / step", "vs native"],
+            [
+                [r["model"], r["loop"], f"{r['ms_per_step']:.2f}", f"{r['vs_native']:.2f}x"]
+                for r in results["steps"]
+            ],
+        ),
+        "",
+        "## 64 units: batched vs one at a time (standard, 1 restart, engine's `optimize` time)",
+        "",
+        markdown_table(
+            ["model", "mode", "steps", "seconds", "units / s"],
+            [
+                [r["model"], r["mode"], r["steps"], f"{r['seconds']:.2f}", f"{r['units_per_s']:.1f}"]
+                for r in results["batching"]
+            ],
+        ),
+        "",
+        f"## Where the time of one run goes ({CLASSES * RESTARTS} rows, standard, cross-check on)",
+        "",
+        markdown_table(
+            ["model", "phase", "seconds", "share"],
+            [
+                [r["model"], r["phase"], f"{r['seconds']:.3f}", f"{100 * r['share']:.1f} %"]
+                for r in results["phases"]
+            ],
+        ),
+        "",
+        "## Import time",
+        "",
+        markdown_table(["what", "seconds"], [[r["what"], f"{r['seconds']:.2f}"] for r in results["imports"]]),
+        "",
+    ]
+    if results.get("resnet"):
+        out += [
+            "## ResNet-50 (torchvision, weights=None, seeded), batch 16, each in a fresh process",
+            "",
+            "Peak RSS = VmHWM of that process (model, import, baselines, steps, cross-check).",
+            "",
+            markdown_table(
+                ["loop", "rows", "steps", "s / step", "import s", "peak RSS MiB"],
+                [
+                    [
+                        r["mode"],
+                        r["rows"],
+                        r["steps"],
+                        f"{r['s_per_step']:.2f}",
+                        f"{r['import_s']:.1f}" if "import_s" in r else "-",
+                        f"{r['peak_rss_mib']:.0f}",
+                    ]
+                    for r in results["resnet"]
+                ],
+            ),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def measure(quick: bool, log=print) -> dict:
+    """All measurements; ``quick`` skips ResNet-50 and the deep model."""
+    steps = 16 if quick else 64
+    models = ["digits_relu"] if quick else ["digits_relu", "digits_deep_relu"]
+    results = {"steps": []}
+    for name in models:
+        results["steps"] += step_time(name, steps)
+        log(f"  step time {name}: done")
+    results["batching"] = batching(models[0], steps)
+    results["phases"] = phases(models[0], steps)
+    results["imports"] = import_times(models)
+    results["resnet"] = [] if quick else resnet_rows(steps=3, batch=16, log=log)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="digits only, fewer steps")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return
+    info = machine()
+    print(machine_line(info))
+    results = measure(args.quick)
+    command = "python benchmarks/speed.py" + (" --quick" if args.quick else "")
+    text = render(info, results, command)
+    name = "speed_quick" if args.quick else "speed"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.md").write_text(text)
+    write_json(args.out / f"{name}.json", {"machine": info, "command": command, **results})
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
