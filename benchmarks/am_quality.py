@@ -65,11 +65,23 @@ class Plan:
     hard_starts: list[str] = field(default_factory=lambda: ["lower", "mid", "dead"])
     hard_methods: list[str] = field(default_factory=lambda: list(FOCUS))
     long_steps: int = 1024
-    long_methods: list[str] = field(default_factory=lambda: ["standard", "decoupled(0.3)", "proxy(0.3)"])
+    long_methods: list[str] = field(
+        default_factory=lambda: ["standard", "decoupled(0.3)", "proxy(0.3)"]
+    )
     toy_methods: list[str] = field(default_factory=lambda: list(FOCUS))
     toy_starts: list[str] = field(default_factory=lambda: ["random", "dead"])
     batch_size: int = 256
+    model_dir: str | None = None
+    toy_json: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    def path(self, model: str) -> str:
+        """``<model_dir>/<model>.onnx`` (default folder: ``models/``)."""
+        return (
+            str(Path(self.model_dir) / f"{model}.onnx")
+            if self.model_dir
+            else str(model_path(model))
+        )
 
     @classmethod
     def full(cls) -> Plan:
@@ -118,7 +130,9 @@ class Plan:
             long_methods=["decoupled(0.3)"],
             toy_methods=["standard", "decoupled(0.3)"],
             toy_starts=["dead"],
-            notes=["--quick: 2 models, 5 methods, 1 seed, 64 steps, 4 channels, lr sweep 0.002 only."],
+            notes=[
+                "--quick: 2 models, 5 methods, 1 seed, 64 steps, 4 channels, lr sweep 0.002 only."
+            ],
         )
 
 
@@ -134,16 +148,33 @@ def build_calls(plan: Plan, cache: ModelCache) -> list[Call]:
     calls = []
     for model in plan.models:
         targets, kinds = unit_targets(cache(model), plan.n_classes, plan.n_channels)
-
-        def call(section, methods, *, seed=plan.seeds[0], steps=plan.steps, lr=plan.lr, start="random"):
-            return Call(section, model, regime(lr, plan.lr), targets, kinds, methods, steps, lr, seed, start)
-
-        calls += [call("grid", plan.methods, seed=s) for s in plan.seeds]
+        seed0 = plan.seeds[0]
+        # (section, methods, seed, steps, lr, start)
+        specs = [("grid", plan.methods, s, plan.steps, plan.lr, "random") for s in plan.seeds]
         if model in plan.lr_models:
-            calls += [call("lr", plan.lr_methods, lr=lr) for lr in plan.lr_values]
+            specs += [
+                ("lr", plan.lr_methods, seed0, plan.steps, lr, "random") for lr in plan.lr_values
+            ]
         if model in plan.hard_models:
-            calls += [call("hard", plan.hard_methods, start=start) for start in plan.hard_starts]
-        calls.append(call("long", plan.long_methods, steps=plan.long_steps))
+            specs += [
+                ("hard", plan.hard_methods, seed0, plan.steps, plan.lr, s) for s in plan.hard_starts
+            ]
+        specs.append(("long", plan.long_methods, seed0, plan.long_steps, plan.lr, "random"))
+        for section, methods, seed, steps, lr, start in specs:
+            calls.append(
+                Call(
+                    section,
+                    model,
+                    regime(lr, plan.lr),
+                    targets,
+                    kinds,
+                    methods,
+                    steps,
+                    lr,
+                    seed,
+                    start,
+                )
+            )
     return calls
 
 
@@ -151,16 +182,26 @@ def _keys(methods: list[str]) -> set[str]:
     return {method_key(m) for m in methods}
 
 
-def render(plan: Plan, records: list[Record], toy_rows: list[dict], info: dict, timings: list[dict]) -> str:
+def render(
+    plan: Plan, records: list[Record], toy_rows: list[dict], info: dict, timings: list[dict]
+) -> str:
     """The markdown report."""
     best = rep.best_known(records)
     grid = [r for r in records if r.section == "grid"]
     lr_models = {r.model for r in records if r.section == "lr"}
     lr_recs = [r for r in records if r.section == "lr"]
-    lr_recs += [r for r in grid if r.model in lr_models and r.method in _keys(plan.lr_methods) and r.seed == plan.seeds[0]]
+    lr_recs += [
+        r
+        for r in grid
+        if r.model in lr_models and r.method in _keys(plan.lr_methods) and r.seed == plan.seeds[0]
+    ]
     hard = [r for r in records if r.section == "hard"]
     hard += [
-        r for r in grid if r.model in plan.hard_models and r.method in _keys(plan.hard_methods) and r.seed == plan.seeds[0]
+        r
+        for r in grid
+        if r.model in plan.hard_models
+        and r.method in _keys(plan.hard_methods)
+        and r.seed == plan.seeds[0]
     ]
     deep = [r for r in grid if "deep" in r.model]
     dead_units = sorted(f"{m} {t}" for (m, t), v in best.items() if not v > 0)
@@ -173,8 +214,8 @@ def render(plan: Plan, records: list[Record], toy_rows: list[dict], info: dict, 
         "",
         f"Command: `python benchmarks/am_quality.py{' --quick' if 'quick' in plan.name else ''}` "
         f"({total / 60:.1f} min in {len(timings)} engine calls, {len(records)} results; "
-        f"torch threads {info['torch_threads']}; load average at start {info.get('load_start', '?')}, "
-        f"at end {info.get('load_end', '?')}).",
+        f"torch threads {info['torch_threads']}; load average at start "
+        f"{info.get('load_start', '?')}, at end {info.get('load_end', '?')}).",
         "",
         f"Settings: projected gradient ascent on the raw gradient (the paper's), input domain "
         f"[-1, 1], lr {plan.lr:g}, {plan.steps} steps, 1 restart per seed, seeds {plan.seeds}, "
@@ -229,7 +270,9 @@ def render(plan: Plan, records: list[Record], toy_rows: list[dict], info: dict, 
         "",
         "## 8. Toy functions with known global maxima",
         "",
-        toys.toy_table(toy_rows) if toy_rows else "(no models/toy_*.onnx with models/toy_functions.json)",
+        toys.toy_table(toy_rows)
+        if toy_rows
+        else "(no models/toy_*.onnx with models/toy_functions.json)",
         "",
         "Plot: " + ", ".join(f"`{p}`" for p in plot_names(plan)),
         "",
@@ -268,7 +311,7 @@ def run(plan: Plan, out_dir: Path = RESULTS, log=print, threads: int = 1) -> str
     info = machine()
     info["load_start"] = _load()
     log(machine_line(info))
-    cache = ModelCache({m: str(model_path(m)) for m in plan.models})
+    cache = ModelCache({m: plan.path(m) for m in plan.models})
     started = time.perf_counter()
     calls = build_calls(plan, cache)
     log(f"{len(calls)} engine calls")
@@ -292,7 +335,9 @@ def _load() -> str:
         return "?"
 
 
-def summary_json(plan: Plan, records: list[Record], toy_rows: list[dict], info: dict, timings) -> dict:
+def summary_json(
+    plan: Plan, records: list[Record], toy_rows: list[dict], info: dict, timings
+) -> dict:
     """Everything except the full traces (median curves instead)."""
     best = rep.best_known(records)
     grid = [r for r in records if r.section == "grid"]

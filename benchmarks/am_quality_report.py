@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import fmt_med, fmt_share, markdown_table, median_iqr
 
 Key = tuple[str, str]
@@ -24,7 +23,9 @@ def best_known(records: Sequence) -> dict[Key, float]:
     best: dict[Key, float] = {}
     for r in records:
         key = (r.model, r.target)
-        best[key] = max(best.get(key, -np.inf), r.activation, float(np.max(r.trace, initial=-np.inf)))
+        best[key] = max(
+            best.get(key, -np.inf), r.activation, float(np.max(r.trace, initial=-np.inf))
+        )
     return best
 
 
@@ -46,7 +47,7 @@ def at_budget(trace: np.ndarray, budget: int) -> float:
 
 
 def steps_to(trace: np.ndarray, level: float = 0.95) -> float:
-    """First step count whose normalized trace reaches ``level`` (0 = the start); ``inf`` if never."""
+    """First step whose normalized trace reaches ``level`` (0 = the start); ``inf`` if never."""
     hits = np.nonzero(trace >= level)[0]
     return float(hits[0]) if hits.size else float("inf")
 
@@ -123,7 +124,13 @@ def paired_ratio(records: Sequence, reference: str, budget: int) -> dict[str, li
 
 def lr_table(records: Sequence, best: dict[Key, float], budgets: Sequence[int]) -> str:
     """Per model and learning rate: normalized maxima per method and the gain over standard."""
-    header = ["model", "lr", "method", *(f"norm @{b}" for b in budgets), f"vs standard @{budgets[-1]}"]
+    header = [
+        "model",
+        "lr",
+        "method",
+        *(f"norm @{b}" for b in budgets),
+        f"vs standard @{budgets[-1]}",
+    ]
     rows = []
     for (model, lr), recs in sorted(group(records, "model", "lr").items(), key=lambda kv: kv[0][1]):
         ratios = paired_ratio(recs, "standard", budgets[-1])
@@ -138,29 +145,44 @@ def lr_table(records: Sequence, best: dict[Key, float], budgets: Sequence[int]) 
 
 def lr_summary_table(records: Sequence, best: dict[Key, float], budget: int) -> str:
     """All lr-section models pooled: per lr and method, norm @budget and ratio to standard."""
-    header = ["lr", "method", f"norm @{budget}", f"vs standard @{budget}", "vs standard, classes",
-              "vs standard, channels"]
+    header = [
+        "lr",
+        "method",
+        f"norm @{budget}",
+        f"vs standard @{budget}",
+        "vs standard, classes",
+        "vs standard, channels",
+    ]
     rows = []
     for (lr,), recs in sorted(group(records, "lr").items()):
         ratios = paired_ratio(recs, "standard", budget)
-        by_kind = {k: paired_ratio([r for r in recs if r.unit_kind == k], "standard", budget)
-                   for k in ("class", "channel")}
+        by_kind = {
+            k: paired_ratio([r for r in recs if r.unit_kind == k], "standard", budget)
+            for k in ("class", "channel")
+        }
         for (method,), mrecs in group(recs, "method").items():
             traces = [t for t in (norm_trace(r, best) for r in mrecs) if t is not None]
-            rows.append([
-                f"{lr:g} ({mrecs[0].regime})",
-                method,
-                fmt_med([at_budget(t, budget) for t in traces]),
-                fmt_med(ratios.get(method, []), 2),
-                fmt_med(by_kind["class"].get(method, []), 2),
-                fmt_med(by_kind["channel"].get(method, []), 2),
-            ])
+            rows.append(
+                [
+                    f"{lr:g} ({mrecs[0].regime})",
+                    method,
+                    fmt_med([at_budget(t, budget) for t in traces]),
+                    fmt_med(ratios.get(method, []), 2),
+                    fmt_med(by_kind["class"].get(method, []), 2),
+                    fmt_med(by_kind["channel"].get(method, []), 2),
+                ]
+            )
     return markdown_table(header, rows)
 
 
 def gain_table(records: Sequence, budgets: Sequence[int]) -> str:
     """Per unit kind and method: activation / standard's at each budget (paired, median [IQR])."""
-    header = ["units", "method", *(f"vs standard @{b}" for b in budgets), f"better than standard @{budgets[-1]}"]
+    header = [
+        "units",
+        "method",
+        *(f"vs standard @{b}" for b in budgets),
+        f"better than standard @{budgets[-1]}",
+    ]
     rows = []
     for kind in ("class", "channel"):
         recs = [r for r in records if r.unit_kind == kind]
@@ -169,12 +191,14 @@ def gain_table(records: Sequence, budgets: Sequence[int]) -> str:
             if method == "standard":
                 continue
             last = per_budget[budgets[-1]].get(method, [])
-            rows.append([
-                kind,
-                method,
-                *(fmt_med(per_budget[b].get(method, []), 2) for b in budgets),
-                fmt_share([v > 1.01 for v in last]),
-            ])
+            rows.append(
+                [
+                    kind,
+                    method,
+                    *(fmt_med(per_budget[b].get(method, []), 2) for b in budgets),
+                    fmt_share([v > 1.01 for v in last]),
+                ]
+            )
     return markdown_table(header, rows)
 
 

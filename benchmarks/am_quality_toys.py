@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from am_quality_runs import Call, ModelCache, run_calls
 from bench_common import MODELS, fmt_med, fmt_share, markdown_table
@@ -17,11 +18,12 @@ TOY_JSON = MODELS / "toy_functions.json"
 _MAX_KEYS = ("global_max", "true_max", "known_max", "max", "maximum", "max_value")
 
 
-def load_toys() -> list[dict]:
+def load_toys(toy_json: Path | None = None) -> list[dict]:
     """``[{name, path, target, true_max}]`` from ``toy_functions.json`` (empty if absent)."""
-    if not TOY_JSON.exists():
+    toy_json = toy_json or TOY_JSON
+    if not toy_json.exists():
         return []
-    data = json.loads(TOY_JSON.read_text())
+    data = json.loads(toy_json.read_text())
     entries = data.get("functions", data.get("models", data))
     if isinstance(entries, dict):
         entries = [{"name": k, **v} for k, v in entries.items() if isinstance(v, dict)]
@@ -29,12 +31,12 @@ def load_toys() -> list[dict]:
     for entry in entries:
         file = entry.get("file") or f"{entry['name']}.onnx"
         true_max = next((entry[k] for k in _MAX_KEYS if k in entry), None)
-        if true_max is None or not (MODELS / file).exists():
+        if true_max is None or not (toy_json.parent / file).exists():
             continue
         toys.append(
             {
                 "name": entry.get("name", file.removesuffix(".onnx")),
-                "path": str(MODELS / file),
+                "path": str(toy_json.parent / file),
                 "target": entry.get("target"),
                 "true_max": float(true_max),
             }
@@ -44,7 +46,7 @@ def load_toys() -> list[dict]:
 
 def run_toys(plan, log=print) -> tuple[list[dict], list[dict]]:
     """Run every toy; returns one row per (toy, start, method, seed) and the call timings."""
-    toys = load_toys()
+    toys = load_toys(Path(plan.toy_json) if plan.toy_json else None)
     if not toys:
         return [], []
     cache = ModelCache({t["name"]: t["path"] for t in toys})
@@ -53,8 +55,18 @@ def run_toys(plan, log=print) -> tuple[list[dict], list[dict]]:
         target = toy["target"] or f"{cache(toy['name']).output_names[0]}:0"
         for start in plan.toy_starts:
             calls += [
-                Call("toy", toy["name"], "converge", [target], {target: "toy"}, plan.toy_methods,
-                     plan.steps, plan.lr, seed, start)
+                Call(
+                    "toy",
+                    toy["name"],
+                    "converge",
+                    [target],
+                    {target: "toy"},
+                    plan.toy_methods,
+                    plan.steps,
+                    plan.lr,
+                    seed,
+                    start,
+                )
                 for seed in plan.seeds
             ]
     started = time.perf_counter()

@@ -147,7 +147,9 @@ def native_digits(name: str) -> torch.nn.Module:
     import onnx
     from onnx import numpy_helper
 
-    spec = importlib.util.spec_from_file_location("make_digits_cnns", MODELS / "make_digits_cnns.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_digits_cnns", MODELS / "make_digits_cnns.py"
+    )
     maker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(maker)
     model = maker.VARIANTS[name.removeprefix("digits_")]()

@@ -66,7 +66,9 @@ class StepClock:
         return (self.stamps[-1] - self.stamps[0]) / (len(self.stamps) - 1)
 
 
-def native_ascent(model: torch.nn.Module, x: torch.Tensor, units: torch.Tensor, steps: int) -> float:
+def native_ascent(
+    model: torch.nn.Module, x: torch.Tensor, units: torch.Tensor, steps: int
+) -> float:
     """Plain projected gradient ascent on ``model(x)[i, units[i]]``; seconds per step."""
     x = x.clone()
     started = time.perf_counter()
@@ -93,14 +95,20 @@ def step_time(name: str, steps: int) -> list[dict]:
     native = native_digits(name)
     targets = [f"{imported.output_names[0]}:{i}" for i in range(CLASSES)]
     units = torch.arange(CLASSES).repeat_interleave(RESTARTS)
-    x = torch.empty(len(units), 1, 8, 8).uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(0))
+    x = torch.empty(len(units), 1, 8, 8).uniform_(
+        -0.1, 0.1, generator=torch.Generator().manual_seed(0)
+    )
     native_ascent(native, x, units, 3)  # warm-up
     native_s = min(native_ascent(native, x, units, steps) for _ in range(2))
-    rows = [{"model": name, "loop": "native torch", "ms_per_step": 1e3 * native_s, "vs_native": 1.0}]
+    rows = [
+        {"model": name, "loop": "native torch", "ms_per_step": 1e3 * native_s, "vs_native": 1.0}
+    ]
     for method in ("standard", "decoupled(0.3)", "proxy(0.3)"):
         engine_run(imported, targets, [method], 3, restarts=RESTARTS, crosscheck=False)  # warm-up
         per_step = min(
-            engine_run(imported, targets, [method], steps, restarts=RESTARTS, crosscheck=False)[1].per_step()
+            engine_run(imported, targets, [method], steps, restarts=RESTARTS, crosscheck=False)[
+                1
+            ].per_step()
             for _ in range(2)
         )
         rows.append(
@@ -135,7 +143,9 @@ def batching(name: str, steps: int) -> list[dict]:
     rows = []
     for mode, batch_size in (("batched (64 rows / step)", 64), ("one at a time (batch_size=1)", 1)):
         started = time.perf_counter()
-        report, _ = engine_run(imported, targets, ["standard"], steps, batch_size=batch_size, crosscheck=False)
+        report, _ = engine_run(
+            imported, targets, ["standard"], steps, batch_size=batch_size, crosscheck=False
+        )
         seconds = report.timings.get("optimize", time.perf_counter() - started)
         rows.append(
             {
@@ -155,12 +165,15 @@ def phases(name: str, steps: int) -> list[dict]:
     imported = import_onnx(str(model_path(name)))
     targets = [f"{imported.output_names[0]}:{i}" for i in range(CLASSES)]
     started = time.perf_counter()
-    report, _ = engine_run(imported, targets, ["standard"], steps, restarts=RESTARTS, crosscheck=True)
+    report, _ = engine_run(
+        imported, targets, ["standard"], steps, restarts=RESTARTS, crosscheck=True
+    )
     wall = time.perf_counter() - started
     timings = dict(report.timings)
     timings["other (outside the engine's phases)"] = max(0.0, wall - sum(timings.values()))
     return [
-        {"model": name, "phase": phase, "seconds": s, "share": s / wall} for phase, s in timings.items()
+        {"model": name, "phase": phase, "seconds": s, "share": s / wall}
+        for phase, s in timings.items()
     ] + [{"model": name, "phase": "total (wall)", "seconds": wall, "share": 1.0}]
 
 
@@ -168,7 +181,9 @@ def import_times(models: list[str]) -> list[dict]:
     """``import onnx_am`` in a fresh interpreter, then ``import_onnx`` per model (warm)."""
     code = "import time; t = time.perf_counter(); import onnx_am; print(time.perf_counter() - t)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    rows = [{"what": "import onnx_am (fresh interpreter)", "seconds": float(done.stdout.split()[-1])}]
+    rows = [
+        {"what": "import onnx_am (fresh interpreter)", "seconds": float(done.stdout.split()[-1])}
+    ]
     for name in models:
         started = time.perf_counter()
         import_onnx(str(model_path(name)))
@@ -205,10 +220,17 @@ def child(args: list[str]) -> dict:
     steps, batch = int(args[2]), int(args[3])
     if mode == "native":
         units = torch.arange(batch)
-        x = torch.empty(batch, 3, 224, 224).uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(0))
+        x = torch.empty(batch, 3, 224, 224).uniform_(
+            -0.1, 0.1, generator=torch.Generator().manual_seed(0)
+        )
         per_step = native_ascent(resnet50(), x, units, steps)
-        return {"mode": "native torch", "rows": batch, "steps": steps, "s_per_step": per_step,
-                "peak_rss_mib": peak_rss_mib()}
+        return {
+            "mode": "native torch",
+            "rows": batch,
+            "steps": steps,
+            "s_per_step": per_step,
+            "peak_rss_mib": peak_rss_mib(),
+        }
     started = time.perf_counter()
     imported = import_onnx(args[1])
     import_s = time.perf_counter() - started
@@ -246,7 +268,8 @@ def resnet_rows(steps: int, batch: int, log=print) -> list[dict]:
         log(f"  resnet50 exported in {time.perf_counter() - started:.0f} s")
         for mode in ("engine", "native"):
             rows.append(run_child([mode, path, str(steps), str(batch)]))
-            log(f"  resnet50 {mode}: {rows[-1]['s_per_step']:.2f} s/step, {rows[-1]['peak_rss_mib']:.0f} MiB")
+            row = rows[-1]
+            log(f"  resnet50 {mode}: {row['s_per_step']:.2f} s/step, {row['peak_rss_mib']:.0f} MiB")
     return rows
 
 
@@ -279,7 +302,13 @@ def render(info: dict, results: dict, command: str) -> str:
         markdown_table(
             ["model", "mode", "steps", "seconds", "units / s"],
             [
-                [r["model"], r["mode"], r["steps"], f"{r['seconds']:.2f}", f"{r['units_per_s']:.1f}"]
+                [
+                    r["model"],
+                    r["mode"],
+                    r["steps"],
+                    f"{r['seconds']:.2f}",
+                    f"{r['units_per_s']:.1f}",
+                ]
                 for r in results["batching"]
             ],
         ),
@@ -296,7 +325,9 @@ def render(info: dict, results: dict, command: str) -> str:
         "",
         "## Import time",
         "",
-        markdown_table(["what", "seconds"], [[r["what"], f"{r['seconds']:.2f}"] for r in results["imports"]]),
+        markdown_table(
+            ["what", "seconds"], [[r["what"], f"{r['seconds']:.2f}"] for r in results["imports"]]
+        ),
         "",
     ]
     if results.get("resnet"):

@@ -1,0 +1,205 @@
+"""Smoke runs of the benchmark scripts with 2-4 steps, so their code paths do not rot.
+
+The models are built in memory (a tiny CNN with ``input``/``logits`` and a one-hidden-layer
+ReLU toy with a known maximum) and written to a temporary folder; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import am_quality  # noqa: E402
+import am_quality_report as rep  # noqa: E402
+import speed  # noqa: E402
+
+
+class TinyCNN(torch.nn.Module):
+    """conv-ReLU-conv-ReLU-pool-linear on 1 x 6 x 6 inputs, 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.relu2 = torch.nn.ReLU()
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x))))).flatten(1))
+
+
+def export_tiny_cnn(path: Path) -> None:
+    torch.manual_seed(0)  # test fixture weights only
+    torch.onnx.export(
+        TinyCNN().eval(),
+        (torch.zeros(1, 1, 6, 6),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+
+
+def write_toy(folder: Path) -> float:
+    """y = v . relu(W x + b) on 3 inputs with v >= 0; returns the max over the corners."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 4)).astype(np.float32)
+    b = np.full(4, -2.0, dtype=np.float32)  # dead around 0
+    v = np.abs(rng.normal(size=(4, 1))).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["input", "W"], ["pre"], name="mm"),
+        helper.make_node("Add", ["pre", "b"], ["pre_b"], name="add"),
+        helper.make_node("Relu", ["pre_b"], ["hidden"], name="relu"),
+        helper.make_node("MatMul", ["hidden", "V"], ["output"], name="out"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "toy",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(a, n) for a, n in ((w, "W"), (b, "b"), (v, "V"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(folder / "toy_tiny.onnx"))
+    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * 3)).reshape(3, -1).T
+    true_max = float((np.maximum(corners @ w + b, 0) @ v).max())
+    entry = {"file": "toy_tiny.onnx", "target": "output:0", "max": true_max}
+    (folder / "toy_functions.json").write_text(json.dumps({"functions": {"toy_tiny": entry}}))
+    return true_max
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bench_models")
+    export_tiny_cnn(folder / "tiny.onnx")
+    write_toy(folder)
+    return folder
+
+
+def tiny_plan(folder: Path) -> am_quality.Plan:
+    return am_quality.Plan(
+        name="smoke",
+        models=["tiny"],
+        methods=["standard", "decoupled(0.3)", "proxy(0.3)", "decoupled(anneal(1.0))", "best"],
+        seeds=[0, 1],
+        steps=4,
+        lr=0.1,
+        budgets=[2, 4],
+        n_classes=3,
+        n_channels=2,
+        lr_models=["tiny"],
+        lr_values=[0.01],
+        lr_methods=["standard", "decoupled(0.3)"],
+        hard_models=["tiny"],
+        hard_starts=["lower", "dead"],
+        hard_methods=["standard", "best"],
+        long_steps=6,
+        long_methods=["decoupled(0.3)"],
+        toy_methods=["standard", "decoupled(0.3)"],
+        toy_starts=["dead"],
+        model_dir=str(folder),
+        toy_json=str(folder / "toy_functions.json"),
+    )
+
+
+def test_am_quality_smoke_writes_tables_json_and_plot(model_dir: Path, tmp_path: Path):
+    plan = tiny_plan(model_dir)
+    lines: list[str] = []
+    text = am_quality.run(plan, tmp_path, log=lines.append)
+
+    for header in ("## 1.", "## 2.", "## 5.", "## 6.", "## 7.", "## 8.", "Machine:"):
+        assert header in text
+    assert (tmp_path / "smoke_curves.png").stat().st_size > 1000
+    data = json.loads((tmp_path / "smoke.json").read_text())
+    records = data["records"]
+    # grid: 2 seeds x 5 units (3 classes + 2 channels) x 5 methods; lr: 5 x 2; hard: 2 starts
+    # x 5 x 2; long: 5 x 1
+    sections = [r["section"] for r in records]
+    assert sections.count("grid") == 2 * 5 * 5
+    assert sections.count("lr") == 5 * 2
+    assert sections.count("hard") == 2 * 5 * 2
+    assert sections.count("long") == 5
+    assert {r["method"] for r in records if r["section"] == "grid"} == {
+        "standard",
+        "decoupled(0.3)",
+        "proxy(0.3)",
+        "decoupled(anneal(1->alpha))",
+        "best",
+    }
+    assert all(r["agrees"] and r["activation_ort"] is not None for r in records)
+    assert all(np.isfinite(r["activation"]) for r in records)
+    # best never reports less than standard for the same unit and seed
+    grid = {
+        (r["target"], r["seed"], r["method"]): r["activation"]
+        for r in records
+        if r["section"] == "grid"
+    }
+    for (target, seed, method), value in grid.items():
+        if method == "best":
+            assert value >= grid[(target, seed, "standard")]
+    assert len(data["toys"]) == 2 * 2  # 2 methods x seeds [0, 1], dead start
+    assert all(0 <= row["share"] <= 1 + 1e-6 for row in data["toys"])
+    assert any("engine calls" in line for line in lines)
+
+
+def test_budget_and_steps_helpers_read_the_trace_right():
+    trace = np.array([0.1, 0.5, 0.94, 0.96, 1.0])  # entry 0 = start, entry t after t steps
+    assert rep.at_budget(trace, 2) == 0.94
+    assert rep.at_budget(trace, 10) == 1.0
+    assert rep.steps_to(trace) == 3
+    assert rep.steps_to(trace, 1.01) == float("inf")
+    assert rep.fmt_steps([3.0, float("inf")]).endswith("(50 % reach)")
+
+
+def test_paired_ratio_pairs_by_unit_and_seed():
+    def record(method, seed, values):
+        return am_quality.Record(
+            "grid", "m", "converging", 0.1, 2, "random", seed, "t:0", "class", method,
+            values[-1], None, True, 0.0, 0.0, True, 0.0, np.array(values),
+        )  # fmt: skip
+
+    records = [record("standard", 0, [1, 2]), record("x", 0, [1, 4]), record("x", 1, [1, 9])]
+    ratios = rep.paired_ratio(records, "standard", 1)
+    assert ratios["x"] == [2.0]  # seed 1 has no standard partner
+    assert ratios["standard"] == [1.0]
+
+
+def test_speed_smoke_step_time_batching_phases_and_child(model_dir: Path):
+    path = str(model_dir / "tiny.onnx")
+    native = speed.native_ascent(TinyCNN().eval(), torch.zeros(4, 1, 6, 6), torch.arange(4) % 3, 2)
+    assert native > 0
+    from onnx_am import import_onnx
+
+    imported = import_onnx(path)
+    report, clock = speed.engine_run(imported, ["logits:0", "logits:1"], ["standard"], 3)
+    assert len(clock.stamps) == 3 and clock.per_step() > 0
+    assert len(report.results) == 2
+    row = speed.child(["engine", path, "2", "4"])
+    assert row["rows"] == 4 and row["peak_rss_mib"] > 0 and row["s_per_step"] > 0
+    text = speed.render(
+        {
+            "cpu": "x",
+            "cores": 2,
+            "torch_threads": 1,
+            "torch": "t",
+            "onnxruntime": "o",
+            "python": "p",
+        },
+        {"steps": [], "batching": [], "phases": [], "imports": [], "resnet": [row]},
+        "cmd",
+    )
+    assert "ResNet-50" in text and "| engine" in text
