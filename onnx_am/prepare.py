@@ -54,6 +54,7 @@ def prepare_model(
         refuse_huge_constants,
         upgrade_opset,
         constants_to_initializers,
+        fold_initializer_identities,
         drop_needless_allowzero,
     ]
     if spec is not None:
@@ -179,6 +180,33 @@ def constants_to_initializers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
         graph.node.extend(kept)
     note = f"moved {moved} Constant/ConstantOfShape node(s) to initializers"
     return model, [note] if moved else []
+
+
+def fold_initializer_identities(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Replace ``Identity(initializer)`` by a copy of the initializer under the output name.
+
+    The legacy torch exporter deduplicates equal weights (often the zero biases of folded
+    BatchNorms) and feeds the copies through Identity nodes; onnx2torch needs Conv/Gemm
+    weights to be initializers.
+    """
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    kept, folded = [], 0
+    for node in graph.node:
+        source = constants.get(node.input[0]) if node.op_type == "Identity" and node.input else None
+        if source is None:
+            kept.append(node)
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(source)
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+        constants[copy.name] = copy
+        folded += 1
+    if folded:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return model, [f"folded {folded} Identity node(s) of initializers"] if folded else []
 
 
 def drop_needless_allowzero(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:

@@ -402,3 +402,33 @@ def test_mobilenetv2_clip_relu6(opset: int) -> None:
     imported = import_onnx(mobilenetv2_like(opset))
     result = check_parity(imported, samples=3, low=-3.0, high=3.0)
     assert result.passed, result
+
+
+class SharedZeroBiases(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        with torch.no_grad():
+            self.a.bias.zero_()
+            self.b.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_torch_legacy_deduplicated_weights_behind_identity() -> None:
+    # The legacy exporter shares equal initializers through Identity nodes (ResNet's zero
+    # biases after BatchNorm folding); Conv needs them as initializers.
+    data = _legacy_export_module(SharedZeroBiases(), (1, 3, 8, 8))
+    original = onnx.load_from_string(data)
+    assert any(n.op_type == "Identity" for n in original.graph.node)
+    imported = import_onnx(data)
+    assert any("Identity" in note for note in imported.prepass_notes)
+    _assert_parity(imported)
+
+
+def _legacy_export_module(module: nn.Module, shape: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    torch.onnx.export(module.eval(), (torch.zeros(shape),), buffer, dynamo=False, opset_version=17)
+    return buffer.getvalue()
