@@ -31,7 +31,7 @@ from onnx_am.domain import InputDomain
 from onnx_am.errors import OnnxAmError, PassError
 from onnx_am.importer import ImportedModel
 from onnx_am.methods import STANDARD, GradientMethod, parse_method
-from onnx_am.objectives import Target, resolve_targets, row_values
+from onnx_am.objectives import RowObjective, Target, resolve_targets
 from onnx_am.regularizers import Regularizer, parse_regularizer
 from onnx_am.results import MaximizeReport, TargetBaseline, UnitResult
 from onnx_am.starts import START_KINDS, make_starts, row_seed
@@ -290,23 +290,24 @@ def _run_chunk(context: _Context, x0, targets, methods, index: int, chunks: int)
     proxy_rows = [i for i, m in enumerate(methods) if m.kind == "proxy"]
     need_all = any(type(r).transform is not Regularizer.transform for r in context.regularizers)
     true_rows = list(range(len(methods))) if need_all else proxy_rows
+    objective = RowObjective(targets, device)
+    true_objective = RowObjective([targets[i] for i in true_rows], device)
+    true_index = torch.tensor(true_rows, dtype=torch.long, device=device)
     best_value = torch.full((len(methods),), float("-inf"), dtype=torch.float64, device=device)
     best_x = x.clone()
-    trace = torch.empty((config.steps + 1, len(methods)), dtype=torch.float64)
+    trace = torch.empty((config.steps + 1, len(methods)), dtype=torch.float64, device=device)
     for step in range(config.steps + 1):
         if step < config.steps:
-            value, grad = _value_and_grad(context, x, targets, methods, step)
+            value, grad = _value_and_grad(context, x, objective, methods, step)
             if true_rows:
-                value[true_rows] = _true_values(
-                    context, x[true_rows], [targets[i] for i in true_rows]
-                )
+                value[true_index] = _true_values(context, x[true_index], true_objective)
         else:
-            value = _true_values(context, x, targets)
+            value = _true_values(context, x, objective)
         value = torch.nan_to_num(value, nan=float("-inf"))
         better = value > best_value
         best_value = torch.where(better, value, best_value)
-        best_x[better] = x[better]
-        trace[step] = best_value.cpu()
+        best_x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x, best_x)
+        trace[step] = best_value
         if step < config.steps:
             x = _update(context, x, grad, state)
             context.done_steps += 1
@@ -318,23 +319,24 @@ def _run_chunk(context: _Context, x0, targets, methods, index: int, chunks: int)
                     "best": float(best_value.max()),
                 }
                 context.progress(context.done_steps, context.total_steps, info)
-    return best_value.cpu(), best_x.detach(), trace
+    return best_value.cpu(), best_x.detach(), trace.cpu()
 
 
-def _forward(context: _Context, fed: torch.Tensor, targets) -> torch.Tensor:
+def _forward(context: _Context, fed: torch.Tensor, objective: RowObjective) -> torch.Tensor:
     tensors = context.imported.batch.call(context.extractor, fed)
-    return row_values(targets, dict(zip(context.names, tensors, strict=True)))
+    return objective(dict(zip(context.names, tensors, strict=True)))
 
 
-def _value_and_grad(context: _Context, x, targets, methods, step: int):
+def _value_and_grad(context: _Context, x, objective: RowObjective, methods, step: int):
     """Values of the gradient forward (true unless proxy/transform) and d objective / d x."""
     config, spec = context.config, context.imported.input
     x = x.detach().requires_grad_(True)
     fed = config.domain.to_model(x, spec)
-    generator = torch.Generator().manual_seed(row_seed(config.seed, "transform", step))
-    for regularizer in context.regularizers:
-        fed = regularizer.transform(fed, spec, generator)
-    objective_of = _objective(context, x, targets)
+    if context.regularizers:
+        generator = torch.Generator().manual_seed(row_seed(config.seed, "transform", step))
+        for regularizer in context.regularizers:
+            fed = regularizer.transform(fed, spec, generator)
+    objective_of = _objective(context, x, objective)
     if context.control is None:
         values, objective = objective_of(fed)
         (grad,) = torch.autograd.grad(objective, x)
@@ -345,9 +347,9 @@ def _value_and_grad(context: _Context, x, targets, methods, step: int):
     return values.detach().double(), torch.nan_to_num(grad.detach())
 
 
-def _objective(context: _Context, x, targets):
+def _objective(context: _Context, x, row_objective: RowObjective):
     def compute(fed):
-        values = _forward(context, fed, targets)
+        values = _forward(context, fed, row_objective)
         objective = values.sum()
         centred = x - context.config.domain.mid
         for regularizer in context.regularizers:
@@ -359,13 +361,13 @@ def _objective(context: _Context, x, targets):
     return compute
 
 
-def _true_values(context: _Context, x, targets) -> torch.Tensor:
+def _true_values(context: _Context, x, objective: RowObjective) -> torch.Tensor:
     """The original network's objective per row (standard slopes, no transforms)."""
     if context.control is not None:
         context.control.set_standard()
     with torch.no_grad():
         fed = context.config.domain.to_model(x, context.imported.input)
-        return _forward(context, fed, targets).double()
+        return _forward(context, fed, objective).double()
 
 
 def _update(context: _Context, x, grad, state) -> torch.Tensor:

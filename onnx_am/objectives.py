@@ -97,28 +97,46 @@ def _reduce(tensor: torch.Tensor, kind: str, position: tuple[int, ...] | None) -
     return tensor.flatten(2).mean(2)
 
 
-def row_values(targets: Sequence[Target], tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Objective of row ``i`` of the batch is ``targets[i]``; returns ``[batch]``.
+class RowObjective:
+    """Objective of row ``i`` of a batch is ``targets[i]``; call it on the tensors.
 
-    Rows are grouped by (tensor, kind, position), so a batch of many units of one tensor
-    costs one reduction and one gather.
+    Rows are grouped once by (tensor, kind, position), so each call costs one reduction and
+    one gather per group; a batch of many units of one tensor is a single group.
 
     Args:
         targets: one target per batch row.
-        tensors: ONNX tensor name -> batch of that tensor (all rows).
+        device: where the index tensors live (that of the tensors it will be called on).
     """
-    groups: dict[tuple, list[int]] = {}
-    for row, target in enumerate(targets):
-        groups.setdefault((target.tensor, target.kind, target.position), []).append(row)
+
+    def __init__(self, targets: Sequence[Target], device: torch.device | str = "cpu"):
+        groups: dict[tuple, list[int]] = {}
+        for row, target in enumerate(targets):
+            groups.setdefault((target.tensor, target.kind, target.position), []).append(row)
+        self.size = len(targets)
+        self.groups = []
+        for key, rows in groups.items():
+            index = None if rows == list(range(self.size)) else torch.tensor(rows, device=device)
+            units = torch.tensor([targets[r].unit for r in rows], device=device).unsqueeze(1)
+            self.groups.append((key, index, units))
+
+    def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[batch]`` objective values from ONNX tensor name -> batch of that tensor."""
+        values = None
+        for (name, kind, position), index, units in self.groups:
+            tensor = tensors[name] if index is None else tensors[name].index_select(0, index)
+            picked = _reduce(tensor, kind, position).gather(1, units).squeeze(1)
+            if index is None:
+                return picked
+            if values is None:
+                values = torch.zeros(self.size, dtype=picked.dtype, device=picked.device)
+            values = values.index_copy(0, index, picked.to(values.dtype))
+        return values
+
+
+def row_values(targets: Sequence[Target], tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Objective of row ``i`` is ``targets[i]``; returns ``[batch]`` (see :class:`RowObjective`)."""
     first = next(iter(tensors.values()))
-    values = torch.zeros(len(targets), dtype=first.dtype, device=first.device)
-    for (name, kind, position), rows in groups.items():
-        index = torch.tensor(rows, device=first.device)
-        reduced = _reduce(tensors[name].index_select(0, index), kind, position)
-        units = torch.tensor([targets[r].unit for r in rows], device=first.device)
-        picked = reduced.gather(1, units.unsqueeze(1)).squeeze(1)
-        values = values.index_copy(0, index, picked.to(values.dtype))
-    return values
+    return RowObjective(targets, first.device)(tensors)
 
 
 def probe_shapes(imported: ImportedModel, names: Iterable[str]) -> dict[str, tuple[int, ...]]:
