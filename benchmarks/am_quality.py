@@ -204,6 +204,8 @@ def render(
         and r.seed == plan.seeds[0]
     ]
     deep = [r for r in grid if "deep" in r.model]
+    long_runs = [r for r in records if r.section == "long"]
+    derived = rep.derived_records(grid, BETAS, plan.seeds) if len(plan.seeds) > 1 else []
     dead_units = sorted(f"{m} {t}" for (m, t), v in best.items() if not v > 0)
     total = sum(t["seconds"] for t in timings)
     b0, b1 = plan.budgets[0], plan.budgets[-1]
@@ -244,6 +246,19 @@ def render(
         "",
         rep.gain_table(grid, plan.budgets),
         "",
+        "## 2b. Two rows per unit: `best(b)` vs a second seed of one method",
+        "",
+        "Derived from the rows above (no extra runs): `best(b)` = per unit and seed the higher "
+        "of standard and decoupled(b), as the engine's `best(b)` reports; `x2` = the same "
+        "two-row cost spent on seeds s and s+1 of one method (the control for 'best wins only "
+        "because it tries twice').",
+        "",
+        rep.quality_table(derived, best, plan.budgets) if derived else "(needs 2 seeds)",
+        "",
+        rep.gain_table(derived + [r for r in grid if r.method == "standard"], plan.budgets)
+        if derived
+        else "",
+        "",
         f"## 3. Per model: median norm @{b0} steps",
         "",
         rep.per_model_table(grid, best, b0),
@@ -255,6 +270,10 @@ def render(
         "## 5. Deep model (digits_deep_relu, 10 ReLU layers), random start",
         "",
         rep.quality_table(deep, best, plan.budgets) if deep else "(not run)",
+        "",
+        f"## 5b. Long runs: {plan.long_steps} steps (lr {plan.lr:g}, seed {plan.seeds[0]})",
+        "",
+        rep.quality_table(long_runs, best, [*plan.budgets, plan.long_steps]) if long_runs else "",
         "",
         f"## 6. Learning-rate regimes (models pooled, seed {plan.seeds[0]})",
         "",
@@ -301,8 +320,10 @@ def make_plots(plan: Plan, records: list[Record], out_dir: Path) -> None:
         rep.plot_curves(panels, out_dir / plot_names(plan)[0])
 
 
-def run(plan: Plan, out_dir: Path = RESULTS, log=print, threads: int = 1) -> str:
-    """Run the plan, write the markdown / JSON / PNG, return the markdown.
+def run(
+    plan: Plan, out_dir: Path = RESULTS, log=print, threads: int = 1
+) -> tuple[str, list[Record]]:
+    """Run the plan, write the markdown / JSON / PNG; return the markdown and the records.
 
     ``threads`` torch intra-op threads (default 1: on a shared 2-core machine, spinning
     OpenMP threads made 2-thread runs 5-20x slower than 1 thread for these small batches).
@@ -325,7 +346,7 @@ def run(plan: Plan, out_dir: Path = RESULTS, log=print, threads: int = 1) -> str
     make_plots(plan, records, out_dir)
     write_json(out_dir / f"{plan.name}.json", summary_json(plan, records, toy_rows, info, timings))
     log(f"total {time.perf_counter() - started:.0f} s")
-    return text
+    return text, records
 
 
 def _load() -> str:
@@ -346,11 +367,8 @@ def summary_json(
         "machine": info,
         "plan": asdict(plan),
         "timings": timings,
-        "best_known": {f"{m}|{t}": v for (m, t), v in best.items()},
-        "records": [
-            {**r.summary(), **{f"at_{b}": rep.at_budget(r.trace, b) for b in plan.budgets}}
-            for r in records
-        ],
+        "best_known": {f"{m}|{t}": round(v, 5) for (m, t), v in best.items()},
+        "cells": rep.cell_summaries(records, best, plan.budgets),
         "median_curves_grid": {k: [round(float(x), 5) for x in v] for k, v in curves.items()},
         "toys": toy_rows,
     }
@@ -363,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.full()
-    print(run(plan, args.out, threads=args.threads))
+    text, _ = run(plan, args.out, threads=args.threads)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from onnx_am import import_onnx  # noqa: E402
 from onnx_am.engine import AMConfig, maximize  # noqa: E402
 
 LR = 0.1
+REPEATS = 3
 CLASSES = 8
 RESTARTS = 8
 
@@ -99,7 +100,7 @@ def step_time(name: str, steps: int) -> list[dict]:
         -0.1, 0.1, generator=torch.Generator().manual_seed(0)
     )
     native_ascent(native, x, units, 3)  # warm-up
-    native_s = min(native_ascent(native, x, units, steps) for _ in range(2))
+    native_s = min(native_ascent(native, x, units, steps) for _ in range(REPEATS))
     rows = [
         {"model": name, "loop": "native torch", "ms_per_step": 1e3 * native_s, "vs_native": 1.0}
     ]
@@ -109,7 +110,7 @@ def step_time(name: str, steps: int) -> list[dict]:
             engine_run(imported, targets, [method], steps, restarts=RESTARTS, crosscheck=False)[
                 1
             ].per_step()
-            for _ in range(2)
+            for _ in range(REPEATS)
         )
         rows.append(
             {
@@ -169,7 +170,7 @@ def phases(name: str, steps: int) -> list[dict]:
         imported, targets, ["standard"], steps, restarts=RESTARTS, crosscheck=True
     )
     wall = time.perf_counter() - started
-    timings = dict(report.timings)
+    timings = {k: v for k, v in report.timings.items() if k != "total"}
     timings["other (outside the engine's phases)"] = max(0.0, wall - sum(timings.values()))
     return [
         {"model": name, "phase": phase, "seconds": s, "share": s / wall}
@@ -251,7 +252,15 @@ def child(args: list[str]) -> dict:
 
 def run_child(args: list[str]) -> dict:
     """Run :func:`child` in a fresh interpreter; its last stdout line is JSON."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    threads = str(torch.get_num_threads())
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--threads",
+        threads,
+        "--child",
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -286,8 +295,9 @@ def render(info: dict, results: dict, command: str) -> str:
         "projected gradient ascent",
         "",
         "Engine: seconds between its first and last progress callbacks per step (starts, "
-        "baselines and cross-check excluded), best of 2 runs. Native: the same architecture "
-        "written in torch with the same weights, same batch, same update, best of 2.",
+        f"baselines and cross-check excluded), best of {REPEATS} runs. Native: the same "
+        "architecture written in torch with the same weights, same batch, same update, best of "
+        f"{REPEATS}.",
         "",
         markdown_table(
             ["model", "loop", "ms / step", "vs native"],
@@ -374,8 +384,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits only, fewer steps")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(args.child)))
         return
@@ -383,6 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     print(machine_line(info))
     results = measure(args.quick)
     command = "python benchmarks/speed.py" + (" --quick" if args.quick else "")
+    command += f" --threads {args.threads}" if args.threads != 1 else ""
     text = render(info, results, command)
     name = "speed_quick" if args.quick else "speed"
     args.out.mkdir(parents=True, exist_ok=True)

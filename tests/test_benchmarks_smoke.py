@@ -119,35 +119,42 @@ def tiny_plan(folder: Path) -> am_quality.Plan:
 def test_am_quality_smoke_writes_tables_json_and_plot(model_dir: Path, tmp_path: Path):
     plan = tiny_plan(model_dir)
     lines: list[str] = []
-    text = am_quality.run(plan, tmp_path, log=lines.append)
+    text, records = am_quality.run(plan, tmp_path, log=lines.append)
 
-    for header in ("## 1.", "## 2.", "## 5.", "## 6.", "## 7.", "## 8.", "Machine:"):
+    for header in (
+        "## 1.",
+        "## 2.",
+        "## 2b.",
+        "## 5.",
+        "## 5b.",
+        "## 6.",
+        "## 7.",
+        "## 8.",
+        "Machine:",
+    ):
         assert header in text
+    assert "best(0.3)" in text and "standard x2" in text  # derived rows need 2 seeds
     assert (tmp_path / "smoke_curves.png").stat().st_size > 1000
     data = json.loads((tmp_path / "smoke.json").read_text())
-    records = data["records"]
     # grid: 2 seeds x 5 units (3 classes + 2 channels) x 5 methods; lr: 5 x 2; hard: 2 starts
     # x 5 x 2; long: 5 x 1
-    sections = [r["section"] for r in records]
+    sections = [r.section for r in records]
     assert sections.count("grid") == 2 * 5 * 5
     assert sections.count("lr") == 5 * 2
     assert sections.count("hard") == 2 * 5 * 2
     assert sections.count("long") == 5
-    assert {r["method"] for r in records if r["section"] == "grid"} == {
+    assert sum(cell["n"] for cell in data["cells"]) == len(records)
+    assert {r.method for r in records if r.section == "grid"} == {
         "standard",
         "decoupled(0.3)",
         "proxy(0.3)",
         "decoupled(anneal(1->alpha))",
         "best",
     }
-    assert all(r["agrees"] and r["activation_ort"] is not None for r in records)
-    assert all(np.isfinite(r["activation"]) for r in records)
+    assert all(r.agrees and r.activation_ort is not None for r in records)
+    assert all(np.isfinite(r.activation) and r.trace.size == r.steps + 1 for r in records)
     # best never reports less than standard for the same unit and seed
-    grid = {
-        (r["target"], r["seed"], r["method"]): r["activation"]
-        for r in records
-        if r["section"] == "grid"
-    }
+    grid = {(r.target, r.seed, r.method): r.activation for r in records if r.section == "grid"}
     for (target, seed, method), value in grid.items():
         if method == "best":
             assert value >= grid[(target, seed, "standard")]
@@ -162,7 +169,7 @@ def test_budget_and_steps_helpers_read_the_trace_right():
     assert rep.at_budget(trace, 10) == 1.0
     assert rep.steps_to(trace) == 3
     assert rep.steps_to(trace, 1.01) == float("inf")
-    assert rep.fmt_steps([3.0, float("inf")]).endswith("(50 % reach)")
+    assert rep.fmt_steps([3.0, float("inf")]) == "50 % reach, median 3 steps"
 
 
 def test_paired_ratio_pairs_by_unit_and_seed():
@@ -203,3 +210,24 @@ def test_speed_smoke_step_time_batching_phases_and_child(model_dir: Path):
         "cmd",
     )
     assert "ResNet-50" in text and "| engine" in text
+
+
+def test_derived_best_and_two_seed_control_take_the_elementwise_max():
+    def record(method, seed, values):
+        return am_quality.Record(
+            "grid", "m", "converging", 0.1, 2, "random", seed, "t:0", "class", method,
+            values[-1], None, True, 0.0, 0.0, True, 0.0, np.array(values, dtype=float),
+        )  # fmt: skip
+
+    records = [
+        record("standard", 0, [0, 3, 3]),
+        record("decoupled(0.3)", 0, [0, 1, 5]),
+        record("standard", 1, [0, 4, 4]),
+        record("decoupled(0.3)", 1, [0, 2, 2]),
+    ]
+    derived = {(r.method, r.seed): r for r in rep.derived_records(records, [0.3], [0, 1])}
+    assert derived[("best(0.3)", 0)].trace.tolist() == [0, 3, 5]
+    assert derived[("best(0.3)", 0)].activation == 5
+    assert derived[("standard x2", 0)].trace.tolist() == [0, 4, 4]
+    assert derived[("standard x2", 1)].seed == 1
+    assert derived[("decoupled(0.3) x2", 0)].activation == 5
