@@ -247,28 +247,46 @@ def median_curves(records: Sequence, best: dict[Key, float]) -> dict[str, np.nda
 
 
 def plot_curves(panels: dict[str, dict[str, np.ndarray]], path: Path) -> None:
-    """One panel per regime: median normalized activation vs step, one line per method."""
+    """One panel per regime: median normalized activation vs step, one line per method.
+
+    A method keeps its colour in every panel; standard and best are drawn thick.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
+    methods = list(dict.fromkeys(m for curves in panels.values() for m in curves))
+    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(methods)}
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.4 * columns, 4.0 * rows), squeeze=False)
+    for ax, (title, curves) in zip(axes.flat, panels.items(), strict=False):
         for method, curve in curves.items():
-            style = "-" if method.startswith(("standard", "best")) else "--"
-            width = 2.4 if method in ("standard", "best") else 1.2
-            ax.plot(np.arange(1, curve.size), curve[1:], style, lw=width, label=method)
+            thick = method in ("standard", "best")
+            ax.plot(
+                np.arange(1, curve.size),
+                curve[1:],
+                "-" if thick or method.startswith("decoupled") else "--",
+                color="black" if method == "standard" else colours[method],
+                lw=2.6 if thick else 1.3,
+                label=method,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("median activation / best known")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=1.02)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+        ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    handles = {
+        m: h for ax in axes.flat for h, m in zip(*ax.get_legend_handles_labels(), strict=True)
+    }
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=6, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
