@@ -72,7 +72,9 @@ class GradientMethod:
 
     def __post_init__(self):
         if self.kind not in METHOD_KINDS:
-            raise PassError(f"unknown gradient method {self.kind!r}; choose from {', '.join(METHOD_KINDS)}")
+            raise PassError(
+                f"unknown gradient method {self.kind!r}; choose from {', '.join(METHOD_KINDS)}"
+            )
         if self.kind != "standard" and self.beta is None and self.schedule is None:
             raise PassError(f"method {self.kind!r} needs a backward slope beta")
 
@@ -86,7 +88,9 @@ class GradientMethod:
             return f"{self.kind}({getattr(self.schedule, 'label', 'schedule')})"
         return f"{self.kind}({self.beta:g})"
 
-    def beta_for(self, node: str, op_type: str, alpha: float, step: int = 0, total: int = 1) -> float | None:
+    def beta_for(
+        self, node: str, op_type: str, alpha: float, step: int = 0, total: int = 1
+    ) -> float | None:
         """The slope for one rectifier node at one step; ``None`` means its own ``alpha``.
 
         With ``anneal_to_alpha`` the scheduled beta is blended towards ``alpha``:
@@ -121,7 +125,9 @@ def parse_method(text: str, beta: float | None = None) -> GradientMethod:
     """
     match = _METHOD_RE.match(text.strip().replace(" ", ""))
     if not match:
-        raise PassError(f"cannot parse gradient method {text!r}; e.g. standard, decoupled(0.3), proxy(0.6)")
+        raise PassError(
+            f"cannot parse gradient method {text!r}; e.g. standard, decoupled(0.3), proxy(0.6)"
+        )
     kind, argument = match.group(1), match.group(2)
     if kind == "standard":
         return STANDARD
