@@ -2,7 +2,8 @@
 
 Row ``i`` of a batch uses gradient method ``methods[i]``. Setting slopes only stores small
 per-row tensors on the rewritten modules, so they can change every step (schedules) without
-rebuilding anything.
+rebuilding anything; when they do not change (a fixed beta), the same tensors are kept, so
+the modules' plans (:class:`~onnx_am.passes.rectifier.SlopePlan`) are kept too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class SlopeControl:
     def __init__(self, entries: Sequence[tuple[RewriteRecord, DecoupledRectifier]]):
         self._entries = list(entries)
         self.records: list[RewriteRecord] = [record for record, _ in self._entries]
+        # Per module: (what the slopes were built from, forward tensor, backward tensor).
+        self._built: list[tuple[tuple, torch.Tensor | None, torch.Tensor | None] | None] = [
+            None
+        ] * len(self._entries)
 
     def set_rows(
         self,
@@ -48,6 +53,10 @@ class SlopeControl:
         ``methods[i].beta_for(node, op_type, alpha, step, total_steps)`` (``None``: its own
         alpha); the forward slope is alpha, except for ``proxy`` rows when ``proxy_forward``,
         where it is the same beta (the proxy network's forward).
+
+        Slopes are worked out once per distinct method object (not per row), and a module
+        keeps its slope tensors while their values stay the same (a fixed beta every step);
+        only a change (a schedule's next beta, other methods) builds new ones.
 
         Args:
             methods: one gradient method per row of the batch.
@@ -65,16 +74,23 @@ class SlopeControl:
             raise PassError(
                 f"step {step} is outside 0..{total_steps - 1} (total_steps={total_steps})"
             )
-        for record, module in self._entries:
-            backward = [
-                _row_slope(method, record, module.alpha, step, total_steps) for method in methods
+        distinct = list({id(method): method for method in methods}.values())
+        position = {id(method): index for index, method in enumerate(distinct)}
+        layout = tuple(position[id(method)] for method in methods)
+        proxy = tuple(proxy_forward and method.kind == "proxy" for method in distinct)
+        for index, (record, module) in enumerate(self._entries):
+            slopes = [
+                _row_slope(method, record, module.alpha, step, total_steps) for method in distinct
             ]
-            forward = [
-                slope if proxy_forward and method.kind == "proxy" else None
-                for method, slope in zip(methods, backward, strict=True)
-            ]
-            module.backward_slope = _slope_tensor(backward, module.alpha)
-            module.forward_slope = _slope_tensor(forward, module.alpha)
+            key = (layout, proxy, tuple(_value_key(slope) for slope in slopes))
+            built = self._built[index]
+            if built is None or built[0] != key:
+                backward = _slope_tensor([slopes[i] for i in layout], module.alpha)
+                forward = _slope_tensor(
+                    [slopes[i] if proxy[i] else None for i in layout], module.alpha
+                )
+                built = self._built[index] = (key, forward, backward)
+            module.forward_slope, module.backward_slope = built[1], built[2]
 
     def set_standard(self) -> None:
         """All modules compute the original op, forward and backward (the true gradient)."""
@@ -124,6 +140,13 @@ def _row_slope(
     if len(set(betas.values())) == 1:
         return next(iter(betas.values()))
     return np.vectorize(betas.__getitem__, otypes=[np.float64])(alpha)
+
+
+def _value_key(slope: RowSlope) -> object:
+    """A hashable, exact stand-in for a row slope (arrays by shape and bytes, floats by bits)."""
+    if isinstance(slope, np.ndarray):
+        return slope.shape, slope.tobytes()
+    return None if slope is None else float(slope).hex()
 
 
 def _same(beta: float, alpha: float) -> bool:

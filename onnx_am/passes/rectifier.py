@@ -8,34 +8,46 @@ change what it does; a NaN entry means "this row uses alpha", i.e. the original 
   gradient is ``1`` where ``x > 0`` and ``beta`` where ``x <= 0`` (``decoupled``); a clip's
   saturated top (``x >= upper``) passes ``0``, or ``beta`` with ``decouple_upper``;
 - ``forward_slope``: rows with a slope ``beta`` compute ``where(x > 0, x, beta * x)`` (with
-  the clip's top) and take its ordinary gradient: the proxy network of ProxyGrad.
+  the clip's top) and take its ordinary gradient: the proxy network of ProxyGrad. Such a
+  row's ``backward_slope`` is irrelevant (its gradient is the proxy network's).
+
+What the slopes mean for one module is worked out once per new pair of slope tensors (a
+:class:`SlopePlan`), so a step costs no more than the path it needs: the original op; every
+row decoupled (no graph through the original op, a bool mask saved); every row proxy (only
+the proxy op); or the general per-row mix.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 from onnx_am.errors import PassError
 from onnx_am.passes.base import Alpha
 
+#: A slope as a path uses it: one float for every row, or a per-row (per-channel) tensor.
+Slope = float | torch.Tensor
+
 
 class RedirectGradient(torch.autograd.Function):
-    """Identity on ``y``; rows with a finite slope send their gradient to ``x`` by the beta rule."""
+    """Identity on ``y``; rows with a finite slope send their gradient to ``x`` by the beta rule.
+
+    The general path (some rows use alpha): ``keep`` is 1 for rows with a slope, 0 for alpha
+    rows, ``beta`` the slopes with 0 for alpha rows; both broadcast against ``x``.
+    """
 
     @staticmethod
-    def forward(ctx, y, x, slope, upper, decouple_upper):  # noqa: D102
-        ctx.save_for_backward(x, slope)
+    def forward(ctx, y, x, keep, beta, upper, decouple_upper):  # noqa: D102
+        ctx.save_for_backward(x, keep, beta)
         ctx.upper = upper
         ctx.decouple_upper = decouple_upper
         return y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        x, slope = ctx.saved_tensors
+        x, keep, beta = ctx.saved_tensors
         # Per-row factors are small (N, 1, ...); only two full-size products are made.
-        keep = (~torch.isnan(slope)).to(grad.dtype)  # 1 for rows with a slope, 0 for alpha rows
-        beta = torch.nan_to_num(slope, nan=0.0)
         local = torch.where(x > 0, keep, beta)
         if ctx.upper is not None:
             top = beta if ctx.decouple_upper else torch.zeros_like(beta)
@@ -44,22 +56,152 @@ class RedirectGradient(torch.autograd.Function):
         grad_y = grad * (1 - keep)
         if grad_x.shape != x.shape:
             grad_x = grad_x.sum_to_size(x.shape)
-        return grad_y, grad_x, None, None, None
+        return grad_y, grad_x, None, None, None, None
+
+
+class DecoupledGradient(torch.autograd.Function):
+    """Every row decoupled: returns ``y`` (computed without a graph) and sends the gradient to
+    ``x`` with slope 1 where ``x > 0``, ``beta`` at or below 0 (and the clip's top rule).
+
+    Gives the same values as :class:`RedirectGradient` with every row kept: ``grad * 1`` and
+    ``grad * beta`` are the same products, and the original op's graph, which would only get
+    ``grad * 0``, is not built.
+    """
+
+    @staticmethod
+    def forward(ctx, y, x, beta, upper, decouple_upper):  # noqa: D102
+        top = None if upper is None else x >= upper
+        ctx.save_for_backward(x > 0, top)
+        ctx.beta = beta
+        ctx.top_slope = beta if decouple_upper else 0.0
+        ctx.x_shape = x.shape
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        positive, top = ctx.saved_tensors
+        grad_x = torch.where(positive, grad, grad * ctx.beta)
+        if top is not None:
+            grad_x = torch.where(top, grad * ctx.top_slope, grad_x)
+        if grad_x.shape != ctx.x_shape:
+            grad_x = grad_x.sum_to_size(ctx.x_shape)
+        return None, grad_x, None, None, None
 
 
 def proxy_rectifier(
-    x: torch.Tensor, beta: torch.Tensor, upper: float | None = None, decouple_upper: bool = False
+    x: torch.Tensor, beta: Slope, upper: float | None = None, decouple_upper: bool = False
 ) -> torch.Tensor:
-    """The proxy network's rectifier: slope ``beta`` below 0, a cap (or slope) at ``upper``."""
-    out = torch.where(x > 0, x, beta * x)
+    """The proxy network's rectifier: slope ``beta`` below 0, a cap (or slope) at ``upper``.
+
+    A float ``beta`` uses ``leaky_relu``, which computes ``x > 0 ? x : x * beta`` and its
+    gradient ``g`` / ``g * beta``, the same values as the ``where`` form used for tensors.
+    """
+    if isinstance(beta, torch.Tensor):
+        out = torch.where(x > 0, x, beta * x)
+        top_slope = beta if decouple_upper else torch.zeros_like(beta)
+    else:
+        out = functional.leaky_relu(x, beta)
+        top_slope = beta if decouple_upper else 0.0
     if upper is None:
         return out
-    top_slope = beta if decouple_upper else torch.zeros_like(beta)
     return torch.where(x < upper, out, upper + top_slope * (x - upper))
+
+
+class SlopePlan:
+    """What a module's slope tensors ask for, worked out once per new pair of tensors.
+
+    Attributes:
+        rows: the batch size the slopes were set for.
+        path: ``"proxy"`` (every row proxy), ``"decoupled"`` (every row decoupled) or
+            ``"mixed"`` (some rows use alpha, or the kinds differ).
+        forward: the proxy slope (float when every row has the same one, else the tensor).
+        backward: the decoupled slope, likewise (``None`` when no row needs it).
+    """
+
+    def __init__(self, node: str, forward: torch.Tensor | None, backward: torch.Tensor | None):
+        self.node = node
+        self.rows = (forward if forward is not None else backward).shape[0]
+        proxy_rows = _rows_where(forward, all, self.rows)
+        any_proxy = bool(_rows_where(forward, any, self.rows).any())
+        # A row with a forward slope takes its gradient from the proxy op: its backward
+        # slope is never used, so only the other rows count for the redirect.
+        redirect = bool((_rows_where(backward, any, self.rows) & ~proxy_rows).any())
+        if bool(proxy_rows.all()):
+            self.path, self.forward, self.backward = "proxy", _uniform(forward), None
+        elif not any_proxy and bool(_rows_where(backward, all, self.rows).all()):
+            self.path, self.forward, self.backward = "decoupled", None, _uniform(backward)
+        else:
+            self.path = "mixed"
+            self.forward = forward if any_proxy else None
+            self.backward = backward if redirect else None
+        self._cache: dict[tuple, object] = {}
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise :class:`PassError` unless ``x`` has one row per slope row."""
+        if x.dim() == 0 or x.shape[0] != self.rows:
+            batch = x.shape[0] if x.dim() else "a scalar"
+            raise PassError(
+                f"slopes were set for {self.rows} row(s) but node {self.node!r} got a batch "
+                f"of {batch}; set_rows needs one method per row of the batch (rowwise batching "
+                "runs rows one at a time and cannot mix methods)"
+            )
+
+    def slope(self, which: str, x: torch.Tensor) -> Slope:
+        """The ``forward``/``backward`` slope in ``x``'s dtype, on its device, broadcastable.
+
+        Converted once per (dtype, device, rank) and cached, so no transfer per forward.
+        """
+        key = (which, x.dtype, x.device, x.dim())
+        if key not in self._cache:
+            self._cache[key] = self._convert(getattr(self, which), x)
+        return self._cache[key]
+
+    def redirect_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(keep, beta)`` of :class:`RedirectGradient`, cached like :meth:`slope`."""
+        key = ("redirect", x.dtype, x.device, x.dim())
+        if key not in self._cache:
+            slope = self.slope("backward", x)
+            keep = (~torch.isnan(slope)).to(x.dtype)
+            self._cache[key] = keep, torch.nan_to_num(slope, nan=0.0)
+        return self._cache[key]
+
+    def proxy_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha_rows, beta)`` of the mixed proxy: a bool mask and the NaN-free slopes."""
+        key = ("proxy", x.dtype, x.device, x.dim())
+        if key not in self._cache:
+            slope = self.slope("forward", x)
+            self._cache[key] = torch.isnan(slope), torch.nan_to_num(slope, nan=0.0)
+        return self._cache[key]
+
+    def _convert(self, slope: Slope, x: torch.Tensor) -> Slope:
+        if not isinstance(slope, torch.Tensor):
+            # Rounded to x's precision, as a one-element tensor of that dtype would be.
+            return torch.tensor(slope, dtype=x.dtype).item()
+        slope = slope.to(dtype=x.dtype, device=x.device)
+        if slope.dim() == 1:
+            return slope.view(-1, *([1] * (x.dim() - 1)))
+        return slope.view(-1, *_channel_shape(tuple(slope.shape[1:]), x.dim(), self.node))
+
+
+def _rows_where(slope: torch.Tensor | None, how, rows: int) -> torch.Tensor:
+    """Per row: whether ``how`` (``all``/``any``) of its entries are set (not NaN)."""
+    if slope is None:
+        return torch.zeros(rows, dtype=torch.bool)
+    finite = ~torch.isnan(slope).reshape(slope.shape[0], -1)
+    return finite.all(1) if how is all else finite.any(1)
+
+
+def _uniform(slope: torch.Tensor) -> Slope:
+    """A float when every entry is the same, else the tensor itself."""
+    flat = slope.reshape(-1)
+    return float(flat[0]) if bool((flat == flat[0]).all()) else slope
 
 
 class DecoupledRectifier(nn.Module):
     """Base of the replacement modules; subclasses implement :meth:`true_forward`.
+
+    Assign new tensors to change the slopes (the module works out what they mean once per
+    new pair of tensors; editing a tensor in place is not seen).
 
     Attributes:
         node: the ONNX node name.
@@ -91,6 +233,7 @@ class DecoupledRectifier(nn.Module):
         self.backward_slope: torch.Tensor | None = None
         # Kept out of _modules so it is neither a child nor in the state dict.
         self.__dict__["source_module"] = source_module
+        self.__dict__["_planned"] = (None, None, None)
 
     def true_forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The original op, computed exactly as the converted module computes it."""
@@ -100,35 +243,42 @@ class DecoupledRectifier(nn.Module):
         """The tensor ``x`` whose sign decides the slope (the first input by default)."""
         return inputs[0]
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        y = self.true_forward(*inputs)
-        if self.forward_slope is None and self.backward_slope is None:
-            return y
-        x = self.rectified_input(*inputs)
-        if self.backward_slope is not None:
-            slope = self._rows(self.backward_slope, x)
-            y = RedirectGradient.apply(y, x, slope, self.upper, self.decouple_upper)
-        if self.forward_slope is not None:
-            slope = self._rows(self.forward_slope, x)
-            proxy = proxy_rectifier(
-                x, torch.nan_to_num(slope, nan=0.0), self.upper, self.decouple_upper
-            )
-            y = torch.where(torch.isnan(slope), y, proxy)
-        return y
+    def plan(self) -> SlopePlan | None:
+        """The :class:`SlopePlan` of the current slope tensors (``None`` when both are unset)."""
+        forward, backward = self.forward_slope, self.backward_slope
+        if forward is None and backward is None:
+            return None
+        planned_forward, planned_backward, plan = self._planned
+        if planned_forward is not forward or planned_backward is not backward:
+            plan = SlopePlan(self.node, forward, backward)
+            self.__dict__["_planned"] = (forward, backward, plan)
+        return plan
 
-    def _rows(self, slope: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Reshape ``(N,)`` or ``(N, *alpha.shape)`` slopes to broadcast against ``x``."""
-        if x.dim() == 0 or slope.shape[0] != x.shape[0]:
-            batch = x.shape[0] if x.dim() else "a scalar"
-            raise PassError(
-                f"slopes were set for {slope.shape[0]} row(s) but node {self.node!r} got a batch "
-                f"of {batch}; set_rows needs one method per row of the batch (rowwise batching "
-                "runs rows one at a time and cannot mix methods)"
-            )
-        slope = slope.to(dtype=x.dtype, device=x.device)
-        if slope.dim() == 1:
-            return slope.view(-1, *([1] * (x.dim() - 1)))
-        return slope.view(-1, *_channel_shape(tuple(slope.shape[1:]), x.dim(), self.node))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        plan = self.plan()
+        if plan is None:
+            return self.true_forward(*inputs)
+        x = self.rectified_input(*inputs)
+        plan.check(x)
+        if plan.path == "proxy":
+            return proxy_rectifier(x, plan.slope("forward", x), self.upper, self.decouple_upper)
+        if plan.path == "decoupled":
+            with torch.no_grad():
+                y = self.true_forward(*inputs)
+            beta = plan.slope("backward", x)
+            return DecoupledGradient.apply(y, x, beta, self.upper, self.decouple_upper)
+        return self._mixed(plan, x, self.true_forward(*inputs))
+
+    def _mixed(self, plan: SlopePlan, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The general path: per-row slopes, NaN rows run the original op."""
+        if plan.backward is not None:
+            keep, beta = plan.redirect_factors(x)
+            y = RedirectGradient.apply(y, x, keep, beta, self.upper, self.decouple_upper)
+        if plan.forward is not None:
+            alpha_rows, beta = plan.proxy_factors(x)
+            proxy = proxy_rectifier(x, beta, self.upper, self.decouple_upper)
+            y = torch.where(alpha_rows, y, proxy)
+        return y
 
 
 def _channel_shape(shape: tuple[int, ...], rank: int, node: str) -> tuple[int, ...]:
