@@ -77,12 +77,14 @@ class SlopeControl:
         distinct = list({id(method): method for method in methods}.values())
         position = {id(method): index for index, method in enumerate(distinct)}
         layout = tuple(position[id(method)] for method in methods)
-        proxy = tuple(proxy_forward and method.kind == "proxy" for method in distinct)
+        proxy = [proxy_forward and method.kind == "proxy" for method in distinct]
         for index, (record, module) in enumerate(self._entries):
             slopes = [
                 _row_slope(method, record, module.alpha, step, total_steps) for method in distinct
             ]
-            key = (layout, proxy, tuple(_value_key(slope) for slope in slopes))
+            key = _layout_key(
+                layout, [(_value_key(s), p) for s, p in zip(slopes, proxy, strict=True)]
+            )
             built = self._built[index]
             if built is None or built[0] != key:
                 backward = _slope_tensor([slopes[i] for i in layout], module.alpha)
@@ -140,6 +142,19 @@ def _row_slope(
     if len(set(betas.values())) == 1:
         return next(iter(betas.values()))
     return np.vectorize(betas.__getitem__, otypes=[np.float64])(alpha)
+
+
+def _layout_key(layout: tuple[int, ...], values: list[tuple]) -> tuple:
+    """What one module's slope tensors are built from, the same for the same per-row values.
+
+    ``layout[i]`` indexes ``values`` (one per distinct method); methods whose values are
+    equal here are merged first, so other objects with the same slopes give the same key.
+    """
+    first: dict[tuple, int] = {}
+    merged = [first.setdefault(value, len(first)) for value in values]
+    if merged != list(range(len(values))):
+        layout = tuple(merged[i] for i in layout)
+    return layout, tuple(first)
 
 
 def _value_key(slope: RowSlope) -> object:
