@@ -41,6 +41,18 @@ class OnnxAmGroup(click.Group):
                 raise
             click.echo("onnx-am: error: out of memory", err=True)
             sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or an input we did not foresee
+            if _verbose(ctx):
+                raise
+            message = " ".join(str(exc).splitlines())[:300]
+            click.echo(
+                f"onnx-am: internal error: {type(exc).__name__}: {message} "
+                "(run again with --verbose for the traceback)",
+                err=True,
+            )
+            sys.exit(1)
 
 
 def _verbose(ctx: click.Context) -> bool:
@@ -57,11 +69,9 @@ def cli() -> None:
 def _register() -> None:
     from onnx_am_cli.inspect_cmd import inspect_command
 
+    from onnx_am_cli.analyze_cmd import analyze_command
+
     cli.add_command(inspect_command)
-    try:
-        from onnx_am_cli.analyze_cmd import analyze_command
-    except ImportError:  # analyze is being built; inspect works without it
-        return
     cli.add_command(analyze_command)
 
 
