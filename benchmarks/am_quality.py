@@ -8,8 +8,8 @@ to beat a trivial input, two learning-rate regimes, and hard starts (lower, mid,
 
 Run (from the repository root)::
 
-    python benchmarks/am_quality.py            # full run, ~10-15 min on 2 CPU cores
-    python benchmarks/am_quality.py --quick    # small grid, ~1-2 min
+    python benchmarks/am_quality.py            # full run, ~5-8 min on 2 CPU cores (1 torch thread)
+    python benchmarks/am_quality.py --quick    # small grid, ~15 s
 
 Writes ``benchmarks/results/am_quality.md``, ``am_quality.json`` and ``am_quality_curves.png``
 (``am_quality_quick.*`` with ``--quick``).
@@ -376,7 +376,7 @@ def summary_json(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small grid (~1-2 min)")
+    parser.add_argument("--quick", action="store_true", help="small grid (~15 s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
