@@ -38,6 +38,7 @@ class SlopeControl:
         self._built: list[tuple[tuple, torch.Tensor | None, torch.Tensor | None] | None] = [
             None
         ] * len(self._entries)
+        self._last_layout: tuple = (None, None)
 
     def set_rows(
         self,
@@ -67,16 +68,11 @@ class SlopeControl:
         Raises:
             PassError: no methods, a bad step, or a slope that is not finite.
         """
-        methods = list(methods)
-        if not methods:
-            raise PassError("set_rows needs at least one gradient method (one per row)")
         if total_steps < 1 or not 0 <= step < total_steps:
             raise PassError(
                 f"step {step} is outside 0..{total_steps - 1} (total_steps={total_steps})"
             )
-        distinct = list({id(method): method for method in methods}.values())
-        position = {id(method): index for index, method in enumerate(distinct)}
-        layout = tuple(position[id(method)] for method in methods)
+        distinct, layout = self._layout(methods)
         proxy = [proxy_forward and method.kind == "proxy" for method in distinct]
         for index, (record, module) in enumerate(self._entries):
             slopes = [
@@ -92,13 +88,31 @@ class SlopeControl:
                     [slopes[i] if proxy[i] else None for i in layout], module.alpha
                 )
                 built = self._built[index] = (key, forward, backward)
-            module.forward_slope, module.backward_slope = built[1], built[2]
+            module.set_slopes(built[1], built[2])
+
+    def _layout(
+        self, methods: Sequence[GradientMethod]
+    ) -> tuple[list[GradientMethod], tuple[int, ...]]:
+        """The distinct method objects and, per row, the index of its method among them.
+
+        A tuple (immutable) passed again is not walked again: the engine passes the same
+        tuple every step.
+        """
+        if isinstance(methods, tuple) and self._last_layout[0] is methods:
+            return self._last_layout[1]
+        rows = list(methods)
+        if not rows:
+            raise PassError("set_rows needs at least one gradient method (one per row)")
+        distinct = list({id(method): method for method in rows}.values())
+        position = {id(method): index for index, method in enumerate(distinct)}
+        found = distinct, tuple(position[id(method)] for method in rows)
+        self._last_layout = (methods if isinstance(methods, tuple) else None, found)
+        return found
 
     def set_standard(self) -> None:
         """All modules compute the original op, forward and backward (the true gradient)."""
         for _, module in self._entries:
-            module.forward_slope = None
-            module.backward_slope = None
+            module.set_slopes(None, None)
 
     @contextmanager
     def rows(

@@ -243,6 +243,12 @@ class DecoupledRectifier(nn.Module):
         """The tensor ``x`` whose sign decides the slope (the first input by default)."""
         return inputs[0]
 
+    def set_slopes(self, forward: torch.Tensor | None, backward: torch.Tensor | None) -> None:
+        """Assign both slope attributes (cheaper than two ``nn.Module`` attribute sets)."""
+        # Neither is a parameter, buffer or child, so plain instance attributes are exact.
+        self.__dict__["forward_slope"] = forward
+        self.__dict__["backward_slope"] = backward
+
     def plan(self) -> SlopePlan | None:
         """The :class:`SlopePlan` of the current slope tensors (``None`` when both are unset)."""
         forward, backward = self.forward_slope, self.backward_slope
