@@ -65,26 +65,30 @@ class DecoupledGradient(torch.autograd.Function):
 
     Gives the same values as :class:`RedirectGradient` with every row kept: ``grad * 1`` and
     ``grad * beta`` are the same products, and the original op's graph, which would only get
-    ``grad * 0``, is not built.
+    ``grad * 0``, is not built. One float ``beta`` uses the fused ``leaky_relu_backward``
+    kernel (``x > 0 ? grad : grad * beta``), many times faster than ``where`` on a CPU.
     """
 
     @staticmethod
     def forward(ctx, y, x, beta, upper, decouple_upper):  # noqa: D102
-        top = None if upper is None else x >= upper
-        ctx.save_for_backward(x > 0, top)
+        ctx.save_for_backward(x)
         ctx.beta = beta
+        ctx.upper = upper
         ctx.top_slope = beta if decouple_upper else 0.0
-        ctx.x_shape = x.shape
         return y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        positive, top = ctx.saved_tensors
-        grad_x = torch.where(positive, grad, grad * ctx.beta)
-        if top is not None:
-            grad_x = torch.where(top, grad * ctx.top_slope, grad_x)
-        if grad_x.shape != ctx.x_shape:
-            grad_x = grad_x.sum_to_size(ctx.x_shape)
+        (x,) = ctx.saved_tensors
+        beta = ctx.beta
+        if isinstance(beta, float) and grad.shape == x.shape and grad.dtype == x.dtype:
+            grad_x = torch.ops.aten.leaky_relu_backward(grad, x, beta, False)
+        else:
+            grad_x = torch.where(x > 0, grad, grad * beta)
+        if ctx.upper is not None:
+            grad_x = torch.where(x >= ctx.upper, grad * ctx.top_slope, grad_x)
+        if grad_x.shape != x.shape:
+            grad_x = grad_x.sum_to_size(x.shape)
         return None, grad_x, None, None, None
 
 
