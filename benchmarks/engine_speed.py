@@ -5,11 +5,13 @@
 Prints the machine, then a table:
 
 1. seconds per step, 64 rows in one batch: the engine (standard / decoupled / proxy) on the
-   ONNX import of ``models/digits_relu.onnx`` versus a hand-written loop on the native torch
-   ``SimpleCNN`` with the same weights (and the same loop on the converted graph, to separate
-   the converter's cost from the engine's) (standard: ``nn.ReLU``; decoupled: a custom autograd
-   ReLU). The engine's proxy rows do one more (no-grad) forward per step by design, to
-   report the original network's value.
+   ONNX import of ``models/digits_relu.onnx`` versus a hand-written loop of the same method on
+   the native torch ``SimpleCNN`` with the same weights (and the standard loop on the converted
+   graph, to separate the converter's cost from the engine's). Native standard: ``nn.ReLU``;
+   native decoupled: a custom autograd ReLU written plainly; native proxy: ``nn.LeakyReLU(beta)``
+   forward and backward plus one no-grad forward of the true network per step (the value the
+   engine reports for proxy rows). The loops run interleaved, one of each per repetition, so
+   the machine's load hits all of them alike; the ratios are within one run.
 2. 64 units (``/classifier/relu_fc1/Relu_output_0:0-63``) batched vs one at a time, units/s.
 3. the share of the onnxruntime cross-check in a full run.
 
@@ -41,13 +43,16 @@ MODEL = ROOT / "models" / "digits_relu.onnx"
 UNITS_64 = "/classifier/relu_fc1/Relu_output_0:0-63"
 
 
-def native_cnn() -> torch.nn.Module:
-    """The digits SimpleCNN from ``models/make_digits_cnns.py`` with the ONNX file's weights."""
+def native_cnn(act=torch.nn.ReLU) -> torch.nn.Module:
+    """The digits SimpleCNN from ``models/make_digits_cnns.py`` with the ONNX file's weights.
+
+    ``act()`` builds each rectifier (``nn.ReLU`` by default).
+    """
     path = ROOT / "models" / "make_digits_cnns.py"
     spec = importlib.util.spec_from_file_location("make_digits_cnns", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    net = module.SimpleCNN(lambda _c: torch.nn.ReLU())
+    net = module.SimpleCNN(lambda _c: act())
     initializers = onnx.load(MODEL).graph.initializer
     weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in initializers}
     net.load_state_dict(weights)
@@ -86,8 +91,13 @@ class DecoupledReLU(torch.nn.Module):
         return _DecoupledReLU.apply(x, self.beta)
 
 
-def native_loop(net, units: torch.Tensor, steps: int, lr: float, device: str) -> float:
-    """Plain projected gradient ascent on logits; returns seconds per step."""
+def native_loop(
+    net, units: torch.Tensor, steps: int, lr: float, device: str, true_net=None
+) -> float:
+    """Plain projected gradient ascent on logits; returns seconds per step.
+
+    With ``true_net`` (proxy), each step also measures the true value by a no-grad forward.
+    """
     generator = torch.Generator().manual_seed(0)
     x = ((torch.rand((len(units), 1, 8, 8), generator=generator) * 2 - 1) * 0.1).to(device)
     rows = torch.arange(len(units), device=device)
@@ -97,6 +107,9 @@ def native_loop(net, units: torch.Tensor, steps: int, lr: float, device: str) ->
         x = x.detach().requires_grad_(True)
         objective = net(x)[rows, units].sum()
         (grad,) = torch.autograd.grad(objective, x)
+        if true_net is not None:
+            with torch.no_grad():
+                true_net(x)[rows, units]
         x = (x + lr * grad).clamp(-1, 1)
     _sync(device)
     return (time.perf_counter() - tic) / steps
@@ -114,6 +127,53 @@ def engine_step_time(imported, targets, method: str, config: AMConfig) -> float:
 
 def median(fn, repeat: int) -> float:
     return statistics.median(fn() for _ in range(repeat))
+
+
+def interleaved_medians(loops: dict, repeat: int) -> dict[str, float]:
+    """Median seconds of each loop, running one of each per repetition (in turn)."""
+    times: dict[str, list[float]] = {label: [] for label in loops}
+    for _ in range(repeat):
+        for label, loop in loops.items():
+            times[label].append(loop())
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+def step_table(imported, targets, units, config: AMConfig, repeat: int, beta: float = 0.3):
+    """Table 1: each engine method against the native loop of the same method."""
+    device, steps = config.device, config.steps
+    net = native_cnn().to(device)
+    decoupled = decoupled_cnn(beta).to(device)
+    proxy = native_cnn(lambda: torch.nn.LeakyReLU(beta)).to(device)
+    graph = imported.extractor(["logits"])
+
+    def logits(x):
+        return graph(x)[0]
+
+    def native(model, true_net=None):
+        return lambda: native_loop(model, units, steps, config.lr, device, true_net)
+
+    def engine(method):
+        return lambda: engine_step_time(imported, targets, method, config)
+
+    std, dec, prx = (
+        "native torch, nn.ReLU",
+        f"native torch, decoupled ReLU({beta:g})",
+        (f"native torch, proxy LeakyReLU({beta:g})"),
+    )
+    # label -> (loop, the label it is compared with)
+    loops = {
+        std: (native(net), std),
+        "same loop on the onnx2torch graph": (native(logits), std),
+        dec: (native(decoupled), dec),
+        prx: (native(proxy, true_net=net), prx),
+        "engine, standard": (engine("standard"), std),
+        f"engine, decoupled({beta:g})": (engine(f"decoupled({beta:g})"), dec),
+        f"engine, proxy({beta:g})": (engine(f"proxy({beta:g})"), prx),
+    }
+    seconds = interleaved_medians({label: loop for label, (loop, _) in loops.items()}, repeat)
+    for label, (_, reference) in loops.items():
+        ratio = seconds[label] / seconds[reference]
+        print(f"{label:38s} {seconds[label] * 1e3:9.3f} {ratio:9.2f}x")
 
 
 def machine(device: str) -> str:
@@ -136,6 +196,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only-steps", action="store_true", help="print table 1 only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device, steps, repeat = args.device, args.steps, args.repeat
@@ -149,27 +210,10 @@ def main() -> None:
     units = torch.arange(8, device=device).repeat_interleave(8)
     print(f"\n1. seconds per step, 64 rows in one batch ({steps} steps, median of {repeat})")
     print(f"{'loop':38s} {'ms/step':>9s} {'vs native':>10s}")
-    net = native_cnn().to(device)
-    native_std = median(lambda: native_loop(net, units, steps, 0.05, device), repeat)
-    native_dec = median(
-        lambda: native_loop(decoupled_cnn(0.3).to(device), units, steps, 0.05, device), repeat
-    )
-    graph = imported.extractor(["logits"])
+    step_table(imported, targets, units, config, repeat)
 
-    def logits(x):
-        return graph(x)[0]
-
-    converted = median(lambda: native_loop(logits, units, steps, 0.05, device), repeat)
-    rows = [("native torch, nn.ReLU", native_std, native_std)]
-    rows.append(("same loop on the onnx2torch graph", converted, native_std))
-    rows.append(("native torch, decoupled ReLU(0.3)", native_dec, native_dec))
-    references = {"standard": native_std, "decoupled(0.3)": native_dec, "proxy(0.3)": native_dec}
-    for method, reference in references.items():
-        seconds = median(lambda m=method: engine_step_time(imported, targets, m, config), repeat)
-        rows.append((f"engine, {method}", seconds, reference))
-    for label, seconds, reference in rows:
-        print(f"{label:38s} {seconds * 1e3:9.3f} {seconds / reference:9.2f}x")
-
+    if args.only_steps:
+        return
     print(f"\n2. 64 units of {UNITS_64.split(':')[0]}, decoupled(0.3), {steps} steps")
     print(f"{'mode':38s} {'seconds':>9s} {'units/s':>10s}")
     for label, batch in (("batched (64 rows per step)", 64), ("one at a time (batch_size=1)", 1)):

@@ -1,11 +1,13 @@
-"""The rectifiers' fast paths give exactly what the general per-row path gives.
+"""The rectifiers' fast paths give exactly what the original per-row computation gives.
 
 A :class:`~onnx_am.passes.rectifier.SlopePlan` picks a fast path when every row is decoupled
-(no graph through the original op) or every row is proxy (one ``leaky_relu``, no redirect).
-The reference is the general path forced on the same slopes: the original op, the gradient
-redirect for every row with a backward slope, and the per-row proxy ``where``; i.e. the
-NaN-sentinel computation the fast paths replace. Everything runs in float32, the dtype of
-the engine, and is compared with ``torch.equal``.
+(no graph through the original op, a fused backward kernel) or every row is proxy (one
+``leaky_relu``, no redirect); mixed rows take the general path, which avoids ``torch.where``
+on full-size tensors. The reference is the original NaN-sentinel computation, kept here
+verbatim (:func:`original_forward`): the original op, a ``where``-based gradient redirect
+for every row with a backward slope, and the per-row proxy ``where``. The general path is
+also forced on slopes that have a fast path. Everything runs in float32, the dtype of the
+engine, and is compared with ``torch.equal``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from onnx_am.engine import AMConfig, maximize
 from onnx_am.errors import PassError
 from onnx_am.methods import STANDARD, GradientMethod, parse_method
 from onnx_am.passes import DecoupledRectifier, decouple_rectifiers
-from onnx_am.passes.rectifier import SlopePlan
+from onnx_am.passes.rectifier import SlopePlan, _channel_shape, _common_value
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,20 +30,82 @@ OPS = ["relu", "leaky", "prelu", "clip6", "clipm", "clipmin", "max"]
 BATCH = 6
 
 
-def _general(self, node, forward, backward):
+class _OriginalRedirect(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, x, slope, upper, decouple_upper):
+        ctx.save_for_backward(x, slope)
+        ctx.upper, ctx.decouple_upper = upper, decouple_upper
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, slope = ctx.saved_tensors
+        keep = (~torch.isnan(slope)).to(grad.dtype)
+        beta = torch.nan_to_num(slope, nan=0.0)
+        local = torch.where(x > 0, keep, beta)
+        if ctx.upper is not None:
+            top = beta if ctx.decouple_upper else torch.zeros_like(beta)
+            local = torch.where(x >= ctx.upper, top, local)
+        grad_x = grad * local
+        if grad_x.shape != x.shape:
+            grad_x = grad_x.sum_to_size(x.shape)
+        return grad * (1 - keep), grad_x, None, None, None
+
+
+def _original_rows(module, slope, x):
+    slope = slope.to(dtype=x.dtype, device=x.device)
+    if slope.dim() == 1:
+        return slope.view(-1, *([1] * (x.dim() - 1)))
+    return slope.view(-1, *_channel_shape(tuple(slope.shape[1:]), x.dim(), module.node))
+
+
+def original_forward(self, *inputs):
+    """``DecoupledRectifier.forward`` before the fast paths, as the reference."""
+    y = self.true_forward(*inputs)
+    if self.forward_slope is None and self.backward_slope is None:
+        return y
+    x = self.rectified_input(*inputs)
+    if self.backward_slope is not None:
+        slope = _original_rows(self, self.backward_slope, x)
+        y = _OriginalRedirect.apply(y, x, slope, self.upper, self.decouple_upper)
+    if self.forward_slope is not None:
+        slope = _original_rows(self, self.forward_slope, x)
+        beta = torch.nan_to_num(slope, nan=0.0)
+        proxy = torch.where(x > 0, x, beta * x)
+        if self.upper is not None:
+            top = beta if self.decouple_upper else torch.zeros_like(beta)
+            proxy = torch.where(x < self.upper, proxy, self.upper + top * (x - self.upper))
+        y = torch.where(torch.isnan(slope), y, proxy)
+    return y
+
+
+def _forced_mixed(scalar: bool):
     """``SlopePlan.__init__`` that always takes the general path with both slope tensors."""
-    self.node, self.rows, self._cache = (
-        node,
-        (forward if forward is not None else backward).shape[0],
-        {},
-    )
-    self.path, self.forward, self.backward = "mixed", forward, backward
+
+    def init(self, node, forward, backward):
+        self.node, self._cache = node, {}
+        self.rows = (forward if forward is not None else backward).shape[0]
+        self.path, self.forward, self.backward = "mixed", forward, backward
+        self.backward_scalar = None
+        if scalar and backward is not None:
+            self.backward_scalar = _common_value(backward)
+
+    return init
 
 
 @pytest.fixture
-def general_path(monkeypatch):
-    """Within the test, every plan built afterwards uses the general per-row path."""
-    return lambda: monkeypatch.setattr(SlopePlan, "__init__", _general)
+def reference(monkeypatch):
+    """``reference(mode)``: from now on in the test, modules and plans built afterwards run
+    the ``"original"`` code, or the general path (``"mixed"``, ``"mixed-where-free"``)."""
+
+    def switch(mode):
+        monkeypatch.undo()
+        if mode == "original":
+            monkeypatch.setattr(DecoupledRectifier, "forward", original_forward)
+        elif mode in ("mixed", "mixed-where-free"):
+            monkeypatch.setattr(SlopePlan, "__init__", _forced_mixed(mode == "mixed"))
+
+    return switch
 
 
 def setup(op, **kwargs):
@@ -79,22 +143,34 @@ CASES = {
 
 FAST = [(op, case, False) for op in OPS for case in CASES]
 FAST += [(op, case, True) for op in ("clip6", "clipm") for case in CASES]
+REFERENCES = ("original", "mixed", "mixed-where-free")
+
+
+def run_with(reference, mode, imported, methods, x, c, **kwargs):
+    """Value and gradient with a fresh rewrite whose modules run ``mode``."""
+    reference(mode)
+    result = decouple_rectifiers(imported, **kwargs)
+    result.control.set_rows(methods)
+    out = value_and_grad(imported.extractor(["y"], module=result.module), x, c)
+    if mode != "original":
+        assert paths(result) == {"mixed"}
+    reference(None)
+    return out
 
 
 @pytest.mark.parametrize(("op", "case", "decouple_upper"), FAST)
-def test_fast_path_equals_general_path(op, case, decouple_upper, general_path):
+def test_fast_path_equals_the_original_and_the_general_path(op, case, decouple_upper, reference):
     imported, result, extractor = setup(op, decouple_upper=decouple_upper)
     x, c = data(scale=5.0 if op == "clip6" else 3.0)
     methods = CASES[case]
     result.control.set_rows(methods)
     assert paths(result) == {case.split()[0]}  # the fast path really ran
     y, grad = value_and_grad(extractor, x, c)
-    general_path()
-    again = decouple_rectifiers(imported, decouple_upper=decouple_upper)
-    again.control.set_rows(methods)
-    assert paths(again) == {"mixed"}
-    y_ref, grad_ref = value_and_grad(imported.extractor(["y"], module=again.module), x, c)
-    assert torch.equal(y, y_ref) and torch.equal(grad, grad_ref)
+    for mode in REFERENCES:
+        y_ref, grad_ref = run_with(
+            reference, mode, imported, methods, x, c, decouple_upper=decouple_upper
+        )
+        assert torch.equal(y, y_ref) and torch.equal(grad, grad_ref), mode
     (y_true,) = imported.extractor(["y"])(x)
     if case.startswith("decoupled"):  # forward exact: bit-identical to the original graph
         assert torch.equal(y, y_true)
@@ -104,44 +180,67 @@ def test_fast_path_equals_general_path(op, case, decouple_upper, general_path):
     assert not torch.equal(grad, grad_true)  # the method changed the gradient
 
 
-@pytest.mark.parametrize("op", OPS)
-def test_mixed_rows_equal_the_fast_path_rows(op):
-    _, result, extractor = setup(op)
-    x, c = data(seed=2)
-    decoupled, proxy = parse_method("decoupled(0.3)"), parse_method("proxy(0.3)")
-    mixed = [decoupled, proxy, STANDARD, decoupled, STANDARD, proxy]
-    result.control.set_rows(mixed)
+MIXED = {
+    "best": [STANDARD, parse_method("decoupled(0.3)")] * 3,
+    "all kinds": [
+        parse_method("decoupled(0.3)"),
+        parse_method("proxy(0.3)"),
+        STANDARD,
+        parse_method("decoupled(0.3)"),
+        STANDARD,
+        parse_method("proxy(0.3)"),
+    ],
+    "sweep and standard": [STANDARD, *(parse_method(f"decoupled({b})") for b in (0.3, 0.6))] * 2,
+    "proxy and standard": [STANDARD, parse_method("proxy(0.3)")] * 3,
+}
+
+
+MIXED_CASES = [(op, case, False) for op in OPS for case in MIXED]
+MIXED_CASES += [(op, case, True) for op in ("clip6", "clipm") for case in MIXED]
+
+
+@pytest.mark.parametrize(("op", "case", "decouple_upper"), MIXED_CASES)
+def test_mixed_rows_equal_the_original_and_each_kind_alone(op, case, decouple_upper, reference):
+    imported, result, extractor = setup(op, decouple_upper=decouple_upper)
+    x, c = data(seed=2, scale=5.0 if op == "clip6" else 3.0)
+    methods = MIXED[case]
+    result.control.set_rows(methods)
     assert paths(result) == {"mixed"}
     y_mixed, grad_mixed = value_and_grad(extractor, x, c)
-    for method in (decoupled, proxy, STANDARD):
+    y_ref, grad_ref = run_with(
+        reference, "original", imported, methods, x, c, decouple_upper=decouple_upper
+    )
+    assert torch.equal(y_mixed, y_ref) and torch.equal(grad_mixed, grad_ref)
+    for method in {id(m): m for m in methods}.values():
         result.control.set_rows([method] * BATCH)
         y, grad = value_and_grad(extractor, x, c)
-        rows = [i for i, m in enumerate(mixed) if m is method]
+        rows = [i for i, m in enumerate(methods) if m is method]
         assert torch.equal(y_mixed[rows], y[rows]), method.label
         assert torch.equal(grad_mixed[rows], grad[rows]), method.label
 
 
-def test_scalar_slope_is_rounded_to_the_input_dtype(general_path):
+def test_scalar_slope_is_rounded_to_the_input_dtype(reference):
     """bfloat16: ``g * beta`` with a float beta must equal ``g * bfloat16(beta)``."""
     from onnx_am.passes.leaky_relu import DecoupledLeakyReLU
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4, 64, generator=generator).to(torch.bfloat16).requires_grad_(True)
     g = torch.randn(4, 64, generator=generator).to(torch.bfloat16)
-    outs = []
-    for fast in (True, False):
-        if not fast:
-            general_path()
+    outs = {}
+    for mode in (None, *REFERENCES):
+        reference(mode)
         for slope in ("forward_slope", "backward_slope"):
             module = DecoupledLeakyReLU("act", "LeakyRelu", 0.01, torch.nn.LeakyReLU(0.01), 0.01)
             setattr(module, slope, torch.full((4,), 0.3, dtype=torch.float64))
             y = module(x)
-            outs.append((y.detach(), torch.autograd.grad((y * g).sum(), x)[0]))
-    for (y_fast, g_fast), (y_ref, g_ref) in zip(outs[:2], outs[2:], strict=True):
-        assert torch.equal(y_fast, y_ref) and torch.equal(g_fast, g_ref)
+            outs[mode, slope] = y.detach(), torch.autograd.grad((y * g).sum(), x)[0]
+    for (mode, slope), (y, grad) in outs.items():
+        assert torch.equal(y, outs[None, slope][0]), (mode, slope)
+        assert torch.equal(grad, outs[None, slope][1]), (mode, slope)
     negative = x.detach() <= 0
     # an unrounded python-float product would differ: the rounding is what is tested
-    assert not torch.equal(g_fast[negative], (g * 0.3)[negative])
+    grad = outs[None, "backward_slope"][1]
+    assert not torch.equal(grad[negative], (g * 0.3)[negative])
 
 
 def test_fixed_beta_keeps_tensors_and_plans_a_schedule_rebuilds_them():
@@ -179,16 +278,17 @@ def test_a_row_count_mismatch_still_fails_on_the_fast_paths():
 
 
 @pytest.mark.parametrize("method", ["decoupled(0.3)", "proxy(0.3)", "best(0.3)"])
-def test_engine_results_do_not_depend_on_the_path(method, general_path):
+def test_engine_results_equal_those_of_the_original_rectifier(method, reference):
     imported = import_onnx(tiny_cnn())
+    assert any(
+        isinstance(m, DecoupledRectifier) for m in decouple_rectifiers(imported).module.modules()
+    )
     config = AMConfig(steps=8, restarts=2, batch_size=4, crosscheck=False)
     targets = ["logits:0", "logits:1"]
     methods = [method, GradientMethod("proxy", 0.6)]
     fast = maximize(imported, targets, methods, config)
-    general_path()
-    general = maximize(imported, targets, methods, config)
-    for a, b in zip(fast.results, general.results, strict=True):
+    reference("original")
+    original = maximize(imported, targets, methods, config)
+    for a, b in zip(fast.results, original.results, strict=True):
         assert (a.method, a.activation, a.trace) == (b.method, b.activation, b.trace)
         assert (a.image == b.image).all()
-    modules = [m for m in decouple_rectifiers(imported).module.modules()]
-    assert any(isinstance(m, DecoupledRectifier) for m in modules)

@@ -30,30 +30,66 @@ from onnx_am.passes.base import Alpha
 Slope = float | torch.Tensor
 
 
+def local_slope(
+    x: torch.Tensor,
+    above: Slope,
+    below: Slope,
+    upper: float | None = None,
+    top: Slope = 0.0,
+) -> torch.Tensor:
+    """Per element: ``above`` where ``x > 0``, ``below`` at or below 0, ``top`` at ``x >= upper``.
+
+    The same values as nested ``torch.where`` (several times slower on a CPU), written on a
+    0/1 step ``s``: ``s * above + (1 - s) * below`` is exactly ``above`` or ``below``, since
+    the other term is a product with 0 (the factors are finite: NaN slopes are never passed).
+    """
+    step = (x > 0).to(x.dtype)
+    local = step * above + (1 - step) * below
+    if upper is not None:
+        cap = (x >= upper).to(x.dtype)
+        local = local * (1 - cap) + cap * top
+    return local
+
+
+def _fused(grad: torch.Tensor, x: torch.Tensor, beta: Slope, upper: float | None) -> bool:
+    """Whether ``leaky_relu_backward`` computes the decoupled gradient (one float, no top)."""
+    return (
+        isinstance(beta, float)
+        and upper is None
+        and grad.shape == x.shape
+        and grad.dtype == x.dtype
+    )
+
+
 class RedirectGradient(torch.autograd.Function):
     """Identity on ``y``; rows with a finite slope send their gradient to ``x`` by the beta rule.
 
     The general path (some rows use alpha): ``keep`` is 1 for rows with a slope, 0 for alpha
-    rows, ``beta`` the slopes with 0 for alpha rows; both broadcast against ``x``.
+    rows, ``drop = 1 - keep``, ``beta`` the slopes with 0 for alpha rows, all broadcasting
+    against ``x``; ``scalar`` is the one slope of all rows that have one, or ``None``. Then
+    ``grad_x = grad * (x > 0 ? keep : beta)`` (with the clip's top rule) and
+    ``grad_y = grad * drop`` (alpha rows get the original op's gradient). With a ``scalar``
+    the first is ``leaky_relu_backward(grad, x, scalar) * keep``: the same products, and
+    ``* 0`` on the alpha rows as before.
     """
 
     @staticmethod
-    def forward(ctx, y, x, keep, beta, upper, decouple_upper):  # noqa: D102
-        ctx.save_for_backward(x, keep, beta)
+    def forward(ctx, y, x, factors, scalar, upper, decouple_upper):  # noqa: D102
+        ctx.save_for_backward(x, *factors)
+        ctx.scalar = scalar
         ctx.upper = upper
         ctx.decouple_upper = decouple_upper
         return y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        x, keep, beta = ctx.saved_tensors
-        # Per-row factors are small (N, 1, ...); only two full-size products are made.
-        local = torch.where(x > 0, keep, beta)
-        if ctx.upper is not None:
-            top = beta if ctx.decouple_upper else torch.zeros_like(beta)
-            local = torch.where(x >= ctx.upper, top, local)
-        grad_x = grad * local
-        grad_y = grad * (1 - keep)
+        x, keep, beta, drop = ctx.saved_tensors
+        if _fused(grad, x, ctx.scalar, ctx.upper):
+            grad_x = torch.ops.aten.leaky_relu_backward(grad, x, ctx.scalar, False) * keep
+        else:
+            top = beta if ctx.decouple_upper else 0.0
+            grad_x = grad * local_slope(x, keep, beta, ctx.upper, top)
+        grad_y = grad * drop
         if grad_x.shape != x.shape:
             grad_x = grad_x.sum_to_size(x.shape)
         return grad_y, grad_x, None, None, None, None
@@ -80,13 +116,10 @@ class DecoupledGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         (x,) = ctx.saved_tensors
-        beta = ctx.beta
-        if isinstance(beta, float) and grad.shape == x.shape and grad.dtype == x.dtype:
-            grad_x = torch.ops.aten.leaky_relu_backward(grad, x, beta, False)
+        if _fused(grad, x, ctx.beta, ctx.upper):
+            grad_x = torch.ops.aten.leaky_relu_backward(grad, x, ctx.beta, False)
         else:
-            grad_x = torch.where(x > 0, grad, grad * beta)
-        if ctx.upper is not None:
-            grad_x = torch.where(x >= ctx.upper, grad * ctx.top_slope, grad_x)
+            grad_x = grad * local_slope(x, 1.0, ctx.beta, ctx.upper, ctx.top_slope)
         if grad_x.shape != x.shape:
             grad_x = grad_x.sum_to_size(x.shape)
         return None, grad_x, None, None, None
@@ -97,11 +130,12 @@ def proxy_rectifier(
 ) -> torch.Tensor:
     """The proxy network's rectifier: slope ``beta`` below 0, a cap (or slope) at ``upper``.
 
-    A float ``beta`` uses ``leaky_relu``, which computes ``x > 0 ? x : x * beta`` and its
-    gradient ``g`` / ``g * beta``, the same values as the ``where`` form used for tensors.
+    Below the top it is ``x * (x > 0 ? 1 : beta)``: a float ``beta`` uses ``leaky_relu``,
+    a tensor :func:`local_slope`; both give the products of ``where(x > 0, x, beta * x)``
+    and of its gradient, ``g`` and ``g * beta``.
     """
     if isinstance(beta, torch.Tensor):
-        out = torch.where(x > 0, x, beta * x)
+        out = x * local_slope(x, 1.0, beta)
         top_slope = beta if decouple_upper else torch.zeros_like(beta)
     else:
         out = functional.leaky_relu(x, beta)
@@ -138,6 +172,9 @@ class SlopePlan:
             self.path = "mixed"
             self.forward = forward if any_proxy else None
             self.backward = backward if redirect else None
+        self.backward_scalar = None
+        if self.path == "mixed" and self.backward is not None:
+            self.backward_scalar = _common_value(backward)
         self._cache: dict[tuple, object] = {}
 
     def check(self, x: torch.Tensor) -> None:
@@ -160,13 +197,18 @@ class SlopePlan:
             self._cache[key] = self._convert(getattr(self, which), x)
         return self._cache[key]
 
-    def redirect_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(keep, beta)`` of :class:`RedirectGradient`, cached like :meth:`slope`."""
+    def redirect_factors(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Slope | None]:
+        """``((keep, beta, drop), scalar)`` of :class:`RedirectGradient`, cached like
+        :meth:`slope`."""
         key = ("redirect", x.dtype, x.device, x.dim())
         if key not in self._cache:
             slope = self.slope("backward", x)
             keep = (~torch.isnan(slope)).to(x.dtype)
-            self._cache[key] = keep, torch.nan_to_num(slope, nan=0.0)
+            scalar = (
+                None if self.backward_scalar is None else self._convert(self.backward_scalar, x)
+            )
+            factors = keep, torch.nan_to_num(slope, nan=0.0), 1 - keep
+            self._cache[key] = factors, scalar
         return self._cache[key]
 
     def proxy_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,6 +235,13 @@ def _rows_where(slope: torch.Tensor | None, how, rows: int) -> torch.Tensor:
         return torch.zeros(rows, dtype=torch.bool)
     finite = ~torch.isnan(slope).reshape(slope.shape[0], -1)
     return finite.all(1) if how is all else finite.any(1)
+
+
+def _common_value(slope: torch.Tensor) -> float | None:
+    """The one value of all set (non-NaN) entries, or ``None`` if they differ."""
+    values = slope[~torch.isnan(slope)]
+    first = values.reshape(-1)[0]
+    return float(first) if bool((values == first).all()) else None
 
 
 def _uniform(slope: torch.Tensor) -> Slope:
@@ -282,8 +331,8 @@ class DecoupledRectifier(nn.Module):
     def _mixed(self, plan: SlopePlan, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The general path: per-row slopes, NaN rows run the original op."""
         if plan.backward is not None:
-            keep, beta = plan.redirect_factors(x)
-            y = RedirectGradient.apply(y, x, keep, beta, self.upper, self.decouple_upper)
+            factors, scalar = plan.redirect_factors(x)
+            y = RedirectGradient.apply(y, x, factors, scalar, self.upper, self.decouple_upper)
         if plan.forward is not None:
             alpha_rows, beta = plan.proxy_factors(x)
             proxy = proxy_rectifier(x, beta, self.upper, self.decouple_upper)
