@@ -13,8 +13,17 @@ change what it does; a NaN entry means "this row uses alpha", i.e. the original 
 
 What the slopes mean for one module is worked out once per new pair of slope tensors (a
 :class:`SlopePlan`), so a step costs no more than the path it needs: the original op; every
-row decoupled (no graph through the original op, a bool mask saved); every row proxy (only
-the proxy op); or the general per-row mix.
+row decoupled (no graph through the original op; one float beta: the fused
+``leaky_relu_backward`` kernel); every row proxy (only the proxy op, ``leaky_relu`` for one
+float); or the general per-row mix (no full-size ``torch.where``, which is slow on a CPU).
+Slopes are rounded to the input's dtype once, as a tensor of that dtype would hold them.
+
+Every path computes the same products as the plain per-row form (``grad * 1``,
+``grad * beta``, ``x * beta``), so values and gradients are identical to it. The only
+difference is that terms which are always ``grad * 0`` (the original op's branch of a
+decoupled row, the redirect of a proxy row) are not computed: with a finite incoming
+gradient adding them changes nothing (at most the sign of a zero); with an infinite one they
+made NaN.
 """
 
 from __future__ import annotations
