@@ -86,9 +86,9 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_LR,
-    show_default=True,
-    help="Step size, in raw-input units (tuned for -1..1).",
+    default=None,
+    help=f"Step size in raw-input units. Default: {DEFAULT_LR:g} for -1..1, scaled by "
+    "(high - low) / 2 for other --input-range values.",
 )
 @click.option(
     "--restarts",

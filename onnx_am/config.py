@@ -43,7 +43,7 @@ class AMConfig:
     """
 
     steps: int = 256
-    lr: float = 0.05
+    lr: float = 0.1
     optimizer: str = "pga"
     normalize_grad: bool = False
     restarts: int = 1

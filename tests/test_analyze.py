@@ -86,8 +86,13 @@ def test_end_to_end_report_schema_images_and_html(cnn, tmp_path):
     assert [r["rewritten"] for r in [doc["rewrites"]]][0][0]["op_type"] == "Relu"
     assert {"settings", "timings", "baselines"} <= set(doc)
     assert [(r["target"], r["method"]) for r in doc["results"]] == [
-        (f"logits:{u}", m) for u in range(3) for m in ("standard", "decoupled(0.3)")
+        (f"logits:{u}", m) for u in range(3) for m in ("standard", "decoupled(0.3)", "best(0.3)")
     ]
+    by_unit: dict[str, dict[str, float]] = {}
+    for entry in doc["results"]:
+        by_unit.setdefault(entry["target"], {})[entry["method"]] = entry["activation"]
+    for values in by_unit.values():  # best keeps the higher true value of the two it ran
+        assert values["best(0.3)"] == max(values["standard"], values["decoupled(0.3)"])
     for entry, result in zip(doc["results"], report.results, strict=True):
         assert RESULT_KEYS <= set(entry)
         assert abs(entry["activation"] - entry["activation_onnxruntime"]) < 1e-3
@@ -153,13 +158,15 @@ class Interrupt:
 
 
 def test_resume_after_interruption_gives_the_same_report(cnn, tmp_path, monkeypatch):
-    monkeypatch.setattr(analyze_module, "CHUNK_ROWS", 2)  # one unit (2 methods) per chunk
+    runs = 2  # standard and decoupled(0.3) rows; best(0.3) shares them
+    monkeypatch.setattr(analyze_module, "CHUNK_ROWS", runs)  # one unit per chunk
     options = AnalyzeOptions(**FAST)
     whole = analyze(cnn, options, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         analyze(cnn, options, tmp_path / "cut", progress=Interrupt(after=2))
     partial = json.loads((tmp_path / "cut" / "report.json").read_text())
-    assert partial["status"] == "running" and len(partial["results"]) == 4
+    methods = len(options.method_strings())
+    assert partial["status"] == "running" and len(partial["results"]) == 2 * methods
     for entry in partial["results"]:
         assert (tmp_path / "cut" / entry["image"]).is_file()
     seen = []
@@ -183,7 +190,7 @@ def test_resume_refuses_other_settings(cnn, tmp_path):
 
 
 def test_method_strings_expand_bare_methods_over_slopes():
-    assert AnalyzeOptions().method_strings() == ["standard", "decoupled(0.3)"]
+    assert AnalyzeOptions().method_strings() == ["standard", "decoupled(0.3)", "best(0.3)"]
     swept = AnalyzeOptions(backward_slopes=(0.1, 0.3))
     assert swept.method_strings() == ["standard", "decoupled(0.1,0.3)"]
     mixed = AnalyzeOptions(methods=("proxy", "decoupled(0.5)"), backward_slopes=(0.6,))

@@ -48,7 +48,11 @@ def cnn(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory) -> str:
-    """A 1x4x4 image in, 24 outputs: two chunks of units at 2 methods x 2 restarts."""
+    """A 1x4x4 image in, 24 outputs: two chunks of units at 2 runs x 2 restarts.
+
+    The default methods are standard, decoupled(0.3) and best(0.3), which shares the rows of
+    the other two: 24 units give 72 results.
+    """
     net = torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 24)
     )
@@ -65,7 +69,9 @@ def test_json_goes_to_stdout_alone(cnn, tmp_path):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc == json.loads((out / "report.json").read_text())
-    assert doc["status"] == "complete" and len(doc["results"]) == 4
+    methods = {r["method"] for r in doc["results"]}
+    assert methods == {"standard", "decoupled(0.3)", "best(0.3)"}  # the defaults
+    assert doc["status"] == "complete" and len(doc["results"]) == 2 * len(methods)
 
 
 def test_summary_and_default_out_dir_in_the_working_directory(cnn, tmp_path, monkeypatch):
@@ -168,14 +174,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(wide, tmp_path):
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert partial is not None and partial["status"] == "running"
-    assert 0 < len(partial["results"]) < 48
+    assert 0 < len(partial["results"]) < 72
     resumed = run_cli(wide, *settings, "--out", str(tmp_path / "cut"), "--resume", "--json")
     resumed_out, resumed_err = resumed.communicate(timeout=300)
     reference_out, reference_err = reference.communicate(timeout=300)
     assert reference.returncode == 0, reference_err.decode()
     assert resumed.returncode == 0, resumed_err.decode()
     whole, again = json.loads(reference_out), json.loads(resumed_out)  # stdout is only JSON
-    assert len(whole["results"]) == 48
+    assert len(whole["results"]) == 72
     assert without_timings(again) == without_timings(whole)
 
 
