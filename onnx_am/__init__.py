@@ -17,13 +17,24 @@ from onnx_am.errors import (
     UnsupportedOpError,
 )
 from onnx_am.importer import ImportedModel, import_onnx
+from onnx_am.methods import GradientMethod, parse_method
 from onnx_am.objectives import Target, channel, default_targets, neuron, parse_targets, unit
 from onnx_am.parity import ParityResult, check_parity
+from onnx_am.passes import RewriteResult, decouple_rectifiers, plan_rewrites
+from onnx_am.results import MaximizeReport, TargetBaseline, UnitResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AMConfig",
+    "GradientMethod",
+    "MaximizeReport",
+    "RewriteResult",
+    "TargetBaseline",
+    "UnitResult",
+    "decouple_rectifiers",
+    "parse_method",
+    "plan_rewrites",
     "InputDomain",
     "Target",
     "channel",
