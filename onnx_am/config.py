@@ -10,7 +10,8 @@ import torch
 from onnx_am.crosscheck import DEFAULT_TOLERANCE
 from onnx_am.domain import InputDomain
 from onnx_am.errors import OnnxAmError
-from onnx_am.regularizers import Regularizer
+from onnx_am.parameterizations import check_parameterization
+from onnx_am.regularizers import Regularizer, parse_regularizer
 from onnx_am.starts import START_KINDS
 
 OPTIMIZERS = ("pga", "adam")
@@ -40,6 +41,9 @@ class AMConfig:
         regularizers: regularizers or strings like ``"tv(0.1)"``; none by default.
         baseline_corners: random corners tried by the trivial baselines.
         default_beta: beta of a bare ``decoupled``/``proxy`` and of ``best``.
+        parameterization: what the loop optimizes: ``"pixel"`` (default, as in the paper:
+            the raw input), ``"fourier"`` or ``"fourier+decorrelated"`` (image inputs; see
+            :mod:`onnx_am.parameterizations`; ``lr`` then is in parameter units).
     """
 
     steps: int = 256
@@ -58,6 +62,7 @@ class AMConfig:
     regularizers: tuple[Regularizer | str, ...] = ()
     baseline_corners: int = 16
     default_beta: float = 0.3
+    parameterization: str = "pixel"
 
     def validate(self) -> None:
         """Raise :class:`OnnxAmError` naming the first bad setting."""
@@ -79,10 +84,23 @@ class AMConfig:
         for ok, message in checks:
             if not ok:
                 raise OnnxAmError(message)
+        check_parameterization(self.parameterization)
+        if self.parameterization != "pixel":
+            self._check_smoothing()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise OnnxAmError(f"device {self.device!r} asked for but torch sees no CUDA device")
         if not self.device.startswith(("cpu", "cuda")):
             raise OnnxAmError(f"unknown device {self.device!r}; use cpu or cuda")
+
+    def _check_smoothing(self) -> None:
+        """A regularizer that smooths the raw input has nothing to act on with a parameter."""
+        for regularizer in self.regularizers:
+            parsed = parse_regularizer(regularizer) if isinstance(regularizer, str) else regularizer
+            if type(parsed).smooth is not Regularizer.smooth:
+                raise OnnxAmError(
+                    f"regularizer {parsed.label!r} smooths the raw input and cannot be combined "
+                    f"with parameterization {self.parameterization!r}"
+                )
 
     def to_dict(self) -> dict:
         """The settings as JSON-ready values (domain as a dict, regularizers as labels)."""

@@ -9,11 +9,17 @@ an update of the raw input:
   (``normalize_grad`` scales each row's gradient to unit RMS first);
 - ``adam``: Adam ascent, elementwise, then the same clip.
 
-The value recorded is always the original network's true forward: for standard and
-decoupled rows the gradient forward already is that; for proxy rows (whose forward is the
-proxy network's) and when a regularizer transforms the input, a separate no-grad forward with
-standard slopes measures it. Each row keeps its best point so far. Trace entry ``t`` is the
-best value among the points ``x_0 .. x_t`` (``steps + 1`` entries; entry 0 is the start).
+With a parameterization other than ``"pixel"`` (:mod:`onnx_am.parameterizations`, off by
+default) the loop optimizes the parameter instead: the start image is turned into a
+parameter, each step maps the parameter to a raw input (always inside the box, so there is
+nothing to project), and the ascent step, ``pga`` or ``adam``, moves the parameter.
+
+The value recorded is always the original network's true forward of the raw input: for
+standard and decoupled rows the gradient forward already is that; for proxy rows (whose
+forward is the proxy network's) and when a regularizer transforms the input, a separate
+no-grad forward with standard slopes measures it. Each row keeps its best raw input so far.
+Trace entry ``t`` is the best value among the points ``x_0 .. x_t`` (``steps + 1`` entries;
+entry 0 is the start).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from onnx_am.importer import ImportedModel
 from onnx_am.methods import GradientMethod
 from onnx_am.objectives import RowObjective, Target
+from onnx_am.parameterizations import FourierParameterization, make_parameterization
 from onnx_am.regularizers import Regularizer, parse_regularizer
 from onnx_am.rows import Row, RowOutcome
 from onnx_am.starts import row_seed
@@ -49,6 +56,7 @@ class LoopContext:
     progress: Progress | None
     total_steps: int
     done_steps: int = 0
+    parameterization: FourierParameterization | None = None
 
 
 def optimize_rows(
@@ -77,6 +85,7 @@ def optimize_rows(
         Per row its best true value, input and trace.
     """
     names = list(dict.fromkeys(t.tensor for t in targets))
+    parameterization = make_parameterization(config.parameterization, imported.input, config.domain)
     needs_rewrite = any(m.kind != "standard" for m in runs)
     if needs_rewrite and rewrite is None:
         from onnx_am.passes import decouple_rectifiers
@@ -101,6 +110,7 @@ def optimize_rows(
             regularizers,
             progress,
             total_steps=len(chunks) * config.steps,
+            parameterization=parameterization,
         )
         offset = 0
         for index, chunk_rows in enumerate(chunks):
@@ -128,6 +138,9 @@ def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: in
     config = context.config
     device = config.device
     x = x0.to(device)
+    parameterization = context.parameterization
+    if parameterization is not None:
+        x = parameterization.from_raw(x)  # x is the optimized variable, image the raw input
     state = {"step": 0}
     methods = tuple(methods)  # the slope control reuses its row layout for the same tuple
     objective = RowObjective(targets, device)
@@ -135,21 +148,22 @@ def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: in
     true_index = torch.tensor(true_rows, dtype=torch.long, device=device)
     every_row = len(true_rows) == len(methods)
     best_value = torch.full((len(methods),), float("-inf"), dtype=torch.float64, device=device)
-    best_x = x.clone()
+    best_x = (x if parameterization is None else _raw(context, x)).clone()
     trace = torch.empty((config.steps + 1, len(methods)), dtype=torch.float64, device=device)
     for step in range(config.steps + 1):
         if step < config.steps:
-            value, grad = _value_and_grad(context, x, objective, methods, step)
+            value, grad, image = _value_and_grad(context, x, objective, methods, step)
             if every_row:  # the same values as through the index, without the copies
-                value = _true_values(context, x, objective)
+                value = _true_values(context, image, objective)
             elif true_rows:
-                value[true_index] = _true_values(context, x[true_index], true_objective)
+                value[true_index] = _true_values(context, image[true_index], true_objective)
         else:
-            value = _true_values(context, x, objective)
+            image = _raw(context, x)
+            value = _true_values(context, image, objective)
         value = torch.nan_to_num(value, nan=float("-inf"))
         better = value > best_value
         best_value = torch.where(better, value, best_value)
-        best_x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x, best_x)
+        best_x = torch.where(better.view(-1, *[1] * (image.dim() - 1)), image, best_x)
         trace[step] = best_value
         if step < config.steps:
             x = _update(context, x, grad, state)
@@ -181,16 +195,26 @@ def _forward(context: LoopContext, fed: torch.Tensor, objective: RowObjective) -
     return objective(dict(zip(context.names, tensors, strict=True)))
 
 
+def _raw(context: LoopContext, x: torch.Tensor) -> torch.Tensor:
+    """The raw input the optimized variable stands for (itself with ``"pixel"``)."""
+    if context.parameterization is None:
+        return x
+    with torch.no_grad():
+        return context.parameterization.to_raw(x)
+
+
 def _value_and_grad(context: LoopContext, x, objective: RowObjective, methods, step: int):
-    """Values of the gradient forward (true unless proxy/transform) and d objective / d x."""
+    """Values of the gradient forward (true unless proxy/transform), d objective / d x, and
+    the raw input they belong to (``x`` itself with ``"pixel"``)."""
     config, spec = context.config, context.imported.input
     x = x.detach().requires_grad_(True)
-    fed = config.domain.to_model(x, spec)
+    raw = x if context.parameterization is None else context.parameterization.to_raw(x)
+    fed = config.domain.to_model(raw, spec)
     if context.regularizers:
         generator = torch.Generator().manual_seed(row_seed(config.seed, "transform", step))
         for regularizer in context.regularizers:
             fed = regularizer.transform(fed, spec, generator)
-    objective_of = _objective(context, x, objective)
+    objective_of = _objective(context, raw, objective)
     if context.control is None:
         values, objective = objective_of(fed)
         (grad,) = torch.autograd.grad(objective, x)
@@ -198,7 +222,7 @@ def _value_and_grad(context: LoopContext, x, objective: RowObjective, methods, s
         with context.control.rows(methods, step, config.steps):
             values, objective = objective_of(fed)
             (grad,) = torch.autograd.grad(objective, x)
-    return values.detach().double(), torch.nan_to_num(grad.detach())
+    return values.detach().double(), torch.nan_to_num(grad.detach()), raw.detach()
 
 
 def _objective(context: LoopContext, x, row_objective: RowObjective):
@@ -235,6 +259,8 @@ def _update(context: LoopContext, x, grad, state) -> torch.Tensor:
         if config.normalize_grad:
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
             step = grad / rms.view(-1, *[1] * (grad.dim() - 1))
+    if context.parameterization is not None:
+        return x + config.lr * step  # its raw input is inside the box by construction
     x = config.domain.project(x + config.lr * step)
     if not context.regularizers:
         return x  # projecting again would change nothing
