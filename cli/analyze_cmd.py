@@ -21,6 +21,7 @@ from onnx_am.analyze import (
     analyze,
     default_out_dir,
 )
+from onnx_am.parameterizations import PARAMETERIZATIONS
 from onnx_am.report import HTML_FILE, REPORT_FILE
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
@@ -138,6 +139,15 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
     help="At most this many units per tensor.",
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--parameterization",
+    type=click.Choice(PARAMETERIZATIONS),
+    default="pixel",
+    show_default=True,
+    help="What is optimized: the raw pixels (as in the paper), or a 1/f-scaled Fourier "
+    "spectrum squashed into the input range (smoother pictures; image inputs; "
+    "+decorrelated: RGB only). --lr is then in parameter units.",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),

@@ -25,6 +25,7 @@ from onnx_am.domain import InputDomain
 from onnx_am.engine import AMConfig, expand_methods, maximize
 from onnx_am.importer import ImportedModel, import_onnx
 from onnx_am.objectives import Target, default_targets, parse_targets
+from onnx_am.parameterizations import check_parameterization
 from onnx_am.parity import ParityResult, check_parity
 from onnx_am.render.images import DisplayDomain, save_picture
 from onnx_am.render.site import render_site
@@ -65,6 +66,8 @@ class AnalyzeOptions:
         input_range: the raw input box, ``"-1..1"``, ``"0..1"``, ``"0..255"``.
         mean, std: per-channel normalization the model expects (raw units).
         device: ``"cpu"`` or ``"cuda"``.
+        parameterization: ``"pixel"`` (the paper's raw input), ``"fourier"`` or
+            ``"fourier+decorrelated"`` (image inputs; :mod:`onnx_am.parameterizations`).
         max_units: cap on units per tensor.
         force: overwrite an existing report.
         resume: continue an existing report made with the same settings.
@@ -84,6 +87,7 @@ class AnalyzeOptions:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     device: str = "cpu"
+    parameterization: str = "pixel"
     max_units: int = DEFAULT_MAX_UNITS
     force: bool = False
     resume: bool = False
@@ -192,6 +196,7 @@ def analyze(
     imported = import_onnx(model_path, options.input_name, options.input_shape)
     domain = _domain(options, imported)
     config = _config(options, domain)
+    check_parameterization(config.parameterization, imported.input)
     targets = plan_targets(imported, options)
     methods = options.method_strings()
     expand_methods(methods, config.default_beta)  # fail on bad methods before writing anything
@@ -387,6 +392,7 @@ def _config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
         seed=options.seed,
         domain=domain,
         device=options.device,
+        parameterization=options.parameterization,
     )
     config.validate()
     return config
@@ -411,6 +417,7 @@ def _settings(
         "mean": list(config.domain.mean) if config.domain.mean else None,
         "std": list(config.domain.std) if config.domain.std else None,
         "device": config.device,
+        "parameterization": config.parameterization,
         "chunk_rows": CHUNK_ROWS,
     }
 
