@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch_models import export_random
 
 import onnx_am.analyze as analyze_module
 from onnx_am.analyze import AnalyzeOptions, AnalyzeProgress, analyze
@@ -36,21 +37,7 @@ RESULT_KEYS = {
 
 
 def export(module: torch.nn.Module, shape: tuple[int, ...], path, seed: int = 0) -> str:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    module.eval()
-    torch.onnx.export(
-        module,
-        torch.zeros(1, *shape),
-        str(path),
-        dynamo=False,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    return str(path)
+    return export_random(module, shape, path, seed=seed)
 
 
 @pytest.fixture(scope="module")

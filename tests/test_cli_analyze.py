@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from onnx_am_cli.main import cli
+from torch_models import export_random
 
 import onnx_am.analyze as analyze_module
 from onnx_am.parity import ParityResult
@@ -21,21 +22,7 @@ FAST = ["--steps", "5", "--restarts", "1"]
 
 
 def export(module: torch.nn.Module, shape: tuple[int, ...], path) -> str:
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    module.eval()
-    torch.onnx.export(
-        module,
-        torch.zeros(1, *shape),
-        str(path),
-        dynamo=False,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    return str(path)
+    return export_random(module, shape, path, scale=0.3)
 
 
 @pytest.fixture(scope="module")
