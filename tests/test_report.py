@@ -127,3 +127,14 @@ def test_json_is_strict():
         "a": None,
         "b": [1.5, None],
     }
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        report = write_report(tmp_path)
+    finally:
+        os.umask(old)
+    assert (report.root / REPORT_FILE).stat().st_mode & 0o777 == 0o644
