@@ -9,7 +9,8 @@ network on the unregularized input. Each regularizer may
 - ``smooth`` the raw input after each step (``blur``).
 
 Spatial ones need an image input (NCHW or NHWC). Strings: ``"jitter(2)"``, ``"blur(0.5)"``,
-``"l2(0.01)"``, ``"tv(0.1)"``. A Fourier / decorrelated parameterization is not provided.
+``"l2(0.01)"``, ``"tv(0.1)"``. Fourier / decorrelated parameterizations are in
+:mod:`onnx_am.parameterizations`.
 """
 
 from __future__ import annotations
