@@ -67,9 +67,8 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from onnx_am_cli.inspect_cmd import inspect_command
-
     from onnx_am_cli.analyze_cmd import analyze_command
+    from onnx_am_cli.inspect_cmd import inspect_command
 
     cli.add_command(inspect_command)
     cli.add_command(analyze_command)
