@@ -34,7 +34,10 @@ class AMConfig:
         start: one of :data:`onnx_am.starts.START_KINDS`.
         init_scale: noise of the ``random`` start, as a fraction of half the range.
         domain: the raw input box and preprocessing.
-        batch_size: rows per chunk (bounds memory); rowwise-only models use 1.
+        batch_size: rows per chunk (bounds memory); ``None`` (default) picks it from the
+            measured activation memory of one row and the free memory
+            (:mod:`onnx_am.memory`, at most 64); rowwise-only models use 1. Results do not
+            depend on it.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``).
         crosscheck: recompute every result with onnxruntime.
         tolerance: relative tolerance of the cross-check.
@@ -55,7 +58,7 @@ class AMConfig:
     start: str = "random"
     init_scale: float = 0.1
     domain: InputDomain = field(default_factory=InputDomain)
-    batch_size: int = 64
+    batch_size: int | None = None
     device: str = "cpu"
     crosscheck: bool = True
     tolerance: float = DEFAULT_TOLERANCE
@@ -78,7 +81,10 @@ class AMConfig:
                 self.start in START_KINDS,
                 f"unknown start {self.start!r}; choose from {', '.join(START_KINDS)}",
             ),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (
+                self.batch_size is None or self.batch_size >= 1,
+                f"batch_size must be >= 1 or None (auto), got {self.batch_size}",
+            ),
             (self.tolerance > 0, f"tolerance must be > 0, got {self.tolerance}"),
         ]
         for ok, message in checks:

@@ -113,6 +113,8 @@ def maximize(
         "methods": [plan.label for plan in plans],
         "targets": [t.name for t in target_list],
         "batch_mode": imported.batch.mode,
+        "batch_size": outcome.batch_size,
+        "batch_size_auto": config.batch_size is None,
     }
     return MaximizeReport(results, baselines, settings, timings, config.tolerance)
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from onnx_am import memory
 from onnx_am.importer import ImportedModel
 from onnx_am.methods import GradientMethod
 from onnx_am.objectives import RowObjective, Target
@@ -69,7 +70,7 @@ def optimize_rows(
     rewrite: RewriteResult | None = None,
     progress: Progress | None = None,
 ) -> RowOutcome:
-    """Optimize every row, ``config.batch_size`` rows per chunk; slopes restored at the end.
+    """Optimize every row, chunk by chunk (:func:`_chunk_size` rows); slopes restored at the end.
 
     Args:
         imported: the model.
@@ -93,18 +94,20 @@ def optimize_rows(
         rewrite = decouple_rectifiers(imported)
     module = rewrite.module if needs_rewrite else imported.module
     control = rewrite.control if needs_rewrite else None
-    chunk = 1 if imported.batch.mode == "rowwise" else config.batch_size
-    chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
     regularizers = [parse_regularizer(r) if isinstance(r, str) else r for r in config.regularizers]
     outcome = RowOutcome([0.0] * len(rows), [None] * len(rows), [[] for _ in rows])
     moved = config.device != "cpu"
     try:
         if moved:
             module.to(config.device)
+        extractor = imported.extractor(names, module=module)
+        chunk = _chunk_size(imported, config, extractor, starts, rows)
+        chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
+        outcome.batch_size = chunk
         context = LoopContext(
             imported,
             config,
-            imported.extractor(names, module=module),
+            extractor,
             names,
             control,
             regularizers,
@@ -131,6 +134,19 @@ def optimize_rows(
         if moved:
             module.to("cpu")
     return outcome
+
+
+def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, starts, rows) -> int:
+    """Rows per chunk: 1 for rowwise models, else ``config.batch_size`` or, when that is
+    None, what fits in memory (:func:`onnx_am.memory.choose_batch_size`)."""
+    if imported.batch.mode == "rowwise":
+        return 1
+    if config.batch_size is not None:
+        return config.batch_size
+    if not rows:
+        return 1
+    dtype = starts[rows[0].target, rows[0].restart].dtype
+    return memory.choose_batch_size(extractor, imported.input.sample_shape, config.device, dtype)
 
 
 def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: int):

@@ -102,8 +102,10 @@ def layout_rows(targets: int, restarts: int, runs: int) -> list[Row]:
 
 @dataclass
 class RowOutcome:
-    """Per row: best true value, the raw input that gave it, and the per-step trace."""
+    """Per row: best true value, the raw input that gave it, and the per-step trace; and
+    the rows per chunk the loop used."""
 
     value: list[float]
     image: list[torch.Tensor]
     trace: list[list[float]]
+    batch_size: int | None = None

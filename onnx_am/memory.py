@@ -1,0 +1,182 @@
+"""How many rows fit in memory: the engine's automatic chunk size.
+
+One optimization step is a batched forward and backward; what grows with the rows of a chunk
+is what autograd keeps from the forward for the backward (every rectifier's input, every
+conv's input, ...), plus a few input-sized buffers per row (the optimized input, its
+gradient, the best input so far, Adam's moments). :func:`activation_bytes_per_row` measures
+the first with ``torch.autograd.graph.saved_tensors_hooks`` during one forward of a batch of
+one, :func:`memory_budget` says how many bytes the chunk may take, and
+:func:`auto_batch_size` divides. Results do not depend on the chunk size (every start is
+seeded by ``(seed, target, restart)``), so the choice only trades speed for memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from onnx_am.errors import OnnxAmError
+
+#: Share of the free memory one chunk may use on the CPU (``MemAvailable``, or the cgroup's
+#: remaining limit if lower). A quarter leaves room for the model, the onnxruntime
+#: cross-check, the results kept so far and whatever else runs on the machine.
+CPU_FRACTION = 0.25
+#: Share of the free GPU memory (``torch.cuda.mem_get_info`` plus what torch's caching
+#: allocator holds unused) one chunk may use; the weights are already on the device then and
+#: nothing else usually shares it, so more than on the CPU.
+CUDA_FRACTION = 0.5
+#: Budget when the free memory cannot be read (no ``/proc/meminfo``).
+FALLBACK_BUDGET = 2 * 1024**3
+#: Peak memory of a step over the measured saved bytes: the backward's transient gradients
+#: (about as large as the biggest layers), the no-grad forward that measures true values,
+#: and allocator slack.
+SAFETY = 2.0
+#: Input-sized buffers kept per row besides the saved activations: the optimized variable,
+#: the raw and the preprocessed input, the gradient, the best input so far, the image the
+#: value belongs to, and Adam's two moments.
+INPUT_BUFFERS = 8
+#: Most rows per chunk: the chunk of the fixed-size engine, beyond which batching gains
+#: little on a CPU.
+MAX_BATCH = 64
+
+
+def activation_bytes_per_row(
+    extractor: Callable[[torch.Tensor], object],
+    sample_shape: Sequence[int],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> int:
+    """Bytes one row adds to a step: what autograd saves for backward, plus input buffers.
+
+    Runs one forward of a zero batch of one that requires grad, recording every tensor
+    autograd saves; each storage counts once, and the storages of the extractor's parameters
+    and buffers (the weights, shared by all rows) not at all. No backward is run.
+
+    Args:
+        extractor: the network, called on ``[1, *sample_shape]``; an ``nn.Module`` lets its
+            weights be left out.
+        sample_shape: one sample's shape (no batch dimension).
+        device: where the forward runs.
+        dtype: the input's dtype.
+
+    Returns:
+        Saved bytes of the forward plus :data:`INPUT_BUFFERS` copies of one sample.
+    """
+    weights = set()
+    if isinstance(extractor, torch.nn.Module):
+        tensors = [*extractor.parameters(), *extractor.buffers()]
+        weights = {t.untyped_storage().data_ptr() for t in tensors}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    x = torch.zeros((1, *sample_shape), dtype=dtype, device=device, requires_grad=True)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outputs = extractor(x)
+    del outputs  # the graph and everything it saved go with it
+    return sum(saved.values()) + INPUT_BUFFERS * x.numel() * x.element_size()
+
+
+def memory_budget(device: str | torch.device = "cpu") -> int:
+    """Bytes one chunk may use on ``device``: a fraction of what is free now.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Returns:
+        :data:`CPU_FRACTION` of the available host memory (:data:`FALLBACK_BUDGET` when it
+        cannot be read), or :data:`CUDA_FRACTION` of the device's free memory.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(CUDA_FRACTION * (free + cached))
+    available = _host_available()
+    return FALLBACK_BUDGET if available is None else int(CPU_FRACTION * available)
+
+
+def auto_batch_size(
+    bytes_per_row: int, budget: int, cap: int = MAX_BATCH, safety: float = SAFETY
+) -> int:
+    """Rows per chunk: ``budget // (bytes_per_row * safety)``, clamped to ``1 .. cap``.
+
+    Args:
+        bytes_per_row: from :func:`activation_bytes_per_row`.
+        budget: from :func:`memory_budget`.
+        cap: the most rows per chunk.
+        safety: peak over measured bytes (:data:`SAFETY`).
+
+    Returns:
+        The chunk size; ``cap`` when a row costs nothing measurable.
+
+    Raises:
+        OnnxAmError: a negative size or budget, or a cap or safety below one.
+    """
+    if bytes_per_row < 0 or budget < 0 or cap < 1 or safety < 1:
+        raise OnnxAmError(
+            f"auto_batch_size needs bytes_per_row >= 0, budget >= 0, cap >= 1 and safety >= 1; "
+            f"got {bytes_per_row}, {budget}, {cap}, {safety}"
+        )
+    if bytes_per_row == 0:
+        return cap
+    return max(1, min(cap, int(budget // (bytes_per_row * safety))))
+
+
+def choose_batch_size(
+    extractor: Callable[[torch.Tensor], object],
+    sample_shape: Sequence[int],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cap: int = MAX_BATCH,
+) -> int:
+    """:func:`auto_batch_size` of the measured row size and the current budget."""
+    per_row = activation_bytes_per_row(extractor, sample_shape, device, dtype)
+    return auto_batch_size(per_row, memory_budget(device), cap)
+
+
+def _host_available() -> int | None:
+    """``MemAvailable`` in bytes, lowered to a cgroup v2 limit's remainder; None if unknown."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    limit = _cgroup_remaining()
+    if available is not None and limit is not None:
+        return min(available, limit)
+    return available
+
+
+def _cgroup_remaining() -> int | None:
+    """``memory.max - memory.current`` of this cgroup (v2), or None without a limit."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        current = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        return max(0, int(limit) - current)
+    except (OSError, ValueError):
+        return None
+
+
+__all__ = [
+    "CPU_FRACTION",
+    "CUDA_FRACTION",
+    "FALLBACK_BUDGET",
+    "INPUT_BUFFERS",
+    "MAX_BATCH",
+    "SAFETY",
+    "activation_bytes_per_row",
+    "auto_batch_size",
+    "choose_batch_size",
+    "memory_budget",
+]
