@@ -140,6 +140,15 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Rows (units x methods x restarts) per optimization step. Default: as many as fit "
+    "in a share of the free memory, at most 64. Results do not depend on it (up to float "
+    "rounding).",
+)
+@click.option(
     "--parameterization",
     type=click.Choice(PARAMETERIZATIONS),
     default="pixel",

@@ -66,6 +66,9 @@ class AnalyzeOptions:
         input_range: the raw input box, ``"-1..1"``, ``"0..1"``, ``"0..255"``.
         mean, std: per-channel normalization the model expects (raw units).
         device: ``"cpu"`` or ``"cuda"``.
+        batch_size: rows per engine step inside a chunk; ``None`` fits them to the free
+            memory (:mod:`onnx_am.memory`). A chunk of :data:`CHUNK_ROWS` stays the unit of
+            resume either way.
         parameterization: ``"pixel"`` (the paper's raw input), ``"fourier"`` or
             ``"fourier+decorrelated"`` (image inputs; :mod:`onnx_am.parameterizations`).
         max_units: cap on units per tensor.
@@ -87,6 +90,7 @@ class AnalyzeOptions:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     device: str = "cpu"
+    batch_size: int | None = None
     parameterization: str = "pixel"
     max_units: int = DEFAULT_MAX_UNITS
     force: bool = False
@@ -392,6 +396,7 @@ def _config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
         seed=options.seed,
         domain=domain,
         device=options.device,
+        batch_size=options.batch_size,
         parameterization=options.parameterization,
     )
     config.validate()
@@ -402,7 +407,7 @@ def _settings(
     options: AnalyzeOptions, config: AMConfig, targets: list[Target], methods: list[str]
 ) -> dict:
     """Everything that changes results; a resumed report must match it exactly."""
-    return {
+    settings = {
         "targets": [t.name for t in targets],
         "methods": methods,
         "steps": config.steps,
@@ -420,6 +425,13 @@ def _settings(
         "parameterization": config.parameterization,
         "chunk_rows": CHUNK_ROWS,
     }
+    # Results do not depend on the engine's rows per step (starts are seeded per target and
+    # restart; only float rounding of batched kernels may differ, ~1e-7 relative), so the
+    # automatic size, which follows the free memory of the machine, is left out: a report
+    # started elsewhere can be resumed here. A size given on purpose is compared.
+    if options.batch_size is not None:
+        settings["batch_size"] = options.batch_size
+    return settings
 
 
 def _parity(imported: ImportedModel, domain: InputDomain) -> ParityResult:

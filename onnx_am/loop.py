@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -101,7 +102,8 @@ def optimize_rows(
         if moved:
             module.to(config.device)
         extractor = imported.extractor(names, module=module)
-        chunk = _chunk_size(imported, config, extractor, starts, rows)
+        dtype = starts[rows[0].target, rows[0].restart].dtype if rows else torch.float32
+        chunk = _chunk_size(imported, config, extractor, control, tuple(runs), dtype)
         chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
         outcome.batch_size = chunk
         context = LoopContext(
@@ -136,17 +138,19 @@ def optimize_rows(
     return outcome
 
 
-def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, starts, rows) -> int:
+def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, runs, dtype):
     """Rows per chunk: 1 for rowwise models, else ``config.batch_size`` or, when that is
-    None, what fits in memory (:func:`onnx_am.memory.choose_batch_size`)."""
+    None, what fits in memory (:func:`onnx_am.memory.choose_batch_size`), measured on one
+    row of each gradient method, as chunks mix them."""
     if imported.batch.mode == "rowwise":
         return 1
     if config.batch_size is not None:
         return config.batch_size
-    if not rows:
-        return 1
-    dtype = starts[rows[0].target, rows[0].restart].dtype
-    return memory.choose_batch_size(extractor, imported.input.sample_shape, config.device, dtype)
+    context = None if control is None else partial(control.rows, runs, 0, config.steps)
+    shape = imported.input.sample_shape
+    return memory.choose_batch_size(
+        extractor, shape, config.device, dtype, rows=len(runs) if control else 1, context=context
+    )
 
 
 def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: int):
