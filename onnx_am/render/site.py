@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnx_am.render.html import render_html
-from onnx_am.render.images import DisplayDomain
+from onnx_am.render.html import render_html, thumbnail_size
+from onnx_am.render.images import DisplayDomain, image_pixels, is_image
 from onnx_am.render.plots import (
     contact_sheet_pages,
+    convergence_pages,
     plot_beta_sweep,
     plot_contact_sheet,
     plot_convergence,
@@ -32,8 +33,9 @@ def render_site(
         ``{"title", "path"}`` for every plot written (paths relative to the report).
     """
     plots: list[dict] = []
+    thumbs = _thumbnails(report, results, domain)
     if not results:
-        report.write_text(HTML_FILE, render_html(doc, plots))
+        report.write_text(HTML_FILE, render_html(doc, plots, thumbs))
         return plots
 
     def add(title: str, name: str, draw) -> None:
@@ -41,11 +43,13 @@ def render_site(
         report.write_with(relative, lambda tmp: draw(Path(tmp)))
         plots.append({"title": title, "path": relative})
 
-    add(
-        "Convergence: best activation so far vs step",
-        "convergence.png",
-        lambda p: plot_convergence(results, p),
-    )
+    pages = convergence_pages(results)
+    for number, page in enumerate(pages, 1):
+        add(
+            f"Convergence{_page(number, len(pages))}: best activation so far vs step",
+            "convergence.png" if number == 1 else f"convergence_{number}.png",
+            lambda p, page=page: plot_convergence(page, p),
+        )
     if _swept(results):
         add(
             "Beta sweep: activation vs backward slope",
@@ -54,14 +58,34 @@ def render_site(
         )
     pages = contact_sheet_pages(results)
     for number, page in enumerate(pages, 1):
-        suffix = f" ({number}/{len(pages)})" if len(pages) > 1 else ""
         add(
-            f"Contact sheet{suffix}: best input per unit and method",
+            f"Contact sheet{_page(number, len(pages))}: best input per unit and method",
             f"contact_sheet_{number}.png",
             lambda p, page=page: plot_contact_sheet(page, domain, p),
         )
-    report.write_text(HTML_FILE, render_html(doc, plots))
+    report.write_text(HTML_FILE, render_html(doc, plots, thumbs))
     return plots
+
+
+def _thumbnails(
+    report: ReportDir, results: Sequence[UnitResult], domain: DisplayDomain
+) -> dict[str, dict]:
+    """Display size of each result's picture in the table, keyed by its path in the report."""
+    thumbs = {}
+    for result in results:
+        if result.image is None:
+            continue
+        image = result.image
+        if is_image(image.shape, domain.layout):
+            height, width = image_pixels(image, domain, min_size=1).shape[:2]
+            thumbs[report.image_name(result)] = thumbnail_size(width, height, pixels=True)
+        else:
+            thumbs[report.image_name(result)] = thumbnail_size(0, 0, pixels=False)
+    return thumbs
+
+
+def _page(number: int, total: int) -> str:
+    return f" ({number}/{total})" if total > 1 else ""
 
 
 def _swept(results: Sequence[UnitResult]) -> bool:
