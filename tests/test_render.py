@@ -10,9 +10,17 @@ import pytest
 from PIL import Image
 
 from onnx_am.errors import ReportError
-from onnx_am.render.html import render_html
+from onnx_am.render.html import THUMB_SIZE, render_html, thumbnail_size
 from onnx_am.render.images import DisplayDomain, image_pixels, save_picture, to_uint8, upscale
-from onnx_am.render.plots import contact_sheet_pages, plot_beta_sweep
+from onnx_am.render.plots import (
+    CONVERGENCE_UNITS,
+    SHEET_PANELS,
+    _short,
+    contact_sheet_pages,
+    convergence_pages,
+    plot_beta_sweep,
+    plot_contact_sheet,
+)
 from onnx_am.render.site import render_site
 from onnx_am.report import ReportDir
 from onnx_am.results import UnitResult
@@ -147,3 +155,112 @@ def test_html_escapes_names():
     doc = {"model": {"name": "<script>x</script>"}, "results": []}
     html = render_html(doc, [])
     assert "<script>x</script>" not in html
+
+
+def test_contact_sheet_pages_hold_at_most_sheet_panels_panels():
+    methods = ["standard"] + [f"decoupled({b})" for b in (0.1, 0.3, 1.0)]
+    methods += [f"proxy({b})" for b in (0.1, 0.3, 1.0)]
+    results = [make_result(f"logits:{u}", m) for u in range(12) for m in methods]
+    pages = contact_sheet_pages(results)
+    per_page = SHEET_PANELS // len(methods)  # 5 units of 7 methods
+    assert [len(p) // len(methods) for p in pages] == [per_page, per_page, 12 - 2 * per_page]
+    assert all(len(p) <= SHEET_PANELS for p in pages)
+    # units are never split across pages
+    assert [r.target for r in pages[1][:1]] == [f"logits:{per_page}"]
+
+
+def test_convergence_is_split_into_pages_not_cut(tmp_path):
+    results = [make_result(f"logits:{u}", m) for u in range(42) for m in ("standard", "best")]
+    pages = convergence_pages(results)
+    assert [len(p) // 2 for p in pages] == [CONVERGENCE_UNITS, CONVERGENCE_UNITS, 10]
+    report = ReportDir.open(tmp_path / "r")
+    plots = render_site(report, {"model": {"name": "m"}, "results": []}, results, DisplayDomain())
+    names = [p["path"] for p in plots if "onvergence" in p["path"]]
+    assert names == ["plots/convergence.png", "plots/convergence_2.png", "plots/convergence_3.png"]
+    titles = [p["title"].split(":")[0] for p in plots[:3]]
+    assert titles == ["Convergence (1/3)", "Convergence (2/3)", "Convergence (3/3)"]
+
+
+def test_contact_sheet_has_readable_panels(tmp_path):
+    image = np.random.default_rng(2).uniform(-1, 1, size=(1, 28, 28)).astype(np.float32)
+    results = [
+        make_result(f"/features/relu2/Relu_output_0:{u}", m, image=image)
+        for u in range(10)
+        for m in ("standard", "decoupled(0.3)", "best(0.3)")
+    ]
+    path = plot_contact_sheet(results, DisplayDomain(), tmp_path / "c.png")
+    width, height = Image.open(path).size
+    # every 28x28 input gets at least 4 screen pixels per input pixel
+    assert width >= 3 * 28 * 4 and height >= 10 * 28 * 4
+
+
+def test_long_titles_are_shortened_in_the_middle():
+    name = "/features/block4/conv2/Relu_output_0:123"
+    assert _short(name, 20) == "/features\u2026tput_0:123" and len(_short(name, 20)) == 20
+    assert _short("logits:3") == "logits:3"
+
+
+def test_thumbnails_are_integer_multiples_or_smooth():
+    assert thumbnail_size(8, 8) == {"width": 80, "height": 80, "pixelated": True}
+    assert thumbnail_size(28, 28) == {"width": 56, "height": 56, "pixelated": True}
+    assert thumbnail_size(300, 200) == {"width": THUMB_SIZE, "height": 53, "pixelated": False}
+    assert thumbnail_size(0, 0, pixels=False)["pixelated"] is False
+
+
+def _entry(target, method, gain, **extra):
+    entry = {
+        "target": target,
+        "method": method,
+        "activation": 1.0,
+        "activation_onnxruntime": 1.0,
+        "gain_over_standard": gain,
+        "agrees": True,
+        "beats_trivial": True,
+        "saturation": 0.25,
+        "steps_to_95": 3,
+        "image": f"images/{target}__{method}.png",
+    }
+    return {**entry, **extra}
+
+
+def test_results_table_is_sortable_by_gain_and_filterable():
+    results = [
+        _entry("logits_0", "standard", 0.0),
+        _entry("logits_0", "decoupled", 2.5, beats_trivial=False),
+        _entry("logits_1", "decoupled", None, saturation=None, steps_to_95=None),
+    ]
+    thumbs = {"images/logits_0__standard.png": thumbnail_size(8, 8)}
+    html = render_html({"model": {"name": "m"}, "results": results}, [], thumbs)
+    gain_header = re.search(r"<th[^>]*data-key=\"gain\"[^>]*>", html).group(0)
+    assert 'class="sortable"' in gain_header and 'data-type="num"' in gain_header
+    assert 'aria-sort="descending"' in gain_header
+    # gain as a full-precision data attribute, missing values empty (not "None")
+    cells = re.findall(r'<td class="num[^"]*" data-v="([^"]*)">', html)
+    assert cells[2::6] == ["2.5", "0.0", ""]
+    assert "None" not in html
+    assert 'id="filter"' in html and 'id="flagged-only"' in html
+    assert html.count('data-flagged="1"') == 1
+    assert 'class="am pixelated" src="images/logits_0__standard.png" width="80" height="80"' in html
+    assert "image-rendering: pixelated" in html
+    assert "addEventListener" in html and "aria-sort" in html
+
+
+def test_html_needs_no_network():
+    doc = {"model": {"name": "m"}, "results": [_entry("logits_0", "standard", 0.0)]}
+    html = render_html(doc, [{"title": "t", "path": "plots/convergence.png"}])
+    assert not re.search(r"(?:https?:)?//[a-z]", html, re.IGNORECASE)
+    assert "<link" not in html and "@import" not in html
+    assert not re.search(r"<script[^>]+src=", html)
+
+
+def test_checks_summarise_flags_at_the_top():
+    results = [
+        _entry("logits_0", "standard", 0.0, agrees=False),
+        _entry("logits_0", "decoupled", 1.0, beats_trivial=False),
+        _entry("logits_1", "decoupled", 1.0),
+    ]
+    doc = {"model": {"name": "m"}, "parity": {"passed": False}, "results": results}
+    html = render_html(doc, [])
+    top = html[: html.index('id="results"')]
+    assert "FAILED" in top and "1 of 3" in top
+    assert top.count("1 of 3") == 2
