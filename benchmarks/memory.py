@@ -1,0 +1,230 @@
+"""Memory benchmark: the automatic chunk size on a ResNet-50 at 1x3x224x224.
+
+torchvision ``resnet50(weights=None)``, seeded, exported to ONNX in a temporary folder (as in
+``benchmarks/speed.py``). Prints the bytes one row keeps for the backward
+(:func:`onnx_am.memory.activation_bytes_per_row`: standard rows alone, and one row of each of
+standard and decoupled(0.3) as the engine measures a mixed chunk), the memory budget and the
+automatic chunk size on this machine; then the peak RSS (VmHWM) of a 2-step
+:func:`~onnx_am.engine.maximize` of 64 rows (32 classes x standard + decoupled(0.3)) with the
+automatic chunk size and with ``batch_size=64``, each in its own fresh process.
+
+Run (from the repository root)::
+
+    python benchmarks/memory.py           # several minutes on 2 CPU cores
+
+Writes ``benchmarks/results/memory.md`` and ``memory.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from bench_common import (  # noqa: E402
+    RESULTS,
+    machine,
+    machine_line,
+    markdown_table,
+    peak_rss_mib,
+    write_json,
+)
+
+from onnx_am import import_onnx, memory  # noqa: E402
+from onnx_am.engine import AMConfig, maximize  # noqa: E402
+
+STEPS = 2
+CLASSES = 32
+METHODS = ("standard", "decoupled(0.3)")
+MIB = 1024**2
+
+
+def rss_mib() -> float:
+    """Current resident memory of this process in MiB (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def export(path: str) -> dict:
+    """The seeded ResNet-50 as ONNX with a dynamic batch."""
+    from speed import resnet50
+
+    torch.onnx.export(
+        resnet50(),
+        (torch.zeros(1, 3, 224, 224),),
+        path,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    return {"mode": "export"}
+
+
+def row_bytes(path: str) -> dict:
+    """Bytes per row (standard; standard + decoupled mixed), budget and automatic size."""
+    from onnx_am.methods import STANDARD, GradientMethod
+    from onnx_am.passes import decouple_rectifiers
+
+    imported = import_onnx(path)
+    shape = imported.input.sample_shape
+    standard = memory.activation_bytes_per_row(imported.extractor(["logits"]), shape)
+    rewrite = decouple_rectifiers(imported)
+    runs = (STANDARD, GradientMethod("decoupled", 0.3))
+    mixed = memory.activation_bytes_per_row(
+        imported.extractor(["logits"], module=rewrite.module),
+        shape,
+        rows=len(runs),
+        context=lambda: rewrite.control.rows(runs),
+    )
+    budget = memory.memory_budget("cpu")
+    return {
+        "mode": "row bytes",
+        "standard_mib": standard / MIB,
+        "mixed_mib": mixed / MIB,
+        "budget_mib": budget / MIB,
+        "auto_standard": memory.auto_batch_size(standard, budget),
+        "auto_mixed": memory.auto_batch_size(mixed, budget),
+    }
+
+
+def run(path: str, batch_size: int | None) -> dict:
+    """A 2-step maximize of 64 rows; peak RSS of this fresh process."""
+    imported = import_onnx(path)
+    before = rss_mib()
+    config = AMConfig(steps=STEPS, restarts=1, seed=0, crosscheck=False, batch_size=batch_size)
+    started = time.perf_counter()
+    report = maximize(imported, [f"logits:0-{CLASSES - 1}"], list(METHODS), config)
+    return {
+        "mode": "auto" if batch_size is None else f"batch_size={batch_size}",
+        "rows": CLASSES * len(METHODS),
+        "chunk": report.settings["batch_size"],
+        "seconds": time.perf_counter() - started,
+        "rss_before_mib": before,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def child(args: list[str]) -> dict:
+    if args[0] == "export":
+        return export(args[1])
+    if args[0] == "rows":
+        return row_bytes(args[1])
+    return run(args[1], None if args[2] == "auto" else int(args[2]))
+
+
+def run_child(args: list[str], threads: int) -> dict:
+    """:func:`child` in a fresh interpreter; its last stdout line is JSON."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--threads", str(threads)]
+    done = subprocess.run([*command, "--child", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(threads: int, log=print) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "resnet50.onnx")
+        run_child(["export", path], threads)
+        rows = run_child(["rows", path], threads)
+        log(f"  row bytes: {rows}")
+        runs = []
+        for size in ("auto", "64"):
+            runs.append(run_child(["run", path, size], threads))
+            log(f"  {runs[-1]}")
+    return {"rows": rows, "runs": runs}
+
+
+def render(info: dict, results: dict, command: str) -> str:
+    rows = results["rows"]
+    return "\n".join(
+        [
+            "# Memory benchmark: automatic chunk size, ResNet-50 1x3x224x224",
+            "",
+            machine_line(info),
+            "",
+            f"Command: `{command}`",
+            "",
+            f"Budget on this machine: {rows['budget_mib']:.0f} MiB "
+            f"({memory.CPU_FRACTION:g} of MemAvailable); safety factor {memory.SAFETY:g}.",
+            "",
+            markdown_table(
+                ["rows measured", "MiB per row", "auto chunk size"],
+                [
+                    ["standard", f"{rows['standard_mib']:.1f}", rows["auto_standard"]],
+                    [
+                        "standard + decoupled(0.3) (what the engine measures here)",
+                        f"{rows['mixed_mib']:.1f}",
+                        rows["auto_mixed"],
+                    ],
+                ],
+            ),
+            "",
+            f"## {STEPS}-step maximize, {CLASSES} classes x {' + '.join(METHODS)}, "
+            "cross-check off, each in a fresh process",
+            "",
+            markdown_table(
+                [
+                    "batch size",
+                    "rows",
+                    "rows / chunk",
+                    "seconds",
+                    "RSS before MiB",
+                    "peak MiB",
+                    "(peak - before) / chunk MiB",
+                ],
+                [
+                    [
+                        r["mode"],
+                        r["rows"],
+                        r["chunk"],
+                        f"{r['seconds']:.0f}",
+                        f"{r['rss_before_mib']:.0f}",
+                        f"{r['peak_rss_mib']:.0f}",
+                        f"{(r['peak_rss_mib'] - r['rss_before_mib']) / r['chunk']:.1f}",
+                    ]
+                    for r in results["runs"]
+                ],
+            ),
+            "",
+            "The last column is the peak's growth per row of a chunk, to set against the "
+            f"measured MiB per row times the safety factor {memory.SAFETY:g}.",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return
+    info = machine()
+    print(machine_line(info))
+    results = measure(args.threads)
+    command = "python benchmarks/memory.py" + (
+        f" --threads {args.threads}" if args.threads != 1 else ""
+    )
+    text = render(info, results, command)
+    write_json(args.out / "memory.json", {"machine": info, "command": command, **results})
+    (args.out / "memory.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
