@@ -98,16 +98,16 @@ def row_bytes(path: str) -> dict:
     }
 
 
-def run(path: str, batch_size: int | None) -> dict:
-    """A 2-step maximize of 64 rows; peak RSS of this fresh process."""
+def run(path: str, batch_size: int | None, classes: int = CLASSES) -> dict:
+    """A 2-step maximize of ``classes`` x 2 rows; peak RSS of this fresh process."""
     imported = import_onnx(path)
     before = rss_mib()
     config = AMConfig(steps=STEPS, restarts=1, seed=0, crosscheck=False, batch_size=batch_size)
     started = time.perf_counter()
-    report = maximize(imported, [f"logits:0-{CLASSES - 1}"], list(METHODS), config)
+    report = maximize(imported, [f"logits:0-{classes - 1}"], list(METHODS), config)
     return {
         "mode": "auto" if batch_size is None else f"batch_size={batch_size}",
-        "rows": CLASSES * len(METHODS),
+        "rows": classes * len(METHODS),
         "chunk": report.settings["batch_size"],
         "seconds": time.perf_counter() - started,
         "rss_before_mib": before,

@@ -103,7 +103,7 @@ def optimize_rows(
             module.to(config.device)
         extractor = imported.extractor(names, module=module)
         dtype = starts[rows[0].target, rows[0].restart].dtype if rows else torch.float32
-        chunk = _chunk_size(imported, config, extractor, control, tuple(runs), dtype)
+        chunk = _chunk_size(imported, config, extractor, control, tuple(runs), dtype, len(rows))
         chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
         outcome.batch_size = chunk
         context = LoopContext(
@@ -138,10 +138,10 @@ def optimize_rows(
     return outcome
 
 
-def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, runs, dtype):
+def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, runs, dtype, rows):
     """Rows per chunk: 1 for rowwise models, else ``config.batch_size`` or, when that is
-    None, what fits in memory (:func:`onnx_am.memory.choose_batch_size`), measured on one
-    row of each gradient method, as chunks mix them."""
+    None, what fits in memory (:func:`onnx_am.memory.choose_batch_size`, at most ``rows``),
+    measured on one row of each gradient method, as chunks mix them."""
     if imported.batch.mode == "rowwise":
         return 1
     if config.batch_size is not None:
@@ -149,7 +149,13 @@ def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, r
     context = None if control is None else partial(control.rows, runs, 0, config.steps)
     shape = imported.input.sample_shape
     return memory.choose_batch_size(
-        extractor, shape, config.device, dtype, rows=len(runs) if control else 1, context=context
+        extractor,
+        shape,
+        config.device,
+        dtype,
+        rows=len(runs) if control else 1,
+        context=context,
+        cap=max(1, min(memory.MAX_BATCH, rows)),
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,7 +129,7 @@ def test_auto_gives_the_same_results_as_that_size_given(cnn, monkeypatch):
 def test_default_is_auto_and_bad_sizes_are_refused(cnn):
     report = _run(cnn)
     assert report.settings["batch_size_auto"] is True
-    assert report.settings["batch_size"] == memory.MAX_BATCH  # a tiny net fits easily
+    assert report.settings["batch_size"] == 4 * 2 * 2  # a tiny net fits: every row at once
     with pytest.raises(OnnxAmError, match="batch_size must be >= 1 or None"):
         _run(cnn, batch_size=0)
 
@@ -150,3 +152,31 @@ def test_analyze_compares_the_batch_size_only_when_given(tmp_path):
     refused = analyze("two", "--resume")
     assert refused.exit_code == 2 and "batch_size" in refused.stderr
     assert analyze("bad", "--batch-size", "0").exit_code == 2
+
+
+def test_memory_benchmark_smoke(tmp_path):
+    """benchmarks/memory.py's functions on a tiny model, so the script does not rot."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import memory as bench  # noqa: PLC0415  (the script, by path)
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten())
+    model = export_random(
+        torch.nn.Sequential(net, torch.nn.Linear(8, 3)), (1, 4, 4), tmp_path / "m.onnx"
+    )
+    rows = bench.row_bytes(model)
+    assert rows["mixed_mib"] > rows["standard_mib"] > 0
+    runs = [bench.run(model, None, classes=3), bench.run(model, 2, classes=3)]
+    assert [r["chunk"] for r in runs] == [6, 2]
+    text = bench.render(
+        {
+            "cpu": "x",
+            "cores": 1,
+            "torch_threads": 1,
+            "torch": "t",
+            "onnxruntime": "o",
+            "python": "p",
+        },
+        {"rows": rows, "runs": runs},
+        "c",
+    )
+    assert "| auto | 6 | 6 |" in text
