@@ -156,7 +156,7 @@ def render(info: dict, results: dict, command: str) -> str:
             f"Command: `{command}`",
             "",
             f"Budget on this machine: {rows['budget_mib']:.0f} MiB "
-            f"({memory.CPU_FRACTION:g} of MemAvailable); safety factor {memory.SAFETY:g}.",
+            f"({memory.CPU_FRACTION:g} of MemTotal); safety factor {memory.SAFETY:g}.",
             "",
             markdown_table(
                 ["rows measured", "MiB per row", "auto chunk size"],

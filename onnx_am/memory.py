@@ -20,15 +20,17 @@ import torch
 
 from onnx_am.errors import OnnxAmError
 
-#: Share of the free memory one chunk may use on the CPU (``MemAvailable``, or the cgroup's
-#: remaining limit if lower). A quarter leaves room for the model, the onnxruntime
-#: cross-check, the results kept so far and whatever else runs on the machine.
+#: Share of the host's total memory (``MemTotal``, or the cgroup's limit if lower) one chunk
+#: may use on the CPU. A quarter leaves room for the model, the onnxruntime cross-check, the
+#: results kept so far and whatever else runs on the machine. The budget is taken from the
+#: *total*, not from what happens to be free: the chunk size then stays the same on every run
+#: on one machine, and so do the numbers (a batch's composition changes results in the last
+#: bits, through the kernels torch picks).
 CPU_FRACTION = 0.25
-#: Share of the free GPU memory (``torch.cuda.mem_get_info`` plus what torch's caching
-#: allocator holds unused) one chunk may use; the weights are already on the device then and
-#: nothing else usually shares it, so more than on the CPU.
+#: Share of the GPU's total memory one chunk may use; the weights are already on the device
+#: and nothing else usually shares it, so more than on the CPU. Total, for the same reason.
 CUDA_FRACTION = 0.5
-#: Budget when the free memory cannot be read (no ``/proc/meminfo``).
+#: Budget when the total memory cannot be read (no ``/proc/meminfo``).
 FALLBACK_BUDGET = 2 * 1024**3
 #: Peak memory of a step over the measured saved bytes: the backward's transient gradients
 #: (about as large as the biggest layers), the no-grad forward that measures true values,
@@ -96,22 +98,21 @@ def activation_bytes_per_row(
 
 
 def memory_budget(device: str | torch.device = "cpu") -> int:
-    """Bytes one chunk may use on ``device``: a fraction of what is free now.
+    """Bytes one chunk may use on ``device``: a fixed fraction of its total memory.
 
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Returns:
-        :data:`CPU_FRACTION` of the available host memory (:data:`FALLBACK_BUDGET` when it
-        cannot be read), or :data:`CUDA_FRACTION` of the device's free memory.
+        :data:`CPU_FRACTION` of the host memory (:data:`FALLBACK_BUDGET` when it cannot be
+        read), or :data:`CUDA_FRACTION` of the device's memory.
     """
     device = torch.device(device)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return int(CUDA_FRACTION * (free + cached))
-    available = _host_available()
-    return FALLBACK_BUDGET if available is None else int(CPU_FRACTION * available)
+        _, total = torch.cuda.mem_get_info(device)
+        return int(CUDA_FRACTION * total)
+    total = _host_total()
+    return FALLBACK_BUDGET if total is None else int(CPU_FRACTION * total)
 
 
 def auto_batch_size(
@@ -159,29 +160,26 @@ def choose_batch_size(
     return auto_batch_size(per_row, memory_budget(device), cap)
 
 
-def _host_available() -> int | None:
-    """``MemAvailable`` in bytes, lowered to a cgroup v2 limit's remainder; None if unknown."""
-    available = None
+def _host_total() -> int | None:
+    """``MemTotal`` in bytes, lowered to a cgroup v2 memory limit; None if unknown."""
+    total = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
-    limit = _cgroup_remaining()
-    if available is not None and limit is not None:
-        return min(available, limit)
-    return available
+    limit = _cgroup_limit()
+    if total is not None and limit is not None:
+        return min(total, limit)
+    return total
 
 
-def _cgroup_remaining() -> int | None:
-    """``memory.max - memory.current`` of this cgroup (v2), or None without a limit."""
+def _cgroup_limit() -> int | None:
+    """``memory.max`` of this cgroup (v2), or None without a limit."""
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        current = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        return max(0, int(limit) - current)
+        return None if limit == "max" else int(limit)
     except (OSError, ValueError):
         return None
 
