@@ -15,7 +15,9 @@ from onnx_am.analyze import (
     DEFAULT_METHODS,
     DEFAULT_RESTARTS,
     DEFAULT_SEED,
+    DEFAULT_STEP_RULE,
     DEFAULT_STEPS,
+    STEP_RULES,
     AnalyzeOptions,
     AnalyzeProgress,
     analyze,
@@ -145,8 +147,16 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
     default=None,
     metavar="N",
     help="Rows (units x methods x restarts) per optimization step. Default: as many as fit "
-    "in a share of the free memory, at most 64. Results do not depend on it (up to float "
-    "rounding).",
+    "in a fixed share of the machine's memory, at most 64. Results do not depend on it (up "
+    "to float rounding).",
+)
+@click.option(
+    "--step-rule",
+    type=click.Choice(list(STEP_RULES)),
+    default=DEFAULT_STEP_RULE,
+    show_default=True,
+    help="normalized: projected ascent with each gradient scaled to unit RMS (works for "
+    "logits and early channels alike); raw: the paper's x <- clip(x + lr * grad); adam.",
 )
 @click.option(
     "--parameterization",

@@ -13,7 +13,7 @@ from torch_models import export_random
 
 import onnx_am.analyze as analyze_module
 from onnx_am.analyze import AnalyzeOptions, AnalyzeProgress, analyze
-from onnx_am.errors import ReportError
+from onnx_am.errors import OnnxAmError, ReportError
 from onnx_am.render.images import to_uint8
 
 FAST = dict(steps=6, restarts=1)
@@ -182,3 +182,17 @@ def test_method_strings_expand_bare_methods_over_slopes():
     assert swept.method_strings() == ["standard", "decoupled(0.1,0.3)"]
     mixed = AnalyzeOptions(methods=("proxy", "decoupled(0.5)"), backward_slopes=(0.6,))
     assert mixed.method_strings() == ["proxy(0.6)", "decoupled(0.5)"]
+
+
+def test_step_rule_default_is_normalized_and_raw_is_the_papers_update(cnn, tmp_path):
+    normalized = analyze(cnn, AnalyzeOptions(methods=("standard",), **FAST), tmp_path / "n")
+    raw = analyze(
+        cnn, AnalyzeOptions(methods=("standard",), step_rule="raw", **FAST), tmp_path / "r"
+    )
+    assert normalized.doc["settings"]["normalize_grad"] is True
+    assert raw.doc["settings"]["normalize_grad"] is False
+    assert raw.doc["settings"]["optimizer"] == normalized.doc["settings"]["optimizer"] == "pga"
+    traces = [r.trace for r in normalized.results], [r.trace for r in raw.results]
+    assert traces[0] != traces[1]  # the same starts, other steps
+    with pytest.raises(OnnxAmError, match="unknown step rule"):
+        analyze(cnn, AnalyzeOptions(step_rule="sgd", **FAST), tmp_path / "x")
