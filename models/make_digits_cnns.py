@@ -44,20 +44,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cnn_export beside this script
+from cnn_export import OPSET, describe, export, verify  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 JSON_PATH = HERE / "digits_models.json"
-OPSET = 17
 EPOCHS = 60
 BATCH_SIZE = 32
 LEARNING_RATE = 5e-3
 SEED = 0
-RECTIFIER_OPS = ("Relu", "LeakyRelu", "PRelu", "Clip", "HardSigmoid", "HardSwish")
 
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -197,49 +196,6 @@ def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return padded[:, :, 1 + dy : 9 + dy, 1 + dx : 9 + dx]
 
 
-def export(model: nn.Module, path: Path, preserve_bn: bool) -> None:
-    """Legacy (TorchScript) export, opset 17, dynamic batch."""
-    mode = torch.onnx.TrainingMode.PRESERVE if preserve_bn else torch.onnx.TrainingMode.EVAL
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, 8, 8),),
-        str(path),
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        training=mode,
-        do_constant_folding=True,
-    )
-
-
-def verify(path: Path, model: nn.Module, x_test: np.ndarray, y_test: np.ndarray) -> float:
-    """Check the ONNX file, compare with torch, return onnxruntime test accuracy."""
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    logits = sess.run(["logits"], {"input": x_test})[0]
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x_test)).numpy()
-    max_err = float(np.abs(logits - ref).max())
-    if max_err > 1e-4:
-        raise RuntimeError(f"{path.name}: onnxruntime differs from torch by {max_err}")
-    return float((logits.argmax(1) == y_test).mean())
-
-
-def describe(path: Path) -> dict:
-    """Rectifier ops, their output tensor names, and op counts of an ONNX file."""
-    graph = onnx.load(str(path)).graph
-    ops = Counter(node.op_type for node in graph.node)
-    rectifiers = []
-    for node in graph.node:
-        if node.op_type in RECTIFIER_OPS:
-            entry = {"op": node.op_type, "node": node.name, "output": node.output[0]}
-            entry.update({a.name: round(a.f, 6) for a in node.attribute if a.name == "alpha"})
-            rectifiers.append(entry)
-    return {"op_counts": dict(sorted(ops.items())), "rectifiers": rectifiers}
-
-
 def make_variant(name: str, data: tuple[np.ndarray, ...]) -> dict:
     torch.manual_seed(SEED)
     model = VARIANTS[name]()
@@ -247,7 +203,7 @@ def make_variant(name: str, data: tuple[np.ndarray, ...]) -> dict:
     train_acc, test_acc = train(model, data, seed=SEED)
     seconds = time.perf_counter() - t0
     path = HERE / f"digits_{name}.onnx"
-    export(model, path, preserve_bn=(name == "relu_bn"))
+    export(model, path, (1, 8, 8), preserve_bn=(name == "relu_bn"))
     ort_acc = verify(path, model, data[2], data[3])
     info = describe(path)
     kinds = Counter(r["op"] for r in info["rectifiers"])

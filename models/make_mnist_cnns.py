@@ -42,14 +42,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cnn_export beside this script
+from cnn_export import OPSET, describe, export, verify  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 JSON_PATH = HERE / "mnist_models.json"
-OPSET = 17
 EPOCHS = 20
 BATCH_SIZE = 64
 LEARNING_RATE = 4e-3
@@ -57,7 +57,6 @@ SEED = 0
 THREADS = 1
 TEST_PER_CLASS = 100
 MAX_SHIFT = 2
-RECTIFIER_OPS = ("Relu", "LeakyRelu", "PRelu", "Clip", "HardSigmoid", "HardSwish")
 
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -148,51 +147,6 @@ def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return padded[:, :, s + dy : s + dy + 28, s + dx : s + dx + 28]
 
 
-def export(model: nn.Module, path: Path) -> None:
-    """Legacy (TorchScript) export, opset 17, dynamic batch."""
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, 28, 28),),
-        str(path),
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        do_constant_folding=True,
-    )
-
-
-def verify(path: Path, model: nn.Module, x_test: np.ndarray, y_test: np.ndarray) -> float:
-    """Check the ONNX file, compare with torch, return the onnxruntime test accuracy.
-
-    Raises:
-        RuntimeError: onnxruntime's logits differ from torch's by more than 1e-4.
-    """
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    logits = sess.run(["logits"], {"input": x_test})[0]
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x_test)).numpy()
-    max_err = float(np.abs(logits - ref).max())
-    if max_err > 1e-4:
-        raise RuntimeError(f"{path.name}: onnxruntime differs from torch by {max_err}")
-    return float((logits.argmax(1) == y_test).mean())
-
-
-def describe(path: Path) -> dict:
-    """Rectifier ops, their output tensor names, and op counts of an ONNX file."""
-    graph = onnx.load(str(path)).graph
-    ops = Counter(node.op_type for node in graph.node)
-    rectifiers = []
-    for node in graph.node:
-        if node.op_type in RECTIFIER_OPS:
-            entry = {"op": node.op_type, "node": node.name, "output": node.output[0]}
-            entry.update({a.name: round(a.f, 6) for a in node.attribute if a.name == "alpha"})
-            rectifiers.append(entry)
-    return {"op_counts": dict(sorted(ops.items())), "rectifiers": rectifiers}
-
-
 def make_variant(name: str, data: tuple[np.ndarray, ...]) -> dict:
     """Train, export, verify and describe one variant; returns its JSON entry."""
     torch.manual_seed(SEED)
@@ -201,7 +155,7 @@ def make_variant(name: str, data: tuple[np.ndarray, ...]) -> dict:
     train_acc, test_acc = train(model, data, seed=SEED)
     seconds = time.perf_counter() - t0
     path = HERE / f"mnist_{name}.onnx"
-    export(model, path)
+    export(model, path, (1, 28, 28))
     ort_acc = verify(path, model, data[2], data[3])
     info = describe(path)
     kinds = Counter(r["op"] for r in info["rectifiers"])
