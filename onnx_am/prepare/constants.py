@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -44,21 +46,7 @@ def constants_to_initializers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
     Old model-zoo graphs carry their weights this way; onnx2torch needs them as initializers
     to build layers with parameters. Tensor names are kept, so Netron's names still apply.
     """
-    graph = model.graph
-    constants: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
-    kept, moved = [], 0
-    for node in graph.node:
-        tensor = _constant_value(node, constants)
-        if tensor is None:
-            kept.append(node)
-            continue
-        tensor.name = node.output[0]
-        graph.initializer.append(tensor)
-        constants[tensor.name] = tensor
-        moved += 1
-    if moved:
-        del graph.node[:]
-        graph.node.extend(kept)
+    moved = _nodes_to_initializers(model, _constant_value)
     note = f"moved {moved} Constant/ConstantOfShape node(s) to initializers"
     return model, [note] if moved else []
 
@@ -70,24 +58,40 @@ def fold_initializer_identities(model: onnx.ModelProto) -> tuple[onnx.ModelProto
     BatchNorms) and feeds the copies through Identity nodes; onnx2torch needs Conv/Gemm
     weights to be initializers.
     """
+    folded = _nodes_to_initializers(model, _identity_source)
+    return model, [f"folded {folded} Identity node(s) of initializers"] if folded else []
+
+
+def _nodes_to_initializers(
+    model: onnx.ModelProto,
+    value_of: Callable[[onnx.NodeProto, dict[str, onnx.TensorProto]], onnx.TensorProto | None],
+) -> int:
+    """Replace every node for which ``value_of(node, constants)`` gives a tensor by an
+    initializer of that value named after the node's output; returns how many."""
     graph = model.graph
-    constants = {t.name: t for t in graph.initializer}
-    kept, folded = [], 0
+    constants: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
+    kept, moved = [], 0
     for node in graph.node:
-        source = constants.get(node.input[0]) if node.op_type == "Identity" and node.input else None
-        if source is None:
+        value = value_of(node, constants)
+        if value is None:
             kept.append(node)
             continue
-        copy = onnx.TensorProto()
-        copy.CopyFrom(source)
-        copy.name = node.output[0]
-        graph.initializer.append(copy)
-        constants[copy.name] = copy
-        folded += 1
-    if folded:
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(value)
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        constants[tensor.name] = tensor
+        moved += 1
+    if moved:
         del graph.node[:]
         graph.node.extend(kept)
-    return model, [f"folded {folded} Identity node(s) of initializers"] if folded else []
+    return moved
+
+
+def _identity_source(
+    node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]
+) -> onnx.TensorProto | None:
+    return constants.get(node.input[0]) if node.op_type == "Identity" and node.input else None
 
 
 def _constant_value(
