@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from onnx_am import import_onnx
-from onnx_am.engine import AMConfig, maximize
-from onnx_am.importer import ImportedModel
+from onnx_am.engine.maximizer import AMConfig, maximize
+from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import parse_method
 
 RECTIFIER_OPS = ("Relu", "LeakyRelu", "PRelu")

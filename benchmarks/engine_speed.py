@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from onnx_am import import_onnx  # noqa: E402
-from onnx_am.engine import AMConfig, maximize  # noqa: E402
+from onnx_am.engine.maximizer import AMConfig, maximize  # noqa: E402
 
 MODEL = ROOT / "models" / "digits_relu.onnx"
 UNITS_64 = "/classifier/relu_fc1/Relu_output_0:0-63"

@@ -2,10 +2,10 @@
 
 torchvision ``resnet50(weights=None)``, seeded, exported to ONNX in a temporary folder (as in
 ``benchmarks/speed.py``). Prints the bytes one row keeps for the backward
-(:func:`onnx_am.memory.activation_bytes_per_row`: standard rows alone, and one row of each of
-standard and decoupled(0.3) as the engine measures a mixed chunk), the memory budget and the
+(:func:`onnx_am.engine.memory.activation_bytes_per_row`: standard rows alone, and one row of
+each of standard and decoupled(0.3) as the engine measures a mixed chunk), the memory budget and the
 automatic chunk size on this machine; then the peak RSS (VmHWM) of a 2-step
-:func:`~onnx_am.engine.maximize` of 64 rows (32 classes x standard + decoupled(0.3)) with the
+``maximize`` of 64 rows (32 classes x standard + decoupled(0.3)) with the
 automatic chunk size and with ``batch_size=64``, each in its own fresh process.
 
 Run (from the repository root)::
@@ -37,8 +37,9 @@ from bench_common import (  # noqa: E402
     write_json,
 )
 
-from onnx_am import import_onnx, memory  # noqa: E402
-from onnx_am.engine import AMConfig, maximize  # noqa: E402
+from onnx_am import import_onnx
+from onnx_am.engine import memory  # noqa: E402
+from onnx_am.engine.maximizer import AMConfig, maximize  # noqa: E402
 
 STEPS = 2
 CLASSES = 32

@@ -43,7 +43,7 @@ from bench_common import (  # noqa: E402
 )
 
 from onnx_am import import_onnx  # noqa: E402
-from onnx_am.engine import AMConfig, maximize  # noqa: E402
+from onnx_am.engine.maximizer import AMConfig, maximize  # noqa: E402
 
 LR = 0.1
 REPEATS = 3

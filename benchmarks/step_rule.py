@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import onnx_am
-from onnx_am.engine import AMConfig, maximize
+from onnx_am.engine.maximizer import AMConfig, maximize
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("bench_common", HERE / "bench_common.py")

@@ -1,5 +1,5 @@
 """``onnx-am analyze MODEL``: the zero-config audit. Parses options, calls
-:func:`onnx_am.analyze.analyze`, shows progress on a terminal and a summary."""
+:func:`onnx_am.audit.analyze.analyze`, shows progress on a terminal and a summary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import click
 
-from onnx_am.analyze import (
+from onnx_am.audit.analyze import (
     DEFAULT_INPUT_RANGE,
     DEFAULT_LR,
     DEFAULT_MAX_UNITS,
@@ -23,8 +23,8 @@ from onnx_am.analyze import (
     analyze,
     default_out_dir,
 )
-from onnx_am.parameterizations import PARAMETERIZATIONS
-from onnx_am.report import HTML_FILE, REPORT_FILE
+from onnx_am.audit.report import HTML_FILE, REPORT_FILE
+from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
 EXIT_INTERRUPTED = 130

@@ -11,10 +11,10 @@ import re
 
 import click
 
+from onnx_am.audit.inspection import InspectReport, inspect_model, inspect_unimportable
 from onnx_am.errors import ImportFailedError, ParityError, UnsupportedOpError
-from onnx_am.importer import import_onnx
-from onnx_am.inspection import InspectReport, inspect_model, inspect_unimportable
-from onnx_am.loading import load_model
+from onnx_am.importer.loading import load_model
+from onnx_am.importer.model import import_onnx
 
 
 def parse_shape(ctx: click.Context, param: click.Parameter, value: str | None):

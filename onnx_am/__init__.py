@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from onnx_am.domain import InputDomain, parse_domain
-from onnx_am.engine import AMConfig, maximize
+from onnx_am.engine.maximizer import AMConfig, maximize
+from onnx_am.engine.results import MaximizeReport, TargetBaseline, UnitResult
 from onnx_am.errors import (
     ExternalDataError,
     ImportFailedError,
@@ -16,12 +17,11 @@ from onnx_am.errors import (
     TargetError,
     UnsupportedOpError,
 )
-from onnx_am.importer import ImportedModel, import_onnx
+from onnx_am.importer.model import ImportedModel, import_onnx
 from onnx_am.methods import GradientMethod, parse_method
 from onnx_am.objectives import Target, channel, default_targets, neuron, parse_targets, unit
-from onnx_am.parity import ParityResult, check_parity
 from onnx_am.passes import RewriteResult, decouple_rectifiers, plan_rewrites
-from onnx_am.results import MaximizeReport, TargetBaseline, UnitResult
+from onnx_am.reference.parity import ParityResult, check_parity
 
 __version__ = "0.1.0"
 

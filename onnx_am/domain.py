@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from onnx_am.errors import InputSpecError
-from onnx_am.input_spec import InputSpec
+from onnx_am.importer.input_spec import InputSpec
 
 #: An element counts as saturated when it is within this fraction of the range of a bound.
 SATURATION_ATOL = 1e-3

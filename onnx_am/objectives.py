@@ -29,7 +29,7 @@ import torch
 from onnx_am.errors import TargetError
 
 if TYPE_CHECKING:
-    from onnx_am.importer import ImportedModel
+    from onnx_am.importer.model import ImportedModel
 
 TARGET_KINDS = ("unit", "channel", "neuron")
 

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torch_models import export_random
 
-import onnx_am.analyze as analyze_module
-from onnx_am.analyze import AnalyzeOptions, AnalyzeProgress, analyze
+import onnx_am.audit.analyze as analyze_module
+from onnx_am.audit.analyze import AnalyzeOptions, AnalyzeProgress, analyze
+from onnx_am.audit.render.images import to_uint8
 from onnx_am.errors import OnnxAmError, ReportError
-from onnx_am.render.images import to_uint8
 
 FAST = dict(steps=6, restarts=1)
 RESULT_KEYS = {

@@ -12,8 +12,8 @@ from onnx import helper
 from torch import nn
 
 from onnx_am import check_parity, import_onnx
-from onnx_am.batching import rewrite_fixed_batch
-from onnx_am.runtime import OnnxRuntimeRunner
+from onnx_am.importer.batching import rewrite_fixed_batch
+from onnx_am.reference.runtime import OnnxRuntimeRunner
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

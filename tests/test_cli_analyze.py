@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from onnx_am_cli.main import cli
 from torch_models import export_random
 
-import onnx_am.analyze as analyze_module
-from onnx_am.parity import ParityResult
+import onnx_am.audit.analyze as analyze_module
+from onnx_am.reference.parity import ParityResult
 
 FAST = ["--steps", "5", "--restarts", "1"]
 
@@ -175,7 +175,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(wide, tmp_path):
 def test_progress_bar_shows_units_steps_and_eta(capsys):
     from onnx_am_cli.analyze_cmd import _ProgressBar
 
-    from onnx_am.analyze import AnalyzeProgress
+    from onnx_am.audit.analyze import AnalyzeProgress
 
     event = AnalyzeProgress("optimize", 1, 4, 5, 10, 2)
     assert event.fraction == 0.5  # (1 unit + half of a 2-unit chunk) / 4

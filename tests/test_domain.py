@@ -7,7 +7,7 @@ import torch
 
 from onnx_am.domain import InputDomain, parse_domain
 from onnx_am.errors import InputSpecError
-from onnx_am.input_spec import InputSpec
+from onnx_am.importer.input_spec import InputSpec
 
 
 def _spec(layout: str, sample: tuple[int, ...]) -> InputSpec:

@@ -15,9 +15,9 @@ from test_engine_models import (
 )
 
 from onnx_am import import_onnx
-from onnx_am.batching import BatchSupport
-from onnx_am.engine import AMConfig, expand_methods, maximize, steps_to_95
+from onnx_am.engine.maximizer import AMConfig, expand_methods, maximize, steps_to_95
 from onnx_am.errors import OnnxAmError, PassError
+from onnx_am.importer.batching import BatchSupport
 from onnx_am.methods import GradientMethod
 from onnx_am.passes import DecoupledRectifier, decouple_rectifiers
 

@@ -11,10 +11,10 @@ import torch
 from test_engine_models import one_thread  # noqa: F401  (fixture)
 
 from onnx_am import import_onnx
-from onnx_am.crosscheck import agrees, crosscheck
 from onnx_am.domain import InputDomain
-from onnx_am.engine import AMConfig, maximize
+from onnx_am.engine.maximizer import AMConfig, maximize
 from onnx_am.objectives import parse_targets
+from onnx_am.reference.crosscheck import agrees, crosscheck
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

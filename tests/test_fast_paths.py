@@ -18,7 +18,7 @@ from test_decoupled_gradients import N_IN, N_OUT, make_mlp
 from test_engine_models import one_thread, tiny_cnn  # noqa: F401  (fixture)
 
 from onnx_am import import_onnx
-from onnx_am.engine import AMConfig, maximize
+from onnx_am.engine.maximizer import AMConfig, maximize
 from onnx_am.errors import PassError
 from onnx_am.methods import STANDARD, GradientMethod, parse_method
 from onnx_am.passes import DecoupledRectifier, decouple_rectifiers

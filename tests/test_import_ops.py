@@ -7,7 +7,7 @@ import pytest
 from onnx import helper
 
 from onnx_am import check_parity, import_onnx
-from onnx_am.converters import REGISTERED
+from onnx_am.importer.converters import REGISTERED
 
 I64 = np.int64
 R = np.random.default_rng(0)

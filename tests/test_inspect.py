@@ -1,4 +1,4 @@
-"""``onnx-am inspect`` and :func:`onnx_am.inspection.inspect_model`."""
+"""``onnx-am inspect`` and :func:`onnx_am.audit.inspection.inspect_model`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from onnx_am_cli.inspect_cmd import parse_shape
 from onnx_am_cli.main import cli
 
 from onnx_am import import_onnx
-from onnx_am.inspection import inspect_model, onnx_rectifiers
+from onnx_am.audit.inspection import inspect_model, onnx_rectifiers
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MODELS = Path(__file__).resolve().parents[1] / "models"

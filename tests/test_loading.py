@@ -9,7 +9,7 @@ import onnx
 from onnx import helper
 
 from onnx_am import import_onnx
-from onnx_am.loading import load_model
+from onnx_am.importer.loading import load_model
 
 
 def _model(make_model) -> onnx.ModelProto:

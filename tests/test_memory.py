@@ -17,8 +17,9 @@ from test_engine_models import (
 )
 from torch_models import export_random
 
-from onnx_am import import_onnx, memory
-from onnx_am.engine import AMConfig, maximize
+from onnx_am import import_onnx
+from onnx_am.engine import memory
+from onnx_am.engine.maximizer import AMConfig, maximize
 from onnx_am.errors import OnnxAmError
 from onnx_am.methods import STANDARD, GradientMethod
 from onnx_am.passes import decouple_rectifiers

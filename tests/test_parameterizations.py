@@ -17,18 +17,18 @@ from test_engine_models import (
 
 from onnx_am import import_onnx
 from onnx_am.domain import InputDomain
-from onnx_am.engine import AMConfig, maximize
-from onnx_am.errors import OnnxAmError
-from onnx_am.input_spec import InputSpec
-from onnx_am.objectives import resolve_targets
-from onnx_am.parameterizations import (
+from onnx_am.engine.maximizer import AMConfig, maximize
+from onnx_am.engine.parameterizations import (
     BOUND_MARGIN,
     FourierParameterization,
     colour_matrix,
     make_parameterization,
     spectrum_scale,
 )
-from onnx_am.starts import make_starts
+from onnx_am.engine.starts import make_starts
+from onnx_am.errors import OnnxAmError
+from onnx_am.importer.input_spec import InputSpec
+from onnx_am.objectives import resolve_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

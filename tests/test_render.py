@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnx_am.errors import ReportError
-from onnx_am.render.html import THUMB_SIZE, render_html, thumbnail_size
-from onnx_am.render.images import DisplayDomain, image_pixels, save_picture, to_uint8, upscale
-from onnx_am.render.plots import (
+from onnx_am.audit.render.html import THUMB_SIZE, render_html, thumbnail_size
+from onnx_am.audit.render.images import DisplayDomain, image_pixels, save_picture, to_uint8, upscale
+from onnx_am.audit.render.plots import (
     CONVERGENCE_UNITS,
     SHEET_PANELS,
     _short,
@@ -21,9 +20,10 @@ from onnx_am.render.plots import (
     plot_beta_sweep,
     plot_contact_sheet,
 )
-from onnx_am.render.site import render_site
-from onnx_am.report import ReportDir
-from onnx_am.results import UnitResult
+from onnx_am.audit.render.site import render_site
+from onnx_am.audit.report import ReportDir
+from onnx_am.engine.results import UnitResult
+from onnx_am.errors import ReportError
 
 
 def make_result(target="logits:0", method="standard", beta=None, image=None, activation=1.0):

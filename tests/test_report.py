@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir, json_safe, safe_name
+from onnx_am.engine.results import UnitResult
 from onnx_am.errors import ReportError
-from onnx_am.report import REPORT_FILE, SCHEMA_VERSION, ReportDir, json_safe, safe_name
-from onnx_am.results import UnitResult
 
 
 def write_report(root, settings=None, sha="abc", results=()):

@@ -12,7 +12,7 @@ import torch
 from test_import_producers import SmallCnn, mobilenetv2_like, paddle_like, tf2onnx_like, zoo_like
 
 from onnx_am import TargetError, import_onnx
-from onnx_am.runtime import OnnxRuntimeRunner
+from onnx_am.reference.runtime import OnnxRuntimeRunner
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from torch import fx, nn
 
 if TYPE_CHECKING:
-    from onnx_am.importer import ImportedModel
+    from onnx_am.importer.model import ImportedModel
     from onnx_am.passes.control import SlopeControl
     from onnx_am.passes.rectifier import DecoupledRectifier
 

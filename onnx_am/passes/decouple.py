@@ -28,7 +28,7 @@ from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import select_rules
 
 if TYPE_CHECKING:
-    from onnx_am.importer import ImportedModel
+    from onnx_am.importer.model import ImportedModel
 
 #: Non-linear ONNX ops that are reported when the pass leaves them alone.
 NONLINEAR_OP_TYPES = frozenset(

@@ -1,0 +1,171 @@
+"""What a model is, as onnx-am sees it: inputs, rectifiers, batch support, parity.
+
+:func:`inspect_model` summarizes an imported model; :func:`inspect_unimportable` summarizes
+what can be read from a model that failed to import (its unsupported ops above all). Both
+return an :class:`InspectReport`; text rendering lives in the command line.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import onnx
+from onnx import numpy_helper
+
+from onnx_am.errors import OnnxAmError, UnsupportedOpError
+from onnx_am.importer.input_spec import describe_outputs, describe_value, graph_inputs
+from onnx_am.importer.model import ImportedModel
+from onnx_am.reference.parity import check_parity
+
+#: Op types reported as rectifiers when the rewrite planner is unavailable.
+RECTIFIER_OPS = ("Relu", "LeakyRelu", "PRelu", "Clip")
+#: Other element-wise non-linearities worth listing.
+OTHER_NONLINEAR_OPS = (
+    "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Mish", "Elu", "Selu", "Celu",
+    "Softplus", "Softsign", "Erf", "ThresholdedRelu", "Softmax", "LogSoftmax",
+)  # fmt: skip
+
+
+@dataclass
+class InspectReport:
+    """A model summary; ``to_dict`` gives the ``inspect --json`` object.
+
+    Attributes:
+        producer: producer name and version from the model file.
+        ir_version: ONNX IR version.
+        opsets: domain -> opset version.
+        inputs: every real graph input; the optimized one has ``layout`` and ``sample_shape``.
+        outputs: graph outputs.
+        node_counts: op type -> number of nodes.
+        rectifiers: ``{"node", "op_type", "output", "alpha"}`` per rectifier.
+        rewrites: names of the nodes the decoupling pass would rewrite.
+        other_nonlinearities: ``{"node", "op_type", "output"}`` per other non-linearity.
+        unsupported_ops: ``{"node", "domain", "op_type", "opset"}`` per unconvertible node.
+        batch: ``{"mode", "note"}``; ``mode`` is dynamic, rewritten or rowwise.
+        parity: ``{"max_abs_diff", "max_rel_diff", "passed", "tolerance"}`` or ``None``.
+        prepass_notes: what the ONNX pre-passes changed.
+        error: why the import failed, ``None`` when it succeeded.
+    """
+
+    producer: dict
+    ir_version: int
+    opsets: dict[str, int]
+    inputs: list[dict]
+    outputs: list[dict]
+    node_counts: dict[str, int]
+    rectifiers: list[dict] = field(default_factory=list)
+    rewrites: list[str] = field(default_factory=list)
+    other_nonlinearities: list[dict] = field(default_factory=list)
+    unsupported_ops: list[dict] = field(default_factory=list)
+    batch: dict | None = None
+    parity: dict | None = None
+    prepass_notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def inspect_model(imported: ImportedModel, parity: bool = True) -> InspectReport:
+    """Summarize an imported model.
+
+    Args:
+        imported: the model from :func:`onnx_am.import_onnx`.
+        parity: also compare torch with onnxruntime on random inputs.
+
+    Returns:
+        The :class:`InspectReport`.
+    """
+    report = _graph_summary(imported.original)
+    chosen = imported.input.to_dict()
+    report.inputs = [chosen if i["name"] == chosen["name"] else i for i in report.inputs]
+    rectifiers, others = find_rectifiers(imported)
+    report.rectifiers = rectifiers
+    report.rewrites = [r["node"] for r in rectifiers]
+    report.other_nonlinearities = others
+    report.batch = {"mode": imported.batch.mode, "note": imported.batch.note}
+    report.prepass_notes = list(imported.prepass_notes)
+    if parity:
+        result = check_parity(imported)
+        report.parity = {
+            "max_abs_diff": result.max_abs_diff,
+            "max_rel_diff": result.max_rel_diff,
+            "passed": result.passed,
+            "tolerance": result.tolerance,
+        }
+    return report
+
+
+def inspect_unimportable(model: onnx.ModelProto, error: OnnxAmError) -> InspectReport:
+    """Summarize a loaded model that could not be imported, with the reason."""
+    report = _graph_summary(model)
+    report.rectifiers, report.other_nonlinearities = onnx_rectifiers(model)
+    report.error = str(error)
+    if isinstance(error, UnsupportedOpError):
+        report.unsupported_ops = [
+            {"node": node, "domain": domain, "op_type": op, "opset": version}
+            for node, domain, op, version in error.nodes
+        ]
+    return report
+
+
+def find_rectifiers(imported: ImportedModel) -> tuple[list[dict], list[dict]]:
+    """``(rectifiers, other non-linearities)``, from the decoupling pass's plan if present."""
+    try:
+        from onnx_am.passes import plan_rewrites
+    except ImportError:  # the pass package is optional for inspection
+        return onnx_rectifiers(imported.prepared)
+    rewritten, untouched = plan_rewrites(imported)
+    rectifiers = [
+        {"node": r.node, "op_type": r.op_type, "output": r.output, "alpha": r.alpha}
+        for r in rewritten
+    ]
+    others = [{"node": u.node, "op_type": u.op_type, "output": u.output} for u in untouched]
+    return rectifiers, others
+
+
+def onnx_rectifiers(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
+    """Rectifiers and other non-linearities read from the ONNX graph alone.
+
+    Relu (alpha 0), LeakyRelu (its alpha), PRelu (constant slopes), Clip with lower bound 0
+    (ReLU / ReLU6, alpha 0). Max(x, a*x) patterns are only found by the decoupling pass.
+    """
+    constants = {t.name: t for t in model.graph.initializer}
+    rectifiers, others = [], []
+    for node in model.graph.node:
+        entry = {"node": node.name, "op_type": node.op_type, "output": node.output[0]}
+        alpha = _alpha(node, constants)
+        if node.op_type in RECTIFIER_OPS and alpha is not None:
+            rectifiers.append({**entry, "alpha": alpha})
+        elif node.op_type in OTHER_NONLINEAR_OPS or node.op_type in RECTIFIER_OPS:
+            others.append(entry)
+    return rectifiers, others
+
+
+def _alpha(node: onnx.NodeProto, constants: dict) -> float | list[float] | None:
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Relu":
+        return 0.0
+    if node.op_type == "LeakyRelu":
+        return float(attrs.get("alpha", 0.01))
+    if node.op_type == "PRelu" and len(node.input) > 1 and node.input[1] in constants:
+        values = numpy_helper.to_array(constants[node.input[1]]).reshape(-1).tolist()
+        return values[0] if len(values) == 1 else values
+    if node.op_type == "Clip":
+        low = attrs.get("min")
+        if low is None and len(node.input) > 1 and node.input[1] in constants:
+            low = float(numpy_helper.to_array(constants[node.input[1]]).reshape(-1)[0])
+        return 0.0 if low == 0.0 else None
+    return None
+
+
+def _graph_summary(model: onnx.ModelProto) -> InspectReport:
+    return InspectReport(
+        producer={"name": model.producer_name, "version": model.producer_version},
+        ir_version=model.ir_version,
+        opsets={entry.domain or "ai.onnx": entry.version for entry in model.opset_import},
+        inputs=[describe_value(v).to_dict() for v in graph_inputs(model)],
+        outputs=[spec.to_dict() for spec in describe_outputs(model)],
+        node_counts=dict(Counter(node.op_type for node in model.graph.node).most_common()),
+    )

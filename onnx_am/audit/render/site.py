@@ -1,0 +1,104 @@
+"""Everything a finished report shows besides report.json: plots and index.html."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from onnx_am.audit.render.html import render_html, thumbnail_size
+from onnx_am.audit.render.images import DisplayDomain, image_pixels, is_image
+from onnx_am.audit.render.plots import (
+    contact_sheet_pages,
+    convergence_pages,
+    plot_beta_sweep,
+    plot_contact_sheet,
+    plot_convergence,
+)
+from onnx_am.audit.report import HTML_FILE, PLOTS_DIR, ReportDir
+from onnx_am.engine.results import UnitResult
+
+
+def render_site(
+    report: ReportDir, doc: dict, results: Sequence[UnitResult], domain: DisplayDomain
+) -> list[dict]:
+    """Write the plots and ``index.html`` of a report.
+
+    Args:
+        report: the report directory.
+        doc: the report as written to ``report.json``.
+        results: the results, images included.
+        domain: how inputs map to pixels.
+
+    Returns:
+        ``{"title", "path"}`` for every plot written (paths relative to the report).
+    """
+    plots: list[dict] = []
+    thumbs = _thumbnails(report, results, domain)
+    if not results:
+        report.write_text(HTML_FILE, render_html(doc, plots, thumbs))
+        return plots
+
+    def add(title: str, name: str, draw) -> None:
+        relative = f"{PLOTS_DIR}/{name}"
+        report.write_with(relative, lambda tmp: draw(Path(tmp)))
+        plots.append({"title": title, "path": relative})
+
+    pages = convergence_pages(results)
+    for number, page in enumerate(pages, 1):
+        add(
+            f"Convergence{_page(number, len(pages))}: best activation so far vs step",
+            "convergence.png" if number == 1 else f"convergence_{number}.png",
+            lambda p, page=page: plot_convergence(page, p),
+        )
+    if _swept(results):
+        add(
+            "Beta sweep: activation vs backward slope",
+            "beta_sweep.png",
+            lambda p: plot_beta_sweep(results, p),
+        )
+    pages = contact_sheet_pages(results)
+    for number, page in enumerate(pages, 1):
+        add(
+            f"Contact sheet{_page(number, len(pages))}: best input per unit and method",
+            f"contact_sheet_{number}.png",
+            lambda p, page=page: plot_contact_sheet(page, domain, p),
+        )
+    report.write_text(HTML_FILE, render_html(doc, plots, thumbs))
+    return plots
+
+
+def _thumbnails(
+    report: ReportDir, results: Sequence[UnitResult], domain: DisplayDomain
+) -> dict[str, dict]:
+    """Display size of each result's picture in the table, keyed by its path in the report."""
+    thumbs = {}
+    for result in results:
+        if result.image is None:
+            continue
+        image = result.image
+        if is_image(image.shape, domain.layout):
+            height, width = image_pixels(image, domain, min_size=1).shape[:2]
+            thumbs[report.image_name(result)] = thumbnail_size(width, height, pixels=True)
+        else:
+            thumbs[report.image_name(result)] = thumbnail_size(0, 0, pixels=False)
+    return thumbs
+
+
+def _page(number: int, total: int) -> str:
+    return f" ({number}/{total})" if total > 1 else ""
+
+
+def _swept(results: Sequence[UnitResult]) -> bool:
+    for kind in ("decoupled", "proxy"):
+        if (
+            len(
+                {
+                    r.backward_slope
+                    for r in results
+                    if r.method_kind == kind and r.backward_slope is not None
+                }
+            )
+            > 1
+        ):
+            return True
+    return False

@@ -1,0 +1,116 @@
+"""``AMConfig``: the settings of one :func:`onnx_am.engine.maximizer.maximize` call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from onnx_am.domain import InputDomain
+from onnx_am.engine.parameterizations import check_parameterization
+from onnx_am.engine.regularizers import Regularizer, parse_regularizer
+from onnx_am.engine.starts import START_KINDS
+from onnx_am.errors import OnnxAmError
+from onnx_am.reference.crosscheck import DEFAULT_TOLERANCE
+
+OPTIMIZERS = ("pga", "adam")
+
+#: ``progress(done_steps, total_steps, info)``; ``info`` has ``chunk``, ``chunks``, ``rows``.
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass(frozen=True)
+class AMConfig:
+    """Settings of one :func:`~onnx_am.engine.maximizer.maximize` call.
+
+    Attributes:
+        steps: gradient steps per row.
+        lr: step size (raw-input units per unit gradient for ``pga``).
+        optimizer: ``"pga"`` (projected gradient ascent) or ``"adam"``.
+        normalize_grad: scale each row's gradient to unit RMS before a ``pga`` step.
+        restarts: independent starts per (unit, method); the best is reported.
+        seed: seeds starts, random corners and jitter.
+        start: one of :data:`onnx_am.engine.starts.START_KINDS`.
+        init_scale: noise of the ``random`` start, as a fraction of half the range.
+        domain: the raw input box and preprocessing.
+        batch_size: rows per chunk (bounds memory); ``None`` (default) picks it from the
+            measured activation memory of one row and the free memory
+            (:mod:`onnx_am.engine.memory`, at most 64); rowwise-only models use 1. Results do not
+            depend on it.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``).
+        crosscheck: recompute every result with onnxruntime.
+        tolerance: relative tolerance of the cross-check.
+        regularizers: regularizers or strings like ``"tv(0.1)"``; none by default.
+        baseline_corners: random corners tried by the trivial baselines.
+        default_beta: beta of a bare ``decoupled``/``proxy`` and of ``best``.
+        parameterization: what the loop optimizes: ``"pixel"`` (default, as in the paper:
+            the raw input), ``"fourier"`` or ``"fourier+decorrelated"`` (image inputs; see
+            :mod:`onnx_am.engine.parameterizations`; ``lr`` then is in parameter units).
+    """
+
+    steps: int = 256
+    lr: float = 0.1
+    optimizer: str = "pga"
+    normalize_grad: bool = False
+    restarts: int = 1
+    seed: int = 0
+    start: str = "random"
+    init_scale: float = 0.1
+    domain: InputDomain = field(default_factory=InputDomain)
+    batch_size: int | None = None
+    device: str = "cpu"
+    crosscheck: bool = True
+    tolerance: float = DEFAULT_TOLERANCE
+    regularizers: tuple[Regularizer | str, ...] = ()
+    baseline_corners: int = 16
+    default_beta: float = 0.3
+    parameterization: str = "pixel"
+
+    def validate(self) -> None:
+        """Raise :class:`OnnxAmError` naming the first bad setting."""
+        checks = [
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"unknown optimizer {self.optimizer!r}; choose pga or adam",
+            ),
+            (self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}"),
+            (
+                self.start in START_KINDS,
+                f"unknown start {self.start!r}; choose from {', '.join(START_KINDS)}",
+            ),
+            (
+                self.batch_size is None or self.batch_size >= 1,
+                f"batch_size must be >= 1 or None (auto), got {self.batch_size}",
+            ),
+            (self.tolerance > 0, f"tolerance must be > 0, got {self.tolerance}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise OnnxAmError(message)
+        check_parameterization(self.parameterization)
+        if self.parameterization != "pixel":
+            self._check_smoothing()
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise OnnxAmError(f"device {self.device!r} asked for but torch sees no CUDA device")
+        if not self.device.startswith(("cpu", "cuda")):
+            raise OnnxAmError(f"unknown device {self.device!r}; use cpu or cuda")
+
+    def _check_smoothing(self) -> None:
+        """A regularizer that smooths the raw input has nothing to act on with a parameter."""
+        for regularizer in self.regularizers:
+            parsed = parse_regularizer(regularizer) if isinstance(regularizer, str) else regularizer
+            if type(parsed).smooth is not Regularizer.smooth:
+                raise OnnxAmError(
+                    f"regularizer {parsed.label!r} smooths the raw input and cannot be combined "
+                    f"with parameterization {self.parameterization!r}"
+                )
+
+    def to_dict(self) -> dict:
+        """The settings as JSON-ready values (domain as a dict, regularizers as labels)."""
+        data = {k: v for k, v in self.__dict__.items() if k not in ("domain", "regularizers")}
+        data["domain"] = self.domain.to_dict()
+        data["regularizers"] = [r if isinstance(r, str) else r.label for r in self.regularizers]
+        return data

@@ -1,0 +1,305 @@
+"""The optimization loop: chunks of rows, one batched forward and backward per step.
+
+Every row has its own target unit and gradient method. One step is one batched forward and
+backward through the rectifier-rewritten graph (:func:`onnx_am.passes.decouple_rectifiers`),
+where the slope control gives each row its method's backward (or proxy) slopes, followed by
+an update of the raw input:
+
+- ``pga`` (default, as in the paper): ``x <- clip(x + lr * grad)`` with the raw gradient
+  (``normalize_grad`` scales each row's gradient to unit RMS first);
+- ``adam``: Adam ascent, elementwise, then the same clip.
+
+With a parameterization other than ``"pixel"`` (:mod:`onnx_am.engine.parameterizations`, off by
+default) the loop optimizes the parameter instead: the start image is turned into a
+parameter, each step maps the parameter to a raw input (always inside the box, so there is
+nothing to project), and the ascent step, ``pga`` or ``adam``, moves the parameter.
+
+The value recorded is always the original network's true forward of the raw input: for
+standard and decoupled rows the gradient forward already is that; for proxy rows (whose
+forward is the proxy network's) and when a regularizer transforms the input, a separate
+no-grad forward with standard slopes measures it. Each row keeps its best raw input so far.
+Trace entry ``t`` is the best value among the points ``x_0 .. x_t`` (``steps + 1`` entries;
+entry 0 is the start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+import torch
+
+from onnx_am.engine import memory
+from onnx_am.engine.parameterizations import FourierParameterization, make_parameterization
+from onnx_am.engine.regularizers import Regularizer, parse_regularizer
+from onnx_am.engine.rows import Row, RowOutcome
+from onnx_am.engine.starts import row_seed
+from onnx_am.importer.model import ImportedModel
+from onnx_am.methods import GradientMethod
+from onnx_am.objectives import RowObjective, Target
+
+if TYPE_CHECKING:
+    from onnx_am.engine.config import AMConfig, Progress
+    from onnx_am.passes.base import RewriteResult
+
+
+@dataclass
+class LoopContext:
+    """What every chunk needs: the graph, its slope control and the settings."""
+
+    imported: ImportedModel
+    config: AMConfig
+    extractor: torch.nn.Module
+    names: list[str]
+    control: object | None
+    regularizers: list[Regularizer]
+    progress: Progress | None
+    total_steps: int
+    done_steps: int = 0
+    parameterization: FourierParameterization | None = None
+
+
+def optimize_rows(
+    imported: ImportedModel,
+    config: AMConfig,
+    targets: Sequence[Target],
+    runs: Sequence[GradientMethod],
+    rows: Sequence[Row],
+    starts: dict,
+    rewrite: RewriteResult | None = None,
+    progress: Progress | None = None,
+) -> RowOutcome:
+    """Optimize every row, chunk by chunk (:func:`_chunk_size` rows); slopes restored at the end.
+
+    Args:
+        imported: the model.
+        config: the settings.
+        targets: indexed by :attr:`Row.target`.
+        runs: gradient methods, indexed by :attr:`Row.method`.
+        rows: the rows, in batching order.
+        starts: ``(target, restart) -> raw start input``.
+        rewrite: a rectifier rewrite to reuse (made when a row needs one and this is None).
+        progress: called after every step.
+
+    Returns:
+        Per row its best true value, input and trace.
+    """
+    names = list(dict.fromkeys(t.tensor for t in targets))
+    parameterization = make_parameterization(config.parameterization, imported.input, config.domain)
+    needs_rewrite = any(m.kind != "standard" for m in runs)
+    if needs_rewrite and rewrite is None:
+        from onnx_am.passes import decouple_rectifiers
+
+        rewrite = decouple_rectifiers(imported)
+    module = rewrite.module if needs_rewrite else imported.module
+    control = rewrite.control if needs_rewrite else None
+    regularizers = [parse_regularizer(r) if isinstance(r, str) else r for r in config.regularizers]
+    outcome = RowOutcome([0.0] * len(rows), [None] * len(rows), [[] for _ in rows])
+    moved = config.device != "cpu"
+    try:
+        if moved:
+            module.to(config.device)
+        extractor = imported.extractor(names, module=module)
+        dtype = starts[rows[0].target, rows[0].restart].dtype if rows else torch.float32
+        chunk = _chunk_size(imported, config, extractor, control, tuple(runs), dtype, len(rows))
+        chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
+        outcome.batch_size = chunk
+        context = LoopContext(
+            imported,
+            config,
+            extractor,
+            names,
+            control,
+            regularizers,
+            progress,
+            total_steps=len(chunks) * config.steps,
+            parameterization=parameterization,
+        )
+        offset = 0
+        for index, chunk_rows in enumerate(chunks):
+            x0 = torch.stack([starts[row.target, row.restart] for row in chunk_rows])
+            row_targets = [targets[row.target] for row in chunk_rows]
+            row_methods = tuple(runs[row.method] for row in chunk_rows)
+            value, image, trace = run_chunk(
+                context, x0, row_targets, row_methods, index, len(chunks)
+            )
+            for k in range(len(chunk_rows)):
+                outcome.value[offset + k] = float(value[k])
+                outcome.image[offset + k] = image[k].cpu()
+                outcome.trace[offset + k] = trace[:, k].tolist()
+            offset += len(chunk_rows)
+    finally:
+        if control is not None:
+            control.set_standard()
+        if moved:
+            module.to("cpu")
+    return outcome
+
+
+def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, runs, dtype, rows):
+    """Rows per chunk: 1 for rowwise models, else ``config.batch_size`` or, when that is
+    None, what fits in memory (:func:`onnx_am.engine.memory.choose_batch_size`, at most ``rows``),
+    measured on one row of each gradient method, as chunks mix them."""
+    if imported.batch.mode == "rowwise":
+        return 1
+    if config.batch_size is not None:
+        return config.batch_size
+    context = None if control is None else partial(control.rows, runs, 0, config.steps)
+    shape = imported.input.sample_shape
+    return memory.choose_batch_size(
+        extractor,
+        shape,
+        config.device,
+        dtype,
+        rows=len(runs) if control else 1,
+        context=context,
+        cap=max(1, min(memory.MAX_BATCH, rows)),
+    )
+
+
+def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: int):
+    """Optimize one chunk of rows; return best values, best inputs and the trace."""
+    config = context.config
+    device = config.device
+    x = x0.to(device)
+    parameterization = context.parameterization
+    if parameterization is not None:
+        x = parameterization.from_raw(x)  # x is the optimized variable, image the raw input
+    state = {"step": 0}
+    methods = tuple(methods)  # the slope control reuses its row layout for the same tuple
+    objective = RowObjective(targets, device)
+    true_rows, true_objective = _true_rows(context, targets, methods, objective)
+    true_index = torch.tensor(true_rows, dtype=torch.long, device=device)
+    every_row = len(true_rows) == len(methods)
+    best_value = torch.full((len(methods),), float("-inf"), dtype=torch.float64, device=device)
+    best_x = (x if parameterization is None else _raw(context, x)).clone()
+    trace = torch.empty((config.steps + 1, len(methods)), dtype=torch.float64, device=device)
+    for step in range(config.steps + 1):
+        if step < config.steps:
+            value, grad, image = _value_and_grad(context, x, objective, methods, step)
+            if every_row:  # the same values as through the index, without the copies
+                value = _true_values(context, image, objective)
+            elif true_rows:
+                value[true_index] = _true_values(context, image[true_index], true_objective)
+        else:
+            image = _raw(context, x)
+            value = _true_values(context, image, objective)
+        value = torch.nan_to_num(value, nan=float("-inf"))
+        better = value > best_value
+        best_value = torch.where(better, value, best_value)
+        best_x = torch.where(better.view(-1, *[1] * (image.dim() - 1)), image, best_x)
+        trace[step] = best_value
+        if step < config.steps:
+            x = _update(context, x, grad, state)
+            context.done_steps += 1
+            if context.progress is not None:
+                info = {
+                    "chunk": index,
+                    "chunks": chunks,
+                    "rows": len(methods),
+                    "best": float(best_value.max()),
+                }
+                context.progress(context.done_steps, context.total_steps, info)
+    return best_value.cpu(), best_x.detach(), trace.cpu()
+
+
+def _true_rows(context: LoopContext, targets, methods, objective: RowObjective):
+    """Rows whose gradient forward is not the true one (proxy; all with a transform)."""
+    need_all = any(type(r).transform is not Regularizer.transform for r in context.regularizers)
+    if need_all:
+        return list(range(len(methods))), objective
+    rows = [i for i, m in enumerate(methods) if m.kind == "proxy"]
+    if len(rows) == len(methods):
+        return rows, objective
+    return rows, RowObjective([targets[i] for i in rows], context.config.device)
+
+
+def _forward(context: LoopContext, fed: torch.Tensor, objective: RowObjective) -> torch.Tensor:
+    tensors = context.imported.batch.call(context.extractor, fed)
+    return objective(dict(zip(context.names, tensors, strict=True)))
+
+
+def _raw(context: LoopContext, x: torch.Tensor) -> torch.Tensor:
+    """The raw input the optimized variable stands for (itself with ``"pixel"``)."""
+    if context.parameterization is None:
+        return x
+    with torch.no_grad():
+        return context.parameterization.to_raw(x)
+
+
+def _value_and_grad(context: LoopContext, x, objective: RowObjective, methods, step: int):
+    """Values of the gradient forward (true unless proxy/transform), d objective / d x, and
+    the raw input they belong to (``x`` itself with ``"pixel"``)."""
+    config, spec = context.config, context.imported.input
+    x = x.detach().requires_grad_(True)
+    raw = x if context.parameterization is None else context.parameterization.to_raw(x)
+    fed = config.domain.to_model(raw, spec)
+    if context.regularizers:
+        generator = torch.Generator().manual_seed(row_seed(config.seed, "transform", step))
+        for regularizer in context.regularizers:
+            fed = regularizer.transform(fed, spec, generator)
+    objective_of = _objective(context, raw, objective)
+    if context.control is None:
+        values, objective = objective_of(fed)
+        (grad,) = torch.autograd.grad(objective, x)
+    else:
+        with context.control.rows(methods, step, config.steps):
+            values, objective = objective_of(fed)
+            (grad,) = torch.autograd.grad(objective, x)
+    return values.detach().double(), torch.nan_to_num(grad.detach()), raw.detach()
+
+
+def _objective(context: LoopContext, x, row_objective: RowObjective):
+    def compute(fed):
+        values = _forward(context, fed, row_objective)
+        objective = values.sum()
+        if context.regularizers:
+            centred = x - context.config.domain.mid
+            for regularizer in context.regularizers:
+                penalty = regularizer.penalty(centred, context.imported.input)
+                if penalty is not None:
+                    objective = objective - penalty.sum()
+        return values, objective
+
+    return compute
+
+
+def _true_values(context: LoopContext, x, objective: RowObjective) -> torch.Tensor:
+    """The original network's objective per row (standard slopes, no transforms)."""
+    if context.control is not None:
+        context.control.set_standard()
+    with torch.no_grad():
+        fed = context.config.domain.to_model(x, context.imported.input)
+        return _forward(context, fed, objective).double()
+
+
+def _update(context: LoopContext, x, grad, state) -> torch.Tensor:
+    config = context.config
+    grad = grad.to(x.dtype)
+    if config.optimizer == "adam":
+        step = _adam_step(grad, state)
+    else:
+        step = grad
+        if config.normalize_grad:
+            rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
+            step = grad / rms.view(-1, *[1] * (grad.dim() - 1))
+    if context.parameterization is not None:
+        return x + config.lr * step  # its raw input is inside the box by construction
+    x = config.domain.project(x + config.lr * step)
+    if not context.regularizers:
+        return x  # projecting again would change nothing
+    for regularizer in context.regularizers:
+        x = regularizer.smooth(x, context.imported.input)
+    return config.domain.project(x)
+
+
+def _adam_step(grad, state, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+    """Elementwise Adam direction (rows stay independent); ``state`` carries the moments."""
+    state["step"] += 1
+    state["m"] = beta1 * state.get("m", torch.zeros_like(grad)) + (1 - beta1) * grad
+    state["v"] = beta2 * state.get("v", torch.zeros_like(grad)) + (1 - beta2) * grad * grad
+    m_hat = state["m"] / (1 - beta1 ** state["step"])
+    v_hat = state["v"] / (1 - beta2 ** state["step"])
+    return m_hat / (v_hat.sqrt() + eps)

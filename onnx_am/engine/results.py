@@ -1,0 +1,119 @@
+"""Result types of activation maximization: what the engine returns, what reports render.
+
+Everything here is plain data (numbers, strings, numpy arrays) so it can be written to JSON
+(``to_dict``) and rendered without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class UnitResult:
+    """The best input found for one (target unit, method), over its restarts.
+
+    Attributes:
+        target: canonical target string, e.g. ``"logits:3"`` or ``"conv3_out:12@4,4"``.
+        tensor: the ONNX tensor name.
+        unit: the unit index (class, channel or neuron channel).
+        kind: ``"unit"`` (a scalar of an output vector), ``"channel"`` (mean over space)
+            or ``"neuron"`` (one channel at one spatial position).
+        method: the gradient method's label, e.g. ``"decoupled(0.3)"``.
+        method_kind: ``"standard"``, ``"decoupled"``, ``"proxy"`` or ``"best"``.
+        backward_slope: beta (``None`` for standard or schedules).
+        activation: the objective on the original network's true forward (torch).
+        activation_onnxruntime: the same, recomputed by onnxruntime on the unmodified model
+            (``None`` when the cross-check was switched off).
+        agrees: torch and onnxruntime agree within the report's tolerance.
+        saturation: fraction of input elements at either domain bound.
+        white: fraction of input elements at the upper bound.
+        gain_over_standard: ``activation - standard activation`` for the same unit
+            (``None`` when standard was not run).
+        beats_trivial: the activation exceeds the best trivial input of the target.
+        best_restart: which restart produced ``image``.
+        restart_activations: final activation of every restart.
+        trace: per step, the best activation so far over restarts (true forward).
+        steps_to_95: first step whose trace reaches 95 % of ``activation`` (``None`` if never).
+        image: the best input in the model's own layout and domain, one sample (no batch).
+    """
+
+    target: str
+    tensor: str
+    unit: int
+    kind: str
+    method: str
+    method_kind: str
+    backward_slope: float | None
+    activation: float
+    activation_onnxruntime: float | None = None
+    agrees: bool = True
+    saturation: float = 0.0
+    white: float = 0.0
+    gain_over_standard: float | None = None
+    beats_trivial: bool = True
+    best_restart: int = 0
+    restart_activations: list[float] = field(default_factory=list)
+    trace: list[float] = field(default_factory=list)
+    steps_to_95: int | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k != "image"}
+        return data
+
+
+@dataclass
+class TargetBaseline:
+    """Activations of trivial inputs for one target; AM should beat the best of them.
+
+    Attributes:
+        target: canonical target string.
+        activations: input name (``"upper"``, ``"lower"``, ``"mid"``, ``"random_corners"``)
+            -> activation.
+        best: the largest of them.
+    """
+
+    target: str
+    activations: dict[str, float]
+
+    @property
+    def best(self) -> float:
+        return max(self.activations.values())
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "activations": self.activations, "best": self.best}
+
+
+@dataclass
+class MaximizeReport:
+    """Everything one call of :func:`onnx_am.engine.maximizer.maximize` found.
+
+    Attributes:
+        results: one per (target unit, method).
+        baselines: one per target unit.
+        settings: the configuration used (JSON-able).
+        timings: seconds spent per phase (``optimize``, ``crosscheck``, ``baselines``).
+        tolerance: relative tolerance of the onnxruntime cross-check.
+    """
+
+    results: list[UnitResult]
+    baselines: list[TargetBaseline]
+    settings: dict
+    timings: dict[str, float]
+    tolerance: float
+
+    @property
+    def disagreements(self) -> list[UnitResult]:
+        return [r for r in self.results if not r.agrees]
+
+    def to_dict(self) -> dict:
+        return {
+            "settings": self.settings,
+            "timings": self.timings,
+            "tolerance": self.tolerance,
+            "results": [r.to_dict() for r in self.results],
+            "baselines": [b.to_dict() for b in self.baselines],
+        }

@@ -1,0 +1,176 @@
+"""Run batches of inputs through models that may have been exported for batch 1 only.
+
+Activation maximization feeds many inputs at once. Some exporters hard-code the batch size
+(``Reshape`` to ``[1, -1]``). ``make_batchable`` finds out how a model copes with a batch:
+
+- ``dynamic``: the graph handles any batch as it is;
+- ``rewritten``: constant batch-1 ``Reshape`` shapes were rewritten to copy the batch dim,
+  and the rewritten graph was verified against the original;
+- ``rowwise``: neither works; rows are run one at a time (slower, still correct).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import onnx
+import onnx2torch
+import torch
+from onnx import numpy_helper
+from torch import fx
+
+from onnx_am.errors import ImportFailedError
+
+if TYPE_CHECKING:
+    from onnx_am.importer.model import ImportedModel
+
+
+@dataclass(frozen=True)
+class BatchSupport:
+    """How a batch is run; ``call`` applies an extractor to a batch accordingly."""
+
+    mode: str
+    note: str = ""
+
+    @classmethod
+    def dynamic(cls) -> BatchSupport:
+        return cls("dynamic", "the graph accepts any batch size")
+
+    def call(self, extractor: fx.GraphModule, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.mode != "rowwise":
+            return list(extractor(x))
+        rows = [extractor(x[i : i + 1]) for i in range(x.shape[0])]
+        return [_join([row[k] for row in rows]) for k in range(len(rows[0]))]
+
+
+def _join(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-row results along the batch dim (stack scalars)."""
+    return torch.stack(rows) if rows[0].dim() == 0 else torch.cat(rows)
+
+
+def make_batchable(imported: ImportedModel, seed: int = 0) -> None:
+    """Decide and set ``imported.batch``; may replace its prepared model and module."""
+    if _handles_batches(imported.module, imported):
+        imported.batch = BatchSupport.dynamic()
+        return
+    rewritten, count = rewrite_fixed_batch(imported.prepared)
+    if count:
+        candidate = _convert_quietly(rewritten)
+        if (
+            candidate is not None
+            and _same_at_batch_one(candidate, imported)
+            and _handles_batches(candidate, imported)
+        ):
+            from onnx_am.importer.tensor_map import build_tensor_map
+
+            imported.prepared = rewritten
+            imported.module = candidate
+            imported.tensor_map, imported.node_names = build_tensor_map(candidate, rewritten)
+            imported.batch = BatchSupport(
+                "rewritten", f"{count} constant batch-1 Reshape shape(s) rewritten"
+            )
+            imported.prepass_notes.append(
+                f"rewrote {count} fixed batch-1 Reshape shape(s) to copy the batch dim"
+            )
+            return
+    _check_runs(imported)
+    imported.batch = BatchSupport(
+        "rowwise", "the graph only accepts batch 1; rows run one at a time"
+    )
+
+
+def _check_runs(imported: ImportedModel) -> None:
+    """Raise a clear error when the converted graph cannot even run one sample."""
+    x = _probe(imported, 1)
+    try:
+        _outputs(imported.module, x)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a failed import
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ImportFailedError(
+            f"the converted graph fails on an input of shape {list(x.shape)}: {first}"
+        ) from exc
+
+
+def rewrite_fixed_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Copy of ``model`` where constant Reshape shapes ``[1, ...]`` become ``[0, ...]``."""
+    model_copy = onnx.ModelProto()
+    model_copy.CopyFrom(model)
+    initializers = {tensor.name: tensor for tensor in model_copy.graph.initializer}
+    users = {}
+    for node in model_copy.graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    count = 0
+    for node in model_copy.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
+            continue
+        shape = numpy_helper.to_array(initializers[node.input[1]]).copy()
+        if shape.ndim != 1 or shape.size < 2 or shape[0] != 1 or users[node.input[1]] != 1:
+            continue
+        shape[0] = 0
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+        count += 1
+    return model_copy, count
+
+
+def _convert_quietly(model: onnx.ModelProto) -> fx.GraphModule | None:
+    try:
+        module = onnx2torch.convert(model, attach_onnx_mapping=True)
+    except Exception:  # noqa: BLE001 - any failure means "cannot rewrite"
+        return None
+    module.eval()
+    for tensor in [*module.parameters(), *module.buffers()]:
+        tensor.requires_grad_(False)
+    return module
+
+
+def _probe(imported: ImportedModel, batch: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand((batch, *imported.input.sample_shape), generator=generator) * 2 - 1
+
+
+def _outputs(module: fx.GraphModule, x: torch.Tensor) -> list[torch.Tensor]:
+    with torch.inference_mode():
+        out = module(x)
+    return list(out) if isinstance(out, tuple | list) else [out]
+
+
+def _handles_batches(module: fx.GraphModule, imported: ImportedModel) -> bool:
+    """Whether a batch of 2 gives two rows, the second equal to running it alone.
+
+    Two forward passes (not three): a graph that hard-codes batch 1 or mixes rows fails
+    the shape check or the comparison of the second row.
+    """
+    x = _probe(imported, 2)
+    try:
+        together = _outputs(module, x)
+        alone = _outputs(module, x[1:2])
+    except Exception:  # noqa: BLE001 - a failing batch run means "not batchable"
+        return False
+    for value, row in zip(together, alone, strict=True):
+        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != 2:
+            return False
+        if value[1:].shape != row.shape or not _close(value[1:], row):
+            return False
+    return True
+
+
+def _same_at_batch_one(candidate: fx.GraphModule, imported: ImportedModel) -> bool:
+    x = _probe(imported, 1, seed=1)
+    try:
+        new, old = _outputs(candidate, x), _outputs(imported.module, x)
+    except Exception:  # noqa: BLE001
+        return False
+    return len(new) == len(old) and all(
+        a.shape == b.shape and _close(a, b) for a, b in zip(new, old, strict=True)
+    )
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    scale = float(b.abs().max()) if b.numel() else 1.0
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))

@@ -1,0 +1,204 @@
+"""Turn an ONNX model into a torch graph that computes what onnxruntime computes.
+
+``import_onnx`` loads the model (see :mod:`onnx_am.importer.loading`), runs the ONNX-side
+pre-passes (:mod:`onnx_am.importer.prepare`), converts with onnx2torch (extended by
+:mod:`onnx_am.importer.converters`), and records, for every ONNX tensor name, the place in
+the torch graph that produces it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import onnx
+import onnx2torch
+import torch
+from onnx2torch.node_converters import get_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.utils.safe_shape_inference import safe_shape_inference
+from torch import fx
+
+import onnx_am.importer.converters  # noqa: F401  (registers the extra converters)
+from onnx_am.errors import ImportFailedError, UnsupportedOpError
+from onnx_am.importer.batching import BatchSupport, make_batchable
+from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, describe_outputs
+from onnx_am.importer.loading import ModelSource, load_model
+from onnx_am.importer.prepare import prepare_model
+from onnx_am.importer.tensor_map import TensorLocation, build_tensor_map, extract_tensors
+
+
+@dataclass
+class ImportedModel:
+    """An ONNX model and its torch twin.
+
+    Attributes:
+        original: the model as loaded, never modified (onnxruntime runs this one).
+        prepared: the model after the ONNX pre-passes; this is what was converted.
+        module: the onnx2torch graph, in eval mode, parameters frozen.
+        input: the input that activation maximization optimizes.
+        outputs: the graph outputs.
+        tensor_map: ONNX tensor name -> where the torch graph produces it.
+        node_names: torch module name -> ONNX node name.
+        batch: how batches of inputs are run.
+        opsets: domain -> opset version.
+        prepass_notes: what the pre-passes changed, one line each.
+    """
+
+    original: onnx.ModelProto
+    prepared: onnx.ModelProto
+    module: fx.GraphModule
+    input: InputSpec
+    outputs: list[TensorSpec]
+    tensor_map: dict[str, TensorLocation]
+    node_names: dict[str, str]
+    batch: BatchSupport
+    opsets: dict[str, int]
+    prepass_notes: list[str] = field(default_factory=list)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def onnx_node(self, module_name: str) -> onnx.NodeProto:
+        """The ONNX node (of the prepared model) that a torch module was converted from."""
+        name = self.node_names[module_name]
+        return next(node for node in self.prepared.graph.node if node.name == name)
+
+    def extractor(self, names: list[str], module: fx.GraphModule | None = None) -> fx.GraphModule:
+        """A graph module mapping the input batch to the given ONNX tensors (a tuple).
+
+        Args:
+            names: ONNX tensor names (graph outputs or intermediate tensors).
+            module: a rewritten copy of :attr:`module` to extract from (default: the original).
+        """
+        return extract_tensors(module or self.module, self.tensor_map, names)
+
+    def run(
+        self, x: torch.Tensor, names: list[str] | None = None, module: fx.GraphModule | None = None
+    ) -> list[torch.Tensor]:
+        """Compute ONNX tensors (default: all outputs) for a batch ``x``, batch-safe."""
+        extractor = self.extractor(names or self.output_names, module)
+        return self.batch.call(extractor, x)
+
+
+def import_onnx(
+    source: ModelSource,
+    input_name: str | None = None,
+    input_shape: list[int] | tuple[int, ...] | None = None,
+) -> ImportedModel:
+    """Import an ONNX model for activation maximization.
+
+    Args:
+        source: path, serialized bytes or ``ModelProto``.
+        input_name: the float input to optimize, required when there are several.
+        input_shape: a full shape for that input; fills symbolic dims (batch included).
+
+    Returns:
+        The :class:`ImportedModel`.
+
+    Raises:
+        ModelLoadError, ExternalDataError: the model cannot be read safely.
+        UnsupportedOpError: some operators cannot be converted (all are listed).
+        InputSpecError: no usable float input, ambiguous input, or a shape too large.
+        ImportFailedError: the converter failed for another reason.
+    """
+    original = load_model(source)
+    spec = choose_input(original, input_name, input_shape)
+    prepared, notes = prepare_model(original, spec)
+    opsets = {entry.domain or "ai.onnx": entry.version for entry in prepared.opset_import}
+    module = _convert(prepared)
+    tensor_map, node_names = build_tensor_map(module, prepared)
+    imported = ImportedModel(
+        original=original,
+        prepared=prepared,
+        module=module,
+        input=spec,
+        outputs=describe_outputs(original),
+        tensor_map=tensor_map,
+        node_names=node_names,
+        batch=BatchSupport.dynamic(),
+        opsets=opsets,
+        prepass_notes=notes,
+    )
+    make_batchable(imported)
+    return imported
+
+
+_CONVERTER_ERRORS = (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
+
+
+def _convert(model: onnx.ModelProto) -> fx.GraphModule:
+    _raise_if_unsupported(_find_unsupported(model, dry_run=False))
+    try:
+        with warnings.catch_warnings():
+            # onnx2torch warns about approximations (Resize nearest modes); parity judges them
+            warnings.simplefilter("ignore")
+            module = onnx2torch.convert(model, attach_onnx_mapping=True)
+    except _CONVERTER_ERRORS as exc:
+        # Some converters refuse attributes only when called: find every such node.
+        _raise_if_unsupported(_find_unsupported(model, dry_run=True))
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ImportFailedError(f"onnx2torch could not convert the model: {first}") from exc
+    module.eval()
+    for tensor in [*module.parameters(), *module.buffers()]:
+        tensor.requires_grad_(False)
+    return module
+
+
+Unsupported = tuple[str, str, str, int]
+
+
+def _raise_if_unsupported(unsupported: list[tuple[Unsupported, str]]) -> None:
+    if unsupported:
+        listing = ", ".join(
+            f"{name} ({op}, {domain}, opset {ver}{': ' + reason if reason else ''})"
+            for (name, domain, op, ver), reason in unsupported
+        )
+        raise UnsupportedOpError(
+            f"{len(unsupported)} unsupported node(s): {listing}", [n for n, _ in unsupported]
+        )
+
+
+def find_unsupported_nodes(model: onnx.ModelProto, dry_run: bool = True) -> list[Unsupported]:
+    """Every node that cannot be converted, as ``(node name, domain, op type, opset)``.
+
+    Args:
+        model: the (prepared) model.
+        dry_run: also call each node's converter, to catch unsupported attributes.
+    """
+    return [node for node, _ in _find_unsupported(model, dry_run)]
+
+
+def _find_unsupported(model: onnx.ModelProto, dry_run: bool) -> list[tuple[Unsupported, str]]:
+    """Like :func:`find_unsupported_nodes`, with the converter's reason (empty: no converter)."""
+    opsets = {entry.domain: entry.version for entry in model.opset_import}
+    if dry_run:  # converters read inferred shapes, as in onnx2torch.convert
+        model = safe_shape_inference(model)
+    graph = OnnxGraph(model.graph)
+    found = []
+    for node in graph.nodes.values():
+        domain = node.domain
+        version = opsets.get(domain, opsets.get("ai.onnx", 0))
+        label = (
+            node.proto.name or node.unique_name,
+            domain or "ai.onnx",
+            node.operation_type,
+            version,
+        )
+        try:
+            converter = get_converter(
+                domain=domain, operation_type=node.operation_type, version=version
+            )
+        except NotImplementedError:
+            found.append((label, ""))
+            continue
+        if not dry_run:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                converter(node, graph)
+        except _CONVERTER_ERRORS as exc:
+            found.append((label, (str(exc).splitlines() or [type(exc).__name__])[0]))
+    return found

@@ -1,0 +1,86 @@
+"""ONNX-side pre-passes that make a model convertible without changing what it computes.
+
+Each pass takes a model and returns ``(model, notes)``; :func:`prepare_model` works on a copy,
+so the original is never modified. Parity with onnxruntime on the *original* model checks
+that the passes were sound. What needs a torch module rather than a graph edit lives in
+:mod:`onnx_am.importer.converters`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+
+from onnx_am.importer.input_spec import InputSpec
+from onnx_am.importer.prepare.constants import (
+    MAX_CONSTANT_ELEMENTS,
+    constants_to_initializers,
+    fold_initializer_identities,
+    refuse_huge_constants,
+)
+from onnx_am.importer.prepare.naming import name_nodes, normalize_domains
+from onnx_am.importer.prepare.opset import upgrade_opset
+from onnx_am.importer.prepare.padding import explicit_auto_pad, same_pads
+from onnx_am.importer.prepare.pooling import split_asymmetric_average_pools
+from onnx_am.importer.prepare.reshape import drop_needless_allowzero
+from onnx_am.importer.prepare.util import default_opset, infer_shapes
+
+Prepass = Callable[[onnx.ModelProto], tuple[onnx.ModelProto, list[str]]]
+
+
+def prepare_model(
+    model: onnx.ModelProto, spec: InputSpec | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Run all pre-passes on a copy of ``model``.
+
+    Args:
+        model: the model as loaded.
+        spec: the chosen input; with it, ``auto_pad`` is made explicit from inferred shapes.
+
+    Returns:
+        The prepared copy and one note per change.
+
+    Raises:
+        ModelLoadError: a node would create a tensor too large to allocate.
+    """
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(model)
+    notes: list[str] = []
+    passes: list[Prepass] = [
+        normalize_domains,
+        name_nodes,
+        refuse_huge_constants,
+        upgrade_opset,
+        constants_to_initializers,
+        fold_initializer_identities,
+        drop_needless_allowzero,
+    ]
+    if spec is not None:
+        passes += [
+            lambda m: explicit_auto_pad(m, spec),
+            lambda m: split_asymmetric_average_pools(m, spec),
+        ]
+    for prepass in passes:
+        prepared, new_notes = prepass(prepared)
+        notes.extend(new_notes)
+    return prepared, notes
+
+
+__all__ = [
+    "MAX_CONSTANT_ELEMENTS",
+    "Prepass",
+    "constants_to_initializers",
+    "default_opset",
+    "drop_needless_allowzero",
+    "explicit_auto_pad",
+    "fold_initializer_identities",
+    "infer_shapes",
+    "name_nodes",
+    "normalize_domains",
+    "prepare_model",
+    "refuse_huge_constants",
+    "same_pads",
+    "split_asymmetric_average_pools",
+    "upgrade_opset",
+]
