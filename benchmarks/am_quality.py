@@ -8,8 +8,8 @@ to beat a trivial input, two learning-rate regimes, and hard starts (lower, mid,
 
 Run (from the repository root)::
 
-    python benchmarks/am_quality.py            # full run, ~5-8 min on 2 CPU cores (1 torch thread)
-    python benchmarks/am_quality.py --quick    # small grid, ~15 s
+    python -m benchmarks.am_quality           # full run, ~5-8 min on 2 CPU cores (1 torch thread)
+    python -m benchmarks.am_quality --quick   # small grid, ~15 s
 
 Writes ``benchmarks/results/am_quality.md``, ``am_quality.json`` and ``am_quality_curves.png``
 (``am_quality_quick.*`` with ``--quick``).
@@ -17,20 +17,34 @@ Writes ``benchmarks/results/am_quality.md``, ``am_quality.json`` and ``am_qualit
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import am_quality_report as rep  # noqa: E402
-import am_quality_toys as toys  # noqa: E402
-import torch  # noqa: E402
-from am_quality_runs import Call, ModelCache, Record, method_key, run_calls, unit_targets  # noqa: E402
-from bench_common import RESULTS, available, machine, machine_line, model_path, write_json  # noqa: E402
+from benchmarks import am_quality_report as rep
+from benchmarks import am_quality_toys as toys
+from benchmarks.am_quality_runs import (
+    Call,
+    ModelCache,
+    Record,
+    method_key,
+    run_calls,
+    unit_targets,
+)
+from benchmarks.harness import (
+    RESULTS,
+    available,
+    command,
+    machine,
+    machine_line,
+    model_path,
+    parser,
+    write_json,
+    write_results,
+)
 
 DIGITS = [
     "digits_relu",
@@ -214,7 +228,7 @@ def render(
         "",
         machine_line(info),
         "",
-        f"Command: `python benchmarks/am_quality.py{' --quick' if 'quick' in plan.name else ''}` "
+        f"Command: `{command('am_quality', '--quick' if 'quick' in plan.name else '')}` "
         f"({total / 60:.1f} min in {len(timings)} engine calls, {len(records)} results; "
         f"torch threads {info['torch_threads']}; load average at start "
         f"{info.get('load_start', '?')}, at end {info.get('load_end', '?')}).",
@@ -341,8 +355,7 @@ def run(
     timings += toy_timings
     info["load_end"] = _load()
     text = render(plan, records, toy_rows, info, timings)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{plan.name}.md").write_text(text)
+    write_results(out_dir, plan.name, text)
     make_plots(plan, records, out_dir)
     write_json(out_dir / f"{plan.name}.json", summary_json(plan, records, toy_rows, info, timings))
     log(f"total {time.perf_counter() - started:.0f} s")
@@ -375,11 +388,9 @@ def summary_json(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small grid (~15 s)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = parser.parse_args(argv)
+    options = parser(__doc__)
+    options.add_argument("--quick", action="store_true", help="small grid (~15 s)")
+    args = options.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.full()
     text, _ = run(plan, args.out, threads=args.threads)
     print(text)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from bench_common import fmt_med, fmt_share, markdown_table, median_iqr
+
+from benchmarks.harness import fmt_med, fmt_share, markdown_table, median_iqr
 
 Key = tuple[str, str]
 

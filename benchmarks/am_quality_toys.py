@@ -11,8 +11,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from am_quality_runs import Call, ModelCache, run_calls
-from bench_common import MODELS, fmt_med, fmt_share, markdown_table
+from benchmarks.am_quality_runs import Call, ModelCache, run_calls
+from benchmarks.harness import MODELS, fmt_med, fmt_share, markdown_table
 
 TOY_JSON = MODELS / "toy_functions.json"
 _MAX_KEYS = ("global_max", "true_max", "known_max", "max", "maximum", "max_value")

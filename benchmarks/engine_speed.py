@@ -1,9 +1,10 @@
 """Speed of the AM engine against a plain torch gradient-ascent loop on the same network.
 
-    python benchmarks/engine_speed.py [--threads 1] [--steps 100] [--device cpu] [--repeat 3]
+    python -m benchmarks.engine_speed [--threads 1] [--steps 100] [--device cpu] [--repeat 3]
         [--only-steps]
 
-Prints the machine, then a table:
+Prints the machine, then the tables below, and writes them to
+``benchmarks/results/engine_speed.md``:
 
 1. seconds per step, 64 rows in one batch: the engine (standard / decoupled / proxy) on the
    ONNX import of ``models/digits_relu.onnx`` versus a hand-written loop of the same method on
@@ -24,26 +25,17 @@ Not a test; medians over ``--repeat`` runs.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-import onnx
 import torch
-from onnx import numpy_helper
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks import harness
+from onnx_am import import_onnx
+from onnx_am.engine.maximizer import AMConfig, maximize
 
-from onnx_am import import_onnx  # noqa: E402
-from onnx_am.engine.maximizer import AMConfig, maximize  # noqa: E402
-
-MODEL = ROOT / "models" / "digits_relu.onnx"
+MODEL = harness.model_path("digits_relu")
 UNITS_64 = "/classifier/relu_fc1/Relu_output_0:0-63"
 
 
@@ -52,14 +44,8 @@ def native_cnn(act=torch.nn.ReLU) -> torch.nn.Module:
 
     ``act()`` builds each rectifier (``nn.ReLU`` by default).
     """
-    path = ROOT / "models" / "make_digits_cnns.py"
-    spec = importlib.util.spec_from_file_location("make_digits_cnns", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.SimpleCNN(lambda _c: act())
-    initializers = onnx.load(MODEL).graph.initializer
-    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in initializers}
-    net.load_state_dict(weights)
+    net = harness.load_maker().SimpleCNN(lambda _c: act())
+    net.load_state_dict(harness.onnx_weights(MODEL))
     return net.eval().requires_grad_(False)
 
 
@@ -142,7 +128,9 @@ def interleaved_medians(loops: dict, repeat: int) -> dict[str, float]:
     return {label: statistics.median(values) for label, values in times.items()}
 
 
-def step_table(imported, targets, units, config: AMConfig, repeat: int, beta: float = 0.3):
+def step_table(
+    imported, targets, units, config: AMConfig, repeat: int, say: Callable, beta: float = 0.3
+):
     """Table 1: each engine method against the native loop of the same method."""
     device, steps = config.device, config.steps
     net = native_cnn().to(device)
@@ -174,38 +162,48 @@ def step_table(imported, targets, units, config: AMConfig, repeat: int, beta: fl
         f"engine, best({beta:g}), 128 rows": (engine(f"best({beta:g})"), (std, dec)),
     }
     seconds = interleaved_medians({label: loop for label, (loop, _) in loops.items()}, repeat)
-    print(f"{'loop':38s} {'ms/step':>9s} {'vs native':>10s} {'vs nn.ReLU':>11s}")
+    say(f"{'loop':38s} {'ms/step':>9s} {'vs native':>10s} {'vs nn.ReLU':>11s}")
     for label, (_, references) in loops.items():
         ratio = seconds[label] / sum(seconds[r] for r in references)
         relu = seconds[label] / (len(references) * seconds[std])
-        print(f"{label:38s} {seconds[label] * 1e3:9.3f} {ratio:9.2f}x {relu:10.2f}x")
+        say(f"{label:38s} {seconds[label] * 1e3:9.3f} {ratio:9.2f}x {relu:10.2f}x")
 
 
 def machine(device: str) -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
+    """The harness's machine line plus the device the loops ran on."""
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "-"
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} intra-op thread(s), python {platform.python_version()}, "
-        f"device {device} ({gpu})"
-    )
+    return f"{harness.machine_line()}, device {device} ({gpu})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--only-steps", action="store_true", help="print table 1 only")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = harness.parser(__doc__)
+    options.add_argument("--steps", type=int, default=100)
+    options.add_argument("--repeat", type=int, default=3)
+    options.add_argument("--device", default="cpu")
+    options.add_argument("--only-steps", action="store_true", help="table 1 only")
+    args = options.parse_args(argv)
     torch.set_num_threads(args.threads)
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text)
+        lines.append(text)
+
+    measure(args, say)
+    run_as = harness.command(
+        "engine_speed",
+        f"--threads {args.threads} --steps {args.steps} --repeat {args.repeat}",
+        f"--device {args.device}",
+        "--only-steps" if args.only_steps else "",
+    )
+    text = "\n".join(["# Engine speed", "", f"Command: `{run_as}`", "", "```", *lines, "```"])
+    harness.write_results(args.out, "engine_speed", text)
+
+
+def measure(args, say: Callable) -> None:
+    """The three tables, each line passed to ``say``."""
     device, steps, repeat = args.device, args.steps, args.repeat
-    print(machine(device))
+    say(machine(device))
     imported = import_onnx(MODEL)
     # 64 rows: logits 0-7, 8 restarts each, in one chunk; the native loop does the same rows.
     targets = [f"logits:{i}" for i in range(8)]
@@ -213,26 +211,24 @@ def main() -> None:
         steps=steps, lr=0.05, restarts=8, batch_size=64, crosscheck=False, device=device
     )
     units = torch.arange(8, device=device).repeat_interleave(8)
-    print(f"\n1. seconds per step, 64 rows in one batch ({steps} steps, median of {repeat})")
-    step_table(imported, targets, units, config, repeat)
+    say(f"\n1. seconds per step, 64 rows in one batch ({steps} steps, median of {repeat})")
+    step_table(imported, targets, units, config, repeat, say)
 
     if args.only_steps:
         return
-    print(f"\n2. 64 units of {UNITS_64.split(':')[0]}, decoupled(0.3), {steps} steps")
-    print(f"{'mode':38s} {'seconds':>9s} {'units/s':>10s}")
+    say(f"\n2. 64 units of {UNITS_64.split(':')[0]}, decoupled(0.3), {steps} steps")
+    say(f"{'mode':38s} {'seconds':>9s} {'units/s':>10s}")
     for label, batch in (("batched (64 rows per step)", 64), ("one at a time (batch_size=1)", 1)):
         one = AMConfig(steps=steps, restarts=1, batch_size=batch, crosscheck=False, device=device)
         report = maximize(imported, [UNITS_64], ["decoupled(0.3)"], one)
         seconds = report.timings["optimize"]
-        print(f"{label:38s} {seconds:9.2f} {64 / seconds:10.1f}")
+        say(f"{label:38s} {seconds:9.2f} {64 / seconds:10.1f}")
 
-    print("\n3. share of the onnxruntime cross-check, 64 units x (standard, decoupled(0.3))")
+    say("\n3. share of the onnxruntime cross-check, 64 units x (standard, decoupled(0.3))")
     full = AMConfig(steps=steps, restarts=1, batch_size=64, crosscheck=True, device=device)
     timings = maximize(imported, [UNITS_64], ["standard", "decoupled(0.3)"], full).timings
     for phase in ("baselines", "starts", "optimize", "crosscheck", "total"):
-        print(
-            f"{phase:38s} {timings[phase]:9.3f} s {100 * timings[phase] / timings['total']:8.1f} %"
-        )
+        say(f"{phase:38s} {timings[phase]:9.3f} s {100 * timings[phase] / timings['total']:8.1f} %")
 
 
 if __name__ == "__main__":

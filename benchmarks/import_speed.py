@@ -2,16 +2,14 @@
 
 Exports ``resnet50(weights=None)`` (seeded, nothing downloads) at 1x3x224x224 with the
 legacy and the dynamo exporter into a temporary directory, then times ``import_onnx`` and
-``check_parity`` (4 random samples by default). Prints a table and the machine.
+``check_parity`` (4 random samples by default). Prints a table and the machine and writes
+them to ``benchmarks/results/import_speed.md`` and ``import_speed.json``.
 
-    python benchmarks/import_speed.py [--repeats 3] [--samples 4] [--exporters legacy,dynamo]
+    python -m benchmarks.import_speed [--repeats 3] [--samples 4] [--exporters legacy,dynamo]
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -21,6 +19,7 @@ import onnx
 import torch
 import torchvision
 
+from benchmarks import harness
 from onnx_am import check_parity, import_onnx
 
 
@@ -63,29 +62,69 @@ def measure(path: Path, repeats: int, samples: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--exporters", default="legacy,dynamo")
-    args = parser.parse_args()
-    print(
-        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
+def main(argv: list[str] | None = None) -> None:
+    options = harness.parser(__doc__, threads=torch.get_num_threads())
+    options.add_argument("--repeats", type=int, default=3)
+    options.add_argument("--samples", type=int, default=4)
+    options.add_argument("--exporters", default="legacy,dynamo")
+    args = options.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    info = harness.machine()
+    print(harness.machine_line(info))
     print(f"repeats {args.repeats} (median), parity samples {args.samples}, input 1x3x224x224")
-    print(
-        f"{'exporter':<8} {'params(M)':>9} {'nodes':>6} {'import s':>9} {'parity s':>9} "
-        f"{'max|diff|':>10} passed batch"
-    )
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.exporters.split(","):
-            row = measure(export(kind, Path(tmp)), args.repeats, args.samples)
-            print(
-                f"{kind:<8} {row['params_m']:>9.1f} {row['nodes']:>6} {row['import_s']:>9.2f} "
-                f"{row['parity_s']:>9.2f} {row['max_abs_diff']:>10.2e} {row['passed']!s:>6} "
-                f"{row['batch']}"
+            rows.append(
+                {"exporter": kind, **measure(export(kind, Path(tmp)), args.repeats, args.samples)}
             )
+            done = rows[-1]
+            print(f"  {kind}: import {done['import_s']:.2f} s, parity {done['parity_s']:.2f} s")
+    run_as = harness.command(
+        "import_speed",
+        f"--repeats {args.repeats} --samples {args.samples} --exporters {args.exporters}",
+        f"--threads {args.threads}",
+    )
+    table = harness.markdown_table(
+        [
+            "exporter",
+            "params (M)",
+            "nodes",
+            "import s",
+            "parity s",
+            "max abs diff",
+            "passed",
+            "batch",
+        ],
+        [
+            [
+                r["exporter"],
+                f"{r['params_m']:.1f}",
+                r["nodes"],
+                f"{r['import_s']:.2f}",
+                f"{r['parity_s']:.2f}",
+                f"{r['max_abs_diff']:.2e}",
+                r["passed"],
+                r["batch"],
+            ]
+            for r in rows
+        ],
+    )
+    text = "\n".join(
+        [
+            "# Import speed: ResNet-50 (torchvision, weights=None, seeded), 1x3x224x224",
+            "",
+            harness.machine_line(info),
+            "",
+            f"Command: `{run_as}` (median of {args.repeats}; {args.samples} parity samples)",
+            "",
+            table,
+        ]
+    )
+    print(text)
+    harness.write_results(
+        args.out, "import_speed", text, {"machine": info, "command": run_as, "rows": rows}
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Memory benchmark: the automatic chunk size on a ResNet-50 at 1x3x224x224.
 
 torchvision ``resnet50(weights=None)``, seeded, exported to ONNX in a temporary folder (as in
-``benchmarks/speed.py``). Prints the bytes one row keeps for the backward
+``benchmarks.speed``). Prints the bytes one row keeps for the backward
 (:func:`onnx_am.engine.memory.activation_bytes_per_row`: standard rows alone, and one row of
 each of standard and decoupled(0.3) as the engine measures a mixed chunk), the memory budget and the
 automatic chunk size on this machine; then the peak RSS (VmHWM) of a 2-step
@@ -10,36 +10,34 @@ automatic chunk size and with ``batch_size=64``, each in its own fresh process.
 
 Run (from the repository root)::
 
-    python benchmarks/memory.py           # several minutes on 2 CPU cores
+    python -m benchmarks.memory           # several minutes on 2 CPU cores
 
 Writes ``benchmarks/results/memory.md`` and ``memory.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from bench_common import (  # noqa: E402
-    RESULTS,
+from benchmarks.harness import (
+    command,
+    export_resnet50,
     machine,
     machine_line,
     markdown_table,
+    parser,
     peak_rss_mib,
-    write_json,
+    run_child,
+    write_results,
 )
-
 from onnx_am import import_onnx
-from onnx_am.engine import memory  # noqa: E402
-from onnx_am.engine.maximizer import AMConfig, maximize  # noqa: E402
+from onnx_am.engine import memory
+from onnx_am.engine.maximizer import AMConfig, maximize
 
 STEPS = 2
 CLASSES = 32
@@ -57,18 +55,7 @@ def rss_mib() -> float:
 
 def export(path: str) -> dict:
     """The seeded ResNet-50 as ONNX with a dynamic batch."""
-    from speed import resnet50
-
-    torch.onnx.export(
-        resnet50(),
-        (torch.zeros(1, 3, 224, 224),),
-        path,
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    export_resnet50(path)
     return {"mode": "export"}
 
 
@@ -124,24 +111,20 @@ def child(args: list[str]) -> dict:
     return run(args[1], None if args[2] == "auto" else int(args[2]))
 
 
-def run_child(args: list[str], threads: int) -> dict:
-    """:func:`child` in a fresh interpreter; its last stdout line is JSON."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--threads", str(threads)]
-    done = subprocess.run([*command, "--child", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def in_child(args: list[str], threads: int) -> dict:
+    """:func:`child` in a fresh interpreter."""
+    return run_child("benchmarks.memory", args, threads)
 
 
 def measure(threads: int, log=print) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "resnet50.onnx")
-        run_child(["export", path], threads)
-        rows = run_child(["rows", path], threads)
+        in_child(["export", path], threads)
+        rows = in_child(["rows", path], threads)
         log(f"  row bytes: {rows}")
         runs = []
         for size in ("auto", "64"):
-            runs.append(run_child(["run", path, size], threads))
+            runs.append(in_child(["run", path, size], threads))
             log(f"  {runs[-1]}")
     return {"rows": rows, "runs": runs}
 
@@ -206,11 +189,7 @@ def render(info: dict, results: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parser(__doc__, child=True).parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(args.child)))
@@ -218,12 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print(machine_line(info))
     results = measure(args.threads)
-    command = "python benchmarks/memory.py" + (
-        f" --threads {args.threads}" if args.threads != 1 else ""
-    )
-    text = render(info, results, command)
-    write_json(args.out / "memory.json", {"machine": info, "command": command, **results})
-    (args.out / "memory.md").write_text(text)
+    run_as = command("memory", f"--threads {args.threads}" if args.threads != 1 else "")
+    text = render(info, results, run_as)
+    write_results(args.out, "memory", text, {"machine": info, "command": run_as, **results})
     print(text)
 
 

@@ -12,15 +12,14 @@
 
 Run (from the repository root)::
 
-    python benchmarks/speed.py            # a few minutes on 2 CPU cores (ResNet-50 included)
-    python benchmarks/speed.py --quick    # digits only, fewer steps
+    python -m benchmarks.speed            # a few minutes on 2 CPU cores (ResNet-50 included)
+    python -m benchmarks.speed --quick    # digits only, fewer steps
 
 Writes ``benchmarks/results/speed.md`` and ``speed.json`` (``speed_quick.*`` with --quick).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -28,22 +27,24 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from bench_common import (  # noqa: E402
-    RESULTS,
+from benchmarks.harness import (
+    command,
+    export_resnet50,
     machine,
     machine_line,
     markdown_table,
     model_path,
     native_digits,
+    parser,
     peak_rss_mib,
-    write_json,
+    resnet50,
+    run_child,
+    write_results,
 )
-
-from onnx_am import import_onnx  # noqa: E402
-from onnx_am.engine.maximizer import AMConfig, maximize  # noqa: E402
+from onnx_am import import_onnx
+from onnx_am.engine.maximizer import AMConfig, maximize
 
 LR = 0.1
 REPEATS = 3
@@ -202,31 +203,11 @@ def import_times(models: list[str]) -> list[dict]:
     return rows
 
 
-def resnet50() -> torch.nn.Module:
-    """torchvision ResNet-50 with seeded random weights, in eval mode."""
-    import torchvision
-
-    torch.manual_seed(0)  # torchvision's initializers use the global RNG; this is a script
-    model = torchvision.models.resnet50(weights=None).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 def child(args: list[str]) -> dict:
     """The ResNet-50 measurements, each run in its own process so VmHWM is its own."""
     mode = args[0]
     if mode == "export":
-        torch.onnx.export(
-            resnet50(),
-            (torch.zeros(1, 3, 224, 224),),
-            args[1],
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
+        export_resnet50(args[1])
         return {"mode": "export", "peak_rss_mib": peak_rss_mib()}
     steps, batch = int(args[2]), int(args[3])
     if mode == "native":
@@ -260,21 +241,9 @@ def child(args: list[str]) -> dict:
     }
 
 
-def run_child(args: list[str]) -> dict:
-    """Run :func:`child` in a fresh interpreter; its last stdout line is JSON."""
-    threads = str(torch.get_num_threads())
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--threads",
-        threads,
-        "--child",
-        *args,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def in_child(args: list[str]) -> dict:
+    """Run :func:`child` in a fresh interpreter (with this process's torch threads)."""
+    return run_child("benchmarks.speed", args, torch.get_num_threads())
 
 
 def resnet_rows(steps: int, batch: int, log=print) -> list[dict]:
@@ -283,10 +252,10 @@ def resnet_rows(steps: int, batch: int, log=print) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "resnet50.onnx")
         started = time.perf_counter()
-        run_child(["export", path])
+        in_child(["export", path])
         log(f"  resnet50 exported in {time.perf_counter() - started:.0f} s")
         for mode in ("engine", "native"):
-            rows.append(run_child([mode, path, str(steps), str(batch)]))
+            rows.append(in_child([mode, path, str(steps), str(batch)]))
             row = rows[-1]
             log(f"  resnet50 {mode}: {row['s_per_step']:.2f} s/step, {row['peak_rss_mib']:.0f} MiB")
     return rows
@@ -391,12 +360,9 @@ def measure(quick: bool, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="digits only, fewer steps")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    options = parser(__doc__, child=True)
+    options.add_argument("--quick", action="store_true", help="digits only, fewer steps")
+    args = options.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(args.child)))
@@ -404,13 +370,11 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print(machine_line(info))
     results = measure(args.quick)
-    command = "python benchmarks/speed.py" + (" --quick" if args.quick else "")
-    command += f" --threads {args.threads}" if args.threads != 1 else ""
-    text = render(info, results, command)
+    threads = f"--threads {args.threads}" if args.threads != 1 else ""
+    run_as = command("speed", "--quick" if args.quick else "", threads)
+    text = render(info, results, run_as)
     name = "speed_quick" if args.quick else "speed"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.md").write_text(text)
-    write_json(args.out / f"{name}.json", {"machine": info, "command": command, **results})
+    write_results(args.out, name, text, {"machine": info, "command": run_as, **results})
     print(text)
 
 

@@ -1,6 +1,6 @@
 """Raw-gradient projected ascent vs normalized-gradient ascent vs Adam, per target kind.
 
-    python benchmarks/step_rule.py [--steps 256] [--seeds 0 1] [--threads 1]
+    python -m benchmarks.step_rule [--steps 256] [--seeds 0 1] [--threads 1]
 
 The paper's update is ``x <- clip(x + lr * grad)`` on the raw gradient. Its step then scales
 with the gradient's magnitude, which differs by orders of magnitude between a class logit and
@@ -13,21 +13,14 @@ benchmarks/results/step_rule.md. Not a test.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import onnx_am
+from benchmarks import harness
 from onnx_am.engine.maximizer import AMConfig, maximize
-
-HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("bench_common", HERE / "bench_common.py")
-common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(common)
 
 #: model -> {target kind: target string}
 SUBJECTS = {
@@ -57,7 +50,7 @@ BUDGETS = (16, 64, 256)
 def run(steps: int, seeds: list[int]) -> list[dict]:
     rows = []
     for model_name, kinds in SUBJECTS.items():
-        path = common.model_path(model_name)
+        path = harness.model_path(model_name)
         if not path.is_file():
             continue
         model = onnx_am.import_onnx(path)
@@ -109,28 +102,29 @@ def summarize(rows: list[dict]) -> str:
             norms.append(f"{statistics.median(values):.3f}" if values else "-")
         fails = sum(not r["beats_trivial"] for r in items)
         table.append([model, kind, rule, method, *norms, f"{fails}/{len(items)}"])
-    return common.markdown_table(header, table)
+    return harness.markdown_table(header, table)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=256)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = harness.parser(__doc__)
+    options.add_argument("--steps", type=int, default=256)
+    options.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    args = options.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = run(args.steps, args.seeds)
     elapsed = time.perf_counter() - start
     agree = sum(r["agrees"] for r in rows)
+    run_as = harness.command(
+        "step_rule", f"--steps {args.steps} --seeds {' '.join(map(str, args.seeds))}"
+    )
     text = "\n".join(
         [
             "# Update rules: raw vs normalized gradient vs Adam (step_rule)",
             "",
-            common.machine_line(),
+            harness.machine_line(),
             "",
-            f"Command: `python benchmarks/step_rule.py --steps {args.steps} --seeds "
-            f"{' '.join(map(str, args.seeds))}` ({elapsed / 60:.1f} min; 1 restart per seed, "
+            f"Command: `{run_as}` ({elapsed / 60:.1f} min; 1 restart per seed, "
             "random start). `norm @b` = best-so-far true activation after b steps / the best "
             "value any rule reached for that unit at the last budget; median over units x seeds. "
             f"onnxruntime agreed on {agree}/{len(rows)} results.",
@@ -140,8 +134,7 @@ def main() -> None:
         ]
     )
     print(text)
-    common.RESULTS.mkdir(parents=True, exist_ok=True)
-    (common.RESULTS / "step_rule.md").write_text(text)
+    harness.write_results(args.out, "step_rule", text, {"command": run_as, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Smoke runs of the benchmark scripts with 2-4 steps, so their code paths do not rot.
+"""Smoke runs of the benchmarks (the ``benchmarks`` package) with 2-4 steps, so they do not rot.
 
 The models are built in memory (a tiny CNN with ``input``/``logits`` and a one-hidden-layer
 ReLU toy with a known maximum) and written to a temporary folder; nothing is downloaded.
@@ -6,8 +6,9 @@ ReLU toy with a known maximum) and written to a temporary folder; nothing is dow
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(BENCH))
+from benchmarks import am_quality, harness, speed
+from benchmarks import am_quality_report as rep
 
-import am_quality  # noqa: E402
-import am_quality_report as rep  # noqa: E402
-import speed  # noqa: E402
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 class TinyCNN(torch.nn.Module):
@@ -231,3 +230,40 @@ def test_derived_best_and_two_seed_control_take_the_elementwise_max():
     assert derived[("standard x2", 0)].trace.tolist() == [0, 4, 4]
     assert derived[("standard x2", 1)].seed == 1
     assert derived[("decoupled(0.3) x2", 0)].activation == 5
+
+
+def runnable_benchmarks() -> list[str]:
+    """The modules of ``benchmarks/`` that define ``main`` (run as ``python -m benchmarks.X``)."""
+    return sorted(
+        path.stem
+        for path in BENCH.glob("*.py")
+        if any(
+            isinstance(node, ast.FunctionDef) and node.name == "main"
+            for node in ast.parse(path.read_text()).body
+        )
+    )
+
+
+def test_every_benchmark_is_a_module_of_the_package_with_the_harness_options():
+    names = runnable_benchmarks()
+    assert {"am_quality", "engine_speed", "import_speed", "memory", "speed", "step_rule"} <= set(
+        names
+    )
+    for path in BENCH.glob("*.py"):
+        assert "sys.path" not in path.read_text(), f"{path.name} edits sys.path"
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        with pytest.raises(SystemExit) as done:
+            module.main(["--help"])
+        assert done.value.code == 0
+    for name in names:  # every benchmark writes its results file through the harness
+        source = (BENCH / f"{name}.py").read_text()
+        assert "write_results(" in source, f"{name} writes no results file"
+
+
+def test_harness_writes_markdown_and_json_and_names_the_command(tmp_path: Path):
+    path = harness.write_results(tmp_path / "out", "x", "# title", {"value": np.float32(1.5)})
+    assert path == tmp_path / "out" / "x.md" and path.read_text() == "# title\n"
+    assert json.loads((tmp_path / "out" / "x.json").read_text()) == {"value": 1.5}
+    assert harness.command("speed", "--quick", "") == "python -m benchmarks.speed --quick"
+    assert harness.parser(speed.__doc__).parse_args([]).out == harness.RESULTS

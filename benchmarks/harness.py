@@ -1,14 +1,20 @@
-"""Shared helpers of the benchmark scripts: machine description, statistics, tables, models.
+"""The benchmarks' shared harness: paths, machine, timing, statistics, tables, models, output.
 
-Not part of the library; the scripts under ``benchmarks/`` import it by path.
+Every benchmark is a module run as ``python -m benchmarks.NAME`` from the repository root. It
+builds its command line with :func:`parser`, writes its results with :func:`write_results`
+(markdown, plus JSON when it has structured data) under :data:`RESULTS`, and runs measurements
+that need their own process (peak memory) through :func:`run_child`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -142,22 +148,103 @@ def native_digits(name: str) -> torch.nn.Module:
     The architecture comes from ``models/make_digits_cnns.py``; the weights from the ONNX
     file's initializers, whose names are the torch ``state_dict`` keys.
     """
-    import importlib.util
-
-    import onnx
-    from onnx import numpy_helper
-
-    spec = importlib.util.spec_from_file_location(
-        "make_digits_cnns", MODELS / "make_digits_cnns.py"
-    )
-    maker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(maker)
-    model = maker.VARIANTS[name.removeprefix("digits_")]()
-    graph = onnx.load(str(model_path(name))).graph
-    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    model = load_maker().VARIANTS[name.removeprefix("digits_")]()
+    weights = onnx_weights(model_path(name))
     state = {k: weights[k].reshape(v.shape) for k, v in model.state_dict().items()}
     model.load_state_dict(state)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def onnx_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The initializers of the ONNX file at ``path`` as tensors, by name."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+
+
+def load_maker():
+    """``models/make_digits_cnns.py`` as a module (the digits CNN architectures)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_digits_cnns", MODELS / "make_digits_cnns.py"
+    )
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    return maker
+
+
+def resnet50() -> torch.nn.Module:
+    """torchvision ResNet-50 with seeded random weights (nothing downloads), in eval mode."""
+    import torchvision
+
+    torch.manual_seed(0)  # torchvision's initializers use the global RNG; this is a benchmark
+    model = torchvision.models.resnet50(weights=None).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def export_resnet50(path: str | Path) -> None:
+    """The seeded ResNet-50 as ONNX (opset 17, legacy exporter) with a dynamic batch."""
+    torch.onnx.export(
+        resnet50(),
+        (torch.zeros(1, 3, 224, 224),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+
+
+def parser(doc: str | None, *, threads: int = 1, child: bool = False) -> argparse.ArgumentParser:
+    """The options every benchmark shares: ``--out`` (results folder) and ``--threads``.
+
+    Args:
+        doc: the benchmark module's docstring; its first line becomes the description.
+        threads: the default number of torch intra-op threads.
+        child: add the hidden ``--child ARGS...`` option used by :func:`run_child`.
+    """
+    parsed = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
+    parsed.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parsed.add_argument(
+        "--threads", type=int, default=threads, help=f"torch threads (default {threads})"
+    )
+    if child:
+        parsed.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    return parsed
+
+
+def command(name: str, *options: str) -> str:
+    """How benchmark ``name`` was run, as its results file quotes it (empty options dropped)."""
+    return " ".join(["python -m", f"benchmarks.{name}", *(o for o in options if o)])
+
+
+def write_results(out: Path, name: str, text: str, data: dict | None = None) -> Path:
+    """Write ``<out>/<name>.md`` (and ``<name>.json`` when ``data`` is given); returns the .md."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.md"
+    path.write_text(text if text.endswith("\n") else text + "\n")
+    if data is not None:
+        write_json(out / f"{name}.json", data)
+    return path
+
+
+def run_child(module: str, args: Sequence[str], threads: int) -> dict:
+    """``python -m <module> --threads N --child ARGS`` in a fresh interpreter.
+
+    The child prints one JSON line last; used where a measurement needs a process of its own
+    (peak RSS). Raises ``RuntimeError`` with the child's stderr tail when it fails.
+    """
+    cmd = [sys.executable, "-m", module, "--threads", str(threads), "--child", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
