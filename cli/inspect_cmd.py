@@ -12,7 +12,8 @@ import re
 import click
 
 from onnx_am.audit.inspection import InspectReport, inspect_model, inspect_unimportable
-from onnx_am.errors import ImportFailedError, ParityError, UnsupportedOpError
+from onnx_am.errors import ImportFailedError, InputSpecError, ParityError, UnsupportedOpError
+from onnx_am.importer.feeds import FeedValue, parse_feed
 from onnx_am.importer.loading import load_model
 from onnx_am.importer.model import import_onnx
 
@@ -27,6 +28,24 @@ def parse_shape(ctx: click.Context, param: click.Parameter, value: str | None):
     return tuple(int(p) for p in parts)
 
 
+def parse_feeds(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
+    """Repeated ``--feed NAME=VALUE`` -> ``{name: FeedValue}`` (a name given twice is an error)."""
+    feeds: dict[str, FeedValue] = {}
+    for text in values or ():
+        feed = parse_feed(text)
+        if feed.name in feeds:
+            raise InputSpecError(f"--feed {feed.name}=... is given twice")
+        feeds[feed.name] = feed
+    return feeds
+
+
+FEED_HELP = (
+    "Value of an input that is not optimized (repeatable): a number broadcast to its "
+    "declared shape (sr=16000, state=0), a number and a shape (state=0:2,1,128), or a .npy "
+    "file (state=state.npy). Float inputs not given are fed zeros."
+)
+
+
 @click.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -37,6 +56,9 @@ def parse_shape(ctx: click.Context, param: click.Parameter, value: str | None):
     metavar="SHAPE",
     help="Full input shape (1,3,32,32 or 1x3x32x32), to fill symbolic dims.",
 )
+@click.option(
+    "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=VALUE", help=FEED_HELP
+)
 @click.option("--no-parity", is_flag=True, help="Skip the onnxruntime comparison.")
 @click.option("--verbose", "-v", is_flag=True, help="Tracebacks on errors.")
 def inspect_command(
@@ -44,13 +66,16 @@ def inspect_command(
     as_json: bool,
     input_name: str | None,
     input_shape: tuple[int, ...] | None,
+    feeds: dict[str, FeedValue],
     no_parity: bool,
     verbose: bool,
 ) -> None:
     """Summarize MODEL: inputs, outputs, rectifiers, batch support, parity with onnxruntime."""
     original = load_model(model)
     try:
-        imported = import_onnx(original, input_name=input_name, input_shape=input_shape)
+        imported = import_onnx(
+            original, input_name=input_name, input_shape=input_shape, feeds=feeds
+        )
     except (UnsupportedOpError, ImportFailedError) as exc:
         _emit(inspect_unimportable(original, exc), as_json)
         raise
@@ -79,7 +104,12 @@ def render_text(report: InspectReport) -> str:
     lines = [f"producer: {producer}", f"opsets:   {opsets} (IR {report.ir_version})", "inputs:"]
     for value in report.inputs:
         layout = f"  layout {value['layout']}" if "layout" in value else ""
-        lines.append(f"  {value['name']}  {value['shape']}  {value['dtype']}{layout}")
+        fed = {None: "", "optimized": "  optimized"}.get(
+            value.get("fed"), f"  fed {value.get('fed')}"
+        )
+        if value.get("fed_shape") not in (None, value["shape"]):
+            fed += f" as {value['fed_shape']}"
+        lines.append(f"  {value['name']}  {value['shape']}  {value['dtype']}{layout}{fed}")
     lines.append("outputs:")
     lines += [f"  {v['name']}  {v['shape']}  {v['dtype']}" for v in report.outputs]
     counts = ", ".join(f"{op} {n}" for op, n in report.node_counts.items())

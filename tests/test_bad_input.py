@@ -200,7 +200,9 @@ def test_no_float_input(tmp_path: Path, make_model) -> None:
         input_type=onnx.TensorProto.INT64,
     )
     _assert_one_line_error(
-        _run(["inspect", str(_save(model, tmp_path / "m.onnx"))]), "no float input", "ids (int64)"
+        _run(["inspect", str(_save(model, tmp_path / "m.onnx"))]),
+        "no float input",
+        "ids (int64 [N, 7])",
     )
 
 
@@ -222,7 +224,9 @@ def test_declared_shape_too_large(tmp_path: Path, make_model) -> None:
     )
 
 
-def test_several_float_inputs_need_input_name(tmp_path: Path, make_model) -> None:
+def test_several_float_inputs_need_input_name_and_the_advice_works(
+    tmp_path: Path, make_model
+) -> None:
     model = make_model(
         [helper.make_node("Add", ["a", "b"], ["y"], name="add")],
         [("a", ["N", 3]), ("b", ["N", 3])],
@@ -232,7 +236,9 @@ def test_several_float_inputs_need_input_name(tmp_path: Path, make_model) -> Non
     _assert_one_line_error(
         _run(["inspect", str(path)]), "several float inputs", "--input NAME", "a", "b"
     )
-    _assert_one_line_error(_run(["inspect", str(path), "--input", "a"]), "other inputs", "'b'")
+    followed = _run(["inspect", str(path), "--input", "a"])
+    assert followed.exit_code == 0, followed.output
+    assert "b  ['N', 3]  float32  fed zeros (default)" in followed.stdout
     _assert_one_line_error(_run(["inspect", str(path), "--input", "zz"]), "no input named 'zz'")
 
 

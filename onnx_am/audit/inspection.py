@@ -35,7 +35,9 @@ class InspectReport:
         producer: producer name and version from the model file.
         ir_version: ONNX IR version.
         opsets: domain -> opset version.
-        inputs: every real graph input; the optimized one has ``layout`` and ``sample_shape``.
+        inputs: every real graph input with its dtype and ``fed``: ``"optimized"`` for the
+            optimized one (which also has ``layout`` and ``sample_shape``), else how its
+            value was given (``"16000"``, ``"file state.npy"``, ``"zeros (default)"``).
         outputs: graph outputs.
         node_counts: op type -> number of nodes.
         rectifiers: ``{"node", "op_type", "output", "alpha"}`` per rectifier.
@@ -78,8 +80,7 @@ def inspect_model(imported: ImportedModel, parity: bool = True) -> InspectReport
         The :class:`InspectReport`.
     """
     report = _graph_summary(imported.original)
-    chosen = imported.input.to_dict()
-    report.inputs = [chosen if i["name"] == chosen["name"] else i for i in report.inputs]
+    report.inputs = imported.inputs
     rectifiers, others = find_rectifiers(imported)
     report.rectifiers = rectifiers
     report.rewrites = [r["node"] for r in rectifiers]

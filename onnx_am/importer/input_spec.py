@@ -92,18 +92,14 @@ def choose_input(
 ) -> InputSpec:
     """Pick the float input to optimize and make its shape concrete.
 
+    The other inputs are fed fixed values (:mod:`onnx_am.importer.feeds`).
+
     Raises:
         InputSpecError: no float input, several without ``input_name``, unknown name,
             unfilled symbolic dims, a shape that does not fit, or a sample too large.
     """
     candidates = graph_inputs(model)
     value = _pick(candidates, input_name)
-    if len(candidates) > 1:
-        others = [v.name for v in candidates if v.name != value.name]
-        raise InputSpecError(
-            f"model has other inputs {others} besides {value.name!r}; onnx-am can only optimize "
-            "models whose single remaining input is the one optimized"
-        )
     spec = describe_value(value)
     sample_shape = _sample_shape(spec, input_shape)
     return InputSpec(
@@ -112,7 +108,7 @@ def choose_input(
 
 
 def _pick(candidates: list[onnx.ValueInfoProto], input_name: str | None) -> onnx.ValueInfoProto:
-    described = ", ".join(f"{v.name} ({describe_value(v).dtype})" for v in candidates) or "none"
+    described = ", ".join(_described(describe_value(v)) for v in candidates) or "none"
     if input_name is not None:
         for value in candidates:
             if value.name == input_name:
@@ -127,9 +123,14 @@ def _pick(candidates: list[onnx.ValueInfoProto], input_name: str | None) -> onnx
         raise InputSpecError(f"model has no float input to optimize; inputs: {described}")
     if len(floats) > 1:
         raise InputSpecError(
-            f"model has several float inputs, choose one with --input NAME: {described}"
+            f"model has several float inputs; choose the one to optimize with --input NAME "
+            f"(the others are held at zeros or at --feed NAME=VALUE): {described}"
         )
     return floats[0]
+
+
+def _described(spec: TensorSpec) -> str:
+    return f"{spec.name} ({spec.dtype} [{', '.join(str(d) for d in spec.shape)}])"
 
 
 def _sample_shape(spec: TensorSpec, input_shape) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ the torch graph that produces it.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import onnx
@@ -22,6 +23,7 @@ from torch import fx
 import onnx_am.importer.converters  # noqa: F401  (registers the extra converters)
 from onnx_am.errors import ImportFailedError, UnsupportedOpError
 from onnx_am.importer.batching import BatchSupport, make_batchable
+from onnx_am.importer.feeds import Feed, FeedInput, parse_value, resolve_feeds
 from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, describe_outputs
 from onnx_am.importer.loading import ModelSource, load_model
 from onnx_am.importer.prepare import prepare_model
@@ -43,6 +45,8 @@ class ImportedModel:
         batch: how batches of inputs are run.
         opsets: domain -> opset version.
         prepass_notes: what the pre-passes changed, one line each.
+        feeds: the value of every other graph input, in graph order; the prepared model
+            holds them as initializers, onnxruntime is fed them.
     """
 
     original: onnx.ModelProto
@@ -55,6 +59,18 @@ class ImportedModel:
     batch: BatchSupport
     opsets: dict[str, int]
     prepass_notes: list[str] = field(default_factory=list)
+    feeds: dict[str, Feed] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list[dict]:
+        """Every graph input in graph order, with how it is fed (``"optimized"`` or a feed)."""
+        described = []
+        for value in self.original.graph.input:
+            if value.name == self.input.name:
+                described.append({**self.input.to_dict(), "fed": "optimized"})
+            elif value.name in self.feeds:
+                described.append(self.feeds[value.name].to_dict())
+        return described
 
     @property
     def output_names(self) -> list[str]:
@@ -86,6 +102,7 @@ def import_onnx(
     source: ModelSource,
     input_name: str | None = None,
     input_shape: list[int] | tuple[int, ...] | None = None,
+    feeds: Mapping[str, FeedInput] | None = None,
 ) -> ImportedModel:
     """Import an ONNX model for activation maximization.
 
@@ -93,6 +110,10 @@ def import_onnx(
         source: path, serialized bytes or ``ModelProto``.
         input_name: the float input to optimize, required when there are several.
         input_shape: a full shape for that input; fills symbolic dims (batch included).
+        feeds: values for the other inputs, by name: a number broadcast to the declared
+            shape (``{"sr": 16000}``), an array, a ``.npy`` path, or the ``--feed`` text
+            forms (``"0:2,1,128"``). Float inputs not named are fed zeros when their shape
+            is known (see :mod:`onnx_am.importer.feeds`).
 
     Returns:
         The :class:`ImportedModel`.
@@ -100,12 +121,17 @@ def import_onnx(
     Raises:
         ModelLoadError, ExternalDataError: the model cannot be read safely.
         UnsupportedOpError: some operators cannot be converted (all are listed).
-        InputSpecError: no usable float input, ambiguous input, or a shape too large.
+        InputSpecError: no usable float input, ambiguous input, a shape too large, or an
+            input that needs a value that was not given or does not fit.
         ImportFailedError: the converter failed for another reason.
     """
     original = load_model(source)
     spec = choose_input(original, input_name, input_shape)
-    prepared, notes = prepare_model(original, spec)
+    given = {name: parse_value(name, value) for name, value in (feeds or {}).items()}
+    fed = resolve_feeds(original, spec, given)
+    prepared, notes = prepare_model(
+        original, spec, {name: feed.value for name, feed in fed.items()}
+    )
     opsets = {entry.domain or "ai.onnx": entry.version for entry in prepared.opset_import}
     module = _convert(prepared)
     tensor_map, node_names = build_tensor_map(module, prepared)
@@ -120,6 +146,7 @@ def import_onnx(
         batch=BatchSupport.dynamic(),
         opsets=opsets,
         prepass_notes=notes,
+        feeds=fed,
     )
     make_batchable(imported)
     return imported

@@ -50,7 +50,9 @@ def onnxruntime_values(
 ) -> np.ndarray:
     """The objective of ``targets[i]`` on raw image ``images[i]``, computed by onnxruntime."""
     names = list(dict.fromkeys(t.tensor for t in targets))
-    runner = OnnxRuntimeRunner(imported.original, imported.input.name, extra_outputs=names)
+    runner = OnnxRuntimeRunner(
+        imported.original, imported.input.name, extra_outputs=names, feeds=imported.feeds
+    )
     fed = domain.to_model(images.detach().cpu(), imported.input).numpy()
     if imported.batch.mode == "dynamic":
         outputs = runner.run(fed, names)

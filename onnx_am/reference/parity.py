@@ -75,7 +75,10 @@ def check_parity(
             f"{(str(exc).splitlines() or [''])[0]}"
         ) from exc
     runner = OnnxRuntimeRunner(
-        imported.original, imported.input.name, rowwise=imported.batch.mode == "rowwise"
+        imported.original,
+        imported.input.name,
+        rowwise=imported.batch.mode == "rowwise",
+        feeds=imported.feeds,
     )
     reference = runner.run(x.numpy(), imported.output_names)
     per_output = [

@@ -6,15 +6,30 @@ the one the user gave, plus extra graph outputs for the intermediate tensors ask
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from onnx_am.errors import ModelLoadError, TargetError
 
+if TYPE_CHECKING:
+    from onnx_am.importer.feeds import Feed
+
 
 class OnnxRuntimeRunner:
-    """An onnxruntime session on a copy of ``model`` that also outputs ``extra_outputs``."""
+    """An onnxruntime session on a copy of ``model`` that also outputs ``extra_outputs``.
+
+    Args:
+        model: the model (the original, unmodified one).
+        input_name: the input a batch is given for.
+        extra_outputs: intermediate tensors to expose.
+        rowwise: run a batch one row at a time.
+        feeds: the values of the other inputs (``ImportedModel.feeds``), given with every
+            run; a value tied to the batch is repeated for each row.
+    """
 
     def __init__(
         self,
@@ -22,9 +37,11 @@ class OnnxRuntimeRunner:
         input_name: str,
         extra_outputs: list[str] | tuple[str, ...] = (),
         rowwise: bool = False,
+        feeds: Mapping[str, Feed] | None = None,
     ):
         self.input_name = input_name
         self.rowwise = rowwise
+        self.feeds = dict(feeds or {})
         exposed = expose_tensors(model, list(extra_outputs))
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -58,7 +75,8 @@ class OnnxRuntimeRunner:
         return {name: _join([row[name] for row in rows]) for name in wanted}
 
     def _run_once(self, x: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
-        values = self.session.run(wanted, {self.input_name: x.astype(self.input_dtype)})
+        fed = {name: feed.batch(x.shape[0]) for name, feed in self.feeds.items()}
+        values = self.session.run(wanted, {**fed, self.input_name: x.astype(self.input_dtype)})
         return dict(zip(wanted, values, strict=True))
 
 

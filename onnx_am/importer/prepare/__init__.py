@@ -8,8 +8,9 @@ that the passes were sound. What needs a torch module rather than a graph edit l
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import numpy as np
 import onnx
 
 from onnx_am.importer.input_spec import InputSpec
@@ -19,6 +20,7 @@ from onnx_am.importer.prepare.constants import (
     fold_initializer_identities,
     refuse_huge_constants,
 )
+from onnx_am.importer.prepare.fed_inputs import feeds_to_initializers
 from onnx_am.importer.prepare.naming import name_nodes, normalize_domains
 from onnx_am.importer.prepare.opset import upgrade_opset
 from onnx_am.importer.prepare.padding import explicit_auto_pad, same_pads
@@ -30,13 +32,17 @@ Prepass = Callable[[onnx.ModelProto], tuple[onnx.ModelProto, list[str]]]
 
 
 def prepare_model(
-    model: onnx.ModelProto, spec: InputSpec | None = None
+    model: onnx.ModelProto,
+    spec: InputSpec | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Run all pre-passes on a copy of ``model``.
 
     Args:
         model: the model as loaded.
         spec: the chosen input; with it, ``auto_pad`` is made explicit from inferred shapes.
+        feeds: values of the inputs that are not optimized; they become initializers first,
+            so every later pass sees them as constants.
 
     Returns:
         The prepared copy and one note per change.
@@ -48,6 +54,7 @@ def prepare_model(
     prepared.CopyFrom(model)
     notes: list[str] = []
     passes: list[Prepass] = [
+        lambda m: feeds_to_initializers(m, feeds or {}),
         normalize_domains,
         name_nodes,
         refuse_huge_constants,
@@ -74,6 +81,7 @@ __all__ = [
     "default_opset",
     "drop_needless_allowzero",
     "explicit_auto_pad",
+    "feeds_to_initializers",
     "fold_initializer_identities",
     "infer_shapes",
     "name_nodes",
