@@ -26,6 +26,7 @@ from onnx_am.importer.prepare.opset import upgrade_opset
 from onnx_am.importer.prepare.padding import explicit_auto_pad, same_pads
 from onnx_am.importer.prepare.pooling import split_asymmetric_average_pools
 from onnx_am.importer.prepare.reshape import drop_needless_allowzero
+from onnx_am.importer.prepare.shapes import drop_recorded_shapes
 from onnx_am.importer.prepare.util import default_opset, infer_shapes
 
 Prepass = Callable[[onnx.ModelProto], tuple[onnx.ModelProto, list[str]]]
@@ -58,6 +59,7 @@ def prepare_model(
         normalize_domains,
         name_nodes,
         refuse_huge_constants,
+        drop_recorded_shapes,
         upgrade_opset,
         constants_to_initializers,
         fold_initializer_identities,
@@ -80,6 +82,7 @@ __all__ = [
     "constants_to_initializers",
     "default_opset",
     "drop_needless_allowzero",
+    "drop_recorded_shapes",
     "explicit_auto_pad",
     "feeds_to_initializers",
     "fold_initializer_identities",
