@@ -77,10 +77,10 @@ def inspect_command(
             original, input_name=input_name, input_shape=input_shape, feeds=feeds
         )
     except (UnsupportedOpError, ImportFailedError) as exc:
-        _emit(inspect_unimportable(original, exc), as_json)
+        _emit(inspect_unimportable(original, exc), as_json, verbose)
         raise
     report = inspect_model(imported, parity=not no_parity)
-    _emit(report, as_json)
+    _emit(report, as_json, verbose)
     if report.parity is not None and not report.parity["passed"]:
         parity = report.parity
         raise ParityError(
@@ -90,15 +90,16 @@ def inspect_command(
         )
 
 
-def _emit(report: InspectReport, as_json: bool) -> None:
+def _emit(report: InspectReport, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict(), default=float))
     else:
-        click.echo(render_text(report))
+        click.echo(render_text(report, verbose))
 
 
-def render_text(report: InspectReport) -> str:
-    """The human-readable summary."""
+def render_text(report: InspectReport, verbose: bool = False) -> str:
+    """The human-readable summary; ``verbose`` lists every unsupported node, not only the
+    counts per op type."""
     producer = " ".join(v for v in report.producer.values() if v) or "unknown"
     opsets = ", ".join(f"{domain} {version}" for domain, version in report.opsets.items())
     lines = [f"producer: {producer}", f"opsets:   {opsets} (IR {report.ir_version})", "inputs:"]
@@ -122,10 +123,13 @@ def render_text(report: InspectReport) -> str:
         lines.append(f"other non-linearities: {others}")
     if report.unsupported_ops:
         lines.append(f"unsupported ops: {len(report.unsupported_ops)}")
-        lines += [
-            f"  {u['node']}  {u['op_type']}  ({u['domain']}, opset {u['opset']})"
-            for u in report.unsupported_ops
-        ]
+        if verbose:
+            lines += [
+                f"  {u['node']}  {u['op_type']}  ({u['domain']}, opset {u['opset']})"
+                for u in report.unsupported_ops
+            ]
+        else:
+            lines += [f"  {line}" for line in _unsupported_by_op(report.unsupported_ops)]
     if report.batch is not None:
         lines.append(f"batch:    {report.batch['mode']} ({report.batch['note']})")
     if report.parity is not None:
@@ -136,6 +140,18 @@ def render_text(report: InspectReport) -> str:
         )
     lines += [f"note:     {note}" for note in report.prepass_notes]
     return "\n".join(lines)
+
+
+def _unsupported_by_op(unsupported: list[dict], first: int = 3) -> list[str]:
+    """One line per op type: count and the first node names (``--verbose`` lists all)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for u in unsupported:
+        groups.setdefault((u["domain"], u["op_type"]), []).append(u["node"])
+    lines = []
+    for (domain, op), names in sorted(groups.items(), key=lambda item: -len(item[1])):
+        more = f", +{len(names) - first} more" if len(names) > first else ""
+        lines.append(f"{op} x{len(names)} ({domain}): {', '.join(names[:first])}{more}")
+    return lines
 
 
 def _alpha(alpha) -> str:

@@ -319,3 +319,24 @@ def test_unsupported_attributes_are_listed_with_reasons(make_model) -> None:
     with pytest.raises(UnsupportedOpError, match="antialias") as info:
         import_onnx(model)
     assert [n[0] for n in info.value.nodes] == ["resize_aa", "pool_col"]
+
+
+def test_many_unsupported_nodes_summarized_by_op_type(tmp_path: Path, make_model) -> None:
+    # 45 unsupported nodes made one 2.5 kB line; now counts per op type and the first names.
+    nodes, last = [], "x"
+    for i in range(30):
+        nodes.append(helper.make_node("Hardmax", [last], [f"h{i}"], name=f"hardmax_{i}"))
+        nodes.append(helper.make_node("LpNormalization", [f"h{i}"], [f"l{i}"], name=f"lp_{i}"))
+        last = f"l{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"], name="out"))
+    model = make_model(nodes, [("x", ["N", 4])], ["y"], opset=13)
+    with pytest.raises(UnsupportedOpError) as info:
+        import_onnx(model)
+    message = str(info.value)
+    assert len(info.value.nodes) == 60 and len(message) < 400, message
+    assert "Hardmax x30" in message and "LpNormalization x30" in message
+    assert "hardmax_0, hardmax_1, hardmax_2, +27 more" in message
+    path = _save(model, tmp_path / "many.onnx")
+    text = _run(["inspect", str(path)]).stdout
+    assert "hardmax_29" not in text and "Hardmax x30" in text
+    assert "hardmax_29" in _run(["inspect", str(path), "--verbose"]).stdout

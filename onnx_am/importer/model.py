@@ -28,6 +28,7 @@ from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, des
 from onnx_am.importer.loading import ModelSource, load_model
 from onnx_am.importer.prepare import prepare_model
 from onnx_am.importer.tensor_map import TensorLocation, build_tensor_map, extract_tensors
+from onnx_am.importer.unsupported import Unsupported, summarize_unsupported
 
 
 @dataclass
@@ -173,18 +174,9 @@ def _convert(model: onnx.ModelProto) -> fx.GraphModule:
     return module
 
 
-Unsupported = tuple[str, str, str, int]
-
-
 def _raise_if_unsupported(unsupported: list[tuple[Unsupported, str]]) -> None:
     if unsupported:
-        listing = ", ".join(
-            f"{name} ({op}, {domain}, opset {ver}{': ' + reason if reason else ''})"
-            for (name, domain, op, ver), reason in unsupported
-        )
-        raise UnsupportedOpError(
-            f"{len(unsupported)} unsupported node(s): {listing}", [n for n, _ in unsupported]
-        )
+        raise UnsupportedOpError(summarize_unsupported(unsupported), [n for n, _ in unsupported])
 
 
 def find_unsupported_nodes(model: onnx.ModelProto, dry_run: bool = True) -> list[Unsupported]:
