@@ -119,7 +119,10 @@ def render_text(report: InspectReport, verbose: bool = False) -> str:
     for r in report.rectifiers:
         lines.append(f"  {r['node']}  {r['op_type']}  alpha={_alpha(r['alpha'])}  -> {r['output']}")
     if report.other_nonlinearities:
-        others = ", ".join(f"{o['node']} ({o['op_type']})" for o in report.other_nonlinearities)
+        others = ", ".join(
+            f"{o['node']} ({o['op_type']}{': ' + o['reason'] if o.get('reason') else ''})"
+            for o in report.other_nonlinearities
+        )
         lines.append(f"other non-linearities: {others}")
     if report.unsupported_ops:
         lines.append(f"unsupported ops: {len(report.unsupported_ops)}")

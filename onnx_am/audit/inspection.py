@@ -122,7 +122,10 @@ def find_rectifiers(imported: ImportedModel) -> tuple[list[dict], list[dict]]:
         {"node": r.node, "op_type": r.op_type, "output": r.output, "alpha": r.alpha}
         for r in rewritten
     ]
-    others = [{"node": u.node, "op_type": u.op_type, "output": u.output} for u in untouched]
+    others = [
+        {"node": u.node, "op_type": u.op_type, "output": u.output, "reason": u.reason}
+        for u in untouched
+    ]
     return rectifiers, others
 
 

@@ -111,11 +111,13 @@ class UntouchedRecord:
         node: ONNX node name.
         op_type: ONNX op type.
         output: the ONNX name of the node's first output tensor.
+        reason: why it is left alone, when there is more to say than "no rule matches".
     """
 
     node: str
     op_type: str
     output: str
+    reason: str = ""
 
 
 @dataclass

@@ -38,8 +38,15 @@ NONLINEAR_OP_TYPES = frozenset(
         "Softplus", "Softsign", "Erf", "Mish", "Swish", "Shrink", "MaxPool", "GlobalMaxPool",
         "LpPool", "MaxRoiPool", "Max", "Min", "Abs", "Sign", "Round", "Floor", "Ceil", "Exp",
         "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos", "ReduceMax", "ReduceMin", "TopK",
+        "LSTM", "GRU", "RNN",
     }
 )  # fmt: skip
+
+#: Why some non-linearities are never rewritten, reported with them.
+UNTOUCHED_REASONS = {
+    op: "recurrent cell: its sigmoid/tanh gates keep their true gradient"
+    for op in ("LSTM", "GRU", "RNN")
+}
 
 
 @dataclass(frozen=True)
@@ -137,9 +144,9 @@ def _plan(
             )
             planned.append(_Planned(fx_node.target, node, converted, rule, match, record))
         elif node.op_type in NONLINEAR_OP_TYPES:
-            untouched.append(
-                UntouchedRecord(node.name, node.op_type, node.output[0] if node.output else "")
-            )
+            output = next((name for name in node.output if name), "")
+            reason = UNTOUCHED_REASONS.get(node.op_type, "")
+            untouched.append(UntouchedRecord(node.name, node.op_type, output, reason))
     return planned, untouched
 
 
