@@ -140,6 +140,12 @@ def render_text(report: InspectReport, verbose: bool = False) -> str:
         lines.append(
             f"parity:   {verdict}: max abs diff {report.parity['max_abs_diff']:.3g}, "
             f"max rel diff {report.parity['max_rel_diff']:.3g}"
+            f" (tolerance {report.parity['tolerance']:.2g} relative"
+            + (
+                f": {report.parity['tolerance_note']})"
+                if report.parity.get("tolerance_note")
+                else ")"
+            )
         )
     lines += [f"note:     {note}" for note in report.prepass_notes]
     return "\n".join(lines)

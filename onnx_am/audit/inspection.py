@@ -45,7 +45,9 @@ class InspectReport:
         other_nonlinearities: ``{"node", "op_type", "output"}`` per other non-linearity.
         unsupported_ops: ``{"node", "domain", "op_type", "opset"}`` per unconvertible node.
         batch: ``{"mode", "note"}``; ``mode`` is dynamic, rewritten or rowwise.
-        parity: ``{"max_abs_diff", "max_rel_diff", "passed", "tolerance"}`` or ``None``.
+        parity: ``{"max_abs_diff", "max_rel_diff", "passed", "tolerance",
+            "tolerance_note"}`` or ``None`` (the note says why a quantized model's tolerance
+            is wider).
         prepass_notes: what the ONNX pre-passes changed.
         error: why the import failed, ``None`` when it succeeded.
     """
@@ -94,6 +96,7 @@ def inspect_model(imported: ImportedModel, parity: bool = True) -> InspectReport
             "max_rel_diff": result.max_rel_diff,
             "passed": result.passed,
             "tolerance": result.tolerance,
+            "tolerance_note": result.tolerance_note,
         }
     return report
 

@@ -9,6 +9,8 @@ Agreement: ``|torch - onnxruntime| <= tolerance * max(1, |onnxruntime|)`` with
 ``tolerance = 1e-4`` by default: relative for activations above 1 in magnitude, absolute
 below. float32 kernels of the two runtimes differ by about 1e-6 relative on the sample models;
 1e-4 leaves room for deeper graphs while still catching a wrong layout, slope or op.
+Quantized models allow at least one step of their integer type (``2**-8`` for 8-bit; see
+:mod:`onnx_am.reference.quantized`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from onnx_am.domain import InputDomain
 from onnx_am.objectives import Target
+from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
 
 if TYPE_CHECKING:
@@ -77,6 +80,7 @@ def crosscheck(
     """Recompute with onnxruntime and compare with the torch activations, row by row."""
     if not len(targets):
         return []
+    tolerance, _ = effective_tolerance(imported.original, tolerance)
     reference = onnxruntime_values(imported, targets, images, domain)
     return [
         CrossCheck(float(ref), agrees(float(value), float(ref), tolerance))

@@ -9,6 +9,7 @@ import torch
 
 from onnx_am.errors import ImportFailedError
 from onnx_am.importer.model import ImportedModel
+from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
 
 #: Default tolerance: max abs diff <= RELATIVE_TOLERANCE * max |output| (+ a tiny floor).
@@ -32,6 +33,8 @@ class ParityResult:
         max_abs_diff: the largest absolute difference over all outputs.
         max_rel_diff: the largest ``max_abs_diff / max |output|`` over all outputs.
         passed: every output's abs diff is within ``tolerance * scale + floor``.
+        tolerance: the relative tolerance applied (raised for quantized models).
+        tolerance_note: why the tolerance was raised above the one asked for, else empty.
     """
 
     max_abs_diff: float
@@ -40,6 +43,7 @@ class ParityResult:
     tolerance: float
     samples: int
     outputs: list[OutputParity] = field(default_factory=list)
+    tolerance_note: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,8 +63,11 @@ def check_parity(
         imported: the imported model.
         samples: how many random inputs, drawn uniformly from ``[low, high]``.
         seed: seed of the inputs.
-        tolerance: allowed max abs diff relative to the output's max magnitude.
+        tolerance: allowed max abs diff relative to the output's max magnitude; a quantized
+            model allows at least one step of its integer type (see
+            :mod:`onnx_am.reference.quantized`).
     """
+    tolerance, note = effective_tolerance(imported.original, tolerance)
     generator = torch.Generator().manual_seed(seed)
     x = (
         torch.rand((samples, *imported.input.sample_shape), generator=generator) * (high - low)
@@ -93,6 +100,7 @@ def check_parity(
         tolerance=tolerance,
         samples=samples,
         outputs=per_output,
+        tolerance_note=note,
     )
 
 

@@ -16,6 +16,7 @@ from onnx_am.importer.converters import (  # noqa: F401  (imported for their reg
     newer_versions,
     pad,
     pooling,
+    quantized,
     recurrent,
     reduce,
     resize,

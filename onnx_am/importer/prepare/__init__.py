@@ -25,6 +25,7 @@ from onnx_am.importer.prepare.naming import name_nodes, normalize_domains
 from onnx_am.importer.prepare.opset import upgrade_opset
 from onnx_am.importer.prepare.padding import explicit_auto_pad, same_pads
 from onnx_am.importer.prepare.pooling import split_asymmetric_average_pools
+from onnx_am.importer.prepare.quantized import dequantize_constant_weights
 from onnx_am.importer.prepare.reshape import drop_needless_allowzero
 from onnx_am.importer.prepare.shapes import drop_recorded_shapes
 from onnx_am.importer.prepare.util import default_opset, infer_shapes
@@ -63,6 +64,7 @@ def prepare_model(
         upgrade_opset,
         constants_to_initializers,
         fold_initializer_identities,
+        dequantize_constant_weights,
         drop_needless_allowzero,
     ]
     if spec is not None:
@@ -81,6 +83,7 @@ __all__ = [
     "Prepass",
     "constants_to_initializers",
     "default_opset",
+    "dequantize_constant_weights",
     "drop_needless_allowzero",
     "drop_recorded_shapes",
     "explicit_auto_pad",
