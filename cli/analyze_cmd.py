@@ -24,6 +24,7 @@ from onnx_am.audit.analyze import (
     default_out_dir,
 )
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
+from onnx_am.audit.summary import summary_lines
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
@@ -223,18 +224,12 @@ def analyze_command(model, out, as_json, quiet, verbose, **kwargs) -> None:
 def _summary(report) -> None:
     results = report.results
     beaten = sum(1 for r in results if r.beats_trivial)
-    gains = [
-        r.gain_over_standard
-        for r in results
-        if r.method_kind != "standard" and r.gain_over_standard is not None
-    ]
     click.echo(
         f"{len(results)} result(s); {beaten} beat every trivial input; parity "
         f"{'passed' if report.parity.passed else 'FAILED'}"
     )
-    if gains:
-        better = sum(1 for g in gains if g > 0)
-        click.echo(f"non-standard methods beat standard in {better} of {len(gains)} case(s)")
+    for line in summary_lines(report.doc.get("summary", {})):
+        click.echo(line)
     click.echo(f"report: {report.out_dir / HTML_FILE}")
 
 

@@ -14,6 +14,7 @@ from torch_models import export_random
 import onnx_am.audit.analyze as analyze_module
 from onnx_am.audit.analyze import AnalyzeOptions, AnalyzeProgress, analyze
 from onnx_am.audit.render.images import to_uint8
+from onnx_am.audit.summary import summarize
 from onnx_am.errors import OnnxAmError, ReportError
 
 FAST = dict(steps=6, restarts=1)
@@ -93,10 +94,21 @@ def test_end_to_end_report_schema_images_and_html(cnn, tmp_path):
             assert entry["gain_over_standard"] == 0.0
     assert {b["target"] for b in doc["baselines"]} == {"logits:0", "logits:1", "logits:2"}
     html = (out / "index.html").read_text()
-    refs = set(re.findall(r'(?:src|href)="([^"]+)"', html))
+    refs = {r for r in re.findall(r'(?:src|href)="([^"]+)"', html) if not r.startswith("#")}
     assert len(refs) >= 8
     for ref in refs:
         assert (out / ref).is_file(), ref
+    # the summary in report.json is computed from its own results table
+    assert doc["summary"] == summarize(doc["results"])
+    [decoupled] = doc["summary"]["methods"]
+    assert decoupled["units"] == 3
+    assert decoupled["better"] + decoupled["worse"] + decoupled["tie"] == 3
+    for entry in doc["results"]:
+        if entry["method_kind"] == "best":
+            picked = by_unit[entry["target"]][entry["picked"]]
+            assert entry["activation"] == picked
+        else:
+            assert entry["picked"] is None
     assert sorted(p.name for p in out.iterdir()) == ["images", "index.html", "plots", "report.json"]
 
 

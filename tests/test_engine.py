@@ -239,6 +239,9 @@ def test_steps_to_95():
     assert steps_to_95([0.0, 5.0, 9.6, 10.0], 10.0) == 2
     assert steps_to_95([-9.0, -5.0, -4.1, -4.0], -4.0) == 2
     assert steps_to_95([0.0, 1.0], 2.0) is None
+    # a run that never left its start value has no convergence step (not 0)
+    assert steps_to_95([3.0, 3.0, 3.0], 3.0) is None
+    assert steps_to_95([], 1.0) is None
 
 
 def test_method_objects_overrides_schedules_and_a_json_report(convex):

@@ -142,9 +142,17 @@ def test_site_writes_plots_and_html_referencing_only_existing_files(tmp_path):
     html = (report.root / "index.html").read_text()
     refs = set(re.findall(r'(?:src|href)="([^"]+)"', html))
     assert {"plots/convergence.png", "images/logits_0__decoupled_0.3.png"} <= refs
+    ids = set(re.findall(r' id="([^"]+)"', html))
     for ref in refs:
         assert not ref.startswith(("http:", "https:", "//")), ref
-        assert (report.root / ref).is_file(), ref
+        if ref.startswith("#"):
+            assert ref[1:] in ids, ref  # in-page links land on a real element
+        else:
+            assert (report.root / ref).is_file(), ref
+    # every plot has its size, so the page does not grow while it loads
+    for plot in plots:
+        assert plot["width"] > 0 and plot["height"] > 0
+        assert f'src="{plot["path"]}" alt="{plot["title"]}" width="{plot["width"]}"' in html
     assert "onnxruntime disagrees" in html and "no better than a trivial input" in html
     # sorted by gain, largest first
     assert html.index("logits_0__decoupled") < html.index("logits_1__decoupled")

@@ -22,8 +22,9 @@ import numpy as np
 import onnx
 
 from onnx_am.audit.render.images import DisplayDomain, save_picture
-from onnx_am.audit.render.site import render_site
+from onnx_am.audit.render.site import render_plots, write_page
 from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir
+from onnx_am.audit.summary import summarize
 from onnx_am.domain import InputDomain
 from onnx_am.engine.maximizer import AMConfig, expand_methods, maximize
 from onnx_am.engine.parameterizations import check_parameterization
@@ -255,10 +256,7 @@ def analyze(
     run.optimize(targets, notify)
     timings["optimize"] = time.perf_counter() - tic
     notify(AnalyzeProgress("render", len(targets), len(targets)))
-    tic = time.perf_counter()
-    doc = run.finish(targets)
-    timings["render"] = time.perf_counter() - tic
-    timings["total"] = time.perf_counter() - started
+    doc = run.finish(targets, timings, started)
     report.write_json(REPORT_FILE, doc)
     notify(AnalyzeProgress("done", len(targets), len(targets)))
     return AnalyzeReport(report.root, doc, run.ordered(targets), parity)
@@ -285,7 +283,9 @@ def model_summary(model_path: str | Path, imported: ImportedModel) -> dict:
     """Path, sha256, producer, opsets, input and outputs of the model."""
     path = Path(model_path)
     original: onnx.ModelProto = imported.original
-    producer = " ".join(p for p in (original.producer_name, original.producer_version) if p)
+    producer = " ".join(
+        p for p in (original.producer_name, original.producer_version) if p and p != "None"
+    )
     return {
         "path": str(path),
         "name": path.name,
@@ -343,17 +343,25 @@ class _Run:
             self.report.write_json(REPORT_FILE, self.document(targets, "running"))
             notify(AnalyzeProgress("optimize", done, len(targets)))
 
-    def finish(self, targets: list[Target]) -> dict:
+    def finish(self, targets: list[Target], timings: dict, started: float) -> dict:
+        """Plots, then the page, which shows every timing (render and total included)."""
         doc = self.document(targets, "complete")
-        render_site(self.report, doc, self.ordered(targets), self.display)
+        results = self.ordered(targets)
+        tic = time.perf_counter()
+        plots = render_plots(self.report, results, self.display)
+        timings["render"] = time.perf_counter() - tic
+        timings["total"] = time.perf_counter() - started
+        write_page(self.report, doc, plots, results, self.display)
         return doc
 
     def document(self, targets: list[Target], status: str) -> dict:
         names = [t.name for t in targets]
+        entries = [self.entries[key] for key in self._keys(targets)]
         return {
             **self.doc,
             "status": status,
-            "results": [self.entries[key] for key in self._keys(targets)],
+            "summary": summarize(entries),
+            "results": entries,
             "baselines": [self.baselines[n].to_dict() for n in names if n in self.baselines],
         }
 

@@ -60,6 +60,7 @@ def _result(
 ) -> UnitResult:
     """The best restart of the best run of a plan (ties go to the first run, standard)."""
     chosen = max(candidates, key=lambda rows: max(outcome.value[i] for i in rows))
+    picked = method_label(plan.runs[candidates.index(chosen)]) if plan.kind == "best" else None
     best = max(chosen, key=lambda i: outcome.value[i])
     all_rows = [i for rows in candidates for i in rows]
     trace = [max(values) for values in zip(*(outcome.trace[i] for i in all_rows), strict=True)]
@@ -78,6 +79,7 @@ def _result(
         white=float(domain.white(image[None])[0]),
         gain_over_standard=None if standard is None else activation - standard,
         beats_trivial=activation > baseline.best,
+        picked=picked,
         best_restart=chosen.index(best),
         restart_activations=[outcome.value[i] for i in chosen],
         trace=trace,
@@ -87,6 +89,9 @@ def _result(
 
 
 def steps_to_95(trace: Sequence[float], activation: float) -> int | None:
-    """First step whose trace reaches ``activation - 5 % of |activation|`` (95 % if positive)."""
+    """First step whose trace reaches ``activation - 5 % of |activation|`` (95 % if positive);
+    ``None`` when it never gets there or the run never left its start value."""
+    if not trace or trace[-1] <= trace[0]:
+        return None
     goal = activation - 0.05 * abs(activation)
     return next((step for step, value in enumerate(trace) if value >= goal), None)

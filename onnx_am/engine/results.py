@@ -33,10 +33,13 @@ class UnitResult:
         gain_over_standard: ``activation - standard activation`` for the same unit
             (``None`` when standard was not run).
         beats_trivial: the activation exceeds the best trivial input of the target.
+        picked: for ``best``, the label of the method whose result it took (ties go to
+            standard); ``None`` for other methods.
         best_restart: which restart produced ``image``.
         restart_activations: final activation of every restart.
         trace: per step, the best activation so far over restarts (true forward).
-        steps_to_95: first step whose trace reaches 95 % of ``activation`` (``None`` if never).
+        steps_to_95: first step whose trace reaches 95 % of ``activation`` (``None`` if never,
+            or if the run never left its start value).
         image: the best input in the model's own layout and domain, one sample (no batch).
     """
 
@@ -54,6 +57,7 @@ class UnitResult:
     white: float = 0.0
     gain_over_standard: float | None = None
     beats_trivial: bool = True
+    picked: str | None = None
     best_restart: int = 0
     restart_activations: list[float] = field(default_factory=list)
     trace: list[float] = field(default_factory=list)

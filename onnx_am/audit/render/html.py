@@ -7,9 +7,13 @@ from disk and the directory can be moved or zipped as a whole.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import jinja2
+import markupsafe
+
+from onnx_am.audit.summary import summarize
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "index.html.j2"
@@ -53,46 +57,111 @@ def render_html(doc: dict, plots: list[dict], thumbs: dict[str, dict] | None = N
 
     Args:
         doc: the report as written to ``report.json``.
-        plots: ``{"title", "path"}`` for every plot, paths relative to the report.
+        plots: ``{"title", "path"}`` (and optionally ``width``, ``height``, ``group``) for
+            every plot, paths relative to the report.
         thumbs: :func:`thumbnail_size` of each result picture, keyed by its path in the
             report; pictures not listed are shown :data:`THUMB_SIZE` wide, pixelated.
 
     Returns:
-        The HTML text. Results are listed by gain over standard AM, largest first.
+        The HTML text. Results are listed by gain over standard AM, largest first (ties in
+        natural order of target and method). ``best(B)`` results are not rows of their own:
+        the row of the result a ``best`` picked carries its mark.
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.ChainableUndefined,
     )
-    results = sorted(doc.get("results", []), key=_gain_key)
+    entries = doc.get("results", [])
+    rows = sorted((e for e in entries if e.get("method_kind") != "best"), key=_gain_key)
+    marks = _best_marks(entries, rows)
+    row_ids = {(r.get("target"), r.get("method")): f"row-{i}" for i, r in enumerate(rows)}
     trivial = {b["target"]: b.get("best") for b in doc.get("baselines", [])}
+    summary = doc.get("summary") or summarize(entries)
+    plots = list(plots)
     return env.get_template(TEMPLATE).render(
         schema_version=doc.get("schema_version"),
         status=doc.get("status", "complete"),
         model=doc.get("model", {}),
         parity=doc.get("parity", {}),
         rewrites=doc.get("rewrites") or {},
+        untouched=_untouched(doc.get("rewrites") or {}),
         settings=doc.get("settings", {}),
         timings=doc.get("timings", {}),
-        results=results,
+        summary=summary,
+        results=rows,
+        marks=marks,
+        row_ids=row_ids,
         trivial=trivial,
-        methods=list(dict.fromkeys(r["method"] for r in doc.get("results", []))),
-        n_targets=len({r["target"] for r in results}),
-        disagreements=sum(1 for r in results if not r.get("agrees", True)),
-        not_beating=sum(1 for r in results if not r.get("beats_trivial", True)),
-        plots=plots,
+        methods=list(dict.fromkeys(r["method"] for r in entries)),
+        n_targets=len({r["target"] for r in entries}),
+        disagreements=sum(1 for r in rows if not r.get("agrees", True)),
+        not_beating=sum(1 for r in rows if not r.get("beats_trivial", True)),
+        plots=[p for p in plots if p.get("group") != "contact"],
+        sheets=[p for p in plots if p.get("group") == "contact"],
         thumbs=thumbs or {},
         default_thumb={"width": THUMB_SIZE, "height": None, "pixelated": True},
         fmt=_fmt,
         num=_num,
         shape=_shape,
+        breakable=_breakable,
+    )
+
+
+def _natural(text) -> tuple:
+    """Sort key that compares digit runs as numbers: ``logits:2`` before ``logits:10``."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+        for part in re.split(r"(\d+)", str(text or ""))
+        if part
     )
 
 
 def _gain_key(entry: dict) -> tuple:
     gain = entry.get("gain_over_standard")
-    return (gain is None, -(gain or 0.0), entry.get("target", ""), entry.get("method", ""))
+    return (
+        gain is None,
+        -(gain or 0.0),
+        _natural(entry.get("target", "")),
+        _natural(entry.get("method", "")),
+    )
+
+
+def _best_marks(entries: list[dict], rows: list[dict]) -> dict[tuple, list[str]]:
+    """``(target, method) -> [best labels]``: the rows each ``best(B)`` result picked.
+
+    Reports written before ``picked`` was recorded are matched by equal activation (ties go
+    to standard, as in the engine)."""
+    by_target: dict[str, list[dict]] = {}
+    for row in rows:
+        by_target.setdefault(row.get("target"), []).append(row)
+    marks: dict[tuple, list[str]] = {}
+    for entry in entries:
+        if entry.get("method_kind") != "best":
+            continue
+        candidates = by_target.get(entry.get("target"), [])
+        picked = entry.get("picked")
+        if picked is None:
+            same = [r for r in candidates if r.get("activation") == entry.get("activation")]
+            same.sort(key=lambda r: r.get("method_kind") != "standard")
+            picked = same[0]["method"] if same else None
+        if picked is not None:
+            marks.setdefault((entry.get("target"), picked), []).append(entry["method"])
+    return marks
+
+
+def _untouched(rewrites: dict) -> list[dict]:
+    """Nodes the rectifier pass left alone, grouped by op type: ``{"op_type", "nodes"}``."""
+    groups: dict[str, list[str]] = {}
+    for record in rewrites.get("untouched") or []:
+        groups.setdefault(record.get("op_type", "?"), []).append(record.get("node", "?"))
+    return [{"op_type": op, "nodes": nodes} for op, nodes in groups.items()]
+
+
+def _breakable(text) -> markupsafe.Markup:
+    """Escaped text that may wrap after ``/``, ``_``, ``:`` and ``.`` (never mid-word)."""
+    escaped = str(markupsafe.escape("" if text is None else text))
+    return markupsafe.Markup(re.sub(r"([/_:.])", r"\1<wbr>", escaped))
 
 
 def _fmt(value) -> str:
@@ -105,6 +174,8 @@ def _fmt(value) -> str:
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_fmt(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()) if value else "-"
     return str(value)
 
 
@@ -120,7 +191,14 @@ def _num(value) -> str:
 
 
 def _shape(dims) -> str:
-    """A tensor shape as ``[batch, 1, 28, 28]`` (``?`` when unknown)."""
+    """A tensor shape as ``[batch, 1, 28, 28]``: a symbolic leading dim is the batch
+    (exporters name it ``unk__54``, ``N``, ``batch_size``); ``?`` when unknown."""
     if not isinstance(dims, (list, tuple)):
         return "?"
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+    shown = []
+    for index, dim in enumerate(dims):
+        if dim is None or (isinstance(dim, str) and index == 0):
+            shown.append("batch" if index == 0 else "?")
+        else:
+            shown.append(str(dim))
+    return "[" + ", ".join(shown) + "]"

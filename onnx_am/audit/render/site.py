@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
+
 from onnx_am.audit.render.html import render_html, thumbnail_size
 from onnx_am.audit.render.images import DisplayDomain, image_pixels, is_image
 from onnx_am.audit.render.plots import (
@@ -21,7 +23,7 @@ from onnx_am.engine.results import UnitResult
 def render_site(
     report: ReportDir, doc: dict, results: Sequence[UnitResult], domain: DisplayDomain
 ) -> list[dict]:
-    """Write the plots and ``index.html`` of a report.
+    """Write the plots and ``index.html`` of a report (:func:`render_plots` + :func:`write_page`).
 
     Args:
         report: the report directory.
@@ -30,30 +32,49 @@ def render_site(
         domain: how inputs map to pixels.
 
     Returns:
-        ``{"title", "path"}`` for every plot written (paths relative to the report).
+        The plots written (see :func:`render_plots`).
+    """
+    plots = render_plots(report, results, domain)
+    write_page(report, doc, plots, results, domain)
+    return plots
+
+
+def render_plots(
+    report: ReportDir, results: Sequence[UnitResult], domain: DisplayDomain
+) -> list[dict]:
+    """Write the convergence, beta-sweep and contact-sheet plots of a report.
+
+    Returns:
+        ``{"title", "path", "width", "height", "group"}`` for every plot written (paths
+        relative to the report; size in pixels; ``group`` is ``"convergence"``,
+        ``"sweep"`` or ``"contact"``).
     """
     plots: list[dict] = []
-    thumbs = _thumbnails(report, results, domain)
     if not results:
-        report.write_text(HTML_FILE, render_html(doc, plots, thumbs))
         return plots
 
-    def add(title: str, name: str, draw) -> None:
+    def add(title: str, name: str, group: str, draw) -> None:
         relative = f"{PLOTS_DIR}/{name}"
-        report.write_with(relative, lambda tmp: draw(Path(tmp)))
-        plots.append({"title": title, "path": relative})
+        path = report.write_with(relative, lambda tmp: draw(Path(tmp)))
+        with Image.open(path) as picture:
+            width, height = picture.size
+        plots.append(
+            {"title": title, "path": relative, "width": width, "height": height, "group": group}
+        )
 
     pages = convergence_pages(results)
     for number, page in enumerate(pages, 1):
         add(
             f"Convergence{_page(number, len(pages))}: best activation so far vs step",
             "convergence.png" if number == 1 else f"convergence_{number}.png",
+            "convergence",
             lambda p, page=page: plot_convergence(page, p),
         )
     if _swept(results):
         add(
             "Beta sweep: activation vs backward slope",
             "beta_sweep.png",
+            "sweep",
             lambda p: plot_beta_sweep(results, p),
         )
     pages = contact_sheet_pages(results)
@@ -61,10 +82,21 @@ def render_site(
         add(
             f"Contact sheet{_page(number, len(pages))}: best input per unit and method",
             f"contact_sheet_{number}.png",
+            "contact",
             lambda p, page=page: plot_contact_sheet(page, domain, p),
         )
-    report.write_text(HTML_FILE, render_html(doc, plots, thumbs))
     return plots
+
+
+def write_page(
+    report: ReportDir,
+    doc: dict,
+    plots: list[dict],
+    results: Sequence[UnitResult],
+    domain: DisplayDomain,
+) -> None:
+    """Write ``index.html`` for ``doc`` with the given plots and the results' thumbnails."""
+    report.write_text(HTML_FILE, render_html(doc, plots, _thumbnails(report, results, domain)))
 
 
 def _thumbnails(
