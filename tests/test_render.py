@@ -212,7 +212,13 @@ def test_thumbnails_are_integer_multiples_or_smooth():
     assert thumbnail_size(8, 8) == {"width": 80, "height": 80, "pixelated": True}
     assert thumbnail_size(28, 28) == {"width": 56, "height": 56, "pixelated": True}
     assert thumbnail_size(300, 200) == {"width": THUMB_SIZE, "height": 53, "pixelated": False}
-    assert thumbnail_size(0, 0, pixels=False)["pixelated"] is False
+    assert thumbnail_size(0, 0, pixels=False) == {"width": 200, "height": None, "pixelated": False}
+    # a plot keeps its aspect ratio, so the page knows its height before it loads
+    assert thumbnail_size(640, 240, pixels=False) == {
+        "width": 200,
+        "height": 75,
+        "pixelated": False,
+    }
 
 
 def _entry(target, method, gain, **extra):

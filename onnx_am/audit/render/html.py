@@ -31,15 +31,19 @@ def thumbnail_size(width: int, height: int, pixels: bool = True) -> dict:
     ones are shrunk smoothly to fit. Plots of non-image inputs get a fixed width.
 
     Args:
-        width: the input's width in elements (pixels of the unscaled picture).
+        width: the input's width in elements (pixels of the unscaled picture), or the
+            plot's width in pixels for a non-image input.
         height: its height.
-        pixels: ``False`` for a plot of a non-image input (``width``/``height`` unused).
+        pixels: ``False`` for a plot of a non-image input: shown
+            :data:`THUMB_PLOT_WIDTH` wide, keeping its aspect ratio.
 
     Returns:
-        ``{"width", "height", "pixelated"}``; ``height`` is ``None`` for plots.
+        ``{"width", "height", "pixelated"}``; ``height`` is ``None`` for a plot of unknown
+        size.
     """
     if not pixels:
-        return {"width": THUMB_PLOT_WIDTH, "height": None, "pixelated": False}
+        height_px = round(THUMB_PLOT_WIDTH * height / width) if width > 0 and height > 0 else None
+        return {"width": THUMB_PLOT_WIDTH, "height": height_px, "pixelated": False}
     longest = max(width, height, 1)
     if longest <= THUMB_SIZE:
         factor = THUMB_SIZE // longest

@@ -112,8 +112,18 @@ def _thumbnails(
             height, width = image_pixels(image, domain, min_size=1).shape[:2]
             thumbs[report.image_name(result)] = thumbnail_size(width, height, pixels=True)
         else:
-            thumbs[report.image_name(result)] = thumbnail_size(0, 0, pixels=False)
+            width, height = _png_size(report, report.image_name(result))
+            thumbs[report.image_name(result)] = thumbnail_size(width, height, pixels=False)
     return thumbs
+
+
+def _png_size(report: ReportDir, relative: str) -> tuple[int, int]:
+    """Pixel size of a picture in the report; ``(0, 0)`` when it is not there."""
+    try:
+        with Image.open(report.path(relative)) as picture:
+            return picture.size
+    except OSError:
+        return 0, 0
 
 
 def _page(number: int, total: int) -> str:
