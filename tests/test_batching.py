@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from onnx import helper
 from torch import nn
 
 from onnx_am import check_parity, import_onnx
-from onnx_am.importer.batching import rewrite_fixed_batch
+from onnx_am.importer.batching import decide_batching, rewrite_fixed_batch
+from onnx_am.importer.model import _convert
+from onnx_am.importer.prepare import prepare_model
 from onnx_am.reference.runtime import OnnxRuntimeRunner
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -62,6 +65,34 @@ def test_fixed_batch_reshape_is_rewritten() -> None:
     assert any("batch" in note for note in imported.prepass_notes)
     _check_batch(imported)
     assert check_parity(imported).passed
+
+
+def test_batching_returns_a_decision_and_leaves_its_inputs_alone() -> None:
+    imported = import_onnx(_fixed_batch_model())
+    prepared, _ = prepare_model(imported.original, imported.input)  # as import_onnx does
+    before = prepared.SerializeToString()
+    module = _convert(prepared)
+    decision = decide_batching(module, prepared, imported.input.sample_shape)
+    assert decision.support.mode == "rewritten" and "Reshape" in decision.note
+    assert decision.prepared is not prepared and decision.module is not module
+    assert prepared.SerializeToString() == before  # the rewrite works on a copy
+    x = torch.rand(3, *imported.input.sample_shape, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError):  # the module it was given still needs batch 1
+        module(x)
+    assert decision.module(x).shape[0] == 3
+    # import_onnx built the model from the decision: rewritten graph, its tensor map, the note
+    assert imported.prepass_notes[-1] == decision.note
+    names = list(imported.tensor_map)
+    (hidden,) = imported.run(x, names=[names[len(names) // 2]])
+    assert hidden.shape[0] == 3
+
+
+def test_imported_model_cannot_be_changed_after_import(make_model) -> None:
+    imported = import_onnx(
+        make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 5])], ["y"])
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        imported.batch = imported.batch  # type: ignore[misc]
 
 
 def test_unrewritable_fixed_batch_runs_rowwise(make_model) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -101,8 +102,7 @@ def test_batched_equals_one_by_one(cnn):
 
 
 def test_rowwise_models_run_one_row_at_a_time(cnn):
-    rowwise = import_onnx(tiny_cnn())
-    rowwise.batch = BatchSupport("rowwise", "test")
+    rowwise = dataclasses.replace(import_onnx(tiny_cnn()), batch=BatchSupport("rowwise", "test"))
     a, b = _run(cnn), _run(rowwise)
     np.testing.assert_allclose(
         [r.activation for r in a.results], [r.activation for r in b.results], rtol=1e-5, atol=1e-6

@@ -11,8 +11,8 @@ Activation maximization feeds many inputs at once. Some exporters hard-code the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import onnx
 import onnx2torch
@@ -21,9 +21,6 @@ from onnx import numpy_helper
 from torch import fx
 
 from onnx_am.errors import ImportFailedError
-
-if TYPE_CHECKING:
-    from onnx_am.importer.model import ImportedModel
 
 
 @dataclass(frozen=True)
@@ -44,47 +41,73 @@ class BatchSupport:
         return [_join([row[k] for row in rows]) for k in range(len(rows[0]))]
 
 
+@dataclass(frozen=True)
+class BatchDecision:
+    """What :func:`decide_batching` found; the importer builds the model from it.
+
+    Attributes:
+        support: how batches are run.
+        prepared: the rewritten ONNX model when ``support.mode == "rewritten"``, else ``None``.
+        module: its conversion (verified against the original at batch 1), else ``None``.
+        note: a pre-pass note to record when the model was rewritten, else empty.
+    """
+
+    support: BatchSupport
+    prepared: onnx.ModelProto | None = None
+    module: fx.GraphModule | None = None
+    note: str = ""
+
+
 def _join(rows: list[torch.Tensor]) -> torch.Tensor:
     """Concatenate per-row results along the batch dim (stack scalars)."""
     return torch.stack(rows) if rows[0].dim() == 0 else torch.cat(rows)
 
 
-def make_batchable(imported: ImportedModel, seed: int = 0) -> None:
-    """Decide and set ``imported.batch``; may replace its prepared model and module."""
-    if _handles_batches(imported.module, imported):
-        imported.batch = BatchSupport.dynamic()
-        return
-    rewritten, count = rewrite_fixed_batch(imported.prepared)
+def decide_batching(
+    module: fx.GraphModule, prepared: onnx.ModelProto, sample_shape: Sequence[int]
+) -> BatchDecision:
+    """How batches of inputs of ``sample_shape`` (one sample, no batch dim) run through a graph.
+
+    Args:
+        module: the converted graph of ``prepared``.
+        prepared: the ONNX model it was converted from; a rewritten copy may be proposed.
+        sample_shape: the shape of one input sample.
+
+    Returns:
+        ``dynamic`` when the graph handles batches as it is; ``rewritten`` with the rewritten
+        model and its conversion when rewriting constant batch-1 Reshape shapes makes it so;
+        else ``rowwise``.
+
+    Raises:
+        ImportFailedError: the graph cannot even run one sample.
+    """
+    if _handles_batches(module, sample_shape):
+        return BatchDecision(BatchSupport.dynamic())
+    rewritten, count = rewrite_fixed_batch(prepared)
     if count:
         candidate = _convert_quietly(rewritten)
         if (
             candidate is not None
-            and _same_at_batch_one(candidate, imported)
-            and _handles_batches(candidate, imported)
+            and _same_at_batch_one(candidate, module, sample_shape)
+            and _handles_batches(candidate, sample_shape)
         ):
-            from onnx_am.importer.tensor_map import build_tensor_map
-
-            imported.prepared = rewritten
-            imported.module = candidate
-            imported.tensor_map, imported.node_names = build_tensor_map(candidate, rewritten)
-            imported.batch = BatchSupport(
-                "rewritten", f"{count} constant batch-1 Reshape shape(s) rewritten"
+            return BatchDecision(
+                BatchSupport("rewritten", f"{count} constant batch-1 Reshape shape(s) rewritten"),
+                prepared=rewritten,
+                module=candidate,
+                note=f"rewrote {count} fixed batch-1 Reshape shape(s) to copy the batch dim",
             )
-            imported.prepass_notes.append(
-                f"rewrote {count} fixed batch-1 Reshape shape(s) to copy the batch dim"
-            )
-            return
-    _check_runs(imported)
-    imported.batch = BatchSupport(
-        "rowwise", "the graph only accepts batch 1; rows run one at a time"
+    _check_runs(module, sample_shape)
+    return BatchDecision(
+        BatchSupport("rowwise", "the graph only accepts batch 1; rows run one at a time")
     )
 
 
-def _check_runs(imported: ImportedModel) -> None:
+def _check_runs(module: fx.GraphModule, sample_shape: Sequence[int]) -> None:
     """Raise a clear error when the converted graph cannot even run one sample."""
-    x = _probe(imported, 1)
+    x = _probe(sample_shape, 1)
     try:
-        _outputs(imported.module, x)
+        _outputs(module, x)
     except Exception as exc:  # noqa: BLE001 - any failure here is a failed import
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise ImportFailedError(
@@ -127,9 +150,9 @@ def _convert_quietly(model: onnx.ModelProto) -> fx.GraphModule | None:
     return module
 
 
-def _probe(imported: ImportedModel, batch: int, seed: int = 0) -> torch.Tensor:
+def _probe(sample_shape: Sequence[int], batch: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand((batch, *imported.input.sample_shape), generator=generator) * 2 - 1
+    return torch.rand((batch, *sample_shape), generator=generator) * 2 - 1
 
 
 def _outputs(module: fx.GraphModule, x: torch.Tensor) -> list[torch.Tensor]:
@@ -138,13 +161,13 @@ def _outputs(module: fx.GraphModule, x: torch.Tensor) -> list[torch.Tensor]:
     return list(out) if isinstance(out, tuple | list) else [out]
 
 
-def _handles_batches(module: fx.GraphModule, imported: ImportedModel) -> bool:
+def _handles_batches(module: fx.GraphModule, sample_shape: Sequence[int]) -> bool:
     """Whether a batch of 2 gives two rows, the second equal to running it alone.
 
     Two forward passes (not three): a graph that hard-codes batch 1 or mixes rows fails
     the shape check or the comparison of the second row.
     """
-    x = _probe(imported, 2)
+    x = _probe(sample_shape, 2)
     try:
         together = _outputs(module, x)
         alone = _outputs(module, x[1:2])
@@ -158,10 +181,12 @@ def _handles_batches(module: fx.GraphModule, imported: ImportedModel) -> bool:
     return True
 
 
-def _same_at_batch_one(candidate: fx.GraphModule, imported: ImportedModel) -> bool:
-    x = _probe(imported, 1, seed=1)
+def _same_at_batch_one(
+    candidate: fx.GraphModule, module: fx.GraphModule, sample_shape: Sequence[int]
+) -> bool:
+    x = _probe(sample_shape, 1, seed=1)
     try:
-        new, old = _outputs(candidate, x), _outputs(imported.module, x)
+        new, old = _outputs(candidate, x), _outputs(module, x)
     except Exception:  # noqa: BLE001
         return False
     return len(new) == len(old) and all(

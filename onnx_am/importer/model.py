@@ -22,7 +22,7 @@ from torch import fx
 
 import onnx_am.importer.converters  # noqa: F401  (registers the extra converters)
 from onnx_am.errors import ImportFailedError, UnsupportedOpError
-from onnx_am.importer.batching import BatchSupport, make_batchable
+from onnx_am.importer.batching import BatchSupport, decide_batching
 from onnx_am.importer.feeds import Feed, FeedInput, parse_value, resolve_feeds
 from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, describe_outputs
 from onnx_am.importer.loading import ModelSource, load_model
@@ -31,9 +31,9 @@ from onnx_am.importer.tensor_map import TensorLocation, build_tensor_map, extrac
 from onnx_am.importer.unsupported import Unsupported, summarize_unsupported
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImportedModel:
-    """An ONNX model and its torch twin.
+    """An ONNX model and its torch twin, built once by :func:`import_onnx` and not changed after.
 
     Attributes:
         original: the model as loaded, never modified (onnxruntime runs this one).
@@ -135,8 +135,11 @@ def import_onnx(
     )
     opsets = {entry.domain or "ai.onnx": entry.version for entry in prepared.opset_import}
     module = _convert(prepared)
+    decision = decide_batching(module, prepared, spec.sample_shape)
+    if decision.module is not None:
+        prepared, module, notes = decision.prepared, decision.module, [*notes, decision.note]
     tensor_map, node_names = build_tensor_map(module, prepared)
-    imported = ImportedModel(
+    return ImportedModel(
         original=original,
         prepared=prepared,
         module=module,
@@ -144,13 +147,11 @@ def import_onnx(
         outputs=describe_outputs(original),
         tensor_map=tensor_map,
         node_names=node_names,
-        batch=BatchSupport.dynamic(),
+        batch=decision.support,
         opsets=opsets,
         prepass_notes=notes,
         feeds=fed,
     )
-    make_batchable(imported)
-    return imported
 
 
 _CONVERTER_ERRORS = (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
