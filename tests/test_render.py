@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from onnx_am.audit.render.html import THUMB_SIZE, render_html, thumbnail_size
-from onnx_am.audit.render.images import DisplayDomain, image_pixels, save_picture, to_uint8, upscale
+from onnx_am.audit.render.images import DisplayDomain, image_pixels, to_uint8, upscale
 from onnx_am.audit.render.plots import (
     CONVERGENCE_UNITS,
     SHEET_PANELS,
@@ -19,6 +19,7 @@ from onnx_am.audit.render.plots import (
     convergence_pages,
     plot_beta_sweep,
     plot_contact_sheet,
+    save_picture,
 )
 from onnx_am.audit.render.site import render_site
 from onnx_am.audit.report import ReportDir

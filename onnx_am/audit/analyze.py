@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx_am.audit.render.images import DisplayDomain, save_picture
+from onnx_am.audit.render.images import DisplayDomain
+from onnx_am.audit.render.plots import save_picture
 from onnx_am.audit.render.site import render_plots, write_page
 from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir
 from onnx_am.audit.summary import summarize

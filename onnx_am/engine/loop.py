@@ -42,7 +42,7 @@ from onnx_am.objectives import RowObjective, Target
 
 if TYPE_CHECKING:
     from onnx_am.engine.config import AMConfig, Progress
-    from onnx_am.passes.base import RewriteResult
+    from onnx_am.passes.decouple import RewriteResult
 
 
 @dataclass

@@ -38,7 +38,7 @@ from onnx_am.objectives import Target, resolve_targets
 from onnx_am.reference.crosscheck import crosscheck
 
 if TYPE_CHECKING:
-    from onnx_am.passes.base import RewriteResult
+    from onnx_am.passes.decouple import RewriteResult
 
 
 def maximize(

@@ -12,12 +12,16 @@ from onnx_am.passes import clip, leaky_relu, max_pattern, prelu, relu  # noqa: F
 from onnx_am.passes.base import (
     RectifierRule,
     RewriteRecord,
-    RewriteResult,
     RuleMatch,
     UntouchedRecord,
 )
 from onnx_am.passes.control import SlopeControl
-from onnx_am.passes.decouple import NONLINEAR_OP_TYPES, decouple_rectifiers, plan_rewrites
+from onnx_am.passes.decouple import (
+    NONLINEAR_OP_TYPES,
+    RewriteResult,
+    decouple_rectifiers,
+    plan_rewrites,
+)
 from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import RULES, register_rule
 

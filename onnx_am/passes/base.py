@@ -3,27 +3,25 @@
 A :class:`RectifierRule` is a registry entry for one kind of rectifier. It looks at an ONNX
 node (and the torch module converted from it) and says whether the node is a rectifier of
 its kind and with which forward slope ``alpha``; it then builds the replacement module.
-The pass records what it rewrote and which non-linearities it left alone.
+The pass records what it rewrote and which non-linearities it left alone (the records here;
+what the pass returns, :class:`~onnx_am.passes.decouple.RewriteResult`, beside the pass).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from torch import fx, nn
+from torch import nn
+
+from onnx_am.passes.rectifier import Alpha, DecoupledRectifier
 
 if TYPE_CHECKING:
     from onnx_am.importer.model import ImportedModel
-    from onnx_am.passes.control import SlopeControl
-    from onnx_am.passes.rectifier import DecoupledRectifier
-
-#: A forward slope: one float, or one per channel (PRelu) in the slope's ONNX shape.
-Alpha = float | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -118,36 +116,6 @@ class UntouchedRecord:
     op_type: str
     output: str
     reason: str = ""
-
-
-@dataclass
-class RewriteResult:
-    """What :func:`decouple_rectifiers` returns.
-
-    Attributes:
-        module: the new graph module; the imported module is left unchanged.
-        rewritten: one record per rewritten rectifier, in graph order.
-        untouched: non-linearities left alone, in graph order.
-        control: sets the per-row forward and backward slopes of the rewritten modules.
-    """
-
-    module: fx.GraphModule
-    rewritten: list[RewriteRecord]
-    untouched: list[UntouchedRecord]
-    control: SlopeControl
-
-    @property
-    def modified(self) -> bool:
-        """Whether any node was rewritten."""
-        return bool(self.rewritten)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary for reports."""
-        return {
-            "modified": self.modified,
-            "rewritten": [asdict(record) for record in self.rewritten],
-            "untouched": [asdict(record) for record in self.untouched],
-        }
 
 
 def alpha_to_record(alpha: Alpha) -> float | list[float]:

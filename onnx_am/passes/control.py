@@ -17,8 +17,8 @@ import torch
 
 from onnx_am.errors import PassError
 from onnx_am.methods import GradientMethod
-from onnx_am.passes.base import Alpha, RewriteRecord
-from onnx_am.passes.rectifier import DecoupledRectifier
+from onnx_am.passes.base import RewriteRecord
+from onnx_am.passes.rectifier import Alpha, DecoupledRectifier
 
 #: A row's slope: ``None`` (the module's own alpha), a float, or one per channel.
 RowSlope = float | np.ndarray | None

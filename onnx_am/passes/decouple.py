@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import onnx
 from torch import fx, nn
@@ -18,7 +18,6 @@ from torch import fx, nn
 from onnx_am.passes.base import (
     RectifierRule,
     RewriteRecord,
-    RewriteResult,
     RuleMatch,
     UntouchedRecord,
     alpha_to_record,
@@ -47,6 +46,36 @@ UNTOUCHED_REASONS = {
     op: "recurrent cell: its sigmoid/tanh gates keep their true gradient"
     for op in ("LSTM", "GRU", "RNN")
 }
+
+
+@dataclass
+class RewriteResult:
+    """What :func:`decouple_rectifiers` returns.
+
+    Attributes:
+        module: the new graph module; the imported module is left unchanged.
+        rewritten: one record per rewritten rectifier, in graph order.
+        untouched: non-linearities left alone, in graph order.
+        control: sets the per-row forward and backward slopes of the rewritten modules.
+    """
+
+    module: fx.GraphModule
+    rewritten: list[RewriteRecord]
+    untouched: list[UntouchedRecord]
+    control: SlopeControl
+
+    @property
+    def modified(self) -> bool:
+        """Whether any node was rewritten."""
+        return bool(self.rewritten)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary for reports."""
+        return {
+            "modified": self.modified,
+            "rewritten": [asdict(record) for record in self.rewritten],
+            "untouched": [asdict(record) for record in self.untouched],
+        }
 
 
 @dataclass(frozen=True)

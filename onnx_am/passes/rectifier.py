@@ -28,12 +28,15 @@ made NaN.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
 from onnx_am.errors import PassError
-from onnx_am.passes.base import Alpha
+
+#: A forward slope: one float, or one per channel (PRelu) in the slope's ONNX shape.
+Alpha = float | np.ndarray
 
 #: A slope as a path uses it: one float for every row, or a per-row (per-channel) tensor.
 Slope = float | torch.Tensor

@@ -1,4 +1,7 @@
-"""Inputs as pictures: PNGs for image-like inputs, line plots for everything else.
+"""Inputs as pixels: the mapping of image-like inputs to PNG pixel values.
+
+:func:`~onnx_am.audit.render.plots.save_picture` writes a PNG from these pixels for
+image-like inputs and a line plot for everything else.
 
 The mapping from the input domain to pixel values is faithful and linear: the lower bound of
 the domain becomes 0, the upper bound 255, nothing is stretched to the observed range. When
@@ -11,10 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from onnx_am.errors import ReportError
 
@@ -105,30 +106,6 @@ def upscale(pixels: np.ndarray, min_size: int = MIN_DISPLAY_SIZE) -> np.ndarray:
     if factor == 1:
         return pixels
     return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
-
-
-def save_picture(
-    sample: np.ndarray, domain: DisplayDomain, path: Path, min_size: int = MIN_DISPLAY_SIZE
-) -> Path:
-    """Write one sample as a PNG: a picture for image-like inputs, a line plot otherwise.
-
-    Args:
-        sample: one input sample in the model's layout and domain (no batch dim).
-        domain: the mapping to pixel values.
-        path: where the PNG goes.
-        min_size: enlarge tiny images to at least this many pixels.
-
-    Returns:
-        ``path``.
-    """
-    sample = np.asarray(sample)
-    if is_image(sample.shape, domain.layout):
-        Image.fromarray(image_pixels(sample, domain, min_size)).save(path, format="PNG")
-    else:
-        from onnx_am.audit.render.plots import plot_vector
-
-        plot_vector(sample.reshape(-1), domain, path)
-    return path
 
 
 def _per_channel(values: tuple[float, ...], channels: int) -> np.ndarray:

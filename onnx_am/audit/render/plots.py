@@ -1,4 +1,4 @@
-"""Plots of a report: input vectors, convergence, beta sweeps, contact sheets.
+"""Plots of a report: input pictures, convergence, beta sweeps, contact sheets.
 
 matplotlib runs with the Agg backend (no display); every figure is closed in ``finally``.
 """
@@ -16,8 +16,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from onnx_am.audit.render.images import DisplayDomain, image_pixels, is_image  # noqa: E402
+from onnx_am.audit.render.images import (  # noqa: E402
+    MIN_DISPLAY_SIZE,
+    DisplayDomain,
+    image_pixels,
+    is_image,
+)
 from onnx_am.engine.results import UnitResult  # noqa: E402
 
 #: Units (rows) per contact sheet, and at most this many panels on one sheet.
@@ -47,6 +53,28 @@ def figure(
         fig.savefig(path, dpi=DPI)
     finally:
         plt.close(fig)
+
+
+def save_picture(
+    sample: np.ndarray, domain: DisplayDomain, path: Path, min_size: int = MIN_DISPLAY_SIZE
+) -> Path:
+    """Write one sample as a PNG: a picture for image-like inputs, a line plot otherwise.
+
+    Args:
+        sample: one input sample in the model's layout and domain (no batch dim).
+        domain: the mapping to pixel values.
+        path: where the PNG goes.
+        min_size: enlarge tiny images to at least this many pixels.
+
+    Returns:
+        ``path``.
+    """
+    sample = np.asarray(sample)
+    if is_image(sample.shape, domain.layout):
+        Image.fromarray(image_pixels(sample, domain, min_size)).save(path, format="PNG")
+    else:
+        plot_vector(sample.reshape(-1), domain, path)
+    return path
 
 
 def plot_vector(values: np.ndarray, domain: DisplayDomain, path: Path) -> Path:
