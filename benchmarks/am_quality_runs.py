@@ -133,6 +133,7 @@ def run_call(
     trivial = {b.target: b.best for b in report.baselines}
     records = []
     for r in report.results:
+        name = r.target.name
         method = "best" if r.method_kind == "best" else r.method
         records.append(
             Record(
@@ -143,8 +144,8 @@ def run_call(
                 steps=call.steps,
                 start=call.start,
                 seed=call.seed,
-                target=r.target,
-                unit_kind=call.unit_kinds.get(r.target, _kind_of(r.target, call.unit_kinds)),
+                target=name,
+                unit_kind=call.unit_kinds.get(name, _kind_of(name, call.unit_kinds)),
                 method=method,
                 activation=float(r.activation),
                 activation_ort=r.activation_onnxruntime,
@@ -152,7 +153,7 @@ def run_call(
                 saturation=float(r.saturation),
                 white=float(r.white),
                 beats_trivial=bool(r.beats_trivial),
-                trivial_best=float(trivial.get(r.target, float("nan"))),
+                trivial_best=float(trivial.get(name, float("nan"))),
                 trace=np.asarray(r.trace, dtype=np.float64),
             )
         )

@@ -70,10 +70,10 @@ def run(steps: int, seeds: list[int]) -> list[dict]:
                                 "rule": rule,
                                 "seed": seed,
                                 "method": r.method,
-                                "target": r.target,
+                                "target": r.target.name,
                                 "agrees": r.agrees,
                                 "beats_trivial": r.beats_trivial,
-                                "trivial": baseline[r.target],
+                                "trivial": baseline[r.target.name],
                                 **{f"@{b}": r.trace[min(b, len(r.trace) - 1)] for b in BUDGETS},
                             }
                         )

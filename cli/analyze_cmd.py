@@ -26,6 +26,7 @@ from onnx_am.audit.analyze import (
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
+from onnx_am.methods import expand_methods
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
 EXIT_INTERRUPTED = 130
@@ -72,7 +73,9 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
     multiple=True,
     metavar="METHOD",
     help="Gradient method (repeatable): standard, decoupled(0.3), proxy(0.6), best, "
-    "decoupled(anneal(1.0)). Default: " + " + ".join(DEFAULT_METHODS) + ".",
+    "decoupled(anneal(1.0)). Default: "
+    + " + ".join(plan.label for plan in expand_methods(DEFAULT_METHODS))
+    + ".",
 )
 @click.option(
     "--backward-slope",

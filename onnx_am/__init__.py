@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from onnx_am.domain import InputDomain, parse_domain
-from onnx_am.engine.maximizer import AMConfig, maximize
+from onnx_am.engine.maximizer import AMConfig, maximize, run_plan
+from onnx_am.engine.plan import RunPlan, plan_run
 from onnx_am.engine.results import MaximizeReport, TargetBaseline, UnitResult
 from onnx_am.errors import (
     ExternalDataError,
     ImportFailedError,
     InputSpecError,
+    MethodError,
     ModelLoadError,
     OnnxAmError,
     ParityError,
     PassError,
     ReportError,
+    SettingsError,
     TargetError,
     UnsupportedOpError,
 )
 from onnx_am.importer.model import ImportedModel, import_onnx
-from onnx_am.methods import GradientMethod, parse_method
+from onnx_am.methods import GradientMethod, MethodPlan, expand_methods, parse_method
 from onnx_am.objectives import Target, channel, default_targets, neuron, parse_targets, unit
 from onnx_am.passes import RewriteResult, decouple_rectifiers, plan_rewrites
 from onnx_am.reference.parity import ParityResult, check_parity
@@ -29,6 +32,13 @@ __all__ = [
     "AMConfig",
     "GradientMethod",
     "MaximizeReport",
+    "MethodError",
+    "MethodPlan",
+    "RunPlan",
+    "SettingsError",
+    "expand_methods",
+    "plan_run",
+    "run_plan",
     "RewriteResult",
     "TargetBaseline",
     "UnitResult",

@@ -46,6 +46,15 @@ class TargetError(OnnxAmError):
     """A target string names a tensor or unit that does not exist."""
 
 
+class MethodError(OnnxAmError):
+    """A gradient method cannot be parsed or is incomplete (``decoupled(x)``, no slope)."""
+
+
+class SettingsError(OnnxAmError):
+    """A setting is out of range, unknown, or does not fit the model (steps, device,
+    step rule, parameterization, regularizer, start)."""
+
+
 class PassError(OnnxAmError):
     """A graph pass was configured wrongly (unknown op type, node name, or slope)."""
 

@@ -10,21 +10,34 @@ forward slope ``alpha`` (0 for ReLU) and may use another slope ``beta`` in the b
 
 ``beta`` may follow a schedule (a function of the step) and may be overridden per ONNX op
 type or per ONNX node name.
+
+What is reported is a :class:`MethodPlan`: one gradient method, or ``best`` (standard and
+decoupled rows, per unit the higher true value). :func:`expand_methods` is the one place that
+turns what a user typed (strings, sweeps, objects, a list of backward slopes) into plans.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from onnx_am.errors import PassError
+from onnx_am.errors import MethodError
 
 METHOD_KINDS = ("standard", "decoupled", "proxy")
+#: Beta of a bare ``decoupled``/``proxy`` and of ``best``: the only place this default lives.
+DEFAULT_BETA = 0.3
 
 #: ``schedule(step, total_steps) -> beta``; step counts from 0.
 Schedule = Callable[[int, int], float]
+
+
+def format_slope(beta: float) -> str:
+    """``beta`` as short as ``:g`` writes it when that reads back exactly, else in full
+    (``0.3`` -> ``"0.3"``, ``1.0`` -> ``"1"``, ``0.123456789`` -> ``"0.123456789"``)."""
+    short = f"{beta:g}"
+    return short if float(short) == beta else repr(float(beta))
 
 
 def linear_anneal(start: float, end: float) -> Schedule:
@@ -34,7 +47,7 @@ def linear_anneal(start: float, end: float) -> Schedule:
         fraction = step / max(total - 1, 1)
         return start + (end - start) * fraction
 
-    schedule.label = f"anneal({start:g}->{end:g})"  # type: ignore[attr-defined]
+    schedule.label = f"anneal({format_slope(start)}->{format_slope(end)})"  # type: ignore[attr-defined]
     return schedule
 
 
@@ -45,7 +58,7 @@ def cosine_anneal(start: float, end: float) -> Schedule:
         fraction = step / max(total - 1, 1)
         return end + (start - end) * 0.5 * (1 + math.cos(math.pi * fraction))
 
-    schedule.label = f"cosine({start:g}->{end:g})"  # type: ignore[attr-defined]
+    schedule.label = f"cosine({format_slope(start)}->{format_slope(end)})"  # type: ignore[attr-defined]
     return schedule
 
 
@@ -72,11 +85,11 @@ class GradientMethod:
 
     def __post_init__(self):
         if self.kind not in METHOD_KINDS:
-            raise PassError(
+            raise MethodError(
                 f"unknown gradient method {self.kind!r}; choose from {', '.join(METHOD_KINDS)}"
             )
         if self.kind != "standard" and self.beta is None and self.schedule is None:
-            raise PassError(f"method {self.kind!r} needs a backward slope beta")
+            raise MethodError(f"method {self.kind!r} needs a backward slope beta")
 
     @property
     def label(self) -> str:
@@ -86,7 +99,7 @@ class GradientMethod:
             return f"{self.kind}(anneal({self.beta:g}->alpha))"
         if self.schedule is not None:
             return f"{self.kind}({getattr(self.schedule, 'label', 'schedule')})"
-        return f"{self.kind}({self.beta:g})"
+        return f"{self.kind}({format_slope(self.beta)})"
 
     def beta_for(
         self, node: str, op_type: str, alpha: float, step: int = 0, total: int = 1
@@ -122,10 +135,13 @@ def parse_method(text: str, beta: float | None = None) -> GradientMethod:
     Args:
         text: the method string.
         beta: default slope when ``text`` names none (``decoupled``).
+
+    Raises:
+        MethodError: an unknown kind or an unparsable slope.
     """
     match = _METHOD_RE.match(text.strip().replace(" ", ""))
     if not match:
-        raise PassError(
+        raise MethodError(
             f"cannot parse gradient method {text!r}; e.g. standard, decoupled(0.3), proxy(0.6)"
         )
     kind, argument = match.group(1), match.group(2)
@@ -139,10 +155,104 @@ def parse_method(text: str, beta: float | None = None) -> GradientMethod:
             start = float(anneal.group(2))
             if anneal.group(3) is None:
                 if anneal.group(1) != "anneal":
-                    raise PassError(f"cosine schedule needs an end slope: {text!r}")
+                    raise MethodError(f"cosine schedule needs an end slope: {text!r}")
                 return GradientMethod(kind, start, anneal_to_alpha=True)
             factory = linear_anneal if anneal.group(1) == "anneal" else cosine_anneal
             return GradientMethod(kind, start, schedule=factory(start, float(anneal.group(3))))
         return GradientMethod(kind, float(argument))
     except ValueError as exc:
-        raise PassError(f"cannot parse slope in gradient method {text!r}") from exc
+        raise MethodError(f"cannot parse slope in gradient method {text!r}") from exc
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """One reported method: its label and kind, and the gradient methods whose rows feed it.
+
+    ``best`` runs two (standard and decoupled) and keeps per unit the higher true value.
+    """
+
+    label: str
+    kind: str
+    beta: float | None
+    runs: tuple[GradientMethod, ...]
+
+
+def best_plan(beta: float = DEFAULT_BETA) -> MethodPlan:
+    """``best(beta)``: standard and ``decoupled(beta)`` rows, per unit the higher true value."""
+    return MethodPlan(
+        f"best({format_slope(beta)})", "best", beta, (STANDARD, GradientMethod("decoupled", beta))
+    )
+
+
+def expand_methods(
+    methods: Sequence[object] | str | GradientMethod,
+    default_beta: float = DEFAULT_BETA,
+    slopes: Sequence[float] = (),
+) -> list[MethodPlan]:
+    """Turn method objects and strings (sweeps and ``best`` included) into plans, once.
+
+    Args:
+        methods: one method or several: :class:`GradientMethod` or :class:`MethodPlan`
+            objects, or strings (``"standard"``, ``"decoupled(0.3)"``, a sweep
+            ``"decoupled(0.1,0.3)"``, ``"best"``, ``"best(0.3)"``, schedules).
+        default_beta: beta of a bare ``decoupled``/``proxy`` and of ``best``.
+        slopes: backward slopes for a bare ``decoupled``/``proxy``: one method per slope,
+            built from the floats as given (no formatting, so no rounding).
+
+    Returns:
+        The plans, without duplicate labels, in the order asked.
+
+    Raises:
+        MethodError: an unparsable method or an empty list.
+    """
+    if isinstance(methods, str | GradientMethod | MethodPlan):
+        methods = [methods]
+    plans: list[MethodPlan] = []
+    for method in methods:
+        plans.extend(_plans_for(method, default_beta, tuple(slopes)))
+    if not plans:
+        raise MethodError("no gradient method given; e.g. standard, decoupled(0.3), best")
+    return list({plan.label: plan for plan in plans}.values())
+
+
+def method_label(method: GradientMethod) -> str:
+    """The method's label plus its per-op / per-node overrides: ``decoupled(0.3)[Relu=0.1]``."""
+    overrides = {**method.per_op, **method.per_node}
+    if not overrides:
+        return method.label
+    listed = ",".join(f"{k}={format_slope(v)}" for k, v in sorted(overrides.items()))
+    return f"{method.label}[{listed}]"
+
+
+def distinct_runs(plans: Sequence[MethodPlan]) -> list[GradientMethod]:
+    """The gradient methods the plans need, each once (by label), in order."""
+    return list({method_label(m): m for plan in plans for m in plan.runs}.values())
+
+
+def _plans_for(method: object, default_beta: float, slopes: tuple[float, ...]) -> list[MethodPlan]:
+    if isinstance(method, MethodPlan):
+        return [method]
+    if isinstance(method, GradientMethod):
+        beta = None if method.schedule is not None or method.anneal_to_alpha else method.beta
+        return [MethodPlan(method_label(method), method.kind, beta, (method,))]
+    if not isinstance(method, str):
+        raise MethodError(f"a method is a string or GradientMethod, got {method!r}")
+    text = method.strip().replace(" ", "")
+    if text in ("decoupled", "proxy") and slopes:
+        return [_plans_for(GradientMethod(text, b), default_beta, ())[0] for b in slopes]
+    if text == "best":
+        return [best_plan(default_beta)]
+    head, _, rest = text.partition("(")
+    if rest.endswith(")") and "," in rest and "(" not in rest:
+        pieces = rest[:-1].split(",")
+        return [plan for b in pieces for plan in _plans_for(f"{head}({b})", default_beta, ())]
+    if head == "best" and rest.endswith(")"):
+        return [best_plan(_slope(rest[:-1], text))]
+    return _plans_for(parse_method(text, beta=default_beta), default_beta, ())
+
+
+def _slope(text: str, method: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise MethodError(f"cannot parse slope in gradient method {method!r}") from None

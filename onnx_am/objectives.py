@@ -214,22 +214,23 @@ def default_targets(imported: ImportedModel, cap: int = 64) -> list[Target]:
 
 
 def resolve_targets(
-    imported: ImportedModel, targets: Sequence[Target | str] | str | None
+    imported: ImportedModel, targets: Sequence[Target | str] | str | None, cap: int = 64
 ) -> list[Target]:
-    """Targets from objects, strings or ``None`` (the default targets), checked against the model.
+    """Targets from objects, strings or ``None`` (the default targets), checked against the model
+    by one probe forward; a bare tensor name expands to at most ``cap`` units.
 
     Raises:
         TargetError: unknown tensors, units out of range, or no targets at all.
     """
     if targets is None:
-        return default_targets(imported)
+        return default_targets(imported, cap)
     if isinstance(targets, str | Target):
         targets = [targets]
     strings = [t for t in targets if isinstance(t, str)]
     objects = [t for t in targets if isinstance(t, Target)]
     if len(strings) + len(objects) != len(targets):
         raise TargetError(f"targets must be Target objects or strings, got {targets!r}")
-    expanded = iter(_parse_each(strings, objects, imported, cap=64))
+    expanded = iter(_parse_each(strings, objects, imported, cap))
     resolved = [
         t for item in targets for t in ([item] if isinstance(item, Target) else next(expanded))
     ]

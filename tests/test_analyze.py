@@ -11,11 +11,13 @@ import torch
 from PIL import Image
 from torch_models import export_random
 
-import onnx_am.audit.analyze as analyze_module
+import onnx_am.audit.chunks as chunks_module
 from onnx_am.audit.analyze import AnalyzeOptions, AnalyzeProgress, analyze
+from onnx_am.audit.options import plan_methods
 from onnx_am.audit.render.images import to_uint8
 from onnx_am.audit.summary import summarize
-from onnx_am.errors import OnnxAmError, ReportError
+from onnx_am.errors import ReportError, SettingsError
+from onnx_am.methods import DEFAULT_BETA
 
 FAST = dict(steps=6, restarts=1)
 RESULT_KEYS = {
@@ -130,7 +132,7 @@ def test_layer_adds_channels_of_an_intermediate_tensor(cnn, tmp_path):
         n.output[0] for n in import_onnx(cnn).original.graph.node if n.op_type == "Relu"
     )
     options = AnalyzeOptions(layers=(relu_out,), methods=("standard",), **FAST)
-    targets = [r.target for r in analyze(cnn, options, tmp_path / "r").results]
+    targets = [r.target.name for r in analyze(cnn, options, tmp_path / "r").results]
     assert targets == ["logits:0", "logits:1", "logits:2"] + [f"{relu_out}:{c}" for c in range(4)]
 
 
@@ -158,13 +160,13 @@ class Interrupt:
 
 def test_resume_after_interruption_gives_the_same_report(cnn, tmp_path, monkeypatch):
     runs = 2  # standard and decoupled(0.3) rows; best(0.3) shares them
-    monkeypatch.setattr(analyze_module, "CHUNK_ROWS", runs)  # one unit per chunk
+    monkeypatch.setattr(chunks_module, "CHUNK_ROWS", runs)  # one unit per chunk
     options = AnalyzeOptions(**FAST)
     whole = analyze(cnn, options, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         analyze(cnn, options, tmp_path / "cut", progress=Interrupt(after=2))
     partial = json.loads((tmp_path / "cut" / "report.json").read_text())
-    methods = len(options.method_strings())
+    methods = 3  # the default methods
     assert partial["status"] == "running" and len(partial["results"]) == 2 * methods
     for entry in partial["results"]:
         assert (tmp_path / "cut" / entry["image"]).is_file()
@@ -188,12 +190,15 @@ def test_resume_refuses_other_settings(cnn, tmp_path):
         )
 
 
-def test_method_strings_expand_bare_methods_over_slopes():
-    assert AnalyzeOptions().method_strings() == ["standard", "decoupled(0.3)", "best(0.3)"]
-    swept = AnalyzeOptions(backward_slopes=(0.1, 0.3))
-    assert swept.method_strings() == ["standard", "decoupled(0.1,0.3)"]
-    mixed = AnalyzeOptions(methods=("proxy", "decoupled(0.5)"), backward_slopes=(0.6,))
-    assert mixed.method_strings() == ["proxy(0.6)", "decoupled(0.5)"]
+def test_bare_methods_take_each_slope_and_the_one_default_beta():
+    def labels(methods=(), slopes=()):
+        return [p.label for p in plan_methods(methods, slopes, DEFAULT_BETA)]
+
+    assert labels() == ["standard", "decoupled(0.3)", "best(0.3)"]
+    assert labels(slopes=(0.1, 0.3)) == ["standard", "decoupled(0.1)", "decoupled(0.3)"]
+    assert labels(("proxy", "decoupled(0.5)"), (0.6,)) == ["proxy(0.6)", "decoupled(0.5)"]
+    exact = plan_methods(("decoupled",), (0.123456789,), DEFAULT_BETA)
+    assert exact[0].label == "decoupled(0.123456789)" and exact[0].runs[0].beta == 0.123456789
 
 
 def test_step_rule_default_is_normalized_and_raw_is_the_papers_update(cnn, tmp_path):
@@ -206,5 +211,5 @@ def test_step_rule_default_is_normalized_and_raw_is_the_papers_update(cnn, tmp_p
     assert raw.doc["settings"]["optimizer"] == normalized.doc["settings"]["optimizer"] == "pga"
     traces = [r.trace for r in normalized.results], [r.trace for r in raw.results]
     assert traces[0] != traces[1]  # the same starts, other steps
-    with pytest.raises(OnnxAmError, match="unknown step rule"):
+    with pytest.raises(SettingsError, match="unknown step rule"):
         analyze(cnn, AnalyzeOptions(step_rule="sgd", **FAST), tmp_path / "x")

@@ -17,7 +17,7 @@ from test_engine_models import (
 
 from onnx_am import import_onnx
 from onnx_am.engine.maximizer import AMConfig, expand_methods, maximize, steps_to_95
-from onnx_am.errors import OnnxAmError, PassError
+from onnx_am.errors import MethodError, SettingsError
 from onnx_am.importer.batching import BatchSupport
 from onnx_am.methods import GradientMethod
 from onnx_am.passes import DecoupledRectifier, decouple_rectifiers
@@ -216,8 +216,10 @@ def test_sweeps_and_schedules_expand():
         "proxy(anneal(1->alpha))",
         "best(0.3)",
     ]
-    with pytest.raises(PassError, match="'decoupled\\(x\\)'"):
+    with pytest.raises(MethodError, match="'decoupled\\(x\\)'"):
         expand_methods(["decoupled(x)"])
+    with pytest.raises(MethodError, match="'best\\(y\\)'"):
+        expand_methods(["best(y)"])
 
 
 @pytest.mark.parametrize(
@@ -231,7 +233,7 @@ def test_sweeps_and_schedules_expand():
     ],
 )
 def test_bad_settings_raise_our_errors(cnn, settings, message):
-    with pytest.raises(OnnxAmError, match=message):
+    with pytest.raises(SettingsError, match=message):
         maximize(cnn, ["logits:0"], ["standard"], AMConfig(**settings))
 
 

@@ -25,15 +25,13 @@ from onnx_am.audit.render.site import render_site
 from onnx_am.audit.report import ReportDir
 from onnx_am.engine.results import UnitResult
 from onnx_am.errors import ReportError
+from onnx_am.objectives import unit
 
 
 def make_result(target="logits:0", method="standard", beta=None, image=None, activation=1.0):
     kind = method.split("(")[0]
     return UnitResult(
-        target=target,
-        tensor="logits",
-        unit=int(target.split(":")[1]),
-        kind="unit",
+        target=unit("logits", int(target.split(":")[1])),
         method=method,
         method_kind=kind,
         backward_slope=beta,
@@ -175,7 +173,7 @@ def test_contact_sheet_pages_hold_at_most_sheet_panels_panels():
     assert [len(p) // len(methods) for p in pages] == [per_page, per_page, 12 - 2 * per_page]
     assert all(len(p) <= SHEET_PANELS for p in pages)
     # units are never split across pages
-    assert [r.target for r in pages[1][:1]] == [f"logits:{per_page}"]
+    assert [r.target.name for r in pages[1][:1]] == [f"logits:{per_page}"]
 
 
 def test_convergence_is_split_into_pages_not_cut(tmp_path):

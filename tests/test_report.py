@@ -10,6 +10,7 @@ import pytest
 from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir, json_safe, safe_name
 from onnx_am.engine.results import UnitResult
 from onnx_am.errors import ReportError
+from onnx_am.objectives import Target, neuron
 
 
 def write_report(root, settings=None, sha="abc", results=()):
@@ -75,10 +76,7 @@ def test_result_round_trip_through_json_and_npy(tmp_path):
     report = ReportDir.open(tmp_path)
     image = np.random.default_rng(0).normal(size=(1, 3, 3)).astype(np.float32)
     result = UnitResult(
-        "out:2",
-        "out",
-        2,
-        "unit",
+        neuron("out", 2, 1, 0),
         "decoupled(0.3)",
         "decoupled",
         0.3,
@@ -92,10 +90,17 @@ def test_result_round_trip_through_json_and_npy(tmp_path):
     name = report.image_name(result)
     np.save(report.path(name).with_suffix(".npy"), image)
     entry = report.result_entry(result, name)
-    assert entry["image"] == "images/out_2__decoupled_0.3.png"
-    assert entry["npy"] == "images/out_2__decoupled_0.3.npy"
+    assert entry["image"] == "images/out_2_1_0__decoupled_0.3.png"
+    assert entry["npy"] == "images/out_2_1_0__decoupled_0.3.npy"
+    assert (entry["target"], entry["tensor"], entry["unit"], entry["kind"]) == (
+        "out:2@1,0",
+        "out",
+        2,
+        "neuron",
+    )
     report.write_json(REPORT_FILE, {"schema_version": SCHEMA_VERSION, "results": [entry]})
     back = ReportDir.open(tmp_path, resume=True).done_results()[0]
+    assert back.target == result.target == Target("out", 2, "neuron", (1, 0))
     assert back.activation == result.activation and back.trace == result.trace
     assert back.image.dtype == np.float32 and (back.image == image).all()
 

@@ -37,9 +37,6 @@ PLOTS_DIR = "plots"
 #: What a report directory may contain that we wrote; ``force`` removes only these.
 OWN_ENTRIES = (REPORT_FILE, HTML_FILE, IMAGES_DIR, PLOTS_DIR)
 
-#: Keys of :class:`UnitResult` stored per result besides the image paths.
-RESULT_FIELDS = tuple(name for name in UnitResult.__dataclass_fields__ if name != "image")
-
 
 class ReportDir:
     """A report directory being written.
@@ -143,19 +140,18 @@ class ReportDir:
 
     def image_name(self, result: UnitResult) -> str:
         """``images/<target>__<method>.png`` with unsafe characters replaced."""
-        return f"{IMAGES_DIR}/{safe_name(result.target)}__{safe_name(result.method)}.png"
+        return f"{IMAGES_DIR}/{safe_name(result.target.name)}__{safe_name(result.method)}.png"
 
     def result_entry(self, result: UnitResult, image: str | None) -> dict:
         """The JSON form of one result; ``image``/``npy`` are paths relative to the report."""
-        entry = {name: _plain(getattr(result, name)) for name in RESULT_FIELDS}
+        entry = {name: _plain(value) for name, value in result.to_dict().items()}
         entry["image"] = image
         entry["npy"] = str(Path(image).with_suffix(".npy")) if image else None
         return entry
 
     def load_result(self, entry: dict) -> UnitResult:
         """Rebuild a :class:`UnitResult` (image included) from its JSON form."""
-        fields = {name: entry[name] for name in RESULT_FIELDS if name in entry}
-        result = UnitResult(**fields)
+        result = UnitResult.from_dict(entry)
         if entry.get("npy"):
             npy = self.path(entry["npy"])
             if not npy.is_file():

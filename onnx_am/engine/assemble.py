@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from onnx_am.domain import InputDomain
 from onnx_am.engine.results import TargetBaseline, UnitResult
-from onnx_am.engine.rows import MethodPlan, Row, RowOutcome, method_label
-from onnx_am.methods import STANDARD, GradientMethod
+from onnx_am.engine.rows import Row, RowOutcome
+from onnx_am.methods import STANDARD, GradientMethod, MethodPlan, method_label
 from onnx_am.objectives import Target
 
 
@@ -67,10 +67,7 @@ def _result(
     activation = outcome.value[best]
     image = outcome.image[best]
     return UnitResult(
-        target=target.name,
-        tensor=target.tensor,
-        unit=target.unit,
-        kind=target.kind,
+        target=target,
         method=plan.label,
         method_kind=plan.kind,
         backward_slope=plan.beta,

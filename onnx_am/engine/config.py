@@ -11,7 +11,8 @@ from onnx_am.domain import InputDomain
 from onnx_am.engine.parameterizations import check_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
 from onnx_am.engine.starts import START_KINDS
-from onnx_am.errors import OnnxAmError
+from onnx_am.errors import SettingsError
+from onnx_am.methods import DEFAULT_BETA
 from onnx_am.reference.crosscheck import DEFAULT_TOLERANCE
 
 OPTIMIZERS = ("pga", "adam")
@@ -64,11 +65,11 @@ class AMConfig:
     tolerance: float = DEFAULT_TOLERANCE
     regularizers: tuple[Regularizer | str, ...] = ()
     baseline_corners: int = 16
-    default_beta: float = 0.3
+    default_beta: float = DEFAULT_BETA
     parameterization: str = "pixel"
 
     def validate(self) -> None:
-        """Raise :class:`OnnxAmError` naming the first bad setting."""
+        """Raise :class:`SettingsError` naming the first bad setting."""
         checks = [
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
@@ -89,21 +90,21 @@ class AMConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise OnnxAmError(message)
+                raise SettingsError(message)
         check_parameterization(self.parameterization)
         if self.parameterization != "pixel":
             self._check_smoothing()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise OnnxAmError(f"device {self.device!r} asked for but torch sees no CUDA device")
+            raise SettingsError(f"device {self.device!r} asked for but torch sees no CUDA device")
         if not self.device.startswith(("cpu", "cuda")):
-            raise OnnxAmError(f"unknown device {self.device!r}; use cpu or cuda")
+            raise SettingsError(f"unknown device {self.device!r}; use cpu or cuda")
 
     def _check_smoothing(self) -> None:
         """A regularizer that smooths the raw input has nothing to act on with a parameter."""
         for regularizer in self.regularizers:
             parsed = parse_regularizer(regularizer) if isinstance(regularizer, str) else regularizer
             if type(parsed).smooth is not Regularizer.smooth:
-                raise OnnxAmError(
+                raise SettingsError(
                     f"regularizer {parsed.label!r} smooths the raw input and cannot be combined "
                     f"with parameterization {self.parameterization!r}"
                 )

@@ -24,6 +24,7 @@ entry 0 is the start).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -97,10 +98,8 @@ def optimize_rows(
     control = rewrite.control if needs_rewrite else None
     regularizers = [parse_regularizer(r) if isinstance(r, str) else r for r in config.regularizers]
     outcome = RowOutcome([0.0] * len(rows), [None] * len(rows), [[] for _ in rows])
-    moved = config.device != "cpu"
+    module, control = on_device(module, control, config.device)
     try:
-        if moved:
-            module.to(config.device)
         extractor = imported.extractor(names, module=module)
         dtype = starts[rows[0].target, rows[0].restart].dtype if rows else torch.float32
         chunk = _chunk_size(imported, config, extractor, control, tuple(runs), dtype, len(rows))
@@ -133,9 +132,22 @@ def optimize_rows(
     finally:
         if control is not None:
             control.set_standard()
-        if moved:
-            module.to("cpu")
     return outcome
+
+
+def on_device(module: torch.nn.Module, control, device: str):
+    """``module`` and the slope control of its rectifiers, ready to run on ``device``.
+
+    When a parameter or buffer lives elsewhere, both are deep-copied together (so the copied
+    control drives the copied rectifiers) and the copy is moved: the caller's module, whose
+    submodules ``imported.module`` shares, is never moved or changed.
+    """
+    target = torch.device(device)
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.device == target for t in tensors):
+        return module, control
+    module, control = copy.deepcopy((module, control))
+    return module.to(target), control
 
 
 def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, runs, dtype, rows):

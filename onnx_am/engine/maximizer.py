@@ -1,13 +1,12 @@
 """The activation-maximization entry point: many (unit, restart, method) rows in batches.
 
-:func:`maximize` resolves targets and methods, makes the rows (:mod:`onnx_am.engine.rows`), runs
-the loop (:mod:`onnx_am.engine.loop`: one batched forward and backward per step, each row with its
-own target and gradient method), assembles one result per (target, method)
-(:mod:`onnx_am.engine.assemble`) and cross-checks them with onnxruntime. Settings are an
-:class:`~onnx_am.engine.config.AMConfig`. Per (unit, method) the best restart is reported; values
-are always the original network's, also for proxy rows.
-
-The names of those modules are importable from here too, as before the split.
+:func:`maximize` parses what it is given into a :class:`~onnx_am.engine.plan.RunPlan` once
+(:func:`~onnx_am.engine.plan.plan_run`) and runs it; :func:`run_plan` runs a plan: it makes the
+rows (:mod:`onnx_am.engine.rows`), runs the loop (:mod:`onnx_am.engine.loop`: one batched
+forward and backward per step, each row with its own target and gradient method), assembles
+one result per (target, method) (:mod:`onnx_am.engine.assemble`) and cross-checks them with
+onnxruntime. Per (unit, method) the best restart is reported; values are always the original
+network's, also for proxy rows.
 """
 
 from __future__ import annotations
@@ -22,19 +21,13 @@ from onnx_am.engine.assemble import assemble_results, steps_to_95
 from onnx_am.engine.baselines import trivial_baselines
 from onnx_am.engine.config import OPTIMIZERS, AMConfig, Progress
 from onnx_am.engine.loop import optimize_rows
+from onnx_am.engine.plan import RunPlan, plan_run
 from onnx_am.engine.results import MaximizeReport, UnitResult
-from onnx_am.engine.rows import (
-    MethodPlan,
-    Row,
-    RowOutcome,
-    distinct_runs,
-    expand_methods,
-    layout_rows,
-    method_label,
-)
+from onnx_am.engine.rows import Row, RowOutcome, layout_rows
 from onnx_am.engine.starts import make_starts
 from onnx_am.importer.model import ImportedModel
-from onnx_am.objectives import Target, resolve_targets
+from onnx_am.methods import MethodPlan, expand_methods, method_label
+from onnx_am.objectives import Target
 from onnx_am.reference.crosscheck import crosscheck
 
 if TYPE_CHECKING:
@@ -68,21 +61,40 @@ def maximize(
         A :class:`MaximizeReport` with one result per (target, method) and the baselines.
 
     Raises:
-        OnnxAmError: bad settings, targets or methods (subclasses say which).
+        OnnxAmError: bad settings, targets or methods (``SettingsError``, ``TargetError``,
+            ``MethodError``, ``InputSpecError``).
     """
-    config = config or AMConfig()
-    config.validate()
-    config.domain.check(imported.input)
+    plan = plan_run(imported, targets, methods, config)
+    return run_plan(imported, plan, rewrite=rewrite, progress=progress)
+
+
+def run_plan(
+    imported: ImportedModel,
+    plan: RunPlan,
+    *,
+    rewrite: RewriteResult | None = None,
+    progress: Progress | None = None,
+) -> MaximizeReport:
+    """Run a :class:`RunPlan` (made by :func:`~onnx_am.engine.plan.plan_run` or by
+    ``analyze``); nothing in it is parsed or checked again.
+
+    Args:
+        imported: the model the plan was made for.
+        plan: targets, methods and settings.
+        rewrite: a :class:`RewriteResult` from ``decouple_rectifiers`` to reuse.
+        progress: called after every step as ``progress(done, total, info)``.
+
+    Returns:
+        A :class:`MaximizeReport` with one result per (target, method) and the baselines.
+    """
+    config, targets, runs = plan.config, list(plan.targets), list(plan.runs)
     started = time.perf_counter()
-    target_list = resolve_targets(imported, targets)
-    plans = expand_methods(methods, config.default_beta)
-    runs = distinct_runs(plans)
-    rows = layout_rows(len(target_list), config.restarts, len(runs))
+    rows = layout_rows(len(targets), config.restarts, len(runs))
     timings: dict[str, float] = {}
 
     tic = time.perf_counter()
     baselines = trivial_baselines(
-        imported, target_list, config.domain, config.baseline_corners, config.seed
+        imported, targets, config.domain, config.baseline_corners, config.seed
     )
     timings["baselines"] = time.perf_counter() - tic
 
@@ -91,7 +103,7 @@ def maximize(
         config.start,
         imported,
         config.domain,
-        target_list,
+        targets,
         config.restarts,
         config.seed,
         config.init_scale,
@@ -99,19 +111,19 @@ def maximize(
     timings["starts"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    outcome = optimize_rows(imported, config, target_list, runs, rows, starts, rewrite, progress)
+    outcome = optimize_rows(imported, config, targets, runs, rows, starts, rewrite, progress)
     timings["optimize"] = time.perf_counter() - tic
 
-    results = assemble_results(target_list, plans, runs, rows, outcome, baselines, config.domain)
+    results = assemble_results(targets, plan.methods, runs, rows, outcome, baselines, config.domain)
     tic = time.perf_counter()
     if config.crosscheck:
-        _crosscheck_results(imported, target_list, results, config)
+        _crosscheck_results(imported, results, config)
     timings["crosscheck"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started
     settings = {
         **config.to_dict(),
-        "methods": [plan.label for plan in plans],
-        "targets": [t.name for t in target_list],
+        "methods": list(plan.labels),
+        "targets": [t.name for t in targets],
         "batch_mode": imported.batch.mode,
         "batch_size": outcome.batch_size,
         "batch_size_auto": config.batch_size is None,
@@ -120,13 +132,12 @@ def maximize(
 
 
 def _crosscheck_results(
-    imported: ImportedModel, targets: list[Target], results: list[UnitResult], config: AMConfig
+    imported: ImportedModel, results: list[UnitResult], config: AMConfig
 ) -> None:
     """Recompute every result's value with onnxruntime; fill in what it says, in place."""
-    by_name = {t.name: t for t in reversed(targets)}  # the first target of a name, as before
     checks = crosscheck(
         imported,
-        [by_name[r.target] for r in results],
+        [r.target for r in results],
         torch.stack([torch.from_numpy(r.image) for r in results]),
         [r.activation for r in results],
         config.domain,
@@ -147,5 +158,8 @@ __all__ = [
     "expand_methods",
     "maximize",
     "method_label",
+    "plan_run",
+    "run_plan",
+    "RunPlan",
     "steps_to_95",
 ]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 from onnx_am.domain import InputDomain
-from onnx_am.errors import OnnxAmError
+from onnx_am.errors import SettingsError
 from onnx_am.importer.input_spec import InputSpec
 
 PARAMETERIZATIONS = ("pixel", "fourier", "fourier+decorrelated")
@@ -53,29 +53,29 @@ COLOUR_CORRELATION_SQRT = (
 
 
 def check_parameterization(name: str, spec: InputSpec | None = None) -> None:
-    """Raise :class:`OnnxAmError` when ``name`` is unknown or does not fit the input.
+    """Raise :class:`SettingsError` when ``name`` is unknown or does not fit the input.
 
     Args:
         name: one of :data:`PARAMETERIZATIONS`.
         spec: the input; ``None`` checks the name only.
 
     Raises:
-        OnnxAmError: unknown name; Fourier on a non-image input; decorrelation on an input
+        SettingsError: unknown name; Fourier on a non-image input; decorrelation on an input
             without exactly three channels.
     """
     if name not in PARAMETERIZATIONS:
-        raise OnnxAmError(
+        raise SettingsError(
             f"unknown parameterization {name!r}; choose from {', '.join(PARAMETERIZATIONS)}"
         )
     if spec is None or name == "pixel":
         return
     if spec.layout not in ("NCHW", "NHWC"):
-        raise OnnxAmError(
+        raise SettingsError(
             f"parameterization {name!r} needs an image input (NCHW or NHWC); input "
             f"{spec.name!r} of shape {list(spec.sample_shape)} has layout {spec.layout!r}"
         )
     if name == "fourier+decorrelated" and spec.channels != 3:
-        raise OnnxAmError(
+        raise SettingsError(
             f"parameterization {name!r} needs 3 colour channels; input {spec.name!r} "
             f"({spec.layout}, shape {list(spec.sample_shape)}) has {spec.channels}"
         )
@@ -87,7 +87,7 @@ def make_parameterization(
     """The parameterization called ``name`` for this input, or ``None`` for ``"pixel"``.
 
     Raises:
-        OnnxAmError: see :func:`check_parameterization`.
+        SettingsError: see :func:`check_parameterization`.
     """
     check_parameterization(name, spec)
     if name == "pixel":

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from onnx_am.errors import OnnxAmError
+from onnx_am.errors import OnnxAmError, SettingsError
 from onnx_am.importer.input_spec import InputSpec
 
 REGISTRY: dict[str, type[Regularizer]] = {}
@@ -69,7 +69,9 @@ def _spatial_dims(spec: InputSpec, name: str) -> tuple[int, int]:
         return 2, 3
     if spec.layout == "NHWC":
         return 1, 2
-    raise OnnxAmError(f"regularizer {name!r} needs an image input; input layout is {spec.layout!r}")
+    raise SettingsError(
+        f"regularizer {name!r} needs an image input; input layout is {spec.layout!r}"
+    )
 
 
 @register("jitter")
@@ -124,15 +126,15 @@ def parse_regularizer(text: str) -> Regularizer:
     """Parse ``"name(strength)"``.
 
     Raises:
-        OnnxAmError: unknown name or malformed strength.
+        SettingsError: unknown name or malformed strength.
     """
     match = _SPEC_RE.match(text.strip().lower().replace(" ", ""))
     if not match or match.group(1) not in REGISTRY:
-        raise OnnxAmError(
+        raise SettingsError(
             f"unknown regularizer {text!r}; choose from {', '.join(sorted(REGISTRY))}, e.g. tv(0.1)"
         )
     try:
         strength = float(match.group(2))
     except ValueError as exc:
-        raise OnnxAmError(f"cannot parse the strength of regularizer {text!r}") from exc
+        raise SettingsError(f"cannot parse the strength of regularizer {text!r}") from exc
     return REGISTRY[match.group(1)](strength)

@@ -1,7 +1,7 @@
 """Result types of activation maximization: what the engine returns, what reports render.
 
-Everything here is plain data (numbers, strings, numpy arrays) so it can be written to JSON
-(``to_dict``) and rendered without torch.
+Everything here is plain data (targets, numbers, strings, numpy arrays) so it can be written
+to JSON (``to_dict``) and rendered without torch.
 """
 
 from __future__ import annotations
@@ -10,17 +10,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnx_am.objectives import Target
+
 
 @dataclass
 class UnitResult:
     """The best input found for one (target unit, method), over its restarts.
 
     Attributes:
-        target: canonical target string, e.g. ``"logits:3"`` or ``"conv3_out:12@4,4"``.
-        tensor: the ONNX tensor name.
-        unit: the unit index (class, channel or neuron channel).
-        kind: ``"unit"`` (a scalar of an output vector), ``"channel"`` (mean over space)
-            or ``"neuron"`` (one channel at one spatial position).
+        target: the :class:`Target` that was maximized (the object the run was planned
+            with; ``target.name`` is its canonical string, e.g. ``"conv3_out:12@4,4"``).
         method: the gradient method's label, e.g. ``"decoupled(0.3)"``.
         method_kind: ``"standard"``, ``"decoupled"``, ``"proxy"`` or ``"best"``.
         backward_slope: beta (``None`` for standard or schedules).
@@ -43,10 +42,7 @@ class UnitResult:
         image: the best input in the model's own layout and domain, one sample (no batch).
     """
 
-    target: str
-    tensor: str
-    unit: int
-    kind: str
+    target: Target
     method: str
     method_kind: str
     backward_slope: float | None
@@ -64,9 +60,41 @@ class UnitResult:
     steps_to_95: int | None = None
     image: np.ndarray | None = field(default=None, repr=False)
 
+    @property
+    def tensor(self) -> str:
+        """The ONNX tensor name."""
+        return self.target.tensor
+
+    @property
+    def unit(self) -> int:
+        """The unit index (class, channel or neuron channel)."""
+        return self.target.unit
+
+    @property
+    def kind(self) -> str:
+        """``"unit"``, ``"channel"`` or ``"neuron"`` (see :class:`Target`)."""
+        return self.target.kind
+
     def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "image"}
-        return data
+        """The JSON form: the target as ``target`` (its name), ``tensor``, ``unit``, ``kind``,
+        then every other field but the image."""
+        target = {"target": self.target.name, "tensor": self.tensor, "unit": self.unit}
+        rest = {k: v for k, v in self.__dict__.items() if k not in ("target", "image")}
+        return {**target, "kind": self.kind, **rest}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> UnitResult:
+        """Rebuild a result (without image) from :meth:`to_dict`'s form.
+
+        The target comes back as the same :class:`Target`: tensor, unit and kind are stored,
+        and a neuron's position is what follows ``@`` in the name.
+        """
+        name, tensor, unit = data["target"], data["tensor"], int(data["unit"])
+        _, _, position = name.partition(f"{tensor}:{unit}")[2].partition("@")
+        spatial = tuple(int(p) for p in position.split(",")) if position else None
+        target = Target(tensor, unit, data["kind"], spatial)
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "target"}
+        return cls(target=target, **{k: v for k, v in fields.items() if k != "image"})
 
 
 @dataclass

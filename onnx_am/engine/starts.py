@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from onnx_am.domain import InputDomain
-from onnx_am.errors import OnnxAmError
+from onnx_am.errors import SettingsError
 from onnx_am.objectives import Target
 
 if TYPE_CHECKING:
@@ -52,10 +52,10 @@ def make_starts(
     """Start inputs for every (target, restart), shape ``[targets, restarts, *sample]``.
 
     Raises:
-        OnnxAmError: unknown ``kind``.
+        SettingsError: unknown ``kind``.
     """
     if kind not in START_KINDS:
-        raise OnnxAmError(f"unknown start {kind!r}; choose from {', '.join(START_KINDS)}")
+        raise SettingsError(f"unknown start {kind!r}; choose from {', '.join(START_KINDS)}")
     shape = imported.input.sample_shape
     if kind == "dead":
         return _dead_starts(imported, domain, targets, restarts, seed, init_scale)

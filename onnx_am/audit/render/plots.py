@@ -100,7 +100,7 @@ def plot_convergence(results: Sequence[UnitResult], path: Path) -> Path:
     Returns:
         ``path``.
     """
-    by_target = _group(results, lambda r: r.target)
+    by_target = _group(results, lambda r: r.target.name)
     targets = list(by_target)[:CONVERGENCE_UNITS]
     methods = list(OrderedDict.fromkeys(r.method for r in results))
     cols = min(4, len(targets))
@@ -155,8 +155,8 @@ def plot_beta_sweep(results: Sequence[UnitResult], path: Path) -> Path:
             if len(betas) < 2:
                 continue
             all_betas.update(betas)
-            table = {(r.target, r.backward_slope): r.activation for r in swept}
-            units = sorted({r.target for r in swept})
+            table = {(r.target.name, r.backward_slope): r.activation for r in swept}
+            units = sorted({r.target.name for r in swept})
             curves = np.array([[table.get((u, b), np.nan) for b in betas] for u in units])
             for curve in curves:
                 ax.plot(betas, curve, lw=0.6, alpha=0.35, color=color)
@@ -181,7 +181,7 @@ def plot_contact_sheet(results: Sequence[UnitResult], domain: DisplayDomain, pat
     red when onnxruntime disagrees and in orange when a trivial input does at least as well.
     Image inputs are drawn with nearest-neighbour interpolation.
     """
-    by_target = _group(results, lambda r: r.target)
+    by_target = _group(results, lambda r: r.target.name)
     methods = list(OrderedDict.fromkeys(r.method for r in results))
     vector = not any(
         r.image is not None and is_image(r.image.shape, domain.layout) for r in results
@@ -220,7 +220,7 @@ def contact_sheet_pages(results: Sequence[UnitResult]) -> list[list[UnitResult]]
 
 
 def _pages(results: Sequence[UnitResult], units: int) -> list[list[UnitResult]]:
-    by_target = _group(results, lambda r: r.target)
+    by_target = _group(results, lambda r: r.target.name)
     keys = list(by_target)
     return [
         [r for key in keys[i : i + units] for r in by_target[key]]

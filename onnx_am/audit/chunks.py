@@ -1,0 +1,146 @@
+"""The optimization of ``analyze``, chunk by chunk, each chunk written as it finishes.
+
+A chunk is a fixed group of target units, optimized with every method of the
+:class:`~onnx_am.engine.plan.RunPlan` in one :func:`~onnx_am.engine.maximizer.run_plan` call.
+The engine seeds every start from ``(seed, target, restart)``, and the grouping into chunks
+depends only on the plan, so a chunk's results do not depend on what ran before it: a resumed
+report ends exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback, step_reporter
+from onnx_am.audit.render.images import DisplayDomain
+from onnx_am.audit.render.plots import save_picture
+from onnx_am.audit.render.site import render_plots, write_page
+from onnx_am.audit.report import REPORT_FILE, ReportDir
+from onnx_am.audit.summary import summarize
+from onnx_am.engine.maximizer import run_plan
+from onnx_am.engine.plan import RunPlan
+from onnx_am.engine.results import TargetBaseline, UnitResult
+from onnx_am.importer.model import ImportedModel
+from onnx_am.objectives import Target
+
+if TYPE_CHECKING:
+    from onnx_am.passes.decouple import RewriteResult
+
+#: Rows (units x methods x restarts) per chunk; a chunk is also the unit of resume.
+CHUNK_ROWS = 64
+
+
+def plan_chunks(targets: tuple[Target, ...] | list[Target], rows_per_unit: int) -> list:
+    """Fixed groups of targets, about :data:`CHUNK_ROWS` rows each."""
+    size = max(1, CHUNK_ROWS // max(1, rows_per_unit))
+    return [list(targets[i : i + size]) for i in range(0, len(targets), size)]
+
+
+class ChunkedRun:
+    """Results gathered so far, and the writing of each finished chunk.
+
+    Args:
+        report: the report directory being written.
+        imported: the model.
+        plan: what to optimize; each chunk runs ``plan.with_targets(chunk)``.
+        rewrite: the rectifier rewrite shared by every chunk (``None`` when not needed).
+        display: how pictures are drawn.
+        doc: the parts of ``report.json`` known before optimizing (model, parity, settings).
+    """
+
+    def __init__(
+        self,
+        report: ReportDir,
+        imported: ImportedModel,
+        plan: RunPlan,
+        rewrite: RewriteResult | None,
+        display: DisplayDomain,
+        doc: dict,
+    ):
+        self.report, self.imported, self.plan = report, imported, plan
+        self.rewrite, self.display, self.doc = rewrite, display, doc
+        self.results: dict[tuple[Target, str], UnitResult] = {}
+        self.entries: dict[tuple[Target, str], dict] = {}
+        self.baselines: dict[str, TargetBaseline] = {}
+
+    def restore(self, results: list[UnitResult], baselines: list[TargetBaseline]) -> None:
+        """Take the results and baselines of the report being resumed."""
+        for result in results:
+            self._keep(result, self.report.image_name(result))
+        self.baselines.update({b.target: b for b in baselines})
+
+    def optimize(self, notify: ProgressCallback) -> None:
+        """Run every chunk not finished yet; write ``report.json`` after each."""
+        targets = self.plan.targets
+        chunks = plan_chunks(targets, len(self.plan.runs) * self.plan.config.restarts)
+        done = sum(len(chunk) for chunk in chunks if self._finished(chunk))
+        for chunk in chunks:
+            if self._finished(chunk):
+                continue
+            on_step = step_reporter(notify, done, len(targets), len(chunk))
+            on_step(0, 1, {})
+            found = run_plan(
+                self.imported, self.plan.with_targets(chunk), rewrite=self.rewrite, progress=on_step
+            )
+            for result in found.results:
+                self._save(result)
+            self.baselines.update({b.target: b for b in found.baselines})
+            done += len(chunk)
+            self.report.write_json(REPORT_FILE, self.document("running"))
+            notify(AnalyzeProgress("optimize", done, len(targets)))
+
+    def finish(self, timings: dict, started: float) -> dict:
+        """The complete document; plots, then the page, which shows every timing (render and
+        total included, written into ``timings``; ``started`` is the run's start)."""
+        doc = self.document("complete")
+        results = self.ordered()
+        tic = time.perf_counter()
+        plots = render_plots(self.report, results, self.display)
+        timings["render"] = time.perf_counter() - tic
+        timings["total"] = time.perf_counter() - started
+        write_page(self.report, doc, plots, results, self.display)
+        return doc
+
+    def document(self, status: str) -> dict:
+        names = [t.name for t in self.plan.targets]
+        entries = [self.entries[key] for key in self._keys()]
+        return {
+            **self.doc,
+            "status": status,
+            "summary": summarize(entries),
+            "results": entries,
+            "baselines": [self.baselines[n].to_dict() for n in names if n in self.baselines],
+        }
+
+    def ordered(self) -> list[UnitResult]:
+        return [self.results[key] for key in self._keys()]
+
+    def _keys(self) -> list[tuple[Target, str]]:
+        """Result keys in plan order (targets, then methods), whatever order they finished in."""
+        return [
+            (t, label)
+            for t in self.plan.targets
+            for label in self.plan.labels
+            if (t, label) in self.results
+        ]
+
+    def _finished(self, chunk: list[Target]) -> bool:
+        return all((t, label) in self.results for t in chunk for label in self.plan.labels)
+
+    def _save(self, result: UnitResult) -> None:
+        name = self.report.image_name(result)
+        image = np.asarray(result.image)
+        self.report.write_with(str(Path(name).with_suffix(".npy")), lambda tmp: np.save(tmp, image))
+        self.report.write_with(name, lambda tmp: save_picture(image, self.display, Path(tmp)))
+        self._keep(result, name)
+
+    def _keep(self, result: UnitResult, name: str) -> None:
+        key = (result.target, result.method)
+        self.results[key] = result
+        self.entries[key] = self.report.result_entry(
+            result, name if result.image is not None else None
+        )

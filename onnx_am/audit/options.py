@@ -1,0 +1,152 @@
+"""What ``onnx-am analyze`` is asked to do, and the :class:`RunPlan` made from it, once.
+
+:class:`AnalyzeOptions` holds what the user gave (strings at this public edge);
+:func:`plan_analysis` parses it exactly once into a
+:class:`~onnx_am.engine.plan.RunPlan` (targets by one probe forward, methods with the
+backward slopes built straight from their floats, a validated config) that the rest of
+``analyze`` passes down unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnx_am.domain import InputDomain, parse_domain
+from onnx_am.engine.config import AMConfig
+from onnx_am.engine.plan import RunPlan, checked_config
+from onnx_am.errors import SettingsError
+from onnx_am.importer.model import ImportedModel
+from onnx_am.methods import GradientMethod, MethodPlan, expand_methods
+from onnx_am.objectives import Target, resolve_targets
+
+# Defaults chosen from benchmarks/results/am_quality.md (see README "Results"): standard and
+# decoupled side by side, and best, the per-unit higher true value of the two (it shares
+# their rows, so it costs nothing more); bare names take the one default slope,
+# onnx_am.methods.DEFAULT_BETA. 256 steps at lr 0.1 converge on the sample models; 1024
+# steps add about 3 points.
+DEFAULT_METHODS = ("standard", "decoupled", "best")
+#: The methods when only ``--backward-slope`` is given: standard against each slope.
+SWEEP_METHODS = ("standard", "decoupled")
+DEFAULT_STEPS = 256
+DEFAULT_RESTARTS = 3
+#: Step of projected gradient ascent for the -1..1 box; scaled by (high - low) / 2 for other
+#: input ranges unless ``lr`` is given.
+DEFAULT_LR = 0.1
+#: How a step is taken. ``raw`` is the paper's ``x <- clip(x + lr * grad)``; its step scales
+#: with the gradient, which for a channel of an early layer is orders of magnitude smaller
+#: than for a logit: benchmarks/results/step_rule.md measured raw steps at lr 0.1 failing to
+#: beat a trivial input on 16/16 early-channel runs, while ``normalized`` (each row's gradient
+#: scaled to unit RMS) reached 0.88-1.00 of the best known and matched or beat raw steps on
+#: class logits. ``adam`` is also offered.
+STEP_RULES = {
+    "normalized": {"optimizer": "pga", "normalize_grad": True},
+    "raw": {"optimizer": "pga", "normalize_grad": False},
+    "adam": {"optimizer": "adam", "normalize_grad": False},
+}
+DEFAULT_STEP_RULE = "normalized"
+DEFAULT_SEED = 0
+DEFAULT_MAX_UNITS = 64
+DEFAULT_INPUT_RANGE = "-1..1"
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """What ``onnx-am analyze`` does; every field has the command's default.
+
+    Attributes:
+        targets: target strings (``"logits:3"``, ``"conv3:0-7"``) or :class:`Target`
+            objects; empty: every unit of the first output (up to ``max_units``).
+        layers: intermediate tensors whose channels are added as targets.
+        methods: gradient methods (``standard``, ``decoupled(0.3)``, ``proxy(0.6)``, ``best``,
+            schedules, or :class:`GradientMethod` objects); bare ``decoupled``/``proxy``
+            take every ``backward_slopes`` value. Empty: :data:`DEFAULT_METHODS`, or
+            :data:`SWEEP_METHODS` when slopes are given.
+        backward_slopes: slopes for bare methods; several make a sweep.
+        steps, lr, restarts, seed: the optimization; ``lr=None`` is ``DEFAULT_LR`` scaled
+            to the input range (``DEFAULT_LR * (high - low) / 2``).
+        input_name, input_shape: which input, and its full shape when symbolic.
+        input_range: the raw input box, ``"-1..1"``, ``"0..1"``, ``"0..255"``.
+        mean, std: per-channel normalization the model expects (raw units).
+        device: ``"cpu"`` or ``"cuda"``.
+        batch_size: rows per engine step inside a chunk; ``None`` fits them to the free
+            memory (:mod:`onnx_am.engine.memory`). A chunk stays the unit of resume either way.
+        step_rule: ``"normalized"`` (default), ``"raw"`` (the paper's update) or ``"adam"``;
+            see :data:`STEP_RULES`.
+        parameterization: ``"pixel"`` (the paper's raw input), ``"fourier"`` or
+            ``"fourier+decorrelated"`` (image inputs; :mod:`onnx_am.engine.parameterizations`).
+        max_units: cap on units per tensor.
+        force: overwrite an existing report.
+        resume: continue an existing report made with the same settings.
+    """
+
+    targets: tuple[str | Target, ...] = ()
+    layers: tuple[str, ...] = ()
+    methods: tuple[str | GradientMethod, ...] = ()
+    backward_slopes: tuple[float, ...] = ()
+    steps: int = DEFAULT_STEPS
+    lr: float | None = None
+    restarts: int = DEFAULT_RESTARTS
+    seed: int = DEFAULT_SEED
+    input_name: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    input_range: str = DEFAULT_INPUT_RANGE
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    device: str = "cpu"
+    batch_size: int | None = None
+    parameterization: str = "pixel"
+    step_rule: str = DEFAULT_STEP_RULE
+    max_units: int = DEFAULT_MAX_UNITS
+    force: bool = False
+    resume: bool = False
+
+
+def plan_analysis(options: AnalyzeOptions, imported: ImportedModel) -> RunPlan:
+    """Parse the options once into the run's typed plan.
+
+    Raises:
+        SettingsError, InputSpecError, TargetError, MethodError: the first bad option.
+    """
+    config = checked_config(analysis_config(options, _domain(options)), imported)
+    methods = plan_methods(options.methods, options.backward_slopes, config.default_beta)
+    return RunPlan(tuple(plan_targets(imported, options)), tuple(methods), config)
+
+
+def plan_methods(
+    methods: tuple[str | GradientMethod, ...], slopes: tuple[float, ...], default_beta: float
+) -> list[MethodPlan]:
+    """The reported methods: as given, or the defaults; bare ``decoupled``/``proxy`` once per
+    slope, each built from the float itself."""
+    if not methods:
+        methods = SWEEP_METHODS if slopes else DEFAULT_METHODS
+    return expand_methods(methods, default_beta, slopes)
+
+
+def plan_targets(imported: ImportedModel, options: AnalyzeOptions) -> list[Target]:
+    """``--target`` strings (or every unit of the first output), plus ``--layer`` channels;
+    one probe forward for all of them."""
+    given = list(options.targets) or [imported.output_names[0]]
+    return resolve_targets(imported, [*given, *options.layers], cap=options.max_units)
+
+
+def analysis_config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
+    """The engine settings the options ask for (not yet checked against a model)."""
+    if options.step_rule not in STEP_RULES:
+        raise SettingsError(
+            f"unknown step rule {options.step_rule!r}; choose from {', '.join(STEP_RULES)}"
+        )
+    return AMConfig(
+        steps=options.steps,
+        lr=options.lr if options.lr is not None else DEFAULT_LR * (domain.high - domain.low) / 2,
+        restarts=options.restarts,
+        seed=options.seed,
+        domain=domain,
+        device=options.device,
+        batch_size=options.batch_size,
+        parameterization=options.parameterization,
+        **STEP_RULES[options.step_rule],
+    )
+
+
+def _domain(options: AnalyzeOptions) -> InputDomain:
+    return parse_domain(options.input_range, options.mean, options.std)
