@@ -164,3 +164,92 @@ def _floats(value: str | Sequence[float] | None, name: str) -> tuple[float, ...]
         raise InputSpecError(
             f"cannot parse {name} {value!r}; write numbers separated by commas"
         ) from exc
+
+
+#: Common input conventions, by name (``--preset``): raw range and normalization.
+PRESETS: dict[str, InputDomain] = {
+    "imagenet": InputDomain(0.0, 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet-255": InputDomain(0.0, 255.0, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    "unit": InputDomain(0.0, 1.0),
+    "symmetric": InputDomain(-1.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class DomainChoice:
+    """The input domain a run uses, and where it came from.
+
+    Attributes:
+        domain: the domain.
+        source: ``"given"`` (a preset or an explicit range / mean / std), ``"metadata"``
+            (recorded by the producer) or ``"assumed"`` (nothing given or recorded).
+        description: one line for people, e.g. ``"--preset imagenet"``.
+    """
+
+    domain: InputDomain
+    source: str
+    description: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "description": self.description, **self.domain.to_dict()}
+
+
+def choose_domain(
+    preset: str | None = None,
+    input_range: str | None = None,
+    mean: str | Sequence[float] | None = None,
+    std: str | Sequence[float] | None = None,
+    metadata=None,
+) -> DomainChoice:
+    """The domain from a preset, explicit values, or the producer's metadata, in that order.
+
+    Explicit ``input_range`` / ``mean`` / ``std`` override the matching part of a preset.
+    Without any of them, a range or normalization recorded in ``metadata``
+    (:class:`~onnx_am.importer.metadata.ProducerMetadata`) is used; without that, the
+    paper's ``-1..1`` box is assumed, and the choice says so.
+
+    Raises:
+        InputSpecError: an unknown preset, or malformed values.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise InputSpecError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    given = [
+        text
+        for text, value in (
+            (f"--preset {preset}", preset),
+            (f"--input-range {input_range}", input_range),
+            ("--mean", mean),
+            ("--std", std),
+        )
+        if value is not None
+    ]
+    if given:
+        base = PRESETS[preset] if preset else InputDomain()
+        explicit = parse_domain(input_range, mean, std)
+        domain = InputDomain(
+            explicit.low if input_range is not None else base.low,
+            explicit.high if input_range is not None else base.high,
+            explicit.mean if mean is not None else base.mean,
+            explicit.std if std is not None else base.std,
+        )
+        return DomainChoice(domain, "given", " ".join(given))
+    recorded = _from_metadata(metadata)
+    if recorded is not None:
+        return recorded
+    return DomainChoice(
+        InputDomain(),
+        "assumed",
+        "-1..1 assumed: no --preset / --input-range given and the model records none",
+    )
+
+
+def _from_metadata(metadata) -> DomainChoice | None:
+    if metadata is None or not (metadata.input_range or metadata.mean or metadata.std):
+        return None
+    if metadata.input_range:
+        low, high = metadata.input_range
+    else:  # a mean recorded in raw units tells the pixel scale
+        low, high = (0.0, 255.0) if max(metadata.mean or (0.0,)) > 1 else (0.0, 1.0)
+    domain = InputDomain(low, high, metadata.mean, metadata.std)
+    keys = ", ".join(f"{key}={value}" for key, value in metadata.domain_keys.items())
+    return DomainChoice(domain, "metadata", f"{domain.label} from model metadata ({keys})")

@@ -89,10 +89,18 @@ def choose_input(
     model: onnx.ModelProto,
     input_name: str | None = None,
     input_shape: tuple[int, ...] | list[int] | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> InputSpec:
     """Pick the float input to optimize and make its shape concrete.
 
     The other inputs are fed fixed values (:mod:`onnx_am.importer.feeds`).
+
+    Args:
+        model: the model as loaded.
+        input_name: the input to optimize (required when there are several float inputs).
+        input_shape: its full shape, filling symbolic dims.
+        image_size: ``(height, width)`` recorded by the producer; fills symbolic height and
+            width of an image input (4 dims, 1-4 channels) when ``input_shape`` is not given.
 
     Raises:
         InputSpecError: no float input, several without ``input_name``, unknown name,
@@ -101,6 +109,8 @@ def choose_input(
     candidates = graph_inputs(model)
     value = _pick(candidates, input_name)
     spec = describe_value(value)
+    if input_shape is None and image_size is not None:
+        input_shape = image_shape(spec, image_size)
     sample_shape = _sample_shape(spec, input_shape)
     return InputSpec(
         spec.name, spec.shape, spec.dtype, sample_shape, _layout(model, spec.name, sample_shape)
@@ -127,6 +137,28 @@ def _pick(candidates: list[onnx.ValueInfoProto], input_name: str | None) -> onnx
             f"(the others are held at zeros or at --feed NAME=VALUE): {described}"
         )
     return floats[0]
+
+
+def image_shape(spec: TensorSpec, image_size: tuple[int, int]) -> tuple[int, ...] | None:
+    """The full shape of an image input with symbolic height and width set to ``image_size``.
+
+    ``None`` unless the input has 4 dims, a known channel count of 1-4 (axis 1 or 3), and
+    only symbolic dims besides (the batch becomes 1).
+    """
+    if len(spec.shape) != 4:
+        return None
+    batch, *rest = spec.shape
+    height, width = image_size
+    for channel_axis, spatial in ((0, (1, 2)), (2, (0, 1))):
+        channels = rest[channel_axis]
+        if not (isinstance(channels, int) and 1 <= channels <= 4):
+            continue
+        if not all(isinstance(rest[axis], str) for axis in spatial):
+            continue
+        shape = [1, *rest]
+        shape[1 + spatial[0]], shape[1 + spatial[1]] = height, width
+        return tuple(int(d) for d in shape)
+    return None
 
 
 def _described(spec: TensorSpec) -> str:

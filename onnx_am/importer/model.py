@@ -26,6 +26,7 @@ from onnx_am.importer.batching import BatchSupport, decide_batching
 from onnx_am.importer.feeds import Feed, FeedInput, parse_value, resolve_feeds
 from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, describe_outputs
 from onnx_am.importer.loading import ModelSource, load_model
+from onnx_am.importer.metadata import ProducerMetadata, read_metadata
 from onnx_am.importer.prepare import prepare_model
 from onnx_am.importer.tensor_map import TensorLocation, build_tensor_map, extract_tensors
 from onnx_am.importer.unsupported import Unsupported, summarize_unsupported
@@ -48,6 +49,7 @@ class ImportedModel:
         prepass_notes: what the pre-passes changed, one line each.
         feeds: the value of every other graph input, in graph order; the prepared model
             holds them as initializers, onnxruntime is fed them.
+        metadata: what the producer recorded (image size, class names, normalization).
     """
 
     original: onnx.ModelProto
@@ -61,6 +63,7 @@ class ImportedModel:
     opsets: dict[str, int]
     prepass_notes: list[str] = field(default_factory=list)
     feeds: dict[str, Feed] = field(default_factory=dict)
+    metadata: ProducerMetadata = field(default_factory=ProducerMetadata)
 
     @property
     def inputs(self) -> list[dict]:
@@ -127,12 +130,19 @@ def import_onnx(
         ImportFailedError: the converter failed for another reason.
     """
     original = load_model(source)
-    spec = choose_input(original, input_name, input_shape)
+    metadata = read_metadata(original)
+    spec = choose_input(original, input_name, input_shape, metadata.image_size)
     given = {name: parse_value(name, value) for name, value in (feeds or {}).items()}
     fed = resolve_feeds(original, spec, given)
     prepared, notes = prepare_model(
         original, spec, {name: feed.value for name, feed in fed.items()}
     )
+    if input_shape is None and metadata.image_size and spec.shape[1:] != spec.sample_shape:
+        notes.insert(
+            0,
+            f"input shape {[1, *spec.sample_shape]} from metadata image size "
+            f"{list(metadata.image_size)}",
+        )
     opsets = {entry.domain or "ai.onnx": entry.version for entry in prepared.opset_import}
     module = _convert(prepared)
     decision = decide_batching(module, prepared, spec.sample_shape)
@@ -151,6 +161,7 @@ def import_onnx(
         opsets=opsets,
         prepass_notes=notes,
         feeds=fed,
+        metadata=metadata,
     )
 
 

@@ -1,0 +1,157 @@
+"""Defaults that fit the model: what ``analyze`` maximizes and with which methods.
+
+- An output that is a Softmax / LogSoftmax / Sigmoid of a tensor (possibly through reshapes
+  or an average) is a probability: it saturates at 1 within a few steps and every method
+  "wins". The default targets are the pre-activation logits instead.
+- An output that is not a per-class vector ``[N, classes]`` (a detector's boxes and scores,
+  a segmenter's maps, a sequence) has no unit that means one thing; averaging it mixes
+  unrelated quantities. The default targets are then the channels of the last rectifier
+  (else of the last convolution), and the report says why.
+- With no rectifier to decouple, the decoupled methods would compute the standard gradient
+  again: the default is standard only.
+
+Each choice carries one sentence saying what was chosen and why, for the report and stderr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from onnx_am.importer.model import ImportedModel
+from onnx_am.objectives import Target, parse_targets, probe_shapes
+
+#: Ops whose output is a probability of their input.
+ACTIVATIONS = {"Softmax": "softmax", "LogSoftmax": "log-softmax", "Sigmoid": "sigmoid"}
+#: Ops walked through between an output and its activation: they move or average units.
+PASS_THROUGH = frozenset(
+    {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "ReduceMean",
+     "GlobalAveragePool", "Cast"}
+)  # fmt: skip
+CONV_OPS = ("Conv", "ConvTranspose")
+
+
+@dataclass(frozen=True)
+class TargetDefault:
+    """The default targets of a model and why.
+
+    Attributes:
+        targets: the targets.
+        tensor: the ONNX tensor they read.
+        reason: one sentence: what was chosen instead of every unit of the first output.
+            Empty when the first output itself is used.
+        labels: target name -> class name, where the producer recorded class names.
+    """
+
+    targets: list[Target]
+    tensor: str
+    reason: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"tensor": self.tensor, "reason": self.reason, "labels": dict(self.labels)}
+
+
+def default_targets_for(imported: ImportedModel, cap: int = 64) -> TargetDefault:
+    """The targets ``analyze`` maximizes when none are given (see the module docstring)."""
+    output = imported.output_names[0]
+    logits = pre_activation(imported, output)
+    shape = probe_shapes(imported, [output])[output]
+    if len(shape) <= 2:
+        if logits is None:
+            targets = parse_targets([output], imported, cap=cap)
+            return TargetDefault(targets, output, "", unit_labels(imported, targets))
+        tensor, op = logits
+        targets = parse_targets([tensor], imported, cap=cap)
+        reason = (
+            f"targets are the pre-activation logits {tensor!r}: output {output!r} is the "
+            f"{ACTIVATIONS[op]} of it, and probabilities saturate"
+        )
+        return TargetDefault(targets, tensor, reason, unit_labels(imported, targets))
+    layer = last_feature_layer(imported)
+    what = f"output {output!r} of shape {list(shape)} is not a per-class vector [N, classes]"
+    if layer is None:
+        targets = parse_targets([output], imported, cap=cap)
+        reason = (
+            f"{what}, and the model has no rectifier or convolution; each target is one "
+            f"slice of it along axis 1, averaged over the remaining axes"
+        )
+        return TargetDefault(targets, output, reason)
+    tensor, kind = layer
+    targets = parse_targets([tensor], imported, cap=cap)
+    reason = (
+        f"{what} (averaging it would mix unrelated quantities); targets are the channels of "
+        f"the last {kind}, {tensor!r}"
+    )
+    return TargetDefault(targets, tensor, reason)
+
+
+def pre_activation(imported: ImportedModel, tensor: str) -> tuple[str, str] | None:
+    """``(logits tensor, activation op)`` when ``tensor`` is a probability of another tensor.
+
+    Walks back from ``tensor`` through :data:`PASS_THROUGH` ops to a Softmax / LogSoftmax /
+    Sigmoid and returns that op's input, if the torch graph exposes it.
+    """
+    producers = producer_nodes(imported.prepared)
+    node = producers.get(tensor)
+    seen = 0
+    while node is not None and node.op_type in PASS_THROUGH and seen < 32:
+        node, seen = producers.get(node.input[0]) if node.input else None, seen + 1
+    if node is None or node.op_type not in ACTIVATIONS or not node.input:
+        return None
+    logits = node.input[0]
+    return (logits, node.op_type) if logits in imported.tensor_map else None
+
+
+def last_feature_layer(imported: ImportedModel) -> tuple[str, str] | None:
+    """``(tensor, "rectifier" | "convolution")``: the last rectifier's output, else the last
+    convolution's, in graph order; ``None`` when there is neither."""
+    from onnx_am.passes import plan_rewrites
+
+    rectifiers, _ = plan_rewrites(imported)
+    for record in reversed(rectifiers):
+        if record.output in imported.tensor_map:
+            return record.output, "rectifier"
+    for node in reversed(imported.prepared.graph.node):
+        if node.op_type in CONV_OPS and node.output[0] in imported.tensor_map:
+            return node.output[0], "convolution"
+    return None
+
+
+def has_rectifiers(imported: ImportedModel) -> bool:
+    """Whether the decoupling pass finds anything to rewrite."""
+    from onnx_am.passes import plan_rewrites
+
+    return bool(plan_rewrites(imported)[0])
+
+
+#: Said in the report and on stderr when :func:`has_rectifiers` is false and no method given.
+NO_RECTIFIER_NOTE = (
+    "the model has no rectifier to decouple, so decoupled and proxy gradients equal the "
+    "standard one; running standard only"
+)
+
+
+def unit_labels(imported: ImportedModel, targets: list[Target]) -> dict[str, str]:
+    """Class names for targets on the first output or its logits, when recorded and the
+    unit count matches the number of names."""
+    names = imported.metadata.class_names
+    if not names:
+        return {}
+    output = imported.output_names[0]
+    logits = pre_activation(imported, output)
+    tensors = {output, logits[0] if logits else output}
+    shapes = probe_shapes(imported, list(tensors))
+    labels = {}
+    for target in targets:
+        shape = shapes.get(target.tensor)
+        if target.tensor in tensors and shape is not None and len(shape) > 1:
+            if shape[1] == len(names) and target.unit in names:
+                labels[target.name] = names[target.unit]
+    return labels
+
+
+def producer_nodes(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """Tensor name -> the node that produces it."""
+    return {name: node for node in model.graph.node for name in node.output}
