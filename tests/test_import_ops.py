@@ -96,6 +96,42 @@ CASES = {
         {"pads": np.array([0, 0, 1, 2, 0, 0, 2, 1], I64)},
         19,
     ),
+    "Pad-13 reflect of the last axis of a 2-D frame (silero-vad)": (
+        node("Pad", ["x", "pads"], mode="reflect"),
+        [2, 10],
+        {"pads": np.array([0, 3, 0, 3], I64)},
+        13,
+    ),
+    "Pad-13 reflect with pads computed from Shape": (
+        [
+            helper.make_node("Shape", ["x"], ["s"], name="shape"),
+            helper.make_node("Mul", ["s", "zero"], ["z"], name="zeros"),
+            helper.make_node("Concat", ["z", "z"], ["zz"], name="concat", axis=0),
+            helper.make_node("Add", ["zz", "p"], ["pads"], name="add"),
+            helper.make_node("Pad", ["x", "pads"], ["y"], name="pad", mode="reflect"),
+        ],
+        [2, 10],
+        {"zero": np.zeros(2, I64), "p": np.array([0, 3, 0, 2], I64)},
+        13,
+    ),
+    "Pad-11 edge of the last axis of a 3-D tensor": (
+        node("Pad", ["x", "pads"], mode="edge"),
+        [1, 2, 6],
+        {"pads": np.array([0, 0, 2, 0, 0, 1], I64)},
+        11,
+    ),
+    "Pad-13 reflect of 2 axes of a 5-D tensor": (
+        node("Pad", ["x", "pads"], mode="reflect"),
+        [2, 2, 2, 4, 5],
+        {"pads": np.array([0, 0, 0, 1, 2, 0, 0, 0, 2, 1], I64)},
+        13,
+    ),
+    "Pad-2 reflect attribute pads on a 2-D frame": (
+        node("Pad", ["x"], mode="reflect", pads=[0, 2, 0, 1]),
+        [2, 8],
+        {},
+        10,
+    ),
     "Resize-18 nearest x2": (
         node(
             "Resize",

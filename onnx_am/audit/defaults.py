@@ -30,6 +30,8 @@ PASS_THROUGH = frozenset(
      "GlobalAveragePool", "Cast"}
 )  # fmt: skip
 CONV_OPS = ("Conv", "ConvTranspose")
+#: The last convolution with at least this many channels is the default feature layer.
+MIN_CHANNELS = 8
 
 
 @dataclass(frozen=True)
@@ -106,17 +108,25 @@ def pre_activation(imported: ImportedModel, tensor: str) -> tuple[str, str] | No
 
 def last_feature_layer(imported: ImportedModel) -> tuple[str, str] | None:
     """``(tensor, "rectifier" | "convolution")``: the last rectifier's output, else the last
-    convolution's, in graph order; ``None`` when there is neither."""
+    convolution's with at least :data:`MIN_CHANNELS` channels (a detector's head
+    convolutions, with a few channels of box coordinates or scores, come after it), in
+    graph order; ``None`` when there is neither."""
     from onnx_am.passes import plan_rewrites
 
     rectifiers, _ = plan_rewrites(imported)
     for record in reversed(rectifiers):
         if record.output in imported.tensor_map:
             return record.output, "rectifier"
-    for node in reversed(imported.prepared.graph.node):
-        if node.op_type in CONV_OPS and node.output[0] in imported.tensor_map:
-            return node.output[0], "convolution"
-    return None
+    convs = [
+        node.output[0]
+        for node in imported.prepared.graph.node
+        if node.op_type in CONV_OPS and node.output[0] in imported.tensor_map
+    ]
+    if not convs:
+        return None
+    shapes = probe_shapes(imported, convs)
+    wide = [name for name in convs if len(shapes[name]) > 1 and shapes[name][1] >= MIN_CHANNELS]
+    return (wide or convs)[-1], "convolution"
 
 
 def has_rectifiers(imported: ImportedModel) -> bool:

@@ -7,11 +7,17 @@ upgrade never breaks the import of this package.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from onnx import defs
 from onnx2torch.node_converters import get_converter
-from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.node_converters.registry import (
+    _CONVERTER_REGISTRY,
+    OperationDescription,
+    add_converter,
+)
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
@@ -39,6 +45,26 @@ def register(op_type: str, versions: Iterable[int]) -> Callable[[Converter], Con
             if not has_converter(op_type, version):
                 add_converter(operation_type=op_type, version=version)(converter)
                 REGISTERED.append((op_type, version))
+        return converter
+
+    return deco
+
+
+def replace(op_type: str, versions: Iterable[int]) -> Callable[[Converter], Converter]:
+    """Decorator: use ``converter`` instead of onnx2torch's for each version (on purpose,
+    for versions whose onnx2torch converter mishandles valid models; each such case has a
+    parity test). The replaced converter is passed as ``fallback=`` to ``converter``."""
+
+    def deco(converter: Converter) -> Converter:
+        for version in versions:
+            key = OperationDescription(
+                domain=defs.ONNX_DOMAIN, operation_type=op_type, version=version
+            )
+            fallback = _CONVERTER_REGISTRY.pop(key, None)
+            add_converter(operation_type=op_type, version=version)(
+                functools.partial(converter, fallback=fallback)
+            )
+            REGISTERED.append((op_type, version))
         return converter
 
     return deco
