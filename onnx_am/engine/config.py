@@ -13,7 +13,7 @@ from onnx_am.engine.regularizers import Regularizer, parse_regularizer
 from onnx_am.engine.starts import START_KINDS
 from onnx_am.errors import SettingsError
 from onnx_am.methods import DEFAULT_BETA
-from onnx_am.reference.crosscheck import DEFAULT_TOLERANCE
+from onnx_am.reference.tolerance import DEFAULT_TOLERANCE
 
 OPTIMIZERS = ("pga", "adam")
 

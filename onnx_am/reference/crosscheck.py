@@ -5,12 +5,8 @@ normalisation, the model's own layout and dtype) and run by onnxruntime with the
 tensors exposed as extra outputs; the objective is then computed from the onnxruntime
 tensor by the same :meth:`Target.value` code.
 
-Agreement: ``|torch - onnxruntime| <= tolerance * max(1, |onnxruntime|)`` with
-``tolerance = 1e-4`` by default: relative for activations above 1 in magnitude, absolute
-below. float32 kernels of the two runtimes differ by about 1e-6 relative on the sample models;
-1e-4 leaves room for deeper graphs while still catching a wrong layout, slope or op.
-Quantized models allow at least one step of their integer type (``2**-8`` for 8-bit; see
-:mod:`onnx_am.reference.quantized`).
+Agreement: ``|torch - onnxruntime| <= tolerance * max(1, |onnxruntime|)``, the rule of
+:mod:`onnx_am.reference.tolerance` that the parity check uses as well.
 """
 
 from __future__ import annotations
@@ -26,11 +22,10 @@ from onnx_am.domain import InputDomain
 from onnx_am.objectives import Target
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
+from onnx_am.reference.tolerance import DEFAULT_TOLERANCE, agrees
 
 if TYPE_CHECKING:
     from onnx_am.importer.model import ImportedModel
-
-DEFAULT_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -39,13 +34,6 @@ class CrossCheck:
 
     value: float
     agrees: bool
-
-
-def agrees(torch_value: float, reference: float, tolerance: float = DEFAULT_TOLERANCE) -> bool:
-    """The stated agreement rule (see the module docstring)."""
-    if not np.isfinite(torch_value) or not np.isfinite(reference):
-        return False
-    return abs(torch_value - reference) <= tolerance * max(1.0, abs(reference))
 
 
 def onnxruntime_values(

@@ -11,10 +11,7 @@ from onnx_am.errors import ImportFailedError
 from onnx_am.importer.model import ImportedModel
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
-
-#: Default tolerance: max abs diff <= RELATIVE_TOLERANCE * max |output| (+ a tiny floor).
-RELATIVE_TOLERANCE = 1e-4
-ABSOLUTE_FLOOR = 1e-6
+from onnx_am.reference.tolerance import DEFAULT_TOLERANCE, within_tolerance
 
 
 @dataclass
@@ -32,7 +29,8 @@ class ParityResult:
     Attributes:
         max_abs_diff: the largest absolute difference over all outputs.
         max_rel_diff: the largest ``max_abs_diff / max |output|`` over all outputs.
-        passed: every output's abs diff is within ``tolerance * scale + floor``.
+        passed: every output's max abs diff is within ``tolerance * max(1, max |output|)``
+            (:func:`~onnx_am.reference.tolerance.within_tolerance`, the cross-check's rule).
         tolerance: the relative tolerance applied (raised for quantized models).
         tolerance_note: why the tolerance was raised above the one asked for, else empty.
     """
@@ -53,7 +51,7 @@ def check_parity(
     imported: ImportedModel,
     samples: int = 4,
     seed: int = 0,
-    tolerance: float = RELATIVE_TOLERANCE,
+    tolerance: float = DEFAULT_TOLERANCE,
     low: float = -1.0,
     high: float = 1.0,
 ) -> ParityResult:
@@ -63,7 +61,8 @@ def check_parity(
         imported: the imported model.
         samples: how many random inputs, drawn uniformly from ``[low, high]``.
         seed: seed of the inputs.
-        tolerance: allowed max abs diff relative to the output's max magnitude; a quantized
+        tolerance: allowed max abs diff relative to the output's max magnitude (absolute
+            below 1, see :mod:`onnx_am.reference.tolerance`); a quantized
             model allows at least one step of its integer type (see
             :mod:`onnx_am.reference.quantized`).
     """
@@ -92,7 +91,7 @@ def check_parity(
         _compare(name, got.detach().double().numpy(), reference[name].astype(np.float64))
         for name, got in zip(imported.output_names, torch_outputs, strict=True)
     ]
-    passed = all(o.max_abs_diff <= tolerance * o.output_scale + ABSOLUTE_FLOOR for o in per_output)
+    passed = all(within_tolerance(o.max_abs_diff, o.output_scale, tolerance) for o in per_output)
     return ParityResult(
         max_abs_diff=max(o.max_abs_diff for o in per_output),
         max_rel_diff=max(o.max_rel_diff for o in per_output),
