@@ -11,20 +11,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import onnx
-from onnx import numpy_helper
 
 from onnx_am.errors import OnnxAmError, UnsupportedOpError
 from onnx_am.importer.input_spec import describe_outputs, describe_value, graph_inputs
 from onnx_am.importer.model import ImportedModel
+from onnx_am.passes import RewriteRecord, UntouchedRecord, plan_onnx, plan_rewrites
 from onnx_am.reference.parity import check_parity
-
-#: Op types reported as rectifiers when the rewrite planner is unavailable.
-RECTIFIER_OPS = ("Relu", "LeakyRelu", "PRelu", "Clip")
-#: Other element-wise non-linearities worth listing.
-OTHER_NONLINEAR_OPS = (
-    "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Mish", "Elu", "Selu", "Celu",
-    "Softplus", "Softsign", "Erf", "ThresholdedRelu", "Softmax", "LogSoftmax",
-)  # fmt: skip
 
 
 @dataclass
@@ -42,7 +34,8 @@ class InspectReport:
         node_counts: op type -> number of nodes.
         rectifiers: ``{"node", "op_type", "output", "alpha"}`` per rectifier.
         rewrites: names of the nodes the decoupling pass would rewrite.
-        other_nonlinearities: ``{"node", "op_type", "output"}`` per other non-linearity.
+        other_nonlinearities: ``{"node", "op_type", "output", "reason"}`` per non-linearity the
+            pass leaves alone (``reason`` empty unless there is one to give).
         unsupported_ops: ``{"node", "domain", "op_type", "opset"}`` per unconvertible node.
         batch: ``{"mode", "note"}``; ``mode`` is dynamic, rewritten or rowwise.
         parity: ``{"max_abs_diff", "max_rel_diff", "passed", "tolerance",
@@ -115,12 +108,22 @@ def inspect_unimportable(model: onnx.ModelProto, error: OnnxAmError) -> InspectR
 
 
 def find_rectifiers(imported: ImportedModel) -> tuple[list[dict], list[dict]]:
-    """``(rectifiers, other non-linearities)``, from the decoupling pass's plan if present."""
-    try:
-        from onnx_am.passes import plan_rewrites
-    except ImportError:  # the pass package is optional for inspection
-        return onnx_rectifiers(imported.prepared)
-    rewritten, untouched = plan_rewrites(imported)
+    """``(rectifiers, other non-linearities)``: what the decoupling pass would do."""
+    return _as_dicts(*plan_rewrites(imported))
+
+
+def onnx_rectifiers(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
+    """Rectifiers and other non-linearities read from the ONNX graph alone.
+
+    The decoupling pass's own rules decide (:func:`onnx_am.passes.plan_onnx`), so a model
+    that cannot be imported is described as the pass would see it.
+    """
+    return _as_dicts(*plan_onnx(model))
+
+
+def _as_dicts(
+    rewritten: list[RewriteRecord], untouched: list[UntouchedRecord]
+) -> tuple[list[dict], list[dict]]:
     rectifiers = [
         {"node": r.node, "op_type": r.op_type, "output": r.output, "alpha": r.alpha}
         for r in rewritten
@@ -130,41 +133,6 @@ def find_rectifiers(imported: ImportedModel) -> tuple[list[dict], list[dict]]:
         for u in untouched
     ]
     return rectifiers, others
-
-
-def onnx_rectifiers(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
-    """Rectifiers and other non-linearities read from the ONNX graph alone.
-
-    Relu (alpha 0), LeakyRelu (its alpha), PRelu (constant slopes), Clip with lower bound 0
-    (ReLU / ReLU6, alpha 0). Max(x, a*x) patterns are only found by the decoupling pass.
-    """
-    constants = {t.name: t for t in model.graph.initializer}
-    rectifiers, others = [], []
-    for node in model.graph.node:
-        entry = {"node": node.name, "op_type": node.op_type, "output": node.output[0]}
-        alpha = _alpha(node, constants)
-        if node.op_type in RECTIFIER_OPS and alpha is not None:
-            rectifiers.append({**entry, "alpha": alpha})
-        elif node.op_type in OTHER_NONLINEAR_OPS or node.op_type in RECTIFIER_OPS:
-            others.append(entry)
-    return rectifiers, others
-
-
-def _alpha(node: onnx.NodeProto, constants: dict) -> float | list[float] | None:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "Relu":
-        return 0.0
-    if node.op_type == "LeakyRelu":
-        return float(attrs.get("alpha", 0.01))
-    if node.op_type == "PRelu" and len(node.input) > 1 and node.input[1] in constants:
-        values = numpy_helper.to_array(constants[node.input[1]]).reshape(-1).tolist()
-        return values[0] if len(values) == 1 else values
-    if node.op_type == "Clip":
-        low = attrs.get("min")
-        if low is None and len(node.input) > 1 and node.input[1] in constants:
-            low = float(numpy_helper.to_array(constants[node.input[1]]).reshape(-1)[0])
-        return 0.0 if low == 0.0 else None
-    return None
 
 
 def _graph_summary(model: onnx.ModelProto) -> InspectReport:

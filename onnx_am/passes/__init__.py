@@ -20,6 +20,7 @@ from onnx_am.passes.decouple import (
     NONLINEAR_OP_TYPES,
     RewriteResult,
     decouple_rectifiers,
+    plan_onnx,
     plan_rewrites,
 )
 from onnx_am.passes.rectifier import DecoupledRectifier
@@ -36,6 +37,7 @@ __all__ = [
     "SlopeControl",
     "UntouchedRecord",
     "decouple_rectifiers",
+    "plan_onnx",
     "plan_rewrites",
     "register_rule",
 ]

@@ -13,7 +13,7 @@ from onnx2torch.node_converters.clip import OnnxClip
 from torch import nn
 from torch.nn import functional
 
-from onnx_am.passes.base import RectifierRule, RuleMatch, attribute, constant_input
+from onnx_am.passes.base import RectifierRule, RuleMatch, attribute, constant_value
 from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import register_rule
 
@@ -47,7 +47,7 @@ class DecoupledClip(DecoupledRectifier):
         return torch.clamp(x, self.min_val, self.max_val)
 
 
-def clip_bounds(node, imported) -> tuple[float | None, float | None] | None:
+def clip_bounds(node, graph) -> tuple[float | None, float | None] | None:
     """``(min, max)`` of a Clip node (``None`` = no bound), or ``None`` if one is not constant."""
     if len(node.input) == 1 and node.attribute:  # Clip-6 keeps its bounds in attributes
         low, high = attribute(node, "min", -_FLOAT_MAX), attribute(node, "max", _FLOAT_MAX)
@@ -55,7 +55,7 @@ def clip_bounds(node, imported) -> tuple[float | None, float | None] | None:
         bounds = []
         for index in (1, 2):
             name = node.input[index] if len(node.input) > index else ""
-            value = constant_input(imported, name)
+            value = constant_value(graph, name)
             if name and value is None:
                 return None
             bounds.append(None if value is None else float(value.reshape(-1)[0]))
@@ -80,10 +80,11 @@ class ClipRule(RectifierRule):
     """``Clip`` with constant ``min == 0`` and no max or a constant max ``> 0``; ``alpha = 0``."""
 
     op_type = "Clip"
+    module_types = (nn.ReLU, nn.Hardtanh, OnnxClip)  # what _torch_op knows
 
-    def match(self, node, module, imported):  # noqa: D102
-        bounds = clip_bounds(node, imported)
-        if bounds is None or _torch_op(module) is None:
+    def match_node(self, node, graph):  # noqa: D102
+        bounds = clip_bounds(node, graph)
+        if bounds is None:
             return None
         low, high = bounds
         if low != 0.0 or (high is not None and not high > 0.0):

@@ -111,6 +111,49 @@ def plan_rewrites(
     return [entry.record for entry in planned], untouched
 
 
+def plan_onnx(
+    model: onnx.ModelProto, *, rules: Sequence[str | RectifierRule] | None = None
+) -> tuple[list[RewriteRecord], list[UntouchedRecord]]:
+    """Which nodes the pass would rewrite, read from the ONNX graph alone (nothing converted).
+
+    The same rules decide as in :func:`plan_rewrites` (:meth:`RectifierRule.match_node`), on
+    the nodes whose value depends on a graph input; what conversion adds is only the check
+    that the converted module is one the rule can replace. ``inspect`` uses this for models
+    that cannot be imported.
+
+    Args:
+        model: an ONNX model (the prepared one gives exactly the pass's answer).
+        rules: rule names (or rules) to apply; default all registered rules.
+
+    Returns:
+        ``(rewritten, untouched)`` records, in graph order.
+
+    Raises:
+        PassError: an unknown rule name.
+    """
+    selected = select_rules(rules)
+    graph = model.graph
+    dependent = _onnx_input_dependent(graph)
+    rewritten, untouched = [], []
+    for node in graph.node:
+        found = None
+        if any(name in dependent for name in node.output) and node.domain in ("", "ai.onnx"):
+            found = next(
+                (
+                    (rule, match)
+                    for rule in selected
+                    if rule.op_type == node.op_type
+                    and (match := rule.match_node(node, graph)) is not None
+                ),
+                None,
+            )
+        if found is not None:
+            rewritten.append(_record(node, *found))
+        elif node.op_type in NONLINEAR_OP_TYPES:
+            untouched.append(_untouched(node))
+    return rewritten, untouched
+
+
 def decouple_rectifiers(
     imported: ImportedModel,
     *,
@@ -168,15 +211,21 @@ def _plan(
             found = _first_match(rules, node, converted, imported)
         if found is not None:
             rule, match = found
-            record = RewriteRecord(
-                node.name, node.op_type, rule.name, alpha_to_record(match.alpha), node.output[0]
-            )
+            record = _record(node, rule, match)
             planned.append(_Planned(fx_node.target, node, converted, rule, match, record))
         elif node.op_type in NONLINEAR_OP_TYPES:
-            output = next((name for name in node.output if name), "")
-            reason = UNTOUCHED_REASONS.get(node.op_type, "")
-            untouched.append(UntouchedRecord(node.name, node.op_type, output, reason))
+            untouched.append(_untouched(node))
     return planned, untouched
+
+
+def _record(node: onnx.NodeProto, rule: RectifierRule, match: RuleMatch) -> RewriteRecord:
+    alpha = alpha_to_record(match.alpha)
+    return RewriteRecord(node.name, node.op_type, rule.name, alpha, node.output[0])
+
+
+def _untouched(node: onnx.NodeProto) -> UntouchedRecord:
+    output = next((name for name in node.output if name), "")
+    return UntouchedRecord(node.name, node.op_type, output, UNTOUCHED_REASONS.get(node.op_type, ""))
 
 
 def _first_match(
@@ -195,6 +244,30 @@ def _converted(module: nn.Module) -> nn.Module:
     while isinstance(module, DecoupledRectifier):
         module = module.source_module
     return module
+
+
+def _onnx_input_dependent(graph: onnx.GraphProto) -> set[str]:
+    """Names of the tensors of ``graph`` whose value depends on a graph input.
+
+    Nodes are in topological order (as ONNX requires); a node with subgraphs (If, Loop)
+    depends on whatever its subgraphs read from the outer scope as well.
+    """
+    constants = {tensor.name for tensor in graph.initializer}
+    dependent = {value.name for value in graph.input if value.name not in constants}
+    for node in graph.node:
+        if any(name in dependent for name in (*node.input, *_subgraph_reads(node))):
+            dependent.update(name for name in node.output if name)
+    return dependent
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> list[str]:
+    """Every tensor name the subgraphs of ``node`` read (their nodes' inputs, recursively)."""
+    names = []
+    for attribute in node.attribute:
+        for subgraph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
+            for inner in subgraph.node:
+                names += [*inner.input, *_subgraph_reads(inner)]
+    return names
 
 
 def _input_dependent(module: fx.GraphModule) -> set[str]:

@@ -31,10 +31,9 @@ class LeakyReluRule(RectifierRule):
     """Every ``LeakyRelu`` node; ``alpha`` is the node's attribute."""
 
     op_type = "LeakyRelu"
+    module_types = (nn.LeakyReLU,)
 
-    def match(self, node, module, imported):  # noqa: D102
-        if not isinstance(module, nn.LeakyReLU):
-            return None
+    def match_node(self, node, graph):  # noqa: D102
         return RuleMatch(alpha=float(attribute(node, "alpha", 0.01)))
 
     def build(self, node, module, match, *, decouple_upper=False):  # noqa: D102

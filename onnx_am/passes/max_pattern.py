@@ -13,7 +13,7 @@ import onnx
 import torch
 from onnx2torch.node_converters.min_max import OnnxMinMax
 
-from onnx_am.passes.base import RectifierRule, RuleMatch, constant_input
+from onnx_am.passes.base import RectifierRule, RuleMatch, constant_value, producer
 from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import register_rule
 
@@ -38,17 +38,13 @@ class DecoupledMaxLeaky(DecoupledRectifier):
         return inputs[self.x_index]
 
 
-def _producer(imported, tensor: str) -> onnx.NodeProto | None:
-    return next((node for node in imported.prepared.graph.node if tensor in node.output), None)
-
-
-def leaky_slope(node: onnx.NodeProto, imported) -> tuple[int, float] | None:
+def leaky_slope(node: onnx.NodeProto, graph: onnx.GraphProto) -> tuple[int, float] | None:
     """``(index of x in the Max, a)`` when ``node`` is ``Max(x, Mul(x, a))``, else ``None``."""
     if node.op_type != "Max" or len(node.input) != 2 or node.input[0] == node.input[1]:
         return None
     for scaled_index in (0, 1):
         x_name = node.input[1 - scaled_index]
-        mul = _producer(imported, node.input[scaled_index])
+        mul = producer(graph, node.input[scaled_index])
         if (
             mul is None
             or mul.op_type != "Mul"
@@ -58,7 +54,7 @@ def leaky_slope(node: onnx.NodeProto, imported) -> tuple[int, float] | None:
             continue
         if x_name not in mul.input:
             continue
-        factor = constant_input(imported, mul.input[1 - list(mul.input).index(x_name)])
+        factor = constant_value(graph, mul.input[1 - list(mul.input).index(x_name)])
         if factor is None or factor.size != 1 or not np.issubdtype(factor.dtype, np.floating):
             continue
         slope = float(factor.reshape(-1)[0])
@@ -72,11 +68,10 @@ class MaxLeakyRule(RectifierRule):
     """``Max(x, Mul(x, a))`` with constant scalar ``0 < a < 1``; ``alpha = a``."""
 
     op_type = "Max"
+    module_types = (OnnxMinMax,)
 
-    def match(self, node, module, imported):  # noqa: D102
-        if not isinstance(module, OnnxMinMax):
-            return None
-        found = leaky_slope(node, imported)
+    def match_node(self, node, graph):  # noqa: D102
+        found = leaky_slope(node, graph)
         if found is None:
             return None
         x_index, slope = found

@@ -7,7 +7,7 @@ import torch
 from onnx2torch.node_converters.activations import OnnxPReLU
 from torch.nn import functional
 
-from onnx_am.passes.base import RectifierRule, RuleMatch, constant_input
+from onnx_am.passes.base import RectifierRule, RuleMatch, constant_value
 from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import register_rule
 
@@ -32,11 +32,12 @@ class PReluRule(RectifierRule):
     """``PRelu`` with a constant slope; ``alpha`` is that slope (a float if it has one value)."""
 
     op_type = "PRelu"
+    module_types = (OnnxPReLU,)
 
-    def match(self, node, module, imported):  # noqa: D102
-        if not isinstance(module, OnnxPReLU) or len(node.input) < 2:
+    def match_node(self, node, graph):  # noqa: D102
+        if len(node.input) < 2:
             return None
-        slope = constant_input(imported, node.input[1])
+        slope = constant_value(graph, node.input[1])
         if slope is None or not np.issubdtype(slope.dtype, np.floating):
             return None
         alpha = float(slope.reshape(-1)[0]) if slope.size == 1 else slope.astype(np.float64)

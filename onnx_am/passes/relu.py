@@ -23,10 +23,9 @@ class ReluRule(RectifierRule):
     """Every ``Relu`` node (converted to ``nn.ReLU``) is a rectifier with ``alpha = 0``."""
 
     op_type = "Relu"
+    module_types = (nn.ReLU,)
 
-    def match(self, node, module, imported):  # noqa: D102
-        if not isinstance(module, nn.ReLU):
-            return None
+    def match_node(self, node, graph):  # noqa: D102
         return RuleMatch(alpha=0.0)
 
     def build(self, node: onnx.NodeProto, module, match, *, decouple_upper=False):  # noqa: D102
