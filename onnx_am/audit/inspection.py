@@ -95,7 +95,11 @@ def inspect_model(imported: ImportedModel, parity: bool = True) -> InspectReport
 
 
 def inspect_unimportable(model: onnx.ModelProto, error: OnnxAmError) -> InspectReport:
-    """Summarize a loaded model that could not be imported, with the reason."""
+    """Summarize a loaded model that could not be imported, with the reason.
+
+    Rectifiers and other non-linearities are what the pass's rules find in the ONNX graph;
+    nodes that cannot be converted are listed under ``unsupported_ops`` only.
+    """
     report = _graph_summary(model)
     report.rectifiers, report.other_nonlinearities = onnx_rectifiers(model)
     report.error = str(error)
@@ -103,6 +107,10 @@ def inspect_unimportable(model: onnx.ModelProto, error: OnnxAmError) -> InspectR
         report.unsupported_ops = [
             {"node": node, "domain": domain, "op_type": op, "opset": version}
             for node, domain, op, version in error.nodes
+        ]
+        unsupported = {entry["node"] for entry in report.unsupported_ops}
+        report.other_nonlinearities = [
+            entry for entry in report.other_nonlinearities if entry["node"] not in unsupported
         ]
     return report
 
