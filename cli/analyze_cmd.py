@@ -7,6 +7,7 @@ import sys
 import time
 
 import click
+from onnx_am_cli.params import FLOATS, SHAPE
 
 from onnx_am.audit.analyze import (
     DEFAULT_INPUT_RANGE,
@@ -30,24 +31,6 @@ from onnx_am.methods import expand_methods
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
 EXIT_INTERRUPTED = 130
-
-
-def _floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-
-
-def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.replace("x", ",").replace(" ", "").split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a shape like 1,3,224,224") from None
 
 
 @click.command("analyze")
@@ -79,7 +62,7 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 )
 @click.option(
     "--backward-slope",
-    callback=_floats,
+    type=FLOATS,
     metavar="B[,B...]",
     help="Backward slope(s) for bare decoupled/proxy; a list makes a sweep, e.g. 0.1,0.3,1.0.",
 )
@@ -114,7 +97,7 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--input", "input_name", metavar="NAME", help="Input to optimize, if several.")
 @click.option(
     "--input-shape",
-    callback=_shape,
+    type=SHAPE,
     metavar="N,C,H,W",
     help="Full input shape, to fill symbolic dims.",
 )
@@ -127,13 +110,13 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 )
 @click.option(
     "--mean",
-    callback=_floats,
+    type=FLOATS,
     metavar="M[,M...]",
     help="Per-channel mean the model expects subtracted (raw units).",
 )
 @click.option(
     "--std",
-    callback=_floats,
+    type=FLOATS,
     metavar="S[,S...]",
     help="Per-channel std the model expects divided by (raw units).",
 )

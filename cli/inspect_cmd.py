@@ -7,25 +7,15 @@ included: the summary is still printed); 3 parity failed.
 from __future__ import annotations
 
 import json
-import re
 
 import click
+from onnx_am_cli.params import SHAPE
 
 from onnx_am.audit.inspection import InspectReport, inspect_model, inspect_unimportable
 from onnx_am.errors import ImportFailedError, InputSpecError, ParityError, UnsupportedOpError
 from onnx_am.importer.feeds import FeedValue, parse_feed
 from onnx_am.importer.loading import load_model
 from onnx_am.importer.model import import_onnx
-
-
-def parse_shape(ctx: click.Context, param: click.Parameter, value: str | None):
-    """``1,3,32,32`` or ``1x3x32x32`` -> ``(1, 3, 32, 32)``."""
-    if value is None:
-        return None
-    parts = [p for p in re.split(r"[,xX\s]+", value.strip()) if p]
-    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"{value!r} is not a shape like 1,3,32,32 or 1x3x32x32")
-    return tuple(int(p) for p in parts)
 
 
 def parse_feeds(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
@@ -52,7 +42,7 @@ FEED_HELP = (
 @click.option("--input", "input_name", metavar="NAME", help="Input to optimize, if several.")
 @click.option(
     "--input-shape",
-    callback=parse_shape,
+    type=SHAPE,
     metavar="SHAPE",
     help="Full input shape (1,3,32,32 or 1x3x32x32), to fill symbolic dims.",
 )

@@ -10,7 +10,6 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import helper
-from onnx_am_cli.inspect_cmd import parse_shape
 from onnx_am_cli.main import cli
 
 from onnx_am import import_onnx
@@ -132,9 +131,3 @@ def test_tf2onnx_fixture_inspect_with_shape() -> None:
 def test_digits_models_leaky_alpha(name: str, alpha: float) -> None:
     report = inspect_model(import_onnx(MODELS / name), parity=False)
     assert report.rectifiers and all(r["alpha"] == pytest.approx(alpha) for r in report.rectifiers)
-
-
-def test_parse_shape() -> None:
-    assert parse_shape(None, None, "1,3,32,32") == (1, 3, 32, 32)
-    assert parse_shape(None, None, "1x3x32x32") == (1, 3, 32, 32)
-    assert parse_shape(None, None, None) is None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +28,16 @@ import numpy as np
 import onnx
 
 from onnx_am.errors import InputSpecError
-from onnx_am.importer.input_spec import InputSpec, TensorSpec, describe_value, graph_inputs
+from onnx_am.importer.input_spec import (
+    InputSpec,
+    TensorSpec,
+    describe_value,
+    graph_inputs,
+    parse_shape,
+)
 
 #: A fed input may hold at most this many elements (the optimized input has its own cap).
 MAX_FEED_ELEMENTS = 2**26
-
-_SHAPE_SPLIT = re.compile(r"[,xX\s]+")
 
 
 @dataclass(frozen=True)
@@ -178,12 +181,12 @@ def _number_text(value) -> str:
 
 
 def _shape(text: str, name: str, value: str) -> tuple[int, ...]:
-    parts = [p for p in _SHAPE_SPLIT.split(text.strip()) if p]
-    if not parts or not all(p.isdigit() for p in parts):
+    shape = parse_shape(text, min_dim=0)  # the grammar of --input-shape; empty dims allowed
+    if shape is None:
         raise InputSpecError(
             f"cannot parse the shape in feed {name}={value}; write it like 0:2,1,128"
         )
-    return tuple(int(p) for p in parts)
+    return shape
 
 
 def resolve_feeds(

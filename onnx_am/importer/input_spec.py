@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import onnx
@@ -215,3 +216,24 @@ def _layout(model: onnx.ModelProto, name: str, sample: tuple[int, ...]) -> str:
     if channels_last and not channels_first:
         return "NHWC"
     return "NCHW"
+
+
+_SHAPE_RE = re.compile(r"[0-9]+(?:(?:\s*[,xX]\s*|\s+)[0-9]+)*")
+
+
+def parse_shape(text: str, min_dim: int = 1) -> tuple[int, ...] | None:
+    """The one shape grammar of onnx-am: ``1,3,32,32``, ``1x3x32x32`` or ``1 3 32 32``.
+
+    Args:
+        text: the shape as typed.
+        min_dim: the smallest size a dim may have (0 for fed tensors that may be empty).
+
+    Returns:
+        The dims, or ``None`` when ``text`` is not a shape (the caller raises its own error,
+        naming the option or feed it came from).
+    """
+    text = text.strip()
+    if not _SHAPE_RE.fullmatch(text):
+        return None
+    dims = tuple(int(d) for d in re.findall(r"[0-9]+", text))
+    return dims if min(dims) >= min_dim else None

@@ -1,0 +1,50 @@
+"""Click parameter types shared by the commands: one grammar for each kind of value.
+
+``SHAPE``: a tensor shape in the grammar of :func:`onnx_am.importer.input_spec.parse_shape`
+(``1,3,32,32``, ``1x3x32x32`` or ``1 3 32 32``; positive ints), used by every command's
+``--input-shape``. ``FLOATS``: a comma-separated list of finite numbers (``0.1,0.3``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from onnx_am.importer.input_spec import parse_shape
+
+
+class ShapeType(click.ParamType):
+    """A shape -> ``tuple[int, ...]``."""
+
+    name = "shape"
+
+    def convert(self, value, param, ctx) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        shape = parse_shape(str(value))
+        if shape is None:
+            self.fail(f"{value!r} is not a shape like 1,3,32,32 or 1x3x32x32", param, ctx)
+        return shape
+
+
+class FloatsType(click.ParamType):
+    """Finite numbers separated by commas -> ``tuple[float, ...]``."""
+
+    name = "floats"
+
+    def convert(self, value, param, ctx) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        try:
+            numbers = tuple(float(p) for p in parts)
+        except ValueError:
+            numbers = ()
+        if not numbers or not all(math.isfinite(n) for n in numbers):
+            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+        return numbers
+
+
+SHAPE = ShapeType()
+FLOATS = FloatsType()
