@@ -89,10 +89,10 @@ def summarize(rows: list[dict]) -> list[list[object]]:
     return table
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     args_parser = parser(__doc__, threads=1)
     args_parser.add_argument("--quick", action="store_true", help="one start, one budget")
-    args = args_parser.parse_args()
+    args = args_parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     starts, budgets = (STARTS[:1], BUDGETS[:1]) if args.quick else (STARTS, BUDGETS)
     names = available(MODELS)
