@@ -227,3 +227,16 @@ def test_integer_op_matches_onnxruntime(case: str) -> None:
     got = onnx2torch.convert(model)(torch.from_numpy(x.astype(np.float32)))
     assert got.shape == want.shape
     np.testing.assert_array_equal(got.detach().numpy(), want.astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["qdq", "dynamic"])
+def test_small_analysis_of_a_quantized_model_agrees_with_onnxruntime(float_cnn, kind) -> None:
+    from onnx_am.engine.config import AMConfig
+    from onnx_am.engine.maximizer import maximize
+
+    imported = import_onnx(_quantized(float_cnn, kind))
+    report = maximize(imported, ["y:0", "y:3"], ["standard", "decoupled(0.3)"], AMConfig(steps=4))
+    assert report.tolerance == 2**-8
+    assert all(r.agrees for r in report.results), [
+        (r.activation, r.activation_onnxruntime) for r in report.results
+    ]

@@ -29,6 +29,7 @@ from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import MethodPlan, expand_methods, method_label
 from onnx_am.objectives import Target
 from onnx_am.reference.crosscheck import crosscheck
+from onnx_am.reference.quantized import effective_tolerance
 
 if TYPE_CHECKING:
     from onnx_am.passes.decouple import RewriteResult
@@ -128,7 +129,9 @@ def run_plan(
         "batch_size": outcome.batch_size,
         "batch_size_auto": config.batch_size is None,
     }
-    return MaximizeReport(results, baselines, settings, timings, config.tolerance)
+    # A quantized model's cross-check allows one quantization step (reference.quantized).
+    tolerance, _ = effective_tolerance(imported.original, config.tolerance)
+    return MaximizeReport(results, baselines, settings, timings, tolerance)
 
 
 def _crosscheck_results(

@@ -8,7 +8,18 @@ slope, as set through :class:`SlopeControl`.
 
 from __future__ import annotations
 
-from onnx_am.passes import clip, leaky_relu, max_pattern, prelu, relu  # noqa: F401  (register rules)
+from onnx_am.passes import (  # noqa: F401  (register rules)
+    clip,
+    gelu,
+    hardsigmoid,
+    hardswish,
+    leaky_relu,
+    max_pattern,
+    mish,
+    prelu,
+    relu,
+    silu,
+)
 from onnx_am.passes.base import (
     RectifierRule,
     RewriteRecord,
@@ -25,10 +36,13 @@ from onnx_am.passes.decouple import (
 )
 from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import RULES, register_rule
+from onnx_am.passes.smooth import SMOOTH_RULES, DecoupledSmooth
 
 __all__ = [
     "NONLINEAR_OP_TYPES",
     "RULES",
+    "SMOOTH_RULES",
+    "DecoupledSmooth",
     "DecoupledRectifier",
     "RectifierRule",
     "RewriteRecord",

@@ -47,11 +47,14 @@ class RectifierRule:
         op_type: the ONNX op type (default domain) this rule looks at.
         module_types: the torch modules onnx2torch makes of a matching node that
             :meth:`build` can replace.
+        default: whether the rule applies when no rules are named.
     """
 
     name: ClassVar[str] = ""
     op_type: ClassVar[str] = ""
     module_types: ClassVar[tuple[type[nn.Module], ...]] = ()
+    #: Applied when no rules are named; opt-in rules (smooth activations) set ``False``.
+    default: ClassVar[bool] = True
 
     def match_node(self, node: onnx.NodeProto, graph: onnx.GraphProto) -> RuleMatch | None:
         """Whether ONNX ``node`` of ``graph`` is a rectifier of this kind, from ONNX alone.

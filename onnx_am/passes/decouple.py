@@ -43,8 +43,19 @@ NONLINEAR_OP_TYPES = frozenset(
 
 #: Why some non-linearities are never rewritten, reported with them.
 UNTOUCHED_REASONS = {
-    op: "recurrent cell: its sigmoid/tanh gates keep their true gradient"
-    for op in ("LSTM", "GRU", "RNN")
+    **{
+        op: "recurrent cell: its sigmoid/tanh gates keep their true gradient"
+        for op in ("LSTM", "GRU", "RNN")
+    },
+    **{
+        op: f"smooth: decoupled only with the opt-in rule {rule!r}"
+        for op, rule in (
+            ("HardSwish", "hardswish"),
+            ("HardSigmoid", "hardsigmoid"),
+            ("Gelu", "gelu"),
+            ("Mish", "mish"),
+        )
+    },
 }
 
 

@@ -33,13 +33,14 @@ def register_rule(name: str) -> Callable[[type[RectifierRule]], type[RectifierRu
 
 
 def select_rules(names: Sequence[str | RectifierRule] | None = None) -> list[RectifierRule]:
-    """The rules to apply: all registered ones, or those named (or given) in ``names``.
+    """The rules to apply: the default ones (every rectifier rule; not the opt-in smooth
+    rules), or those named (or given) in ``names``.
 
     Raises:
         PassError: a name is not registered.
     """
     if names is None:
-        return list(RULES.values())
+        return [rule for rule in RULES.values() if rule.default]
     selected = []
     for entry in names:
         if isinstance(entry, RectifierRule):

@@ -21,6 +21,7 @@ from onnx_am.importer.prepare.constants import (
     refuse_huge_constants,
 )
 from onnx_am.importer.prepare.fed_inputs import feeds_to_initializers
+from onnx_am.importer.prepare.folding import fold_constants, fold_where_needed
 from onnx_am.importer.prepare.naming import name_nodes, normalize_domains
 from onnx_am.importer.prepare.opset import upgrade_opset
 from onnx_am.importer.prepare.padding import explicit_auto_pad, same_pads
@@ -62,6 +63,7 @@ def prepare_model(
         refuse_huge_constants,
         drop_recorded_shapes,
         upgrade_opset,
+        lambda m: fold_where_needed(m, fed=bool(feeds)),
         constants_to_initializers,
         fold_initializer_identities,
         dequantize_constant_weights,
@@ -88,6 +90,8 @@ __all__ = [
     "drop_recorded_shapes",
     "explicit_auto_pad",
     "feeds_to_initializers",
+    "fold_constants",
+    "fold_where_needed",
     "fold_initializer_identities",
     "infer_shapes",
     "name_nodes",
