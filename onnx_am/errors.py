@@ -12,13 +12,12 @@ MAX_MESSAGE = 300
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` on one line, whitespace collapsed, cut to ``limit`` characters."""
+    """``text`` on one line, whitespace collapsed, cut to at most ``limit`` characters."""
     flat = " ".join(str(text).split())
-    return (
-        flat
-        if len(flat) <= limit
-        else flat[: limit - 15].rstrip() + f" ... (+{len(flat) - limit + 15} chars)"
-    )
+    if len(flat) <= limit:
+        return flat
+    keep = limit - 24
+    return flat[:keep].rstrip() + f" ... (+{len(flat) - keep} chars)"
 
 
 def shown(name: str, limit: int = 60) -> str:

@@ -14,7 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from onnx_am.errors import ExternalDataError, ModelLoadError, one_line, shown
-from onnx_am.importer.validation import check_name, validate_model, walk_graphs
+from onnx_am.importer.validation import validate_model, walk_graphs
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
@@ -138,7 +138,8 @@ def _check_external_tensor(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Pa
         raise ExternalDataError(f"{label} names a key twice: {sorted(keys)[:6]}")
     info = dict(entries)
     location = info.get("location", "")
-    check_name(location, f"{label}: location")
+    if isinstance(location, bytes) or "\0" in location:
+        raise ExternalDataError(f"{label} has a location that is not valid UTF-8 or has a NUL")
     try:
         target = (base_dir / location).resolve()
         inside = bool(location) and not os.path.isabs(location) and target.is_relative_to(base_dir)

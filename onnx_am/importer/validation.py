@@ -19,6 +19,8 @@ from onnx_am.errors import ModelLoadError, shown
 from onnx_am.importer.limits import check_elements
 from onnx_am.importer.validation_ops import check_node_values
 
+#: Highest opset version accepted for any domain (the default domain is near 25 in 2026).
+MAX_OPSET = 1000
 _DTYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 _ATTRIBUTE_TYPES = set(onnx.AttributeProto.AttributeType.values()) - {0}
 _TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
@@ -37,6 +39,11 @@ def validate_model(model: onnx.ModelProto) -> None:
     """
     for entry in model.opset_import:
         check_name(entry.domain, "opset domain")
+        if not 1 <= entry.version <= MAX_OPSET:
+            raise ModelLoadError(
+                f"opset version {entry.version} of domain {shown(entry.domain or 'ai.onnx')} "
+                f"is not between 1 and {MAX_OPSET}"
+            )
     opsets = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
     for graph in walk_graphs(model.graph):
         _check_graph(graph, opsets)
@@ -160,13 +167,18 @@ def _check_node(
         _check_arity(node, schema, label)
     for attribute in node.attribute:
         _check_attribute(attribute, schema, label)
+    if schema is not None:
+        present = {attribute.name for attribute in node.attribute}
+        missing = [n for n, a in schema.attributes.items() if a.required and n not in present]
+        if missing:
+            raise ModelLoadError(f"{label} lacks the required attribute(s) {missing[:4]}")
     check_node_values(node, label, constants)
 
 
 def _schema(node: onnx.NodeProto, opsets: dict[str, int]) -> defs.OpSchema | None:
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
     version = opsets.get(domain or "ai.onnx", 0)
-    if version <= 0 or version > 10_000:
+    if version <= 0:
         return None
     try:
         return defs.get_schema(node.op_type, version, domain)

@@ -27,6 +27,7 @@ class OutputParity:
         batch: the batch size the inputs had.
         shapes: ``[torch shape, onnxruntime shape]``.
         nonfinite: ``[torch count, onnxruntime count]`` of NaN or infinite values.
+        nonfinite_agree: the NaN and infinite values are the same, in the same places.
         agrees: same shape, non-finite values in the same places, finite ones within
             the tolerance.
     """
@@ -39,6 +40,7 @@ class OutputParity:
     shapes: list[list[int]] = field(default_factory=list)
     nonfinite: list[int] = field(default_factory=lambda: [0, 0])
     agrees: bool = True
+    nonfinite_agree: bool = True
 
     def problem(self) -> str:
         """Why this output disagrees, in a few words (empty when it agrees)."""
@@ -47,10 +49,13 @@ class OutputParity:
             return ""
         if self.shapes and self.shapes[0] != self.shapes[1]:
             return f"{where}: shape {self.shapes[0]} in torch, {self.shapes[1]} in onnxruntime"
-        if self.nonfinite != [0, 0]:
+        if not self.nonfinite_agree:
+            same = " (in different places or of different kinds)" * (
+                self.nonfinite[0] == self.nonfinite[1]
+            )
             return (
                 f"{where}: NaN/Inf in {self.nonfinite[0]} value(s) in torch, "
-                f"{self.nonfinite[1]} in onnxruntime"
+                f"{self.nonfinite[1]} in onnxruntime{same}"
             )
         return f"{where}: max abs diff {self.max_abs_diff:.3g} (scale {self.output_scale:.3g})"
 
@@ -175,5 +180,6 @@ def _compare(
     scale = float(np.abs(want[finite]).max()) if finite.any() else 0.0
     agrees = same_places and diff <= tolerance * scale + ABSOLUTE_FLOOR
     return OutputParity(
-        name, diff, diff / scale if scale else diff, scale, batch, shapes, nonfinite, agrees
-    )
+        name, diff, diff / scale if scale else diff, scale, batch, shapes, nonfinite, agrees,
+        same_places,
+    )  # fmt: skip

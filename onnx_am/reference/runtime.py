@@ -47,8 +47,8 @@ class OnnxRuntimeRunner:
         _refuse_external(model)
         exposed = expose_tensors(model, list(extra_outputs))
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # onnxruntime's own log lines stay off stderr
-        ort.set_default_logger_severity(3)
+        options.log_severity_level = 4  # onnxruntime logs errors too: only FATAL may print
+        ort.set_default_logger_severity(4)
         with foreign_errors(ModelLoadError, "onnxruntime cannot load the model"):
             self.session = ort.InferenceSession(
                 exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
