@@ -20,7 +20,6 @@ gives the same cases. The case index alone determines a case, so ``--only 1234``
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -40,9 +39,10 @@ from pathlib import Path
 
 import onnx
 
+from benchmarks import harness
 from benchmarks.fuzz_mutators import CANARY, FAMILIES, Case, mutate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = harness.ROOT
 SEED_GLOBS = ("models/*.onnx", "tests/fixtures/*.onnx")
 #: Longest acceptable error line on stderr (the prefix ``onnx-am: error: `` included).
 MAX_LINE = 400
@@ -420,7 +420,7 @@ def render(results: list[CaseResult], seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--cases", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seed-bytes", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="copy failing cases here")
     parser.add_argument("--only", type=int, nargs="*", default=None, help="replay these cases")
-    parser.add_argument("--json", type=Path, default=None, help="write every case's result")
+    parser.add_argument("--json", type=Path, default=None, help="also write every case here")
     args = parser.parse_args(argv)
     if args.cases is None and args.minutes is None and args.only is None:
         args.minutes = 1.0
@@ -452,7 +452,25 @@ def main(argv: list[str] | None = None) -> int:
         args.cases, args.minutes, args.seed, args.timeout, args.memory_gib,
         args.max_seed_bytes, args.keep, args.only, progress,
     )  # fmt: skip
-    print(render(results, time.monotonic() - start))
+    options = [
+        f"--cases {args.cases}" if args.cases is not None else "",
+        f"--minutes {args.minutes:g}" if args.minutes is not None else "",
+        f"--seed {args.seed}",
+        f"--timeout {args.timeout:g}",
+        f"--memory-gib {args.memory_gib:g}",
+        f"--max-seed-bytes {args.max_seed_bytes}" if args.max_seed_bytes else "",
+    ]
+    how = harness.command("fuzz", *options)
+    text = f"{harness.machine_line()}\n`{how}`\n\n{render(results, time.monotonic() - start)}"
+    print(text)
+    if args.only is None:
+        data = {
+            "command": how,
+            "machine": harness.machine(),
+            "counts": dict(tally(results)),
+            "failures": [asdict(r) for r in failures(results)],
+        }
+        harness.write_results(args.out, "fuzz", text, data)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return 1 if failures(results) else 0

@@ -68,7 +68,7 @@ def test_a_shape_difference_at_batch_one_fails(make_model) -> None:
     def squeezing(x, names=None, module=None):  # a graph that drops the batch dim of 1
         return [o.squeeze(0) if len(x) == 1 else o for o in run(x, names, module)]
 
-    imported.run = squeezing
+    object.__setattr__(imported, "run", squeezing)  # the model is frozen: patch this one
     result = check_parity(imported)
     assert not result.passed
     assert "'p' at batch 1: shape [4] in torch, [1, 4] in onnxruntime" in result.summary()
