@@ -346,6 +346,7 @@ def run_campaign(
     keep: Path | None = None,
     only: list[int] | None = None,
     progress=None,
+    start: int = 0,
 ) -> list[CaseResult]:
     """Run fuzz cases until ``cases`` are done or ``minutes`` have passed.
 
@@ -358,10 +359,11 @@ def run_campaign(
         max_seed_bytes: use only seed models up to this size (short runs).
         keep: copy failing cases' files here.
         only: run just these case indices.
+        start: the first case index (shards of one run: same seed, disjoint ranges).
         progress: called with each :class:`CaseResult`.
     """
     seeds = load_seeds(max_seed_bytes)
-    indices = only if only is not None else range(cases if cases is not None else 2**62)
+    indices = only if only is not None else range(start, start + (cases or 2**62))
     deadline = time.monotonic() + 60 * minutes if minutes else None
     results = []
     with tempfile.TemporaryDirectory(prefix="onnx-am-fuzz-") as tmp:
@@ -424,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--cases", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=int, default=0, help="first case index (shards)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds = hang")
     parser.add_argument("--memory-gib", type=float, default=3.0)
     parser.add_argument("--max-seed-bytes", type=int, default=None)
@@ -450,12 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     results = run_campaign(
         args.cases, args.minutes, args.seed, args.timeout, args.memory_gib,
-        args.max_seed_bytes, args.keep, args.only, progress,
+        args.max_seed_bytes, args.keep, args.only, progress, args.start,
     )  # fmt: skip
     options = [
         f"--cases {args.cases}" if args.cases is not None else "",
         f"--minutes {args.minutes:g}" if args.minutes is not None else "",
         f"--seed {args.seed}",
+        f"--start {args.start}" if args.start else "",
         f"--timeout {args.timeout:g}",
         f"--memory-gib {args.memory_gib:g}",
         f"--max-seed-bytes {args.max_seed_bytes}" if args.max_seed_bytes else "",
