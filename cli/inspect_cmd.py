@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import click
+from onnx_am_cli import JSON_EMITTED_KEY
 from onnx_am_cli.params import SHAPE
 
 from onnx_am.audit.inspection import InspectReport, inspect_model, inspect_unimportable
@@ -74,15 +75,14 @@ def inspect_command(
     if report.parity is not None and not report.parity["passed"]:
         parity = report.parity
         raise ParityError(
-            f"torch and onnxruntime disagree on {model}: max abs diff "
-            f"{parity['max_abs_diff']:.3g}, max rel diff {parity['max_rel_diff']:.3g} "
-            f"(tolerance {parity['tolerance']:.1g} relative)"
+            f"{parity['summary']} (tolerance {parity['tolerance']:.1g} relative) on {model}"
         )
 
 
 def _emit(report: InspectReport, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict(), default=float))
+        click.get_current_context().meta[JSON_EMITTED_KEY] = True
     else:
         click.echo(render_text(report, verbose))
 

@@ -1,20 +1,28 @@
 """``onnx-am``: the click group. Commands live in their own modules; errors are rendered here.
 
 The library raises :class:`onnx_am.OnnxAmError` with a one-line message and an exit code;
-this front end prints ``onnx-am: error: <message>`` on stderr and exits with that code.
+this front end prints ``onnx-am: error: <message>`` on stderr (with ``--json`` also
+``{"error": {"type", "message", "exit_code"}}`` on stdout, unless the command already printed
+its JSON object) and exits with that code.
 ``--verbose`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
+from onnx_am_cli import JSON_EMITTED_KEY
 
-from onnx_am.errors import OnnxAmError
+from onnx_am.errors import OnnxAmError, one_line
 
 #: ``ctx.meta`` key: whether ``--verbose``/``-v`` was given to the subcommand.
 VERBOSE_KEY = "onnx_am.verbose"
+#: ``ctx.meta`` key: whether ``--json`` was given (errors then also go to stdout as JSON).
+JSON_KEY = "onnx_am.json"
+#: Longest error message printed (long lists are summarized where they are built).
+MAX_ERROR_LINE = 300
 
 
 class OnnxAmGroup(click.Group):
@@ -25,6 +33,7 @@ class OnnxAmGroup(click.Group):
             arg == "--verbose" or (arg.startswith("-") and not arg.startswith("--") and "v" in arg)
             for arg in args
         )
+        ctx.meta[JSON_KEY] = "--json" in args
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
@@ -33,14 +42,11 @@ class OnnxAmGroup(click.Group):
         except OnnxAmError as exc:
             if _verbose(ctx):
                 raise
-            message = " ".join(str(exc).splitlines())
-            click.echo(f"onnx-am: error: {message}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(ctx, type(exc).__name__, str(exc), exc.exit_code)
         except MemoryError:
             if _verbose(ctx):
                 raise
-            click.echo("onnx-am: error: out of memory", err=True)
-            sys.exit(2)
+            _fail(ctx, "MemoryError", "out of memory", 2)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug or an input we did not foresee
@@ -53,6 +59,16 @@ class OnnxAmGroup(click.Group):
                 err=True,
             )
             sys.exit(1)
+
+
+def _fail(ctx: click.Context, kind: str, message: str, code: int) -> None:
+    """One line on stderr (and, with ``--json``, an error object on stdout); exit ``code``."""
+    line = one_line(message, MAX_ERROR_LINE)
+    if ctx.meta.get(JSON_KEY) and not ctx.meta.get(JSON_EMITTED_KEY):
+        error = {"type": kind, "message": line, "exit_code": code}
+        click.echo(json.dumps({"error": error}))
+    click.echo(f"onnx-am: error: {line}", err=True)
+    sys.exit(code)
 
 
 def _verbose(ctx: click.Context) -> bool:

@@ -7,6 +7,24 @@ onnxruntime.
 
 from __future__ import annotations
 
+#: Longest message an error built from a foreign exception carries (one line).
+MAX_MESSAGE = 300
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line, whitespace collapsed, cut to at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    keep = limit - 24
+    return flat[:keep].rstrip() + f" ... (+{len(flat) - keep} chars)"
+
+
+def shown(name: str, limit: int = 60) -> str:
+    """A name from a model as it should appear in a message: ``repr``, cut to ``limit``."""
+    text = repr(name)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
 
 class OnnxAmError(Exception):
     """Base class of all errors raised on purpose by onnx-am."""
@@ -61,6 +79,10 @@ class PassError(OnnxAmError):
 
 class ReportError(OnnxAmError):
     """The report directory cannot be written or resumed."""
+
+
+class ResourceLimitError(OnnxAmError):
+    """The model asks for more memory or time than onnx-am allows (the limit is named)."""
 
 
 class ParityError(OnnxAmError):

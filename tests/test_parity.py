@@ -21,7 +21,9 @@ def _two_outputs(make_model):
 
 def test_every_output_is_compared(make_model) -> None:
     result = check_parity(import_onnx(_two_outputs(make_model)), samples=3)
-    assert [o.name for o in result.outputs] == ["p", "r"]
+    # at batch 1 and at the batch size used, every output, shapes compared
+    assert [(o.name, o.batch) for o in result.outputs] == [("p", 1), ("r", 1), ("p", 3), ("r", 3)]
+    assert [o.shapes for o in result.outputs[2:]] == [[[3, 4], [3, 4]]] * 2
     assert result.passed and result.samples == 3
     assert result.max_abs_diff == max(o.max_abs_diff for o in result.outputs)
     # scale-aware: outputs reach ~hundreds, so an absolute 1e-4 would be too strict
@@ -50,8 +52,37 @@ def test_the_seed_chooses_the_inputs_both_runtimes_see(make_model, monkeypatch) 
     monkeypatch.setattr(OnnxRuntimeRunner, "run", recording)
     for seed in (3, 3, 4):
         assert check_parity(imported, seed=seed, samples=5, low=-0.5, high=2.0).passed
-    first, again, other = fed
+    first, again, other = [x for x in fed if len(x) == 5]  # parity also checks batch 1
     assert first.shape == (5, 6)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
     assert first.min() >= -0.5 and first.max() <= 2.0 and first.max() > 1.0
+
+
+def test_nan_outputs_are_named(make_model) -> None:
+    imported = import_onnx(_two_outputs(make_model))
+    for parameter in imported.module.buffers():
+        parameter[0, 0] = float("nan")  # torch only: onnxruntime keeps the finite weight
+    result = check_parity(imported)
+    assert not result.passed
+    assert "NaN/Inf" in result.summary() and "'p'" in result.summary()
+    assert np.isfinite(result.max_abs_diff)  # NaN never hides in the maximum
+
+
+def test_nan_in_both_agrees(make_model) -> None:
+    nodes = [helper.make_node("Log", ["x"], ["y"], name="log")]  # log(x < 0) is NaN in both
+    result = check_parity(import_onnx(make_model(nodes, [("x", ["N", 5])], ["y"])))
+    assert result.passed and result.outputs[-1].nonfinite[0] == result.outputs[-1].nonfinite[1] > 0
+
+
+def test_a_shape_difference_at_batch_one_fails(make_model) -> None:
+    imported = import_onnx(_two_outputs(make_model))
+    run = imported.run
+
+    def squeezing(x, names=None, module=None):  # a graph that drops the batch dim of 1
+        return [o.squeeze(0) if len(x) == 1 else o for o in run(x, names, module)]
+
+    object.__setattr__(imported, "run", squeezing)  # the model is frozen: patch this one
+    result = check_parity(imported)
+    assert not result.passed
+    assert "'p' at batch 1: shape [4] in torch, [1, 4] in onnxruntime" in result.summary()

@@ -39,8 +39,9 @@ class InspectReport:
         unsupported_ops: ``{"node", "domain", "op_type", "opset"}`` per unconvertible node.
         batch: ``{"mode", "note"}``; ``mode`` is dynamic, rewritten or rowwise.
         parity: ``{"max_abs_diff", "max_rel_diff", "passed", "tolerance",
-            "tolerance_note"}`` or ``None`` (the note says why a quantized model's tolerance
-            is wider).
+            "tolerance_note", "summary"}`` or ``None`` (the note says why a quantized model's
+            tolerance is wider; ``summary`` names the first disagreement: shape, NaN/Inf,
+            difference).
         prepass_notes: what the ONNX pre-passes changed.
         error: why the import failed, ``None`` when it succeeded.
     """
@@ -90,6 +91,7 @@ def inspect_model(imported: ImportedModel, parity: bool = True) -> InspectReport
             "passed": result.passed,
             "tolerance": result.tolerance,
             "tolerance_note": result.tolerance_note,
+            "summary": result.summary(),
         }
     return report
 

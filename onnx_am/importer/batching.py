@@ -195,7 +195,10 @@ def _same_at_batch_one(
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal within tolerance; NaN and infinities must sit in the same places."""
     if not a.is_floating_point():
         return torch.equal(a, b)
-    scale = float(b.abs().max()) if b.numel() else 1.0
-    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
+    finite = b[torch.isfinite(b)]
+    scale = float(finite.abs().max()) if finite.numel() else 1.0
+    atol = 1e-5 * max(scale, 1.0)
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=atol, equal_nan=True))

@@ -7,13 +7,14 @@ own directory, and every byte range is checked against the file size before anyt
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import external_data_helper
 
-from onnx_am.errors import ExternalDataError, ModelLoadError
+from onnx_am.errors import ExternalDataError, ModelLoadError, one_line, shown
+from onnx_am.importer.validation import validate_model, walk_graphs
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
@@ -31,6 +32,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     Raises:
         ModelLoadError: missing, empty, truncated or non-ONNX input.
         ExternalDataError: external data missing, too short, or outside the model directory.
+        ResourceLimitError: a tensor larger than onnx-am allows.
     """
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
@@ -45,7 +47,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
         base_dir = path.resolve().parent
     _check_structure(model, str(source) if base_dir else "model")
     _load_external_data(model, base_dir)
-    _check_tensor_sizes(model)
+    validate_model(model)
     return model
 
 
@@ -76,85 +78,95 @@ def _check_structure(model: onnx.ModelProto, where: str) -> None:
         raise ModelLoadError(f"not a valid ONNX model (no IR version, opset or outputs): {where}")
 
 
-def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return [
-        tensor
-        for tensor in external_data_helper._get_all_tensors(model)
-        if external_data_helper.uses_external_data(tensor)
-    ]
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor that can carry data: initializers, sparse initializers' values and
+    indices, node attribute tensors (dense and sparse), in the main graph and all subgraphs."""
+    for graph in walk_graphs(model.graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                present = [attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []
+                for sparse in [*present, *attribute.sparse_tensors]:
+                    yield sparse.values
+                    yield sparse.indices
+
+
+def _is_external(tensor: onnx.TensorProto) -> bool:
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        if len(tensor.external_data):
+            del tensor.external_data[:]  # stale entries: never let a later reader follow them
+        return False
+    return True
 
 
 def _load_external_data(model: onnx.ModelProto, base_dir: Path | None) -> None:
-    tensors = _external_tensors(model)
+    """Read every external tensor's bytes ourselves, after checking where and how many.
+
+    onnx's own loader skips sparse tensors, and onnxruntime resolves what is left against
+    the working directory; so nothing external survives this function.
+    """
+    tensors = [tensor for tensor in all_tensors(model) if _is_external(tensor)]
     if not tensors:
         return
     if base_dir is None:
         raise ExternalDataError(
-            f"model has external data ({tensors[0].name!r}) but was given as bytes or a "
+            f"model has external data ({shown(tensors[0].name)}) but was given as bytes or a "
             "ModelProto; load it from its file path instead"
         )
     for tensor in tensors:
-        _check_external_tensor(tensor, base_dir)
-    external_data_helper.load_external_data_for_model(model, str(base_dir))
+        target, offset, length = _check_external_tensor(tensor, base_dir)
+        with open(target, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(length)
+        tensor.raw_data = data
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
 
 
-def _check_external_tensor(tensor: onnx.TensorProto, base_dir: Path) -> None:
-    info = {entry.key: entry.value for entry in tensor.external_data}
+def _check_external_tensor(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Path, int, int]:
+    """``(file, offset, length)`` of an external tensor, all checked; raises otherwise."""
+    label = f"external data of tensor {shown(tensor.name)}"
+    entries = [(entry.key, entry.value) for entry in tensor.external_data]
+    keys = [key for key, _ in entries]
+    if len(set(keys)) != len(keys):
+        raise ExternalDataError(f"{label} names a key twice: {sorted(keys)[:6]}")
+    info = dict(entries)
     location = info.get("location", "")
-    target = (base_dir / location).resolve()
-    if not location or os.path.isabs(location) or not target.is_relative_to(base_dir):
+    if isinstance(location, bytes) or "\0" in location:
+        raise ExternalDataError(f"{label} has a location that is not valid UTF-8 or has a NUL")
+    try:
+        target = (base_dir / location).resolve()
+        inside = bool(location) and not os.path.isabs(location) and target.is_relative_to(base_dir)
+        is_file = inside and target.is_file()
+        size = target.stat().st_size if is_file else 0
+    except (OSError, RuntimeError, ValueError) as exc:
         raise ExternalDataError(
-            f"external data of tensor {tensor.name!r} points outside the model directory: "
-            f"{location!r} (refused)"
-        )
-    if not target.is_file():
+            f"{label} has an unusable location {shown(location)}: {one_line(exc, 120)}"
+        ) from exc
+    if not inside:
         raise ExternalDataError(
-            f"external data file of tensor {tensor.name!r} is missing: {target}"
+            f"{label} points outside the model directory: {shown(location)} (refused)"
         )
-    offset = int(info.get("offset", 0) or 0)
-    length = info.get("length")
-    size = target.stat().st_size
-    end = offset + int(length) if length else size
-    if offset < 0 or end > size:
+    if not is_file:
+        raise ExternalDataError(f"{label} is missing (no file {shown(location)} beside the model)")
+    offset = _byte_count(info.get("offset", "0"), "offset", label)
+    length = _byte_count(info["length"], "length", label) if "length" in info else size - offset
+    if offset + length > size or length < 0:
         raise ExternalDataError(
-            f"external data of tensor {tensor.name!r} reads bytes {offset}..{end} of "
-            f"{target.name}, which has only {size} bytes"
+            f"{label} reads bytes {offset}..{offset + length} of {shown(location)}, which "
+            f"has only {size} bytes"
         )
+    return target, offset, length
 
 
-#: Where each data type keeps its values when not in ``raw_data``.
-_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
-
-
-def _check_tensor_sizes(model: onnx.ModelProto) -> None:
-    """Every initializer holds as many values as its dims declare (nothing huge is implied)."""
-    for tensor in model.graph.initializer:
-        if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
-            continue
-        declared = 1
-        for dim in tensor.dims:
-            declared *= int(dim)
-        held = _held_elements(tensor)
-        if held is not None and held != declared:
-            raise ModelLoadError(
-                f"initializer {tensor.name!r} declares shape {list(tensor.dims)} "
-                f"({declared} elements) but holds {held}"
-            )
-
-
-def _held_elements(tensor: onnx.TensorProto) -> int | None:
-    if tensor.HasField("raw_data"):
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-        bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
-        if bits:
-            return None  # packed sub-byte types: leave them to the converter
-        return len(tensor.raw_data) // itemsize
-    for name in _TYPED_FIELDS:
-        values = getattr(tensor, name)
-        if len(values):
-            complex_pairs = tensor.data_type in (
-                onnx.TensorProto.COMPLEX64,
-                onnx.TensorProto.COMPLEX128,
-            )
-            return len(values) // 2 if complex_pairs else len(values)
-    return 0
+def _byte_count(text: str, what: str, label: str) -> int:
+    """A non-negative decimal integer, as ONNX writes offsets and lengths."""
+    if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 18):
+        raise ExternalDataError(f"{label} has an invalid {what} {shown(text)}")
+    return int(text)

@@ -21,13 +21,15 @@ from onnx2torch.utils.safe_shape_inference import safe_shape_inference
 from torch import fx
 
 import onnx_am.importer.converters  # noqa: F401  (registers the extra converters)
-from onnx_am.errors import ImportFailedError, UnsupportedOpError
+from onnx_am.errors import ImportFailedError, UnsupportedOpError, one_line
 from onnx_am.importer.batching import BatchSupport, decide_batching
 from onnx_am.importer.feeds import Feed, FeedInput, parse_value, resolve_feeds
+from onnx_am.importer.guard import describe, foreign_errors, raised_by_dependency
 from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, describe_outputs
+from onnx_am.importer.limits import PROBE_SECONDS, check_shapes, time_limit
 from onnx_am.importer.loading import ModelSource, load_model
 from onnx_am.importer.metadata import ProducerMetadata, read_metadata
-from onnx_am.importer.prepare import prepare_model
+from onnx_am.importer.prepare import infer_shapes, prepare_model
 from onnx_am.importer.tensor_map import TensorLocation, build_tensor_map, extract_tensors
 from onnx_am.importer.unsupported import Unsupported, summarize_unsupported
 
@@ -128,15 +130,18 @@ def import_onnx(
         InputSpecError: no usable float input, ambiguous input, a shape too large, or an
             input that needs a value that was not given or does not fit.
         ImportFailedError: the converter failed for another reason.
+        ResourceLimitError: a tensor would be too large, or the probes ran too long.
     """
     original = load_model(source)
     metadata = read_metadata(original)
     spec = choose_input(original, input_name, input_shape, metadata.image_size)
     given = {name: parse_value(name, value) for name, value in (feeds or {}).items()}
     fed = resolve_feeds(original, spec, given)
-    prepared, notes = prepare_model(
-        original, spec, {name: feed.value for name, feed in fed.items()}
-    )
+    with foreign_errors(ImportFailedError, "an ONNX pre-pass failed"):
+        prepared, notes = prepare_model(
+            original, spec, {name: feed.value for name, feed in fed.items()}
+        )
+        check_shapes(infer_shapes(prepared, spec))
     if input_shape is None and metadata.image_size and spec.shape[1:] != spec.sample_shape:
         notes.insert(
             0,
@@ -145,10 +150,15 @@ def import_onnx(
         )
     opsets = {entry.domain or "ai.onnx": entry.version for entry in prepared.opset_import}
     module = _convert(prepared)
-    decision = decide_batching(module, prepared, spec.sample_shape)
+    with (
+        foreign_errors(ImportFailedError, "the converted graph fails"),
+        time_limit(PROBE_SECONDS, "running the converted graph on probe inputs"),
+    ):
+        decision = decide_batching(module, prepared, spec.sample_shape)
     if decision.module is not None:
         prepared, module, notes = decision.prepared, decision.module, [*notes, decision.note]
-    tensor_map, node_names = build_tensor_map(module, prepared)
+    with foreign_errors(ImportFailedError, "the converted graph cannot be mapped"):
+        tensor_map, node_names = build_tensor_map(module, prepared)
     return ImportedModel(
         original=original,
         prepared=prepared,
@@ -165,25 +175,33 @@ def import_onnx(
     )
 
 
-_CONVERTER_ERRORS = (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
-
-
 def _convert(model: onnx.ModelProto) -> fx.GraphModule:
-    _raise_if_unsupported(_find_unsupported(model, dry_run=False))
+    with foreign_errors(ImportFailedError, "the graph cannot be read"):
+        unsupported = _find_unsupported(model, dry_run=False)
+    _raise_if_unsupported(unsupported)
     try:
         with warnings.catch_warnings():
             # onnx2torch warns about approximations (Resize nearest modes); parity judges them
             warnings.simplefilter("ignore")
             module = onnx2torch.convert(model, attach_onnx_mapping=True)
-    except _CONVERTER_ERRORS as exc:
+    except Exception as exc:
+        if not _refused(exc):
+            raise
         # Some converters refuse attributes only when called: find every such node.
-        _raise_if_unsupported(_find_unsupported(model, dry_run=True))
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ImportFailedError(f"onnx2torch could not convert the model: {first}") from exc
+        with foreign_errors(ImportFailedError, "onnx2torch could not convert the model"):
+            _raise_if_unsupported(_find_unsupported(model, dry_run=True))
+        raise ImportFailedError(
+            one_line(f"onnx2torch could not convert the model: {describe(exc)}")
+        ) from exc
     module.eval()
     for tensor in [*module.parameters(), *module.buffers()]:
         tensor.requires_grad_(False)
     return module
+
+
+def _refused(exc: Exception) -> bool:
+    """A converter's refusal: ``NotImplementedError`` (ours say so) or any library error."""
+    return isinstance(exc, NotImplementedError) or raised_by_dependency(exc)
 
 
 def _raise_if_unsupported(unsupported: list[tuple[Unsupported, str]]) -> None:
@@ -206,7 +224,8 @@ def _find_unsupported(model: onnx.ModelProto, dry_run: bool) -> list[tuple[Unsup
     opsets = {entry.domain: entry.version for entry in model.opset_import}
     if dry_run:  # converters read inferred shapes, as in onnx2torch.convert
         model = safe_shape_inference(model)
-    graph = OnnxGraph(model.graph)
+    with foreign_errors(ImportFailedError, "the graph cannot be read"):
+        graph = OnnxGraph(model.graph)
     found = []
     for node in graph.nodes.values():
         domain = node.domain
@@ -230,6 +249,8 @@ def _find_unsupported(model: onnx.ModelProto, dry_run: bool) -> list[tuple[Unsup
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 converter(node, graph)
-        except _CONVERTER_ERRORS as exc:
+        except Exception as exc:
+            if not _refused(exc):
+                raise
             found.append((label, (str(exc).splitlines() or [type(exc).__name__])[0]))
     return found

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from onnx_am.errors import ImportFailedError
+from onnx_am.errors import ImportFailedError, shown
+from onnx_am.importer.guard import foreign_errors
+from onnx_am.importer.limits import PROBE_SECONDS, time_limit
 from onnx_am.importer.model import ImportedModel
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
@@ -16,10 +18,44 @@ from onnx_am.reference.tolerance import DEFAULT_TOLERANCE, within_tolerance
 
 @dataclass
 class OutputParity:
+    """One output at one batch size.
+
+    Attributes:
+        batch: the batch size the inputs had.
+        shapes: ``[torch shape, onnxruntime shape]``.
+        nonfinite: ``[torch count, onnxruntime count]`` of NaN or infinite values.
+        nonfinite_agree: the NaN and infinite values are the same, in the same places.
+        agrees: same shape, non-finite values in the same places, finite ones within
+            ``tolerance * max(1, max |output|)`` (:func:`~onnx_am.reference.tolerance.
+            within_tolerance`, the cross-check's rule).
+    """
+
     name: str
     max_abs_diff: float
     max_rel_diff: float
     output_scale: float
+    batch: int = 0
+    shapes: list[list[int]] = field(default_factory=list)
+    nonfinite: list[int] = field(default_factory=lambda: [0, 0])
+    agrees: bool = True
+    nonfinite_agree: bool = True
+
+    def problem(self) -> str:
+        """Why this output disagrees, in a few words (empty when it agrees)."""
+        where = f"output {shown(self.name)} at batch {self.batch}"
+        if self.agrees:
+            return ""
+        if self.shapes and self.shapes[0] != self.shapes[1]:
+            return f"{where}: shape {self.shapes[0]} in torch, {self.shapes[1]} in onnxruntime"
+        if not self.nonfinite_agree:
+            same = " (in different places or of different kinds)" * (
+                self.nonfinite[0] == self.nonfinite[1]
+            )
+            return (
+                f"{where}: NaN/Inf in {self.nonfinite[0]} value(s) in torch, "
+                f"{self.nonfinite[1]} in onnxruntime{same}"
+            )
+        return f"{where}: max abs diff {self.max_abs_diff:.3g} (scale {self.output_scale:.3g})"
 
 
 @dataclass
@@ -27,10 +63,11 @@ class ParityResult:
     """Agreement of torch and onnxruntime over random inputs, for every output.
 
     Attributes:
-        max_abs_diff: the largest absolute difference over all outputs.
+        max_abs_diff: the largest absolute difference over all outputs (finite values).
         max_rel_diff: the largest ``max_abs_diff / max |output|`` over all outputs.
-        passed: every output's max abs diff is within ``tolerance * max(1, max |output|)``
-            (:func:`~onnx_am.reference.tolerance.within_tolerance`, the cross-check's rule).
+        passed: every output agrees at every batch size (see :class:`OutputParity`).
+        samples: the batch size checked besides batch 1.
+        outputs: one entry per output and batch size.
         tolerance: the relative tolerance applied (raised for quantized models).
         tolerance_note: why the tolerance was raised above the one asked for, else empty.
     """
@@ -46,6 +83,14 @@ class ParityResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        """One line: the first disagreement and how many outputs disagree."""
+        bad = [o for o in self.outputs if not o.agrees]
+        if not bad:
+            return f"torch and onnxruntime agree (max abs diff {self.max_abs_diff:.3g})"
+        more = f" (and {len(bad) - 1} more disagreement(s))" if len(bad) > 1 else ""
+        return f"torch and onnxruntime disagree: {bad[0].problem()}{more}"
+
 
 def check_parity(
     imported: ImportedModel,
@@ -57,14 +102,23 @@ def check_parity(
 ) -> ParityResult:
     """Run torch and onnxruntime (on the unmodified model) on the same random inputs.
 
+    The check runs at batch 1 and at batch ``samples`` (only at the declared batch when the
+    graph fixes one above 1), and compares every output's shape, where its NaN and infinite
+    values are, and its finite values.
+
     Args:
         imported: the imported model.
-        samples: how many random inputs, drawn uniformly from ``[low, high]``.
+        samples: the batch size besides 1 (the batch size activation maximization uses).
         seed: seed of the inputs.
         tolerance: allowed max abs diff relative to the output's max magnitude (absolute
             below 1, see :mod:`onnx_am.reference.tolerance`); a quantized
             model allows at least one step of its integer type (see
             :mod:`onnx_am.reference.quantized`).
+
+    Raises:
+        ImportFailedError: the torch graph fails on the inputs.
+        ModelLoadError: onnxruntime cannot load or run the model.
+        ResourceLimitError: the check ran longer than the probe time limit.
     """
     tolerance, note = effective_tolerance(imported.original, tolerance)
     generator = torch.Generator().manual_seed(seed)
@@ -72,30 +126,25 @@ def check_parity(
         torch.rand((samples, *imported.input.sample_shape), generator=generator) * (high - low)
         + low
     )
-    try:
-        with torch.no_grad():
-            torch_outputs = imported.run(x)
-    except RuntimeError as exc:
-        raise ImportFailedError(
-            f"the converted torch graph fails on an input of shape {list(x.shape)}: "
-            f"{(str(exc).splitlines() or [''])[0]}"
-        ) from exc
-    runner = OnnxRuntimeRunner(
-        imported.original,
-        imported.input.name,
-        rowwise=imported.batch.mode == "rowwise",
-        feeds=imported.feeds,
-    )
-    reference = runner.run(x.numpy(), imported.output_names)
-    per_output = [
-        _compare(name, got.detach().double().numpy(), reference[name].astype(np.float64))
-        for name, got in zip(imported.output_names, torch_outputs, strict=True)
-    ]
-    passed = all(within_tolerance(o.max_abs_diff, o.output_scale, tolerance) for o in per_output)
+    with time_limit(PROBE_SECONDS, "the parity check"):
+        runner = OnnxRuntimeRunner(
+            imported.original,
+            imported.input.name,
+            rowwise=imported.batch.mode == "rowwise",
+            feeds=imported.feeds,
+        )
+        batches = sorted({1, samples})
+        if runner.fixed_batch is not None and runner.fixed_batch > 1:
+            # onnxruntime refuses any other batch of a graph declared with one fixed batch
+            batches = [b for b in batches if b == runner.fixed_batch] or [samples]
+        per_output = []
+        for batch in batches:
+            per_output += _check_batch(imported, runner, x[:batch], tolerance)
+    finite = [o for o in per_output if np.isfinite(o.max_abs_diff)] or per_output
     return ParityResult(
-        max_abs_diff=max(o.max_abs_diff for o in per_output),
-        max_rel_diff=max(o.max_rel_diff for o in per_output),
-        passed=passed,
+        max_abs_diff=max(o.max_abs_diff for o in finite),
+        max_rel_diff=max(o.max_rel_diff for o in finite),
+        passed=all(o.agrees for o in per_output),
         tolerance=tolerance,
         samples=samples,
         outputs=per_output,
@@ -103,9 +152,38 @@ def check_parity(
     )
 
 
-def _compare(name: str, got: np.ndarray, want: np.ndarray) -> OutputParity:
+def _check_batch(
+    imported: ImportedModel, runner: OnnxRuntimeRunner, x: torch.Tensor, tolerance: float
+) -> list[OutputParity]:
+    with foreign_errors(ImportFailedError, f"the converted torch graph fails at batch {len(x)}"):
+        with torch.no_grad():
+            torch_outputs = imported.run(x)
+    reference = runner.run(x.numpy(), imported.output_names)
+    return [
+        _compare(name, got, reference[name], len(x), tolerance)
+        for name, got in zip(imported.output_names, torch_outputs, strict=True)
+    ]
+
+
+def _compare(
+    name: str, got: torch.Tensor, want: np.ndarray, batch: int, tolerance: float
+) -> OutputParity:
+    got = got.detach().double().numpy()
+    want = np.asarray(want).astype(np.float64)
+    shapes = [list(got.shape), list(want.shape)]
     if got.shape != want.shape:
-        return OutputParity(name, float("inf"), float("inf"), 0.0)
-    diff = float(np.abs(got - want).max()) if want.size else 0.0
-    scale = float(np.abs(want).max()) if want.size else 0.0
-    return OutputParity(name, diff, diff / scale if scale else diff, scale)
+        return OutputParity(name, float("inf"), float("inf"), 0.0, batch, shapes, agrees=False)
+    bad_got, bad_want = ~np.isfinite(got), ~np.isfinite(want)
+    nonfinite = [int(bad_got.sum()), int(bad_want.sum())]
+    same_places = bool((bad_got == bad_want).all())
+    if same_places and bad_got.any():
+        a, b = got[bad_got], want[bad_want]
+        same_places = bool(((a == b) | (np.isnan(a) & np.isnan(b))).all())
+    finite = ~(bad_got | bad_want)
+    diff = float(np.abs(got[finite] - want[finite]).max()) if finite.any() else 0.0
+    scale = float(np.abs(want[finite]).max()) if finite.any() else 0.0
+    agrees = same_places and within_tolerance(diff, scale, tolerance)
+    return OutputParity(
+        name, diff, diff / scale if scale else diff, scale, batch, shapes, nonfinite, agrees,
+        same_places,
+    )  # fmt: skip

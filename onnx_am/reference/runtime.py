@@ -13,7 +13,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_am.errors import ModelLoadError, TargetError
+from onnx_am.errors import ExternalDataError, ModelLoadError, TargetError, shown
+from onnx_am.importer.guard import foreign_errors
+from onnx_am.importer.loading import all_tensors
 
 if TYPE_CHECKING:
     from onnx_am.importer.feeds import Feed
@@ -42,16 +44,15 @@ class OnnxRuntimeRunner:
         self.input_name = input_name
         self.rowwise = rowwise
         self.feeds = dict(feeds or {})
+        _refuse_external(model)
         exposed = expose_tensors(model, list(extra_outputs))
         options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
+        options.log_severity_level = 4  # onnxruntime logs errors too: only FATAL may print
+        ort.set_default_logger_severity(4)
+        with foreign_errors(ModelLoadError, "onnxruntime cannot load the model"):
             self.session = ort.InferenceSession(
                 exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise ModelLoadError(f"onnxruntime cannot load the model: {first}") from exc
         self.output_names = [out.name for out in self.session.get_outputs()]
         self.input_dtype = _numpy_dtype(self.session.get_inputs(), input_name)
         declared = next(v.shape for v in self.session.get_inputs() if v.name == input_name)
@@ -63,7 +64,10 @@ class OnnxRuntimeRunner:
         Graphs declared with a fixed batch size, runners made with ``rowwise=True``, and
         graphs that fail on a whole batch are run row by row and the rows stacked.
         """
-        wanted = names or self.output_names
+        with foreign_errors(ModelLoadError, "onnxruntime cannot run the model"):
+            return self._run(x, names or self.output_names)
+
+    def _run(self, x: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
         fixed = self.fixed_batch is not None and x.shape[0] != self.fixed_batch
         if not (fixed or self.rowwise) or x.shape[0] <= 1:
             try:
@@ -78,6 +82,17 @@ class OnnxRuntimeRunner:
         fed = {name: feed.batch(x.shape[0]) for name, feed in self.feeds.items()}
         values = self.session.run(wanted, {**fed, self.input_name: x.astype(self.input_dtype)})
         return dict(zip(wanted, values, strict=True))
+
+
+def _refuse_external(model: onnx.ModelProto) -> None:
+    """onnxruntime resolves external data against the working directory when given bytes:
+    it only ever gets models whose external data :func:`load_model` has read and checked."""
+    for tensor in all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            raise ExternalDataError(
+                f"tensor {shown(tensor.name)} still refers to external data; load the model "
+                "with onnx_am.importer.loading.load_model first"
+            )
 
 
 def _join(rows: list[np.ndarray]) -> np.ndarray:

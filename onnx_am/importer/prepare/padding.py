@@ -47,14 +47,18 @@ def explicit_auto_pad(model: onnx.ModelProto, spec: InputSpec) -> tuple[onnx.Mod
             attrs.get("kernel_shape")
             or weights.get(node.input[1] if len(node.input) > 1 else "", [])[2:]
         )
-        if size is None or not kernel:
-            continue
         rank = len(kernel)
+        strides = attrs.get("strides", [1] * rank)
+        dilations = attrs.get("dilations", [1] * rank)
+        if (
+            size is None
+            or not kernel
+            or not len(size) - 2 == len(strides) == len(dilations) == rank
+        ):
+            continue  # left as it is: the converter reports the node
         if attrs["auto_pad"] == b"VALID":
             pads = [0] * 2 * rank
         else:
-            strides = attrs.get("strides", [1] * rank)
-            dilations = attrs.get("dilations", [1] * rank)
             pads = same_pads(size[2:], kernel, strides, dilations, attrs["auto_pad"])
         set_attribute(node, "auto_pad", None)
         set_attribute(node, "pads", pads)

@@ -28,8 +28,8 @@ def split_asymmetric_average_pools(
     new_nodes, changed = [], 0
     for node in model.graph.node:
         size = shapes.get(node.input[0]) if node.name in targets else None
-        if size is None:
-            new_nodes.append(node)
+        if size is None or not _fits(size, attributes(node)):
+            new_nodes.append(node)  # left as it is: the converter reports the node
             continue
         new_nodes.extend(_split_pool(model, node, size))
         changed += 1
@@ -41,13 +41,21 @@ def split_asymmetric_average_pools(
 
 
 def _is_asymmetric_pool(node: onnx.NodeProto) -> bool:
+    if node.op_type != "AveragePool":
+        return False
     attrs = attributes(node)
     pads = list(attrs.get("pads", []))
-    return (
-        node.op_type == "AveragePool"
-        and not attrs.get("ceil_mode", 0)
-        and pads[: len(pads) // 2] != pads[len(pads) // 2 :]
-    )
+    return not attrs.get("ceil_mode", 0) and pads[: len(pads) // 2] != pads[len(pads) // 2 :]
+
+
+def _fits(size: list[int], attrs: dict) -> bool:
+    """The pool's rank matches its input, and every window fits the padded input."""
+    pads, kernel = list(attrs["pads"]), list(attrs.get("kernel_shape", []))
+    rank = len(pads) // 2
+    if len(size) - 2 != rank or len(kernel) != rank:
+        return False
+    padded = [size[2 + d] + pads[d] + pads[rank + d] for d in range(rank)]
+    return all(0 < k <= p for k, p in zip(kernel, padded, strict=True))
 
 
 def _split_pool(

@@ -1,0 +1,377 @@
+"""Hostile models found by the fuzzer (benchmarks/fuzz.py), each rebuilt here in small.
+
+Every one used to escape as a non-onnx-am exception (exit 1), a hang, a blow-up or a
+segfault; each must now be refused with one clean ``OnnxAmError`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+from onnx_am_cli.main import cli
+
+from onnx_am import (
+    ExternalDataError,
+    ModelLoadError,
+    OnnxAmError,
+    ResourceLimitError,
+    check_parity,
+    import_onnx,
+)
+from onnx_am.errors import one_line
+
+
+def _conv_model(make_model, **attrs) -> onnx.ModelProto:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", **attrs)]
+    w = np.ones((2, 1, 3, 3), np.float32)
+    return make_model(nodes, [("x", ["N", 1, 8, 8])], ["y"], {"w": w})
+
+
+def _pool_model(make_model, op="AveragePool", **attrs) -> onnx.ModelProto:
+    attrs.setdefault("kernel_shape", [2, 2])
+    nodes = [helper.make_node(op, ["x"], ["y"], name="pool", **attrs)]
+    return make_model(nodes, [("x", ["N", 1, 8, 8])], ["y"])
+
+
+def _raw_attribute(node: onnx.NodeProto, name: str, value) -> None:
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend([*kept, helper.make_attribute(name, value)])
+
+
+def _save(model: onnx.ModelProto | bytes, path: Path) -> Path:
+    path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+    return path
+
+
+def _invalid_utf8(model: onnx.ModelProto, marker: str) -> bytes:
+    """The serialized model with ``marker`` replaced by invalid UTF-8 of the same length."""
+    bad = b"\xff\xfe" + b"_" * (len(marker) - 2)
+    return model.SerializeToString().replace(marker.encode(), bad)
+
+
+# --- attributes the pre-passes and rules read -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("strides", [0, 0], "strides [0, 0]"),
+        ("strides", [1, 1, 1], "different spatial ranks"),
+        ("pads", [0, 0, 2**31, 2**31], "pads [2147483648"),
+        ("pads", [1, 1, 1], "wrong length"),
+        ("pads", 3, "is INT; INTS expected"),
+        ("pads", 1.5, "is FLOAT; INTS expected"),
+        ("kernel_shape", [2, 2, 2, 2], "wrong length"),
+        ("dilations", [0, 1], "dilations [0]"),
+        ("auto_pad", "SAME_SIDEWAYS", "auto_pad"),
+        ("ceil_mode", 7, "ceil_mode"),
+    ],
+)
+def test_window_attributes_are_checked_before_the_prepasses(
+    make_model, name, value, fragment
+) -> None:
+    model = _pool_model(make_model, pads=[0, 0, 1, 1], auto_pad="NOTSET")
+    _raw_attribute(model.graph.node[0], name, value)
+    with pytest.raises(OnnxAmError, match="'pool'") as info:
+        import_onnx(model)
+    assert fragment in str(info.value)
+
+
+def test_same_padding_with_zero_strides_is_refused(make_model) -> None:
+    with pytest.raises(ModelLoadError, match="strides"):
+        import_onnx(_conv_model(make_model, auto_pad="SAME_UPPER", strides=[0, 1]))
+
+
+def test_leaky_relu_alpha_as_a_list(make_model) -> None:
+    model = make_model(
+        [helper.make_node("LeakyRelu", ["x"], ["y"], name="lr")], [("x", ["N", 3])], ["y"]
+    )
+    _raw_attribute(model.graph.node[0], "alpha", [0.1, 0.2])
+    with pytest.raises(ModelLoadError, match="'alpha' of node 'lr'.*FLOATS; FLOAT expected"):
+        import_onnx(model)
+
+
+def test_attribute_without_a_type(make_model) -> None:
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], [("x", ["N", 3])], ["y"])
+    model.graph.node[0].attribute.add(name="odd")
+    with pytest.raises(ModelLoadError, match="no valid type"):
+        import_onnx(model)
+
+
+# --- graph structure ------------------------------------------------------------------------
+
+
+def test_node_without_outputs(make_model) -> None:
+    model = make_model(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")],
+        [("x", [1, 3])],
+        ["y"],
+        {"w": np.ones((3, 2), np.float32)},
+    )
+    del model.graph.node[0].output[:]
+    with pytest.raises(ModelLoadError, match="'fc'.*no outputs"):
+        import_onnx(model)
+
+
+def test_empty_input_name_of_a_variadic_op_never_reaches_onnxruntime(make_model) -> None:
+    """``Max(x, "")`` segfaults onnxruntime; it must be refused before any session."""
+    model = make_model(
+        [helper.make_node("Max", ["x", ""], ["y"], name="mx")], [("x", ["N", 3])], ["y"]
+    )
+    with pytest.raises(ModelLoadError, match="'mx'.*empty name for its required input 1"):
+        import_onnx(model)
+
+
+def test_constant_without_output_or_value(make_model) -> None:
+    nodes = [
+        helper.make_node("Constant", [], ["c"], name="const"),
+        helper.make_node("Add", ["x", "c"], ["y"], name="add"),
+    ]
+    model = make_model(nodes, [("x", ["N", 3])], ["y"])
+    with pytest.raises(ModelLoadError, match="'const'.*exactly one value attribute"):
+        import_onnx(model)
+
+
+def test_shape_inference_error_inside_the_converter_is_mapped(make_model) -> None:
+    """A sparse initializer whose dims contradict the graph: onnx's InferenceError."""
+    model = make_model(
+        [helper.make_node("Add", ["x", "s"], ["y"], name="add")], [("x", [1, 4])], ["y"]
+    )
+    values = numpy_helper.from_array(np.ones(2, np.float32), "s")
+    indices = numpy_helper.from_array(np.array([0, 1], np.int64))
+    model.graph.sparse_initializer.append(
+        onnx.SparseTensorProto(values=values, indices=indices, dims=[16])
+    )
+    model.graph.value_info.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [4]))
+    with pytest.raises(OnnxAmError) as info:
+        import_onnx(model)
+    assert len(str(info.value)) < 400 and "\n" not in str(info.value)
+
+
+# --- dtypes, dims, raw data -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [0, 100, 1000])
+def test_unknown_initializer_dtype(make_model, dtype) -> None:
+    model = make_model(
+        [helper.make_node("Add", ["x", "w"], ["y"], name="add")],
+        [("x", ["N", 2])],
+        ["y"],
+        {"w": np.ones(2, np.float32)},
+    )
+    model.graph.initializer[0].data_type = dtype
+    with pytest.raises(ModelLoadError, match=f"'w' has unknown dtype {dtype}"):
+        import_onnx(model)
+
+
+def test_unknown_input_dtype(make_model) -> None:
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], [("x", ["N", 3])], ["y"])
+    model.graph.input[0].type.tensor_type.elem_type = 100
+    with pytest.raises(ModelLoadError, match="'x' has unknown dtype 100"):
+        import_onnx(model)
+
+
+def test_raw_data_not_a_whole_number_of_values(make_model) -> None:
+    model = make_model(
+        [helper.make_node("Add", ["x", "w"], ["y"], name="add")],
+        [("x", ["N", 2])],
+        ["y"],
+        {"w": np.ones(2, np.float32)},
+    )
+    model.graph.initializer[0].raw_data += b"\x00"
+    with pytest.raises(ModelLoadError, match="'w'"):
+        import_onnx(model)
+
+
+def test_cast_to_an_unknown_dtype(make_model) -> None:
+    nodes = [helper.make_node("Cast", ["x"], ["y"], name="cast", to=100)]
+    with pytest.raises(ModelLoadError, match="'cast'.*unknown dtype 100"):
+        import_onnx(make_model(nodes, [("x", ["N", 3])], ["y"]))
+
+
+# --- names --------------------------------------------------------------------------------
+
+
+def test_nul_in_a_node_name(make_model) -> None:
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["y"], name="a\0b")], [("x", ["N", 3])], ["y"]
+    )
+    with pytest.raises(ModelLoadError, match="node name 'a.x00b' contains a NUL"):
+        import_onnx(model)
+
+
+@pytest.mark.parametrize("where", ["op_type", "input", "name"])
+def test_invalid_utf8_names(make_model, where) -> None:
+    marker = "MARKER_NAME"
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    model = make_model([node], [("x", ["N", 3])], ["y"])
+    if where == "op_type":
+        model.graph.node[0].op_type = marker
+    elif where == "input":
+        model.graph.input[0].name = model.graph.node[0].input[0] = marker
+    else:
+        model.graph.node[0].name = marker
+    with pytest.raises(ModelLoadError, match="not valid UTF-8"):
+        import_onnx(_invalid_utf8(model, marker))
+
+
+def test_invalid_utf8_with_json_output(tmp_path, make_model) -> None:
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["y"], name="MARKER_NAME")], [("x", ["N", 3])], ["y"]
+    )
+    path = _save(_invalid_utf8(model, "MARKER_NAME"), tmp_path / "m.onnx")
+    result = CliRunner().invoke(cli, ["inspect", "--json", str(path)])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"]["type"] == "ModelLoadError"
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- external data ------------------------------------------------------------------------------
+
+
+def _external(make_model, tmp_path: Path, **entries: str) -> Path:
+    model = make_model(
+        [helper.make_node("Add", ["x", "w"], ["y"], name="add")],
+        [("x", ["N", 4])],
+        ["y"],
+        {"w": np.ones(4, np.float32)},
+    )
+    tensor = model.graph.initializer[0]
+    (tmp_path / "w.bin").write_bytes(tensor.raw_data)
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": "w.bin", **entries}.items():
+        tensor.external_data.add(key=key, value=value)
+    return _save(model, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize(
+    "entries, fragment",
+    [
+        ({"offset": "abc"}, "invalid offset 'abc'"),
+        ({"offset": "0x10"}, "invalid offset '0x10'"),
+        ({"offset": ""}, "invalid offset ''"),
+        ({"offset": "-5"}, "invalid offset"),
+        ({"length": "1e15"}, "invalid length '1e15'"),
+        ({"length": "-5"}, "invalid length"),
+        ({"offset": str(2**63)}, "invalid offset"),
+        ({"location": "a\0b"}, "NUL"),
+        ({"location": "x" * 5000}, "unusable location"),
+        ({"location": "loop"}, "unusable location"),
+    ],
+)
+def test_external_data_entries_are_parsed_strictly(tmp_path, make_model, entries, fragment):
+    os.symlink("loop", tmp_path / "loop")
+    path = _external(make_model, tmp_path, **entries)
+    with pytest.raises(ExternalDataError) as info:
+        import_onnx(path)
+    assert fragment in str(info.value) and len(str(info.value)) < 300
+
+
+def test_external_data_is_read_with_offset_and_length(tmp_path, make_model) -> None:
+    path = _external(make_model, tmp_path, offset="4", length="16")
+    (tmp_path / "w.bin").write_bytes(np.arange(5, dtype=np.float32).tobytes())
+    weights = import_onnx(path).original.graph.initializer[0]
+    np.testing.assert_array_equal(numpy_helper.to_array(weights), [1, 2, 3, 4])
+    assert not weights.external_data and weights.data_location == TensorProto.DEFAULT
+
+
+# --- resources ------------------------------------------------------------------------------
+
+
+def test_slice_over_axis_two_to_the_31(make_model) -> None:
+    """Reached from the batch probe, this grew memory without bound."""
+    consts = {k: np.array(v, np.int64) for k, v in {"s": [0], "e": [1], "a": [2**31]}.items()}
+    nodes = [helper.make_node("Slice", ["x", "s", "e", "a"], ["y"], name="sl")]
+    with pytest.raises(ResourceLimitError, match="axes \\[2147483648\\] of node 'sl'"):
+        import_onnx(make_model(nodes, [("x", ["N", 3])], ["y"], consts))
+
+
+def test_pad_of_two_to_the_31(make_model) -> None:
+    nodes = [helper.make_node("Pad", ["x", "p"], ["y"], name="pad")]
+    consts = {"p": np.array([0, 2**31, 0, 2**31], np.int64)}
+    with pytest.raises(ResourceLimitError, match="'pad'"):
+        import_onnx(make_model(nodes, [("x", ["N", 3])], ["y"], consts))
+
+
+def test_inferred_tensor_beyond_the_memory_limit(make_model) -> None:
+    """Each repeat is plausible; together they ask for 2^40 elements at batch 1."""
+    nodes = [helper.make_node("Tile", ["x", "r"], ["y"], name="tile")]
+    consts = {"r": np.array([2**20, 2**20], np.int64)}
+    with pytest.raises(ResourceLimitError, match="allows per tensor"):
+        import_onnx(make_model(nodes, [("x", [1, 1])], ["y"], consts))
+
+
+def test_probe_time_limit(monkeypatch, make_model) -> None:
+    import time
+
+    from onnx_am.importer import batching, limits, model
+
+    monkeypatch.setattr(model, "PROBE_SECONDS", 0.2)
+    monkeypatch.setattr(batching, "_handles_batches", lambda *a: time.sleep(5))
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
+    start = time.monotonic()
+    with pytest.raises(ResourceLimitError, match="took longer than 0.2 s"):
+        import_onnx(make_model(nodes, [("x", ["N", 3])], ["y"]))
+    assert time.monotonic() - start < 3 and limits.PROBE_SECONDS > 1
+
+
+def test_nan_weight_imports_and_parity_names_it(make_model) -> None:
+    """A NaN weight made batching's tolerance NaN ("atol must be >= 0, but got nan")."""
+    w = np.ones((3, 2), np.float32)
+    w[0, 0] = np.nan
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    imported = import_onnx(make_model(nodes, [("x", ["N", 3])], ["y"], {"w": w}))
+    assert imported.batch.mode == "dynamic"
+    result = check_parity(imported)
+    assert result.passed and result.outputs[0].nonfinite[0] > 0  # NaN in the same places
+
+
+# --- errors from the libraries ------------------------------------------------------------------
+
+
+def test_library_errors_are_mapped_and_own_bugs_are_not() -> None:
+    from onnx_am.errors import ImportFailedError
+    from onnx_am.importer.guard import foreign_errors
+
+    with pytest.raises(ImportFailedError, match="^step: ValueError: "):
+        with foreign_errors(ImportFailedError, "step"):
+            np.zeros(3).reshape(7)
+    from onnx_am.importer.limits import check_shapes
+
+    with pytest.raises(TypeError):  # raised in onnx-am's own code: a bug stays a bug
+        with foreign_errors(ImportFailedError, "step"):
+            check_shapes({"t": None})
+
+
+def test_one_line_summarizes() -> None:
+    text = one_line("a\nb " + "x" * 1000)
+    assert "\n" not in text and len(text) <= 300 and text.startswith("a b x")
+
+
+def test_onnxruntime_logging_stays_off_stderr(tmp_path, make_model) -> None:
+    """A model onnxruntime refuses at load: our one line, not its coloured log line first."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
+    model = make_model(nodes, [("x", ["N", 3])], ["y"])
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64  # contradicts Relu
+    path = _save(model, tmp_path / "m.onnx")
+    done = subprocess.run(
+        [sys.executable, "-m", "onnx_am_cli.main", "inspect", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode in (2, 3), done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnx-am: error: "), done.stderr
+    assert isinstance(json.loads(done.stdout), dict)
