@@ -39,6 +39,8 @@ class SlopeControl:
             None
         ] * len(self._entries)
         self._last_layout: tuple = (None, None)
+        # (methods tuple, what the slopes depended on, per module (forward, backward)).
+        self._last_set: tuple | None = None
 
     def set_rows(
         self,
@@ -73,6 +75,14 @@ class SlopeControl:
                 f"step {step} is outside 0..{total_steps - 1} (total_steps={total_steps})"
             )
         distinct, layout = self._layout(methods)
+        scheduled = any(m.schedule is not None or m.anneal_to_alpha for m in distinct)
+        depends = (step, total_steps, proxy_forward) if scheduled else (proxy_forward,)
+        last = self._last_set
+        if last is not None and last[0] is methods and last[1] == depends:
+            # The same tuple, and its slopes do not change with the step: the same tensors.
+            for (_, module), (forward, backward) in zip(self._entries, last[2], strict=True):
+                module.set_slopes(forward, backward)
+            return
         proxy = [proxy_forward and method.kind == "proxy" for method in distinct]
         for index, (record, module) in enumerate(self._entries):
             slopes = [
@@ -89,6 +99,8 @@ class SlopeControl:
                 )
                 built = self._built[index] = (key, forward, backward)
             module.set_slopes(built[1], built[2])
+        if isinstance(methods, tuple):
+            self._last_set = (methods, depends, [built[1:] for built in self._built])
 
     def _layout(
         self, methods: Sequence[GradientMethod]
@@ -108,6 +120,22 @@ class SlopeControl:
         found = distinct, tuple(position[id(method)] for method in rows)
         self._last_layout = (methods if isinstance(methods, tuple) else None, found)
         return found
+
+    def changes_forward(self, method: GradientMethod, total_steps: int = 1) -> bool:
+        """Whether ``method`` (with ``proxy_forward``) runs a forward other than the original
+        one at some step: a proxy whose slope differs from a module's alpha (a scheduled one
+        is assumed to).
+
+        Its rows then need a second, standard forward for their true values.
+        """
+        if method.kind != "proxy":
+            return False
+        if method.schedule is not None or method.anneal_to_alpha:
+            return True
+        return any(
+            _row_slope(method, record, module.alpha, 0, total_steps) is not None
+            for record, module in self._entries
+        )
 
     def set_standard(self) -> None:
         """All modules compute the original op, forward and backward (the true gradient)."""
