@@ -1,0 +1,146 @@
+"""Reach of the exact maximum on the known-answer family, at equal cost.
+
+Every network of ``models/exact_family.json`` (32 small ReLU / LeakyReLU nets, 1-4 hidden
+layers, exact maxima by MILP; see ``models/make_exact_family.py``) is maximized by each
+configuration below. Every configuration spends the same number of rows (optimized inputs)
+per network and the same steps per row, so they cost the same; a configuration that mixes
+methods (a portfolio) is the best of its rows, exactly as the ``best`` methods report it.
+The table gives, per configuration and step budget, the share of networks on which the value
+found reaches at least 0.99 of the exact maximum, and the median reach (value / maximum).
+
+Run (from the repository root)::
+
+    python -m benchmarks.exact_family [--steps 64 256] [--rows 3]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import torch
+
+from benchmarks.harness import (
+    MODELS,
+    command,
+    machine_line,
+    markdown_table,
+    parser,
+    write_results,
+)
+from onnx_am import AMConfig, import_onnx, maximize
+
+FAMILY = MODELS / "exact_family.json"
+#: The step rules of ``onnx-am analyze --step-rule``.
+STEP_RULES = {
+    "normalized": {"optimizer": "pga", "normalize_grad": True},
+    "raw": {"optimizer": "pga", "normalize_grad": False},
+    "adam": {"optimizer": "adam", "normalize_grad": False},
+}
+#: name -> (step rule, one gradient method per row). Rows beyond the list repeat its last.
+CONFIGS = {
+    "standard (seeds)": ("normalized", ["standard"]),
+    "decoupled(0.3) (seeds)": ("normalized", ["decoupled(0.3)"]),
+    "decoupled(anneal(1.0)) (seeds)": ("normalized", ["decoupled(anneal(1.0))"]),
+    "portfolio std / dec(0.3) / anneal(1.0)": (
+        "normalized",
+        ["standard", "decoupled(0.3)", "decoupled(anneal(1.0))"],
+    ),
+    "standard (seeds), adam": ("adam", ["standard"]),
+    "portfolio, adam": ("adam", ["standard", "decoupled(0.3)", "decoupled(anneal(1.0))"]),
+    "standard (seeds), raw": ("raw", ["standard"]),
+    "portfolio, raw": ("raw", ["standard", "decoupled(0.3)", "decoupled(anneal(1.0))"]),
+}
+SUCCESS = 0.99
+
+
+def reach(imported, target: str, rule: str, methods: list[str], rows: int, steps: int) -> float:
+    """Best true value over ``rows`` rows: row ``r`` runs ``methods[r]`` from start seed ``r``."""
+    best = float("-inf")
+    for row in range(rows):
+        method = methods[min(row, len(methods) - 1)]
+        config = AMConfig(
+            steps=steps, lr=0.1, restarts=1, seed=row, crosscheck=False, **STEP_RULES[rule]
+        )
+        found = maximize(imported, [target], [method], config)
+        best = max(best, found.results[0].activation)
+    return best
+
+
+def main() -> None:
+    cli = parser(__doc__)
+    cli.add_argument("--steps", type=int, nargs="+", default=[64, 256])
+    cli.add_argument("--rows", type=int, default=3, help="rows (optimized inputs) per network")
+    cli.add_argument("--only", nargs="*", help="run only these networks (names)")
+    args = cli.parse_args()
+    torch.set_num_threads(args.threads)
+    family = json.loads(FAMILY.read_text())["networks"]
+    names = args.only or list(family)
+    records = []
+    started = time.perf_counter()
+    for name in names:
+        entry = family[name]
+        imported = import_onnx(MODELS / entry["file"])
+        for steps in args.steps:
+            for config, (rule, methods) in CONFIGS.items():
+                value = reach(imported, entry["target"], rule, methods, args.rows, steps)
+                records.append(
+                    {
+                        "network": name,
+                        "kind": entry["kind"],
+                        "steps": steps,
+                        "config": config,
+                        "value": value,
+                        "max": entry["max"],
+                        "reach": value / entry["max"],
+                    }
+                )
+    elapsed = time.perf_counter() - started
+    text = _report(records, args, elapsed)
+    write_results(args.out, "exact_family", text, {"records": records})
+    print(text)
+
+
+def _report(records: list[dict], args, elapsed: float) -> str:
+    rows = []
+    for steps in args.steps:
+        for config in CONFIGS:
+            mine = [r for r in records if r["steps"] == steps and r["config"] == config]
+            reached = [r["reach"] >= SUCCESS for r in mine]
+            failed = sorted({r["kind"] for r in mine if r["reach"] < SUCCESS})
+            rows.append(
+                [
+                    steps,
+                    config,
+                    f"{sum(reached)}/{len(reached)} ({100 * sum(reached) / len(reached):.0f} %)",
+                    f"{statistics.median(r['reach'] for r in mine):.3f}",
+                    f"{min(r['reach'] for r in mine):.3f}",
+                    ", ".join(failed) or "-",
+                ]
+            )
+    steps = " ".join(map(str, args.steps))
+    kinds = {}
+    for record in records:
+        kinds.setdefault(record["kind"], set()).add(record["network"])
+    lines = [
+        "# Exact-maximum family: reach at equal cost",
+        "",
+        f"`{command('exact_family', '--steps ' + steps, f'--rows {args.rows}')}`"
+        f" — {machine_line()}; {elapsed:.0f} s.",
+        "",
+        f"{len({r['network'] for r in records})} networks "
+        f"({', '.join(f'{k}: {len(v)}' for k, v in kinds.items())}); "
+        f"{args.rows} rows per network for every configuration, lr 0.1, starts near the box "
+        f"centre. Success: value >= {SUCCESS} x the exact maximum.",
+        "",
+        markdown_table(
+            ["steps", "configuration", "success", "median reach", "worst", "kinds that fail"],
+            rows,
+        ),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
