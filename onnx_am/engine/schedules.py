@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from onnx_am.errors import SettingsError
+from onnx_am.errors import OnnxAmError as SettingsError
 
 LR_SCHEDULES = ("constant", "linear", "cosine", "cosine-restarts")
 
@@ -23,9 +23,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine", "cosine-restarts")
 def check_lr_schedule(kind: str, floor: float, cycles: int) -> None:
     """Raise :class:`SettingsError` for an unknown schedule or a bad floor / cycle count."""
     if kind not in LR_SCHEDULES:
-        raise SettingsError(
-            f"unknown lr schedule {kind!r}; choose from {', '.join(LR_SCHEDULES)}"
-        )
+        raise SettingsError(f"unknown lr schedule {kind!r}; choose from {', '.join(LR_SCHEDULES)}")
     if not 0 < floor <= 1:
         raise SettingsError(f"lr floor must be in (0, 1], got {floor}")
     if cycles < 1:
