@@ -144,7 +144,8 @@ def _report(records: list[dict], args, elapsed: float) -> str:
         f"{len({r['network'] for r in records})} networks "
         f"({', '.join(f'{k}: {len(v)}' for k, v in kinds.items())}); "
         f"{args.rows} rows per network for every configuration, lr 0.1 (schedules decay to "
-        f"0.05 x lr; restarts: 4 cosine cycles), starts near the box centre. Success: value >= {SUCCESS} x the exact maximum.",
+        f"0.05 x lr; restarts: 4 cosine cycles), starts near the box centre. "
+        f"Success: value >= {SUCCESS} x the exact maximum.",
         "",
         markdown_table(
             ["steps", "configuration", "success", "median reach", "worst", "kinds that fail"],
