@@ -7,7 +7,7 @@ import math
 import pytest
 
 from onnx_am.engine.schedules import LR_SCHEDULES, check_lr_schedule, lr_factor
-from onnx_am.errors import OnnxAmError as SettingsError
+from onnx_am.errors import SettingsError
 
 
 def test_constant_is_one_everywhere():

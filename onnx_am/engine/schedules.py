@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from onnx_am.errors import OnnxAmError as SettingsError
+from onnx_am.errors import SettingsError
 
 LR_SCHEDULES = ("constant", "linear", "cosine", "cosine-restarts")
 
