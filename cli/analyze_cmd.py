@@ -23,9 +23,11 @@ from onnx_am.audit.analyze import (
     analyze,
     default_out_dir,
 )
+from onnx_am.audit.options import DEFAULT_LR_SCHEDULE
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
+from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.methods import expand_methods
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
@@ -161,6 +163,14 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
     show_default=True,
     help="normalized: projected ascent with each gradient scaled to unit RMS (works for "
     "logits and early channels alike); raw: the paper's x <- clip(x + lr * grad); adam.",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default=DEFAULT_LR_SCHEDULE,
+    show_default=True,
+    help="How the step size changes over the steps: constant (as in the paper), or a decay "
+    "to 5 % of --lr (linear, cosine; cosine-restarts: 4 cosine decays).",
 )
 @click.option(
     "--parameterization",

@@ -171,6 +171,7 @@ def _settings(options: AnalyzeOptions, plan: RunPlan) -> dict:
         "seed": config.seed,
         "optimizer": config.optimizer,
         "normalize_grad": config.normalize_grad,
+        "lr_schedule": config.lr_schedule,
         "start": config.start,
         "input": options.input_name,
         "input_shape": list(options.input_shape) if options.input_shape else None,

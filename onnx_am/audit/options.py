@@ -44,6 +44,8 @@ STEP_RULES = {
     "adam": {"optimizer": "adam", "normalize_grad": False},
 }
 DEFAULT_STEP_RULE = "normalized"
+#: How the step size changes over a run (:mod:`onnx_am.engine.schedules`).
+DEFAULT_LR_SCHEDULE = "constant"
 DEFAULT_SEED = 0
 DEFAULT_MAX_UNITS = 64
 DEFAULT_INPUT_RANGE = "-1..1"
@@ -74,6 +76,8 @@ class AnalyzeOptions:
             see :data:`STEP_RULES`.
         parameterization: ``"pixel"`` (the paper's raw input), ``"fourier"`` or
             ``"fourier+decorrelated"`` (image inputs; :mod:`onnx_am.engine.parameterizations`).
+        lr_schedule: ``"constant"``, ``"linear"``, ``"cosine"`` or ``"cosine-restarts"``
+            (:mod:`onnx_am.engine.schedules`).
         max_units: cap on units per tensor.
         force: overwrite an existing report.
         resume: continue an existing report made with the same settings.
@@ -96,6 +100,7 @@ class AnalyzeOptions:
     batch_size: int | None = None
     parameterization: str = "pixel"
     step_rule: str = DEFAULT_STEP_RULE
+    lr_schedule: str = DEFAULT_LR_SCHEDULE
     max_units: int = DEFAULT_MAX_UNITS
     force: bool = False
     resume: bool = False
@@ -144,6 +149,7 @@ def analysis_config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
         device=options.device,
         batch_size=options.batch_size,
         parameterization=options.parameterization,
+        lr_schedule=options.lr_schedule,
         **STEP_RULES[options.step_rule],
     )
 
