@@ -173,6 +173,21 @@ def _shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
     "to 5 % of --lr (linear, cosine; cosine-restarts: 4 cosine decays).",
 )
 @click.option(
+    "--regularizer",
+    "regularizers",
+    multiple=True,
+    metavar="NAME(S)",
+    help="Image prior (repeatable): jitter(8), pad(12), scale(0.1), rotate(10) transform "
+    "the input of each gradient step; tv(0.1), l2(0.01) penalize; blur(0.5) smooths. "
+    "Reported activations stay those of the untransformed input.",
+)
+@click.option(
+    "--robust",
+    is_flag=True,
+    help="Transformation robustness as in lucid/lucent: pad(12), jitter(8), scale(0.1), "
+    "rotate(10), jitter(4); results also show the mean activation under them.",
+)
+@click.option(
     "--parameterization",
     type=click.Choice(PARAMETERIZATIONS),
     default="pixel",
@@ -199,7 +214,7 @@ def analyze_command(model, out, as_json, quiet, verbose, **kwargs) -> None:
     130 interrupted (continue with --resume).
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
-    for name in ("targets", "layers", "methods"):
+    for name in ("targets", "layers", "methods", "regularizers"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions(**kwargs)
     out_dir = out or default_out_dir(model)

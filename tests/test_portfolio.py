@@ -43,3 +43,34 @@ def test_portfolio_is_the_best_of_its_rows_and_never_below_standard(name):
     # the same rows: asking for the portfolio alone costs nothing more and finds the same
     alone = maximize(imported, ["output:0"], ["portfolio"], config).results[0]
     assert alone.activation == portfolio.activation
+
+
+def test_robust_transforms_report_both_activations_and_keep_values_true(tmp_path):
+    from onnx_am.audit.analyze import AnalyzeOptions, analyze
+
+    model = ROOT / "models" / "digits_relu.onnx"
+    options = AnalyzeOptions(
+        targets=("logits:0,1",), methods=("standard",), steps=8, restarts=1, robust=True
+    )
+    report = analyze(model, options, tmp_path / "r")
+    assert report.doc["settings"]["regularizers"][:2] == ["pad(12)", "jitter(8)"]
+    for entry in report.doc["results"]:
+        transformed = entry["activation_transformed"]
+        assert transformed is not None and transformed != entry["activation"]
+        assert abs(entry["activation"] - entry["activation_onnxruntime"]) < 1e-3
+    assert "under transforms" in (tmp_path / "r" / "index.html").read_text()
+    plain = analyze(model, AnalyzeOptions(**{**options.__dict__, "robust": False}), tmp_path / "p")
+    assert all(e["activation_transformed"] is None for e in plain.doc["results"])
+    assert "under transforms" not in (tmp_path / "p" / "index.html").read_text()
+
+
+def test_fourier_default_lr_is_in_parameter_units_whatever_the_range():
+    from onnx_am.audit.options import DEFAULT_LR, AnalyzeOptions, analysis_config
+    from onnx_am.domain import parse_domain
+
+    domain = parse_domain("0..255")
+    pixel = analysis_config(AnalyzeOptions(input_range="0..255"), domain)
+    fourier = analysis_config(
+        AnalyzeOptions(input_range="0..255", parameterization="fourier"), domain
+    )
+    assert pixel.lr == DEFAULT_LR * 127.5 and fourier.lr == DEFAULT_LR

@@ -42,3 +42,22 @@ def test_bad_settings_name_the_value():
         check_lr_schedule("cosine-restarts", 0.1, 0)
     for kind in LR_SCHEDULES:
         check_lr_schedule(kind, 0.5, 2)
+
+
+def test_transforms_keep_shape_and_are_seeded():
+    import torch
+
+    from onnx_am.engine.regularizers import ROBUST_TRANSFORMS, parse_regularizer
+    from onnx_am.importer.input_spec import InputSpec
+
+    spec = InputSpec("x", ("batch", 3, 16, 16), "float32", (3, 16, 16), "NCHW")
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for text in ROBUST_TRANSFORMS:
+        transform = parse_regularizer(text)
+        a = transform.transform(x, spec, torch.Generator().manual_seed(1))
+        b = transform.transform(x, spec, torch.Generator().manual_seed(1))
+        assert a.shape == x.shape and torch.equal(a, b), text
+    # scale and rotate by 0 are the identity (bilinear at pixel centres)
+    for text in ("scale(0)", "rotate(0)"):
+        same = parse_regularizer(text).transform(x, spec, torch.Generator().manual_seed(1))
+        assert torch.allclose(same, x, atol=1e-6), text
