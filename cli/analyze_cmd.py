@@ -24,9 +24,11 @@ from onnx_am.audit.analyze import (
     analyze,
     default_out_dir,
 )
+from onnx_am.audit.options import DEFAULT_LR_SCHEDULE
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
+from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.methods import expand_methods
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
@@ -146,6 +148,29 @@ EXIT_INTERRUPTED = 130
     "logits and early channels alike); raw: the paper's x <- clip(x + lr * grad); adam.",
 )
 @click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default=DEFAULT_LR_SCHEDULE,
+    show_default=True,
+    help="How the step size changes over the steps: constant (as in the paper), or a decay "
+    "to 5 % of --lr (linear, cosine; cosine-restarts: 4 cosine decays).",
+)
+@click.option(
+    "--regularizer",
+    "regularizers",
+    multiple=True,
+    metavar="NAME(S)",
+    help="Image prior (repeatable): jitter(8), pad(12), scale(0.1), rotate(10) transform "
+    "the input of each gradient step; tv(0.1), l2(0.01) penalize; blur(0.5) smooths. "
+    "Reported activations stay those of the untransformed input.",
+)
+@click.option(
+    "--robust",
+    is_flag=True,
+    help="Transformation robustness as in lucid/lucent: pad(12), jitter(8), scale(0.1), "
+    "rotate(10), jitter(4); results also show the mean activation under them.",
+)
+@click.option(
     "--parameterization",
     type=click.Choice(PARAMETERIZATIONS),
     default="pixel",
@@ -172,7 +197,7 @@ def analyze_command(model, out, as_json, quiet, verbose, **kwargs) -> None:
     130 interrupted (continue with --resume).
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
-    for name in ("targets", "layers", "methods"):
+    for name in ("targets", "layers", "methods", "regularizers"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions(**kwargs)
     out_dir = out or default_out_dir(model)

@@ -11,8 +11,9 @@ forward slope ``alpha`` (0 for ReLU) and may use another slope ``beta`` in the b
 ``beta`` may follow a schedule (a function of the step) and may be overridden per ONNX op
 type or per ONNX node name.
 
-What is reported is a :class:`MethodPlan`: one gradient method, or ``best`` (standard and
-decoupled rows, per unit the higher true value). :func:`expand_methods` is the one place that
+What is reported is a :class:`MethodPlan`: one gradient method, ``best`` (standard and
+decoupled rows, per unit the higher true value) or ``portfolio`` (standard, decoupled and
+annealed rows, per unit the highest). :func:`expand_methods` is the one place that
 turns what a user typed (strings, sweeps, objects, a list of backward slopes) into plans.
 """
 
@@ -184,6 +185,24 @@ def best_plan(beta: float = DEFAULT_BETA) -> MethodPlan:
     )
 
 
+#: Start slope of the portfolio's annealed row: ``decoupled(anneal(1.0))`` goes from 1.0 (the
+#: identity's slope, a gradient through every unit) to each rectifier's own forward slope.
+PORTFOLIO_ANNEAL_START = 1.0
+
+
+def portfolio_plan(beta: float = DEFAULT_BETA) -> MethodPlan:
+    """``portfolio(beta)``: standard, ``decoupled(beta)`` and ``decoupled(anneal(1.0))`` rows,
+    per unit the highest true value. The three rows explore differently (the true gradient;
+    a fixed backward slope that reaches behind inactive units; a slope that starts at 1 and
+    ends at the true gradient), so their best is robust where no single one is."""
+    runs = (
+        STANDARD,
+        GradientMethod("decoupled", beta),
+        GradientMethod("decoupled", PORTFOLIO_ANNEAL_START, anneal_to_alpha=True),
+    )
+    return MethodPlan(f"portfolio({format_slope(beta)})", "best", beta, runs)
+
+
 def expand_methods(
     methods: Sequence[object] | str | GradientMethod,
     default_beta: float = DEFAULT_BETA,
@@ -242,12 +261,16 @@ def _plans_for(method: object, default_beta: float, slopes: tuple[float, ...]) -
         return [_plans_for(GradientMethod(text, b), default_beta, ())[0] for b in slopes]
     if text == "best":
         return [best_plan(default_beta)]
+    if text == "portfolio":
+        return [portfolio_plan(default_beta)]
     head, _, rest = text.partition("(")
     if rest.endswith(")") and "," in rest and "(" not in rest:
         pieces = rest[:-1].split(",")
         return [plan for b in pieces for plan in _plans_for(f"{head}({b})", default_beta, ())]
     if head == "best" and rest.endswith(")"):
         return [best_plan(_slope(rest[:-1], text))]
+    if head == "portfolio" and rest.endswith(")"):
+        return [portfolio_plan(_slope(rest[:-1], text))]
     return _plans_for(parse_method(text, beta=default_beta), default_beta, ())
 
 

@@ -171,6 +171,8 @@ def _settings(options: AnalyzeOptions, plan: RunPlan) -> dict:
         "seed": config.seed,
         "optimizer": config.optimizer,
         "normalize_grad": config.normalize_grad,
+        "lr_schedule": config.lr_schedule,
+        "regularizers": [r if isinstance(r, str) else r.label for r in config.regularizers],
         "start": config.start,
         "input": options.input_name,
         "input_shape": list(options.input_shape) if options.input_shape else None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from onnx_am.domain import InputDomain, parse_domain
 from onnx_am.engine.config import AMConfig
 from onnx_am.engine.plan import RunPlan, checked_config
+from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
 from onnx_am.errors import SettingsError
 from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import GradientMethod, MethodPlan, expand_methods
@@ -44,6 +45,8 @@ STEP_RULES = {
     "adam": {"optimizer": "adam", "normalize_grad": False},
 }
 DEFAULT_STEP_RULE = "normalized"
+#: How the step size changes over a run (:mod:`onnx_am.engine.schedules`).
+DEFAULT_LR_SCHEDULE = "constant"
 DEFAULT_SEED = 0
 DEFAULT_MAX_UNITS = 64
 DEFAULT_INPUT_RANGE = "-1..1"
@@ -74,6 +77,13 @@ class AnalyzeOptions:
             see :data:`STEP_RULES`.
         parameterization: ``"pixel"`` (the paper's raw input), ``"fourier"`` or
             ``"fourier+decorrelated"`` (image inputs; :mod:`onnx_am.engine.parameterizations`).
+        lr_schedule: ``"constant"``, ``"linear"``, ``"cosine"`` or ``"cosine-restarts"``
+            (:mod:`onnx_am.engine.schedules`).
+        regularizers: regularizer strings (``"jitter(8)"``, ``"scale(0.1)"``, ``"tv(0.1)"``;
+            :mod:`onnx_am.engine.regularizers`); none by default, as in the paper.
+        robust: add lucid's transformation-robustness set
+            (:data:`~onnx_am.engine.regularizers.ROBUST_TRANSFORMS`); results then also
+            report the mean activation under those transformations.
         max_units: cap on units per tensor.
         force: overwrite an existing report.
         resume: continue an existing report made with the same settings.
@@ -96,6 +106,9 @@ class AnalyzeOptions:
     batch_size: int | None = None
     parameterization: str = "pixel"
     step_rule: str = DEFAULT_STEP_RULE
+    lr_schedule: str = DEFAULT_LR_SCHEDULE
+    regularizers: tuple[str, ...] = ()
+    robust: bool = False
     max_units: int = DEFAULT_MAX_UNITS
     force: bool = False
     resume: bool = False
@@ -135,17 +148,29 @@ def analysis_config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
         raise SettingsError(
             f"unknown step rule {options.step_rule!r}; choose from {', '.join(STEP_RULES)}"
         )
+    regularizers = (*(ROBUST_TRANSFORMS if options.robust else ()), *options.regularizers)
     return AMConfig(
         steps=options.steps,
-        lr=options.lr if options.lr is not None else DEFAULT_LR * (domain.high - domain.low) / 2,
+        lr=options.lr if options.lr is not None else _default_lr(options, domain),
         restarts=options.restarts,
         seed=options.seed,
         domain=domain,
         device=options.device,
         batch_size=options.batch_size,
         parameterization=options.parameterization,
+        lr_schedule=options.lr_schedule,
+        regularizers=tuple(regularizers),
         **STEP_RULES[options.step_rule],
     )
+
+
+def _default_lr(options: AnalyzeOptions, domain: InputDomain) -> float:
+    """:data:`DEFAULT_LR` in raw units scaled to the input range for ``pixel``; unscaled in
+    parameter units for the Fourier parameterizations, whose parameter does not grow with the
+    range (scaling it made ``fourier`` on ``0..255`` saturate)."""
+    if options.parameterization != "pixel":
+        return DEFAULT_LR
+    return DEFAULT_LR * (domain.high - domain.low) / 2
 
 
 def _domain(options: AnalyzeOptions) -> InputDomain:

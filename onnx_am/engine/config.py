@@ -10,6 +10,7 @@ import torch
 from onnx_am.domain import InputDomain
 from onnx_am.engine.parameterizations import check_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
+from onnx_am.engine.schedules import check_lr_schedule
 from onnx_am.engine.starts import START_KINDS
 from onnx_am.errors import SettingsError
 from onnx_am.methods import DEFAULT_BETA
@@ -48,6 +49,10 @@ class AMConfig:
         parameterization: what the loop optimizes: ``"pixel"`` (default, as in the paper:
             the raw input), ``"fourier"`` or ``"fourier+decorrelated"`` (image inputs; see
             :mod:`onnx_am.engine.parameterizations`; ``lr`` then is in parameter units).
+        lr_schedule: how ``lr`` changes over the steps, one of
+            :data:`onnx_am.engine.schedules.LR_SCHEDULES` (``"constant"``, as in the paper).
+        lr_floor: the factor on ``lr`` at the end of a decay.
+        lr_cycles: decays of a ``"cosine-restarts"`` schedule.
     """
 
     steps: int = 256
@@ -67,6 +72,9 @@ class AMConfig:
     baseline_corners: int = 16
     default_beta: float = DEFAULT_BETA
     parameterization: str = "pixel"
+    lr_schedule: str = "constant"
+    lr_floor: float = 0.05
+    lr_cycles: int = 1
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first bad setting."""
@@ -92,6 +100,7 @@ class AMConfig:
             if not ok:
                 raise SettingsError(message)
         check_parameterization(self.parameterization)
+        check_lr_schedule(self.lr_schedule, self.lr_floor, self.lr_cycles)
         if self.parameterization != "pixel":
             self._check_smoothing()
         if self.device.startswith("cuda") and not torch.cuda.is_available():

@@ -36,6 +36,7 @@ from onnx_am.engine import memory
 from onnx_am.engine.parameterizations import FourierParameterization, make_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
 from onnx_am.engine.rows import Row, RowOutcome
+from onnx_am.engine.schedules import lr_factor
 from onnx_am.engine.starts import row_seed
 from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import GradientMethod
@@ -215,7 +216,7 @@ def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: in
         best_x = torch.where(better.view(-1, *[1] * (image.dim() - 1)), image, best_x)
         trace[step] = best_value
         if step < config.steps:
-            x = _update(context, x, grad, state)
+            x = _update(context, x, grad, state, step)
             context.done_steps += 1
             if context.progress is not None:
                 info = {
@@ -301,8 +302,11 @@ def _true_values(context: LoopContext, x, objective: RowObjective) -> torch.Tens
         return _forward(context, fed, objective).double()
 
 
-def _update(context: LoopContext, x, grad, state) -> torch.Tensor:
+def _update(context: LoopContext, x, grad, state, step_index: int) -> torch.Tensor:
     config = context.config
+    lr = config.lr * lr_factor(
+        config.lr_schedule, step_index, config.steps, config.lr_floor, config.lr_cycles
+    )
     grad = grad.to(x.dtype)
     if config.optimizer == "adam":
         step = _adam_step(grad, state)
@@ -312,8 +316,8 @@ def _update(context: LoopContext, x, grad, state) -> torch.Tensor:
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
             step = grad / rms.view(-1, *[1] * (grad.dim() - 1))
     if context.parameterization is not None:
-        return x + config.lr * step  # its raw input is inside the box by construction
-    x = config.domain.project(x + config.lr * step)
+        return x + lr * step  # its raw input is inside the box by construction
+    x = config.domain.project(x + lr * step)
     if not context.regularizers:
         return x  # projecting again would change nothing
     for regularizer in context.regularizers:

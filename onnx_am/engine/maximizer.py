@@ -23,6 +23,7 @@ from onnx_am.engine.config import OPTIMIZERS, AMConfig, Progress
 from onnx_am.engine.loop import optimize_rows
 from onnx_am.engine.plan import RunPlan, plan_run
 from onnx_am.engine.results import MaximizeReport, UnitResult
+from onnx_am.engine.robustness import measure_transformed
 from onnx_am.engine.rows import Row, RowOutcome, layout_rows
 from onnx_am.engine.starts import make_starts
 from onnx_am.importer.model import ImportedModel
@@ -116,6 +117,7 @@ def run_plan(
     timings["optimize"] = time.perf_counter() - tic
 
     results = assemble_results(targets, plan.methods, runs, rows, outcome, baselines, config.domain)
+    measure_transformed(imported, results, config)
     tic = time.perf_counter()
     if config.crosscheck:
         _crosscheck_results(imported, results, config)

@@ -4,7 +4,9 @@ The paper optimizes the raw objective; these exist for users who want smoother p
 None of them changes the value that is reported: the engine always measures the original
 network on the unregularized input. Each regularizer may
 
-- ``transform`` the model input before the gradient forward (``jitter``),
+- ``transform`` the model input before the gradient forward (``jitter``, ``pad``,
+  ``scale``, ``rotate``: the transformation robustness of lucid / lucent,
+  :data:`ROBUST_TRANSFORMS`),
 - add a ``penalty`` per row that the gradient step subtracts (``l2``, ``tv``),
 - ``smooth`` the raw input after each step (``blur``).
 
@@ -15,6 +17,7 @@ Spatial ones need an image input (NCHW or NHWC). Strings: ``"jitter(2)"``, ``"bl
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -83,6 +86,66 @@ class Jitter(Regularizer):
         limit = int(self.strength)
         shifts = torch.randint(-limit, limit + 1, (2,), generator=generator).tolist()
         return torch.roll(x, shifts=shifts, dims=dims)
+
+
+def _affine(x: torch.Tensor, spec: InputSpec, name: str, theta: torch.Tensor) -> torch.Tensor:
+    """Resample the images of a batch with one 2x3 affine matrix (border values repeat)."""
+    h, w = _spatial_dims(spec, name)
+    channels_last = (h, w) == (1, 2)
+    images = x.movedim(-1, 1) if channels_last else x
+    grid = torch.nn.functional.affine_grid(
+        theta.to(images.dtype).expand(images.shape[0], 2, 3), list(images.shape), False
+    )
+    out = torch.nn.functional.grid_sample(
+        images, grid.to(images.device), mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return out.movedim(1, -1) if channels_last else out
+
+
+@register("scale")
+class Scale(Regularizer):
+    """Zoom the model input by a random factor in ``[1 - strength, 1 + strength]`` per step
+    (about the centre, bilinear, borders repeated), as lucid's ``random_scale``."""
+
+    def transform(self, x, spec, generator):
+        factor = 1 + (torch.rand((), generator=generator).item() * 2 - 1) * self.strength
+        theta = torch.tensor([[1 / factor, 0.0, 0.0], [0.0, 1 / factor, 0.0]])
+        return _affine(x, spec, self.name, theta)
+
+
+@register("rotate")
+class Rotate(Regularizer):
+    """Rotate the model input by a random angle in ``[-strength, strength]`` degrees per step
+    (about the centre, bilinear, borders repeated), as lucid's ``random_rotate``."""
+
+    def transform(self, x, spec, generator):
+        angle = math.radians((torch.rand((), generator=generator).item() * 2 - 1) * self.strength)
+        cos, sin = math.cos(angle), math.sin(angle)
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]])
+        return _affine(x, spec, self.name, theta)
+
+
+@register("pad")
+class Pad(Regularizer):
+    """Pad by ``strength`` pixels (edge values) and crop back at a random offset: a shift
+    that fills with the border instead of wrapping around (lucid's ``pad`` + ``jitter``)."""
+
+    def transform(self, x, spec, generator):
+        h, w = _spatial_dims(spec, self.name)
+        limit = int(self.strength)
+        if limit <= 0:
+            return x
+        dy, dx = torch.randint(0, 2 * limit + 1, (2,), generator=generator).tolist()
+        channels_last = (h, w) == (1, 2)
+        images = x.movedim(-1, 1) if channels_last else x
+        padded = torch.nn.functional.pad(images, (limit,) * 4, mode="replicate")
+        height, width = images.shape[2], images.shape[3]
+        out = padded[:, :, dy : dy + height, dx : dx + width]
+        return out.movedim(1, -1) if channels_last else out
+
+
+#: The transformation-robustness set lucid / lucent use by default, as regularizer strings.
+ROBUST_TRANSFORMS = ("pad(12)", "jitter(8)", "scale(0.1)", "rotate(10)", "jitter(4)")
 
 
 @register("l2")

@@ -32,6 +32,9 @@ class UnitResult:
         gain_over_standard: ``activation - standard activation`` for the same unit
             (``None`` when standard was not run).
         beats_trivial: the activation exceeds the best trivial input of the target.
+        activation_transformed: with transformation robustness, the mean activation over
+            random draws of the same transformations (:mod:`onnx_am.engine.robustness`);
+            ``None`` without transformations.
         picked: for ``best``, the label of the method whose result it took (ties go to
             standard); ``None`` for other methods.
         best_restart: which restart produced ``image``.
@@ -53,6 +56,7 @@ class UnitResult:
     white: float = 0.0
     gain_over_standard: float | None = None
     beats_trivial: bool = True
+    activation_transformed: float | None = None
     picked: str | None = None
     best_restart: int = 0
     restart_activations: list[float] = field(default_factory=list)

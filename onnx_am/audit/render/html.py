@@ -94,6 +94,7 @@ def render_html(doc: dict, plots: list[dict], thumbs: dict[str, dict] | None = N
         timings=doc.get("timings", {}),
         summary=summary,
         results=rows,
+        transformed=any(r.get("activation_transformed") is not None for r in rows),
         marks=marks,
         row_ids=row_ids,
         trivial=trivial,
