@@ -7,6 +7,7 @@ import sys
 import time
 
 import click
+from onnx_am_cli.inspect_cmd import FEED_HELP, parse_feeds
 from onnx_am_cli.params import FLOATS, SHAPE
 
 from onnx_am.audit.analyze import (
@@ -27,6 +28,7 @@ from onnx_am.audit.analyze import (
 from onnx_am.audit.options import DEFAULT_LR_SCHEDULE
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
+from onnx_am.domain import PRESETS
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.methods import expand_methods
@@ -104,11 +106,22 @@ EXIT_INTERRUPTED = 130
     help="Full input shape, to fill symbolic dims.",
 )
 @click.option(
+    "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=VALUE", help=FEED_HELP
+)
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default=None,
+    help="Input convention: imagenet (0..1, ImageNet mean/std), imagenet-255 (0..255, same "
+    "in pixel units), unit (0..1), symmetric (-1..1). --input-range/--mean/--std override "
+    "its parts.",
+)
+@click.option(
     "--input-range",
-    default=DEFAULT_INPUT_RANGE,
-    show_default=True,
+    default=None,
     metavar="LOW..HIGH",
-    help="Raw input box: -1..1, 0..1, 0..255, ...",
+    help="Raw input box: -1..1, 0..1, 0..255, ... Default: what the model's metadata "
+    f"records, else {DEFAULT_INPUT_RANGE} (said on stderr).",
 )
 @click.option(
     "--mean",
@@ -202,7 +215,7 @@ def analyze_command(model, out, as_json, quiet, verbose, **kwargs) -> None:
     options = AnalyzeOptions(**kwargs)
     out_dir = out or default_out_dir(model)
     bar = _ProgressBar() if not quiet and sys.stderr.isatty() else None
-    progress = _progress(bar, verbose)
+    progress = _progress(bar, verbose, quiet)
     try:
         report = analyze(model, options, out_dir, progress=progress)
     except KeyboardInterrupt:
@@ -244,10 +257,13 @@ def _summary(report) -> None:
     click.echo(f"report: {report.out_dir / HTML_FILE}")
 
 
-def _progress(bar, verbose: bool):
+def _progress(bar, verbose: bool, quiet: bool):
     last_phase = [None]
 
     def progress(event: AnalyzeProgress) -> None:
+        if not quiet:
+            for note in event.notes:
+                click.echo(f"onnx-am: {note}", err=True)
         if verbose and event.phase != last_phase[0]:
             if bar:
                 bar.clear()

@@ -199,3 +199,39 @@ def test_inspect_bad_feeds_are_one_line_errors(tmp_path: Path, args, fragment) -
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnx-am: error: "), result.stderr
     assert fragment in lines[0]
+
+
+def test_analyze_feeds_the_same_values_everywhere(tmp_path: Path) -> None:
+    from onnx_am.audit.analyze import AnalyzeOptions, analyze
+
+    path = tmp_path / "vad.onnx"
+    path.write_bytes(state_sr_model().SerializeToString())
+    options = AnalyzeOptions(
+        input_name="x", feeds={"sr": 8000, "state": "0.5"}, steps=4, restarts=1, max_units=2
+    )
+    report = analyze(path, options, tmp_path / "report")
+    assert report.exit_code == 0 and report.parity.passed
+    assert report.results and all(r.agrees for r in report.results)
+    inputs = {i["name"]: i for i in report.doc["model"]["inputs"]}
+    assert inputs["sr"]["fed"] == "8000" and inputs["state"]["fed"] == "0.5"
+    assert "sha256:" in report.doc["settings"]["feeds"]["state"]
+    # resuming with another value is refused: the feeds are part of the settings
+    other = AnalyzeOptions(**{**options.__dict__, "feeds": {"sr": 16000}, "resume": True})
+    with pytest.raises(Exception, match="settings"):
+        analyze(path, other, tmp_path / "report")
+
+
+def test_analyze_cli_takes_feeds_and_refuses_bad_ones(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from onnx_am_cli.main import cli
+
+    path = tmp_path / "vad.onnx"
+    path.write_bytes(state_sr_model().SerializeToString())
+    base = ["analyze", str(path), "--input", "x", "--steps", "2", "--restarts", "1"]
+    base += ["--max-units", "1", "--out", str(tmp_path / "r"), "--force"]
+    ok = CliRunner().invoke(cli, [*base, "--feed", "sr=16000", "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(cli, [*base, "--feed", "sr=16k"])
+    assert bad.exit_code == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "neither a number" in lines[0], bad.stderr

@@ -3,6 +3,8 @@ producer metadata (image size, class names, pixel range), presets."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -121,3 +123,27 @@ def test_presets_and_explicit_values() -> None:
     assert choose_domain(input_range="0..255").domain.mean is None
     with pytest.raises(InputSpecError, match="unknown preset 'imagenett'"):
         choose_domain("imagenett")
+
+
+def test_analyze_uses_logits_standard_only_and_says_so(tmp_path, make_model) -> None:
+    from click.testing import CliRunner
+    from onnx_am_cli.main import cli
+
+    path = tmp_path / "tanh.onnx"
+    path.write_bytes(_classifier(make_model, relu=False).SerializeToString())
+    args = ["analyze", str(path), "--steps", "2", "--restarts", "1", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "input domain -1..1 assumed" in result.stderr
+    assert "pre-activation logits 'flat'" in result.stderr
+    assert "no rectifier to decouple" in result.stderr and "standard only" in result.stderr
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["settings"]["methods"] == ["standard"]
+    assert doc["settings"]["targets"] == ["flat:0", "flat:1", "flat:2"]
+    assert doc["defaults"]["targets"]["tensor"] == "flat" and doc["defaults"]["standard_only"]
+    preset = CliRunner().invoke(cli, [*args, "--force", "--preset", "unit", "--method", "standard"])
+    assert preset.exit_code == 0, preset.output
+    assert "domain" not in preset.stderr and "rectifier" not in preset.stderr
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["settings"]["input_range"] == [0.0, 1.0]
+    assert doc["defaults"]["domain"]["description"] == "--preset unit"

@@ -28,6 +28,7 @@ from onnx_am.audit.options import (
     DEFAULT_STEPS,
     STEP_RULES,
     AnalyzeOptions,
+    choose_defaults,
     plan_analysis,
     plan_targets,
 )
@@ -99,14 +100,16 @@ def analyze(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     notify(AnalyzeProgress("import"))
-    imported = import_onnx(model_path, options.input_name, options.input_shape)
-    plan = plan_analysis(options, imported)  # every option parsed here, once
+    imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
+    defaults = choose_defaults(options, imported)
+    plan = plan_analysis(options, imported, defaults)  # every option parsed here, once
     timings["import"] = time.perf_counter() - started
 
-    settings = _settings(options, plan)
+    settings = _settings(options, plan, imported)
     model = model_summary(model_path, imported)
     report = ReportDir.open(out_dir or default_out_dir(model_path), options.force, options.resume)
     report.check_resumable(model["sha256"], settings)
+    notify(AnalyzeProgress("plan", notes=tuple(defaults.notes)))  # every check passed
 
     notify(AnalyzeProgress("parity"))
     tic = time.perf_counter()
@@ -120,6 +123,7 @@ def analyze(
         "model": model,
         "parity": parity.to_dict(),
         "rewrites": rewrite.to_dict() if rewrite is not None else None,
+        "defaults": defaults.to_dict(),
         "settings": settings,
         "timings": timings,
     }
@@ -153,13 +157,15 @@ def model_summary(model_path: str | Path, imported: ImportedModel) -> dict:
         "ir_version": int(original.ir_version),
         "opsets": dict(imported.opsets),
         "input": imported.input.to_dict(),
+        "inputs": imported.inputs,
         "outputs": [spec.to_dict() for spec in imported.outputs],
+        "metadata": imported.metadata.to_dict(),
         "batch_mode": imported.batch.mode,
         "prepass_notes": list(imported.prepass_notes),
     }
 
 
-def _settings(options: AnalyzeOptions, plan: RunPlan) -> dict:
+def _settings(options: AnalyzeOptions, plan: RunPlan, imported: ImportedModel) -> dict:
     """Everything that changes results; a resumed report must match it exactly."""
     config = plan.config
     settings = {
@@ -176,6 +182,7 @@ def _settings(options: AnalyzeOptions, plan: RunPlan) -> dict:
         "start": config.start,
         "input": options.input_name,
         "input_shape": list(options.input_shape) if options.input_shape else None,
+        "feeds": {name: feed.fingerprint for name, feed in imported.feeds.items()},
         "input_range": [config.domain.low, config.domain.high],
         "mean": list(config.domain.mean) if config.domain.mean else None,
         "std": list(config.domain.std) if config.domain.std else None,

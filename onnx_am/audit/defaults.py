@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from onnx_am.domain import DomainChoice
 from onnx_am.importer.model import ImportedModel
 from onnx_am.objectives import Target, parse_targets, probe_shapes
 
@@ -53,6 +54,41 @@ class TargetDefault:
 
     def to_dict(self) -> dict:
         return {"tensor": self.tensor, "reason": self.reason, "labels": dict(self.labels)}
+
+
+@dataclass(frozen=True)
+class AnalysisDefaults:
+    """The choices ``analyze`` made for the model where the user left them open.
+
+    Attributes:
+        domain: the input domain and where it came from.
+        targets: the default targets and why; ``None`` when targets were given.
+        standard_only: no method was given and the model has no rectifier to decouple.
+    """
+
+    domain: DomainChoice
+    targets: TargetDefault | None = None
+    standard_only: bool = False
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per choice a person should know about (printed on stderr)."""
+        notes = []
+        if self.domain.source != "given":
+            notes.append(f"input domain {self.domain.description}")
+        if self.targets is not None and self.targets.reason:
+            notes.append(self.targets.reason)
+        if self.standard_only:
+            notes.append(NO_RECTIFIER_NOTE)
+        return notes
+
+    def to_dict(self) -> dict:
+        return {
+            "domain": self.domain.to_dict(),
+            "targets": self.targets.to_dict() if self.targets is not None else None,
+            "standard_only": self.standard_only,
+            "notes": self.notes,
+        }
 
 
 def default_targets_for(imported: ImportedModel, cap: int = 64) -> TargetDefault:

@@ -9,13 +9,16 @@ backward slopes built straight from their floats, a validated config) that the r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from onnx_am.domain import InputDomain, parse_domain
+from onnx_am.audit.defaults import AnalysisDefaults, default_targets_for, has_rectifiers
+from onnx_am.domain import InputDomain, choose_domain
 from onnx_am.engine.config import AMConfig
 from onnx_am.engine.plan import RunPlan, checked_config
 from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
 from onnx_am.errors import SettingsError
+from onnx_am.importer.feeds import FeedInput
 from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import GradientMethod, MethodPlan, expand_methods
 from onnx_am.objectives import Target, resolve_targets
@@ -49,6 +52,7 @@ DEFAULT_STEP_RULE = "normalized"
 DEFAULT_LR_SCHEDULE = "constant"
 DEFAULT_SEED = 0
 DEFAULT_MAX_UNITS = 64
+#: The raw input box when nothing is given or recorded (the paper's); said on stderr.
 DEFAULT_INPUT_RANGE = "-1..1"
 
 
@@ -68,7 +72,14 @@ class AnalyzeOptions:
         steps, lr, restarts, seed: the optimization; ``lr=None`` is ``DEFAULT_LR`` scaled
             to the input range (``DEFAULT_LR * (high - low) / 2``).
         input_name, input_shape: which input, and its full shape when symbolic.
-        input_range: the raw input box, ``"-1..1"``, ``"0..1"``, ``"0..255"``.
+        feeds: values of the other inputs by name (see :func:`onnx_am.import_onnx`); float
+            inputs not named are fed zeros.
+        preset: a named input convention (:data:`onnx_am.domain.PRESETS`: ``imagenet``,
+            ``imagenet-255``, ``unit``, ``symmetric``); explicit range / mean / std override
+            its parts.
+        input_range: the raw input box, ``"-1..1"``, ``"0..1"``, ``"0..255"``. With none of
+            preset, range, mean and std, what the model's metadata records is used, else
+            :data:`DEFAULT_INPUT_RANGE` is assumed (and the report says so).
         mean, std: per-channel normalization the model expects (raw units).
         device: ``"cpu"`` or ``"cuda"``.
         batch_size: rows per engine step inside a chunk; ``None`` fits them to the free
@@ -99,7 +110,9 @@ class AnalyzeOptions:
     seed: int = DEFAULT_SEED
     input_name: str | None = None
     input_shape: tuple[int, ...] | None = None
-    input_range: str = DEFAULT_INPUT_RANGE
+    feeds: Mapping[str, FeedInput] = field(default_factory=dict)
+    preset: str | None = None
+    input_range: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     device: str = "cpu"
@@ -114,15 +127,41 @@ class AnalyzeOptions:
     resume: bool = False
 
 
-def plan_analysis(options: AnalyzeOptions, imported: ImportedModel) -> RunPlan:
+def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> AnalysisDefaults:
+    """What the run uses where the options leave a choice to the model: the input domain
+    (given, recorded in metadata, or assumed), the targets when none are given, and standard
+    only when no method is given and the model has no rectifier.
+
+    Raises:
+        InputSpecError: an unknown preset or malformed range / mean / std.
+    """
+    domain = choose_domain(
+        options.preset, options.input_range, options.mean, options.std, imported.metadata
+    )
+    targets = None if options.targets else default_targets_for(imported, options.max_units)
+    standard_only = not options.methods and not has_rectifiers(imported)
+    return AnalysisDefaults(domain, targets, standard_only)
+
+
+def plan_analysis(
+    options: AnalyzeOptions, imported: ImportedModel, defaults: AnalysisDefaults | None = None
+) -> RunPlan:
     """Parse the options once into the run's typed plan.
+
+    Args:
+        options: what the user gave.
+        imported: the model.
+        defaults: from :func:`choose_defaults` (computed here when not given).
 
     Raises:
         SettingsError, InputSpecError, TargetError, MethodError: the first bad option.
     """
-    config = checked_config(analysis_config(options, _domain(options)), imported)
-    methods = plan_methods(options.methods, options.backward_slopes, config.default_beta)
-    return RunPlan(tuple(plan_targets(imported, options)), tuple(methods), config)
+    defaults = defaults or choose_defaults(options, imported)
+    config = checked_config(analysis_config(options, defaults.domain.domain), imported)
+    given = ("standard",) if defaults.standard_only else options.methods
+    methods = plan_methods(given, options.backward_slopes, config.default_beta)
+    targets = plan_targets(imported, options, defaults)
+    return RunPlan(tuple(targets), tuple(methods), config)
 
 
 def plan_methods(
@@ -135,10 +174,18 @@ def plan_methods(
     return expand_methods(methods, default_beta, slopes)
 
 
-def plan_targets(imported: ImportedModel, options: AnalyzeOptions) -> list[Target]:
-    """``--target`` strings (or every unit of the first output), plus ``--layer`` channels;
-    one probe forward for all of them."""
-    given = list(options.targets) or [imported.output_names[0]]
+def plan_targets(
+    imported: ImportedModel, options: AnalyzeOptions, defaults: AnalysisDefaults | None = None
+) -> list[Target]:
+    """``--target`` strings (or the model's default targets, see
+    :func:`~onnx_am.audit.defaults.default_targets_for`), plus ``--layer`` channels; one
+    probe forward for all of them."""
+    if options.targets:
+        given = list(options.targets)
+    elif defaults is not None and defaults.targets is not None:
+        given = list(defaults.targets.targets)
+    else:
+        given = list(default_targets_for(imported, options.max_units).targets)
     return resolve_targets(imported, [*given, *options.layers], cap=options.max_units)
 
 
@@ -171,7 +218,3 @@ def _default_lr(options: AnalyzeOptions, domain: InputDomain) -> float:
     if options.parameterization != "pixel":
         return DEFAULT_LR
     return DEFAULT_LR * (domain.high - domain.low) / 2
-
-
-def _domain(options: AnalyzeOptions) -> InputDomain:
-    return parse_domain(options.input_range, options.mean, options.std)

@@ -11,12 +11,15 @@ class AnalyzeProgress:
     """One progress report: ``phase`` and, while optimizing, how far it got.
 
     Attributes:
-        phase: ``"import"``, ``"parity"``, ``"optimize"``, ``"render"`` or ``"done"``.
+        phase: ``"import"``, ``"plan"``, ``"parity"``, ``"optimize"``, ``"render"`` or
+            ``"done"``.
         units_done: target units finished (resumed ones included).
         units_total: target units planned.
         steps_done: steps of the current chunk done.
         steps_total: steps of the current chunk.
         chunk_units: target units in the current chunk.
+        notes: with ``"plan"``: the choices made for the model that a person should know
+            (the input domain assumed, why the default targets are not the first output).
     """
 
     phase: str
@@ -25,6 +28,7 @@ class AnalyzeProgress:
     steps_done: int = 0
     steps_total: int = 0
     chunk_units: int = 0
+    notes: tuple[str, ...] = ()
 
     @property
     def fraction(self) -> float:

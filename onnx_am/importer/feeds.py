@@ -18,6 +18,7 @@ what to pass. Parsing happens once, here: :func:`parse_feed` turns text into a
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Mapping
@@ -97,6 +98,12 @@ class Feed:
         if self.batch_axis is None or rows == self.value.shape[self.batch_axis]:
             return self.value
         return np.repeat(self.value, rows, axis=self.batch_axis)
+
+    @property
+    def fingerprint(self) -> str:
+        """``source`` plus a hash of the value: a resumed report must be fed the same."""
+        digest = hashlib.sha256(self.value.tobytes()).hexdigest()[:16]
+        return f"{self.source} {self.value.dtype}{list(self.value.shape)} sha256:{digest}"
 
     def to_dict(self) -> dict:
         return {
