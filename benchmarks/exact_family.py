@@ -78,12 +78,12 @@ def reach(imported, target: str, setting: tuple, rows: int, steps: int) -> float
     return max(result.activation for result in found.results)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     cli = parser(__doc__)
     cli.add_argument("--steps", type=int, nargs="+", default=[64, 256])
     cli.add_argument("--rows", type=int, default=3, help="rows (optimized inputs) per network")
     cli.add_argument("--only", nargs="*", help="run only these networks (names)")
-    args = cli.parse_args()
+    args = cli.parse_args(argv)
     torch.set_num_threads(args.threads)
     family = json.loads(FAMILY.read_text())["networks"]
     names = args.only or list(family)
