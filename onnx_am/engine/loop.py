@@ -103,7 +103,10 @@ def optimize_rows(
         extractor = imported.extractor(names, module=module)
         dtype = starts[rows[0].target, rows[0].restart].dtype if rows else torch.float32
         chunk = _chunk_size(imported, config, extractor, control, tuple(runs), dtype, len(rows))
-        chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
+        chunks = [
+            _by_method(rows, range(i, min(i + chunk, len(rows))))
+            for i in range(0, len(rows), chunk)
+        ]
         outcome.batch_size = chunk
         context = LoopContext(
             imported,
@@ -116,19 +119,18 @@ def optimize_rows(
             total_steps=len(chunks) * config.steps,
             parameterization=parameterization,
         )
-        offset = 0
-        for index, chunk_rows in enumerate(chunks):
+        for index, positions in enumerate(chunks):
+            chunk_rows = [rows[p] for p in positions]
             x0 = torch.stack([starts[row.target, row.restart] for row in chunk_rows])
             row_targets = [targets[row.target] for row in chunk_rows]
             row_methods = tuple(runs[row.method] for row in chunk_rows)
             value, image, trace = run_chunk(
                 context, x0, row_targets, row_methods, index, len(chunks)
             )
-            for k in range(len(chunk_rows)):
-                outcome.value[offset + k] = float(value[k])
-                outcome.image[offset + k] = image[k].cpu()
-                outcome.trace[offset + k] = trace[:, k].tolist()
-            offset += len(chunk_rows)
+            for k, p in enumerate(positions):
+                outcome.value[p] = float(value[k])
+                outcome.image[p] = image[k].cpu()
+                outcome.trace[p] = trace[:, k].tolist()
     finally:
         if control is not None:
             control.set_standard()
@@ -148,6 +150,15 @@ def on_device(module: torch.nn.Module, control, device: str):
         return module, control
     module, control = copy.deepcopy((module, control))
     return module.to(target), control
+
+
+def _by_method(rows: Sequence[Row], positions: range) -> list[int]:
+    """The positions of one chunk's rows, grouped by gradient method (stable).
+
+    Each method's rows are then contiguous, so a rectifier computes each group with one
+    fused kernel (:mod:`onnx_am.passes.runs`); rows are independent, so results are the same.
+    """
+    return sorted(positions, key=lambda p: rows[p].method)
 
 
 def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, runs, dtype, rows):

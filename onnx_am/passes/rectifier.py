@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional
 
 from onnx_am.errors import PassError
+from onnx_am.passes.runs import Run, RunRule, RunsGradient, find_runs
 
 #: A forward slope: one float, or one per channel (PRelu) in the slope's ONNX shape.
 Alpha = float | np.ndarray
@@ -163,12 +164,16 @@ class SlopePlan:
     """What a module's slope tensors ask for, worked out once per new pair of tensors.
 
     Attributes:
+        runs: the rows as contiguous :class:`~onnx_am.passes.runs.Run` s (``None`` when
+            the slopes are per channel or the rows alternate too often).
         rows: the batch size the slopes were set for.
         path: ``"proxy"`` (every row proxy), ``"decoupled"`` (every row decoupled) or
             ``"mixed"`` (some rows use alpha, or the kinds differ).
         forward: the proxy slope (float when every row has the same one, else the tensor).
         backward: the decoupled slope, likewise (``None`` when no row needs it).
     """
+
+    runs: tuple[Run, ...] | None = None
 
     def __init__(self, node: str, forward: torch.Tensor | None, backward: torch.Tensor | None):
         self.node = node
@@ -189,6 +194,7 @@ class SlopePlan:
         self.backward_scalar = None
         if self.path == "mixed" and self.backward is not None:
             self.backward_scalar = _common_value(backward)
+        self.runs = None if self.path == "proxy" else find_runs(forward, backward, self.rows)
         self._cache: dict[tuple, object] = {}
 
     def check(self, x: torch.Tensor) -> None:
@@ -209,6 +215,18 @@ class SlopePlan:
         key = (which, x.dtype, x.device, x.dim())
         if key not in self._cache:
             self._cache[key] = self._convert(getattr(self, which), x)
+        return self._cache[key]
+
+    def runs_for(self, x: torch.Tensor, rule: RunRule | None) -> tuple[Run, ...] | None:
+        """The :attr:`runs` with slopes rounded to ``x``'s dtype, when ``rule`` can run them."""
+        key = ("runs", x.dtype)
+        if key not in self._cache:
+            runs = self.runs
+            if runs is not None and rule is not None and rule.accepts(runs):
+                runs = tuple(Run(r.start, r.stop, r.kind, self._convert(r.slope, x)) for r in runs)
+            else:
+                runs = None
+            self._cache[key] = runs
         return self._cache[key]
 
     def redirect_factors(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Slope | None]:
@@ -310,6 +328,23 @@ class DecoupledRectifier(nn.Module):
         """The tensor ``x`` whose sign decides the slope (the first input by default)."""
         return inputs[0]
 
+    def run_rule(self) -> RunRule | None:
+        """How this module computes runs of rows (:mod:`onnx_am.passes.runs`), built once
+        by :meth:`make_run_rule`."""
+        rule = self.__dict__.get("_run_rule", False)
+        if rule is False:
+            rule = self.__dict__["_run_rule"] = self.make_run_rule()
+        return rule
+
+    def proxy_forward(self, x: torch.Tensor, beta: Slope) -> torch.Tensor:
+        """The proxy network's op on ``x`` (:func:`proxy_rectifier` with this module's top)."""
+        return proxy_rectifier(x, beta, self.upper, self.decouple_upper)
+
+    def make_run_rule(self) -> RunRule | None:
+        """The :class:`RunRule` of this op; ``None`` (the default) when it has none, e.g. an
+        op with two inputs, which then takes the general path."""
+        return None
+
     def set_slopes(self, forward: torch.Tensor | None, backward: torch.Tensor | None) -> None:
         """Assign both slope attributes (cheaper than two ``nn.Module`` attribute sets)."""
         # Neither is a parameter, buffer or child, so plain instance attributes are exact.
@@ -335,6 +370,9 @@ class DecoupledRectifier(nn.Module):
         plan.check(x)
         if plan.path == "proxy":
             return proxy_rectifier(x, plan.slope("forward", x), self.upper, self.decouple_upper)
+        runs = plan.runs_for(x, self.run_rule())
+        if runs is not None:
+            return RunsGradient.apply(x, self, runs)
         if plan.path == "decoupled":
             with torch.no_grad():
                 y = self.true_forward(*inputs)

@@ -1,0 +1,177 @@
+"""Rows in runs: one rectifier call whose backward costs what the original op's backward costs.
+
+The engine batches each chunk's rows grouped by gradient method, so a module's per-row slopes
+come in a few contiguous *runs* of rows with one kind and one slope each (all rows of a
+``decoupled(0.3)`` chunk are one run; ``best`` gives a standard run and a decoupled one).
+:class:`RunsGradient` then computes, per run, exactly what that run's rows need:
+
+- forward: the original op once over the batch (the proxy op over proxy runs instead);
+- backward: one fused elementwise kernel per run on a slice of the incoming gradient, from
+  one saved tensor: the original op's own backward for standard (``alpha``) runs
+  (``threshold_backward`` for a ReLU, as ``nn.ReLU`` does), ``leaky_relu_backward`` with the
+  run's ``beta`` for decoupled and proxy runs (``x > 0 ? g : g * beta``), and for a clip's
+  saturated top the same zeroing as ``hardtanh_backward``.
+
+The saved tensor is the op's output wherever its sign says what the input's sign says (ReLU,
+LeakyReLU with ``alpha >= 0``, ReLU6 and proxies with ``beta >= 0``: ``y > 0`` exactly where
+``x > 0``, ``y >= upper`` exactly where ``x >= upper``). The output is what the next layer
+keeps anyway, so the rewritten graph keeps no more tensors than the original one; a
+rectifier whose output cannot stand in saves its input.
+
+Every kernel forms the same products as the plain per-row formula (``g``, ``g * beta``, a
+zero), so values and gradients equal the general path's (see ``tests/test_fast_paths.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from onnx_am.passes.rectifier import DecoupledRectifier
+
+#: More runs than this take the general path (a per-row slope tensor); the engine makes one
+#: run per gradient method of a chunk.
+MAX_RUNS = 16
+
+_aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Run:
+    """Rows ``start:stop`` share a kind (``"alpha"``, ``"decoupled"``, ``"proxy"``) and slope."""
+
+    start: int
+    stop: int
+    kind: str
+    slope: float = 0.0
+
+
+def find_runs(
+    forward: torch.Tensor | None, backward: torch.Tensor | None, rows: int
+) -> tuple[Run, ...] | None:
+    """The runs of equal (kind, slope) rows, or ``None`` (a per-channel slope, too many runs).
+
+    Args:
+        forward: ``(N,)`` proxy slopes (NaN: none) or ``None``.
+        backward: ``(N,)`` decoupled slopes (NaN: none) or ``None``; ignored on proxy rows.
+        rows: ``N``.
+    """
+    if any(t is not None and t.dim() != 1 for t in (forward, backward)):
+        return None
+    keys = []
+    for row in range(rows):
+        proxy = None if forward is None else float(forward[row])
+        decoupled = None if backward is None else float(backward[row])
+        if proxy is not None and not math.isnan(proxy):
+            keys.append(("proxy", proxy))
+        elif decoupled is not None and not math.isnan(decoupled):
+            keys.append(("decoupled", decoupled))
+        else:
+            keys.append(("alpha", 0.0))
+    runs: list[Run] = []
+    for row, key in enumerate(keys):
+        if runs and (runs[-1].kind, runs[-1].slope) == key:
+            runs[-1] = Run(runs[-1].start, row + 1, *key)
+        else:
+            runs.append(Run(row, row + 1, *key))
+    return tuple(runs) if len(runs) <= MAX_RUNS else None
+
+
+class RunRule:
+    """How one single-input rectifier computes runs of rows.
+
+    Attributes:
+        saves_output: save ``y`` (its sign and top say what ``x``'s do) instead of ``x``.
+        upper: the clip's saturation value, or ``None``.
+        decouple_upper: the top passes ``beta`` instead of 0.
+        alpha_grad: ``(op, extra args)`` of the original op's backward kernel on the saved
+            tensor (``threshold_backward``, ``leaky_relu_backward``, ``hardtanh_backward``),
+            or ``None`` when it has none here (runs of standard rows then take the general
+            path).
+    """
+
+    def __init__(
+        self,
+        *,
+        saves_output: bool,
+        upper: float | None = None,
+        decouple_upper: bool = False,
+        alpha_grad: tuple[object, tuple] | None = None,
+    ):
+        self.saves_output = saves_output
+        self.upper = upper
+        self.decouple_upper = decouple_upper
+        self.alpha_grad = alpha_grad
+
+    def accepts(self, runs: tuple[Run, ...]) -> bool:
+        """Whether every run can be computed here (else the general path runs)."""
+        for run in runs:
+            if run.kind == "alpha" and self.alpha_grad is None:
+                return False
+            # A proxy's output has x's sign only for beta >= 0.
+            if run.kind == "proxy" and self.saves_output and not run.slope >= 0:
+                return False
+        return True
+
+    def grad(self, g: torch.Tensor, saved: torch.Tensor, run: Run, out: torch.Tensor | None):
+        """The gradient of one run's rows (written into ``out`` when given)."""
+        if run.kind == "alpha":
+            op, args = self.alpha_grad
+            return _kernel(op, out, g, saved, *args)
+        grad = _kernel(_aten.leaky_relu_backward, out, g, saved, run.slope, False)
+        if self.upper is None:
+            return grad
+        if self.decouple_upper:
+            top = torch.where(saved >= self.upper, g * run.slope, grad)
+            return top if out is None else out.copy_(top)
+        # Zero where saved >= upper, in place: hardtanh_backward's test with no lower bound.
+        return _kernel(_aten.hardtanh_backward, grad, grad, saved, -math.inf, self.upper)
+
+
+def _kernel(op, out: torch.Tensor | None, *args):
+    """``op(*args)``, or its ``grad_input=out`` variant."""
+    if out is None:
+        return op.default(*args)
+    return op.grad_input(*args, grad_input=out)
+
+
+class RunsGradient(torch.autograd.Function):
+    """The rectifier over runs of rows: original (or proxy) forward, per-run fused backward.
+
+    Called as ``RunsGradient.apply(x, module, runs)`` with the module's
+    :class:`RunRule`; ``runs`` hold slopes already rounded to ``x``'s dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x, module: DecoupledRectifier, runs: tuple[Run, ...]):  # noqa: D102
+        rule = module.run_rule()
+        if all(run.kind != "proxy" for run in runs):
+            y = module.true_forward(x)
+        else:
+            y = torch.empty_like(x)
+            for run in runs:
+                part = x[run.start : run.stop]
+                if run.kind == "proxy":
+                    value = module.proxy_forward(part, run.slope)
+                else:
+                    value = module.true_forward(part)
+                y[run.start : run.stop] = value
+        ctx.save_for_backward(y if rule.saves_output else x)
+        ctx.rule, ctx.runs = rule, runs
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        (saved,) = ctx.saved_tensors
+        rule, runs = ctx.rule, ctx.runs
+        if len(runs) == 1:
+            return rule.grad(g, saved, runs[0], None), None, None
+        out = torch.empty_like(saved)
+        for run in runs:
+            rows = slice(run.start, run.stop)
+            rule.grad(g[rows], saved[rows], run, out[rows])
+        return out, None, None
