@@ -67,7 +67,8 @@ def test_weights_are_not_counted_per_row():
     assert per_row == (1 + memory.INPUT_BUFFERS) * 256 * FLOAT  # its input, saved once
 
 
-def test_rows_mixing_proxy_and_decoupled_cost_more_than_standard(cnn):
+def test_rows_mixing_proxy_and_decoupled_save_what_standard_rows_save(cnn):
+    """A rewritten ReLU saves its output, which the next layer keeps anyway (runs.py)."""
     rewrite = decouple_rectifiers(cnn)
     extractor = cnn.extractor(["logits"], module=rewrite.module)
     shape = cnn.input.sample_shape
@@ -76,7 +77,7 @@ def test_rows_mixing_proxy_and_decoupled_cost_more_than_standard(cnn):
     with_mix = memory.activation_bytes_per_row(
         extractor, shape, rows=3, context=lambda: rewrite.control.rows(mixed)
     )
-    assert with_mix > standard
+    assert with_mix == standard
     assert with_mix == memory.activation_bytes_per_row(
         extractor, shape, rows=3, context=lambda: rewrite.control.rows(mixed)
     )
@@ -164,7 +165,7 @@ def test_memory_benchmark_smoke(tmp_path):
         torch.nn.Sequential(net, torch.nn.Linear(8, 3)), (1, 4, 4), tmp_path / "m.onnx"
     )
     rows = bench.row_bytes(model)
-    assert rows["mixed_mib"] > rows["standard_mib"] > 0
+    assert rows["mixed_mib"] == rows["standard_mib"] > 0  # the ReLU saves its output
     runs = [bench.run(model, None, classes=3), bench.run(model, 2, classes=3)]
     assert [r["chunk"] for r in runs] == [6, 2]
     text = bench.render(
