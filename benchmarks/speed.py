@@ -44,6 +44,7 @@ from benchmarks.speed_loops import (
     BETA,
     LOOPS,
     MODELS,
+    Loops,
     engine_run,
     export_torchvision,
     onnx_file,
@@ -152,10 +153,10 @@ def child(args: list[str]) -> dict:
     if mode == "export":
         export_torchvision(name, path)
         return {"mode": "export", "model": name}
-    model = MODELS[name]
+    loops = Loops(MODELS[name], path)
     if mode == "time":
-        return time_loops(model, path, int(args[3]), int(args[4]))
-    return peak_of_loop(model, path, args[3], int(args[4]), args[5] == "1")
+        return time_loops(loops, int(args[3]), int(args[4]))
+    return peak_of_loop(loops, args[3], int(args[4]), args[5] == "1")
 
 
 def in_child(args: list[str]) -> dict:

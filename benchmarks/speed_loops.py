@@ -173,14 +173,13 @@ class Loops:
         return engine_run(self.imported, targets, ENGINE_METHODS[loop], steps, **settings)[1]
 
 
-def time_loops(model: Model, path: str, steps: int, rounds: int, rows: int | None = None) -> dict:
+def time_loops(loops: Loops, steps: int, rounds: int) -> dict:
     """Every loop, ``rounds`` times interleaved (the machine's load hits all alike).
 
     Per loop: the fastest round's CPU and wall seconds per step, and the ratio to the native
     loop as the median over rounds of that round's ratio (each against the native steps run
     just before it, so slow drifts of the load cancel).
     """
-    loops = Loops(model, path, rows)
     for loop in LOOPS:  # warm-up: first calls allocate and pick kernels
         loops.run(loop, 2)
     seen: dict[str, list[tuple[float, float]]] = {loop: [] for loop in LOOPS}
@@ -188,7 +187,7 @@ def time_loops(model: Model, path: str, steps: int, rounds: int, rows: int | Non
         for loop in LOOPS:
             seen[loop].append(loops.run(loop, steps).per_step())
     native = seen["native"]
-    entry = {"model": model.name, "rows": loops.rows, "steps": steps, "rounds": rounds}
+    entry = {"model": loops.model.name, "rows": loops.rows, "steps": steps, "rounds": rounds}
     for loop, values in seen.items():
         pairs = list(zip(values, native, strict=True))
         entry[loop] = {
@@ -201,13 +200,12 @@ def time_loops(model: Model, path: str, steps: int, rounds: int, rows: int | Non
     return entry
 
 
-def peak_of_loop(model: Model, path: str, loop: str, steps: int, crosscheck: bool) -> dict:
+def peak_of_loop(loops: Loops, loop: str, steps: int, crosscheck: bool) -> dict:
     """Run one loop in this (fresh) process; its peak RSS and the steps' times."""
-    loops = Loops(model, path)
     config = {} if loop == "native" else {"crosscheck": crosscheck}
     cpu, wall = loops.run(loop, steps, **config).per_step()
     return {
-        "model": model.name,
+        "model": loops.model.name,
         "loop": loop,
         "rows": loops.rows,
         "steps": steps,

@@ -184,18 +184,19 @@ def test_paired_ratio_pairs_by_unit_and_seed():
     assert ratios["standard"] == [1.0]
 
 
-def test_speed_smoke_step_time_batching_phases_and_child(model_dir: Path):
-    path = str(model_dir / "tiny.onnx")
-    native = speed.native_ascent(TinyCNN().eval(), torch.zeros(4, 1, 6, 6), torch.arange(4) % 3, 2)
-    assert native > 0
-    from onnx_am import import_onnx
+def test_speed_smoke_every_loop_on_the_same_rows(model_dir: Path):
+    from benchmarks import speed_loops
 
-    imported = import_onnx(path)
-    report, clock = speed.engine_run(imported, ["logits:0", "logits:1"], ["standard"], 3)
-    assert len(clock.stamps) == 3 and clock.per_step() > 0
-    assert len(report.results) == 2
-    row = speed.child(["engine", path, "2", "4"])
-    assert row["rows"] == 4 and row["peak_rss_mib"] > 0 and row["s_per_step"] > 0
+    model = speed_loops.Model("tiny", "onnx", (1, 6, 6), classes=2, restarts=2)
+    loops = speed_loops.Loops(model, str(model_dir / "tiny.onnx"))
+    loops.native = TinyCNN().eval()
+    entry = speed_loops.time_loops(loops, steps=3, rounds=2)
+    assert entry["rows"] == 4 and set(speed_loops.LOOPS) <= set(entry)
+    assert all(entry[loop]["cpu_s"] > 0 for loop in speed_loops.LOOPS)
+    assert entry["native"]["cpu_ratio"] == 1.0
+    peak = speed_loops.peak_of_loop(loops, "decoupled", 2, crosscheck=True)
+    assert peak["peak_rss_mib"] > 0 and peak["crosscheck"]
+    native = speed_loops.peak_of_loop(loops, "native", 2, crosscheck=True)
     text = speed.render(
         {
             "cpu": "x",
@@ -205,10 +206,10 @@ def test_speed_smoke_step_time_batching_phases_and_child(model_dir: Path):
             "onnxruntime": "o",
             "python": "p",
         },
-        {"steps": [], "batching": [], "phases": [], "imports": [], "resnet": [row]},
+        {"times": [entry], "peaks": [native, peak], "batching": [], "phases": [], "imports": []},
         "cmd",
     )
-    assert "ResNet-50" in text and "| engine" in text
+    assert "engine decoupled(0.3), cross-check on | 2 |" in text and "| 1.00x" in text
 
 
 def test_derived_best_and_two_seed_control_take_the_elementwise_max():

@@ -292,3 +292,42 @@ def test_engine_results_equal_those_of_the_original_rectifier(method, reference)
     for a, b in zip(fast.results, original.results, strict=True):
         assert (a.method, a.activation, a.trace) == (b.method, b.activation, b.trace)
         assert (a.image == b.image).all()
+
+
+def test_proxy_rows_whose_slopes_are_the_originals_skip_the_second_forward(monkeypatch):
+    """A proxy whose slopes are the originals (0 for the Relu, 0.01 for the LeakyRelu) is the
+    original network: its gradient forward gives the true value."""
+    from onnx_am.engine import loop
+
+    imported = import_onnx(tiny_cnn())
+    config = AMConfig(steps=4, restarts=2, batch_size=4, crosscheck=False)
+    standard = maximize(imported, ["logits:0", "logits:1"], ["standard"], config)
+    calls = []
+    original = loop._true_values
+    monkeypatch.setattr(loop, "_true_values", lambda *a: calls.append(1) or original(*a))
+    same_slopes = GradientMethod("proxy", 0.0, per_op={"LeakyRelu": 0.01})
+    same = maximize(imported, ["logits:0", "logits:1"], [same_slopes], config)
+    assert len(calls) == 1  # only the value after the last step
+    for a, b in zip(standard.results, same.results, strict=True):
+        assert (a.activation, a.trace) == (b.activation, b.trace)
+    calls.clear()
+    maximize(imported, ["logits:0", "logits:1"], ["proxy(0.3)"], config)
+    assert len(calls) == config.steps + 1
+
+
+def test_engine_chunks_are_grouped_by_method_into_runs(monkeypatch):
+    """best's standard and decoupled rows come as two runs, whatever the row layout."""
+    from onnx_am.passes import runs as runs_module
+
+    seen = set()
+    original = runs_module.RunsGradient.forward
+
+    def spy(ctx, x, module, runs):
+        seen.add(tuple(run.kind for run in runs))
+        return original(ctx, x, module, runs)
+
+    monkeypatch.setattr(runs_module.RunsGradient, "forward", staticmethod(spy))
+    imported = import_onnx(tiny_cnn())
+    config = AMConfig(steps=2, restarts=2, batch_size=8, crosscheck=False)
+    maximize(imported, ["logits:0", "logits:1"], ["best(0.3)"], config)
+    assert seen == {("alpha", "decoupled")}

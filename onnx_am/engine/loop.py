@@ -229,11 +229,14 @@ def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: in
 
 
 def _true_rows(context: LoopContext, targets, methods, objective: RowObjective):
-    """Rows whose gradient forward is not the true one (proxy; all with a transform)."""
+    """Rows whose gradient forward is not the true one (all with a transform; else proxy rows
+    whose forward slopes differ from the original ones somewhere: for the others the
+    gradient's forward already gives the true value, so no second forward is run)."""
     need_all = any(type(r).transform is not Regularizer.transform for r in context.regularizers)
     if need_all:
         return list(range(len(methods))), objective
-    rows = [i for i, m in enumerate(methods) if m.kind == "proxy"]
+    control, steps = context.control, context.config.steps
+    rows = [i for i, m in enumerate(methods) if control and control.changes_forward(m, steps)]
     if len(rows) == len(methods):
         return rows, objective
     return rows, RowObjective([targets[i] for i in rows], context.config.device)

@@ -121,6 +121,22 @@ class SlopeControl:
         self._last_layout = (methods if isinstance(methods, tuple) else None, found)
         return found
 
+    def changes_forward(self, method: GradientMethod, total_steps: int = 1) -> bool:
+        """Whether ``method`` (with ``proxy_forward``) runs a forward other than the original
+        one at some step: a proxy whose slope differs from a module's alpha (a scheduled one
+        is assumed to).
+
+        Its rows then need a second, standard forward for their true values.
+        """
+        if method.kind != "proxy":
+            return False
+        if method.schedule is not None or method.anneal_to_alpha:
+            return True
+        return any(
+            _row_slope(method, record, module.alpha, 0, total_steps) is not None
+            for record, module in self._entries
+        )
+
     def set_standard(self) -> None:
         """All modules compute the original op, forward and backward (the true gradient)."""
         for _, module in self._entries:
