@@ -322,9 +322,9 @@ def test_engine_chunks_are_grouped_by_method_into_runs(monkeypatch):
     seen = set()
     original = runs_module.RunsGradient.forward
 
-    def spy(ctx, x, module, runs):
-        seen.add(tuple(run.kind for run in runs))
-        return original(ctx, x, module, runs)
+    def spy(ctx, x, module, plan):
+        seen.add(tuple(run.kind for run in plan.runs))
+        return original(ctx, x, module, plan)
 
     monkeypatch.setattr(runs_module.RunsGradient, "forward", staticmethod(spy))
     imported = import_onnx(tiny_cnn())

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional
 
 from onnx_am.errors import PassError
-from onnx_am.passes.runs import Run, RunRule, RunsGradient, find_runs
+from onnx_am.passes.runs import Run, RunPlan, RunRule, RunsGradient, find_runs
 
 #: A forward slope: one float, or one per channel (PRelu) in the slope's ONNX shape.
 Alpha = float | np.ndarray
@@ -217,16 +217,17 @@ class SlopePlan:
             self._cache[key] = self._convert(getattr(self, which), x)
         return self._cache[key]
 
-    def runs_for(self, x: torch.Tensor, rule: RunRule | None) -> tuple[Run, ...] | None:
+    def runs_for(self, x: torch.Tensor, rule: RunRule | None) -> RunPlan | None:
         """The :attr:`runs` with slopes rounded to ``x``'s dtype, when ``rule`` can run them."""
         key = ("runs", x.dtype)
         if key not in self._cache:
-            runs = self.runs
-            if runs is not None and rule is not None and rule.accepts(runs):
-                runs = tuple(Run(r.start, r.stop, r.kind, self._convert(r.slope, x)) for r in runs)
-            else:
-                runs = None
-            self._cache[key] = runs
+            prepared = None
+            if self.runs is not None and rule is not None and rule.accepts(self.runs):
+                runs = tuple(
+                    Run(r.start, r.stop, r.kind, self._convert(r.slope, x)) for r in self.runs
+                )
+                prepared = RunPlan(runs, rule, any(r.kind == "proxy" for r in runs))
+            self._cache[key] = prepared
         return self._cache[key]
 
     def redirect_factors(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Slope | None]:

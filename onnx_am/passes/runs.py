@@ -139,17 +139,31 @@ def _kernel(op, out: torch.Tensor | None, *args):
     return op.grad_input(*args, grad_input=out)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What :class:`RunsGradient` needs besides ``x``, worked out once per slopes and dtype.
+
+    Attributes:
+        runs: the runs, slopes rounded to the input's dtype.
+        rule: the module's :class:`RunRule`.
+        proxy: whether some run is a proxy run (the forward is then assembled per run).
+    """
+
+    runs: tuple[Run, ...]
+    rule: RunRule
+    proxy: bool
+
+
 class RunsGradient(torch.autograd.Function):
     """The rectifier over runs of rows: original (or proxy) forward, per-run fused backward.
 
-    Called as ``RunsGradient.apply(x, module, runs)`` with the module's
-    :class:`RunRule`; ``runs`` hold slopes already rounded to ``x``'s dtype.
+    Called as ``RunsGradient.apply(x, module, plan)`` with a :class:`RunPlan`.
     """
 
     @staticmethod
-    def forward(ctx, x, module: DecoupledRectifier, runs: tuple[Run, ...]):  # noqa: D102
-        rule = module.run_rule()
-        if all(run.kind != "proxy" for run in runs):
+    def forward(ctx, x, module: DecoupledRectifier, plan: RunPlan):  # noqa: D102
+        rule, runs = plan.rule, plan.runs
+        if not plan.proxy:
             y = module.true_forward(x)
         else:
             y = torch.empty_like(x)
