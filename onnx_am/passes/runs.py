@@ -26,12 +26,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from onnx_am.passes.rectifier import DecoupledRectifier
 
 #: More runs than this take the general path (a per-row slope tensor); the engine makes one
 #: run per gradient method of a chunk.
@@ -157,11 +153,13 @@ class RunPlan:
 class RunsGradient(torch.autograd.Function):
     """The rectifier over runs of rows: original (or proxy) forward, per-run fused backward.
 
-    Called as ``RunsGradient.apply(x, module, plan)`` with a :class:`RunPlan`.
+    Called as ``RunsGradient.apply(x, module, plan)`` with a :class:`RunPlan`; ``module`` is the
+    :class:`~onnx_am.passes.rectifier.DecoupledRectifier` (its ``true_forward`` and
+    ``proxy_forward``; not imported here, as rectifier.py imports this module).
     """
 
     @staticmethod
-    def forward(ctx, x, module: DecoupledRectifier, plan: RunPlan):  # noqa: D102
+    def forward(ctx, x, module: torch.nn.Module, plan: RunPlan):  # noqa: D102
         rule, runs = plan.rule, plan.runs
         if not plan.proxy:
             y = module.true_forward(x)
