@@ -173,14 +173,15 @@ class Loops:
         return engine_run(self.imported, targets, ENGINE_METHODS[loop], steps, **settings)[1]
 
 
-def time_loops(loops: Loops, steps: int, rounds: int) -> dict:
+def time_loops(loops: Loops, steps: int, rounds: int, warmup: bool = True) -> dict:
     """Every loop, ``rounds`` times interleaved (the machine's load hits all alike).
 
     Per loop: the fastest round's CPU and wall seconds per step, and the ratio to the native
     loop as the median over rounds of that round's ratio (each against the native steps run
-    just before it, so slow drifts of the load cancel).
+    just before it, so slow drifts of the load cancel). ``warmup`` runs each loop for two
+    steps first (a loop's own first step is never timed either way).
     """
-    for loop in LOOPS:  # warm-up: first calls allocate and pick kernels
+    for loop in LOOPS if warmup else ():  # first calls allocate and pick kernels
         loops.run(loop, 2)
     seen: dict[str, list[tuple[float, float]]] = {loop: [] for loop in LOOPS}
     for _ in range(rounds):

@@ -194,7 +194,7 @@ class SlopePlan:
         self.backward_scalar = None
         if self.path == "mixed" and self.backward is not None:
             self.backward_scalar = _common_value(backward)
-        self.runs = None if self.path == "proxy" else find_runs(forward, backward, self.rows)
+        self.runs = find_runs(forward, backward, self.rows)
         self._cache: dict[tuple, object] = {}
 
     def check(self, x: torch.Tensor) -> None:
@@ -337,10 +337,6 @@ class DecoupledRectifier(nn.Module):
             rule = self.__dict__["_run_rule"] = self.make_run_rule()
         return rule
 
-    def proxy_forward(self, x: torch.Tensor, beta: Slope) -> torch.Tensor:
-        """The proxy network's op on ``x`` (:func:`proxy_rectifier` with this module's top)."""
-        return proxy_rectifier(x, beta, self.upper, self.decouple_upper)
-
     def make_run_rule(self) -> RunRule | None:
         """The :class:`RunRule` of this op; ``None`` (the default) when it has none, e.g. an
         op with two inputs, which then takes the general path."""
@@ -369,11 +365,11 @@ class DecoupledRectifier(nn.Module):
             return self.true_forward(*inputs)
         x = self.rectified_input(*inputs)
         plan.check(x)
-        if plan.path == "proxy":
-            return proxy_rectifier(x, plan.slope("forward", x), self.upper, self.decouple_upper)
         runs = plan.runs_for(x, self.run_rule())
         if runs is not None:
             return RunsGradient.apply(x, self, runs)
+        if plan.path == "proxy":
+            return proxy_rectifier(x, plan.slope("forward", x), self.upper, self.decouple_upper)
         if plan.path == "decoupled":
             with torch.no_grad():
                 y = self.true_forward(*inputs)

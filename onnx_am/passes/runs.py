@@ -5,7 +5,8 @@ come in a few contiguous *runs* of rows with one kind and one slope each (all ro
 ``decoupled(0.3)`` chunk are one run; ``best`` gives a standard run and a decoupled one).
 :class:`RunsGradient` then computes, per run, exactly what that run's rows need:
 
-- forward: the original op once over the batch (the proxy op over proxy runs instead);
+- forward: the original op once over the batch (the proxy op over proxy runs instead;
+  a chunk of proxy rows alone is one run too, so its graph also keeps only the output);
 - backward: one fused elementwise kernel per run on a slice of the incoming gradient, from
   one saved tensor: the original op's own backward for standard (``alpha``) runs
   (``threshold_backward`` for a ReLU, as ``nn.ReLU`` does), ``leaky_relu_backward`` with the
@@ -28,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional
 
 #: More runs than this take the general path (a per-row slope tensor); the engine makes one
 #: run per gradient method of a chunk.
@@ -113,6 +115,20 @@ class RunRule:
                 return False
         return True
 
+    def proxy_value(self, x: torch.Tensor, beta: float) -> torch.Tensor:
+        """The proxy op's values (no graph): ``leaky_relu(x, beta)`` and the top.
+
+        Below the top the products of :func:`~onnx_am.passes.rectifier.proxy_rectifier`;
+        a zero-slope top is the ``upper`` it computes as ``upper + 0 * (x - upper)`` (one
+        ``clamp_max`` instead of four passes; only ``x = inf`` would differ, NaN there).
+        """
+        y = functional.leaky_relu(x, beta)
+        if self.upper is None:
+            return y
+        if not self.decouple_upper:
+            return y.clamp_max_(self.upper)
+        return torch.where(x < self.upper, y, self.upper + beta * (x - self.upper))
+
     def grad(self, g: torch.Tensor, saved: torch.Tensor, run: Run, out: torch.Tensor | None):
         """The gradient of one run's rows (written into ``out`` when given)."""
         if run.kind == "alpha":
@@ -154,8 +170,8 @@ class RunsGradient(torch.autograd.Function):
     """The rectifier over runs of rows: original (or proxy) forward, per-run fused backward.
 
     Called as ``RunsGradient.apply(x, module, plan)`` with a :class:`RunPlan`; ``module`` is the
-    :class:`~onnx_am.passes.rectifier.DecoupledRectifier` (its ``true_forward`` and
-    ``proxy_forward``; not imported here, as rectifier.py imports this module).
+    :class:`~onnx_am.passes.rectifier.DecoupledRectifier` (its ``true_forward``; not imported
+    here, as rectifier.py imports this module).
     """
 
     @staticmethod
@@ -163,12 +179,14 @@ class RunsGradient(torch.autograd.Function):
         rule, runs = plan.rule, plan.runs
         if not plan.proxy:
             y = module.true_forward(x)
+        elif len(runs) == 1:
+            y = rule.proxy_value(x, runs[0].slope)
         else:
             y = torch.empty_like(x)
             for run in runs:
                 part = x[run.start : run.stop]
                 if run.kind == "proxy":
-                    value = module.proxy_forward(part, run.slope)
+                    value = rule.proxy_value(part, run.slope)
                 else:
                     value = module.true_forward(part)
                 y[run.start : run.stop] = value
