@@ -132,8 +132,7 @@ def test_rewrite_leaves_allowzero_and_shared_shapes_alone(make_model) -> None:
     assert count == 0
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("fixed_batch*.onnx")))
-def test_fixed_batch_fixtures(name: str) -> None:
-    imported = import_onnx(FIXTURES / name)
-    assert imported.batch.mode in ("rewritten", "rowwise")
+def test_fixed_batch_fixture_is_rewritten() -> None:
+    imported = import_onnx(FIXTURES / "fixed_batch1_reshape.onnx")
+    assert imported.batch.mode == "rewritten"
     _check_batch(imported)

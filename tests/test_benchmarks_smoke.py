@@ -152,11 +152,13 @@ def test_am_quality_smoke_writes_tables_json_and_plot(model_dir: Path, tmp_path:
     }
     assert all(r.agrees and r.activation_ort is not None for r in records)
     assert all(np.isfinite(r.activation) and r.trace.size == r.steps + 1 for r in records)
-    # best never reports less than standard for the same unit and seed
+    # the benchmark's "best" record is, per unit and seed, the better of its standard and
+    # decoupled(0.3) records (the engine's best(0.3), filed under the right unit and seed)
     grid = {(r.target, r.seed, r.method): r.activation for r in records if r.section == "grid"}
     for (target, seed, method), value in grid.items():
         if method == "best":
-            assert value >= grid[(target, seed, "standard")]
+            pair = grid[(target, seed, "standard")], grid[(target, seed, "decoupled(0.3)")]
+            assert value == pytest.approx(max(pair), rel=1e-5, abs=1e-6), (target, seed)
     assert len(data["toys"]) == 2 * 2  # 2 methods x seeds [0, 1], dead start
     assert all(0 <= row["share"] <= 1 + 1e-6 for row in data["toys"])
     assert any("engine calls" in line for line in lines)

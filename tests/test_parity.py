@@ -6,6 +6,7 @@ import numpy as np
 from onnx import helper
 
 from onnx_am import check_parity, import_onnx
+from onnx_am.reference.runtime import OnnxRuntimeRunner
 
 
 def _two_outputs(make_model):
@@ -36,8 +37,21 @@ def test_a_tampered_torch_graph_fails(make_model) -> None:
     assert result.to_dict()["passed"] is False
 
 
-def test_same_seed_same_result(make_model) -> None:
+def test_the_seed_chooses_the_inputs_both_runtimes_see(make_model, monkeypatch) -> None:
+    """Same seed, same inputs; another seed, other inputs; all inside ``[low, high]``."""
     imported = import_onnx(_two_outputs(make_model))
-    assert (
-        check_parity(imported, seed=3).max_abs_diff == check_parity(imported, seed=3).max_abs_diff
-    )
+    fed: list[np.ndarray] = []
+    run = OnnxRuntimeRunner.run
+
+    def recording(self, x, names):
+        fed.append(np.array(x, copy=True))
+        return run(self, x, names)
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "run", recording)
+    for seed in (3, 3, 4):
+        assert check_parity(imported, seed=seed, samples=5, low=-0.5, high=2.0).passed
+    first, again, other = fed
+    assert first.shape == (5, 6)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert first.min() >= -0.5 and first.max() <= 2.0 and first.max() > 1.0
