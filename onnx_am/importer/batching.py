@@ -1,7 +1,7 @@
 """Run batches of inputs through models that may have been exported for batch 1 only.
 
 Activation maximization feeds many inputs at once. Some exporters hard-code the batch size
-(``Reshape`` to ``[1, -1]``). ``make_batchable`` finds out how a model copes with a batch:
+(``Reshape`` to ``[1, -1]``). ``decide_batching`` finds out how a model copes with a batch:
 
 - ``dynamic``: the graph handles any batch as it is;
 - ``rewritten``: constant batch-1 ``Reshape`` shapes were rewritten to copy the batch dim,
