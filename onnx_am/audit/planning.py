@@ -239,6 +239,7 @@ def make_plan(
         tensors[target.tensor] = tensors.get(target.tensor, 0) + 1
     per_unit = fit_work.runs * fit_work.restarts
     units_per_chunk = max(1, measured.cost.chunk_rows // per_unit)
+    step_rows = min(measured.batch_size, units_per_chunk * per_unit, fit_work.rows)
     plan = AnalyzePlan(
         tensors=tensors,
         units=fit_work.units,
@@ -250,8 +251,8 @@ def make_plan(
         rows=fit_work.rows,
         chunks=-(-fit_work.units // units_per_chunk),
         chunk_rows=measured.cost.chunk_rows,
-        batch_size=min(measured.batch_size, units_per_chunk * per_unit),
-        seconds_per_step=measured.cost.step(min(measured.batch_size, units_per_chunk * per_unit)),
+        batch_size=step_rows,
+        seconds_per_step=measured.cost.step(step_rows),
         estimate=seconds,
         spent=spent,
         peak_memory=measured.peak_memory,
