@@ -122,7 +122,7 @@ def write_case(case: Case, folder: Path) -> Path:
         target.write_bytes(content)
     for relative, link in case.symlinks.items():
         os.symlink(link, folder / relative)
-    for relative in case.fifos:
+    for relative in set(case.fifos):
         os.mkfifo(folder / relative)
     path = folder / "model.onnx"
     path.write_bytes(case.serialized())

@@ -146,3 +146,8 @@ def test_the_same_tensors_load_when_beside_the_model(tmp_path) -> None:
         except OnnxAmError as exc:  # a converter limit, never an external-data refusal
             assert "external data" not in str(exc), (kind, exc)
     assert os.path.exists(tmp_path / "w.bin")
+
+
+def test_a_case_may_ask_for_the_same_pipe_twice(tmp_path) -> None:
+    case = fuzz.Case(None, data=b"\x08\x01", fifos=["fifo", "fifo"])
+    assert fuzz.write_case(case, tmp_path / "c").read_bytes() == b"\x08\x01"

@@ -375,3 +375,22 @@ def test_onnxruntime_logging_stays_off_stderr(tmp_path, make_model) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnx-am: error: "), done.stderr
     assert isinstance(json.loads(done.stdout), dict)
+
+
+def test_invalid_utf8_producer_name_with_json(tmp_path, make_model) -> None:
+    """The report's JSON could not encode a producer name given as bytes."""
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], [("x", ["N", 3])], ["y"])
+    model.producer_name = "MARKER_NAME"
+    path = _save(_invalid_utf8(model, "MARKER_NAME"), tmp_path / "m.onnx")
+    result = CliRunner().invoke(cli, ["inspect", "--json", str(path)])
+    assert result.exit_code == 2 and "producer name" in result.stderr
+    assert json.loads(result.stdout)["error"]["type"] == "ModelLoadError"
+
+
+def test_string_dtype_with_raw_data(make_model) -> None:
+    """A PRelu slope turned into a string tensor broke inspection's slope reading."""
+    nodes = [helper.make_node("PRelu", ["x", "s"], ["y"], name="prelu")]
+    model = make_model(nodes, [("x", ["N", 3])], ["y"], {"s": np.full(3, 0.1, np.float32)})
+    model.graph.initializer[0].data_type = TensorProto.STRING
+    with pytest.raises(ModelLoadError, match="'s' is a string tensor with raw data"):
+        import_onnx(model)

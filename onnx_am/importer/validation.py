@@ -37,6 +37,15 @@ def validate_model(model: onnx.ModelProto) -> None:
     Args:
         model: a parsed model whose external data is already loaded.
     """
+    for text, what in [
+        (model.producer_name, "producer name"),
+        (model.producer_version, "producer version"),
+        (model.domain, "model domain"),
+    ]:
+        check_name(text, what)
+    for entry in model.metadata_props:
+        check_name(entry.key, "metadata key")
+        check_name(entry.value, f"metadata value of {shown(entry.key)}")
     for entry in model.opset_import:
         check_name(entry.domain, "opset domain")
         if not 1 <= entry.version <= MAX_OPSET:
@@ -110,7 +119,9 @@ def check_tensor(tensor: onnx.TensorProto, what: str) -> None:
     declared = 1
     for dim in tensor.dims:
         declared *= int(dim)
-    held = None if tensor.data_type == onnx.TensorProto.STRING else _held_elements(tensor)
+    if tensor.data_type == onnx.TensorProto.STRING and tensor.HasField("raw_data"):
+        raise ModelLoadError(f"{label} is a string tensor with raw data")
+    held = _held_elements(tensor)
     if held is not None and held != declared:
         shape = list(tensor.dims)[:8]
         raise ModelLoadError(
@@ -133,6 +144,8 @@ def check_sparse(sparse: onnx.SparseTensorProto, what: str) -> None:
 
 
 def _held_elements(tensor: onnx.TensorProto) -> int | None:
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return len(tensor.string_data)
     if tensor.HasField("raw_data"):
         if tensor.data_type in _SUB_BYTE:
             return None  # packed sub-byte types: left to the converter
