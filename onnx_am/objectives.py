@@ -20,7 +20,7 @@ name (``"logits"``) means all its units up to a cap. Tensor names may themselves
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -172,7 +172,10 @@ _TARGET_RE = re.compile(r"^(?P<units>[0-9,\- ]+)(?:@(?P<pos>center|[0-9, ]+))?$"
 
 
 def parse_targets(
-    strings: str | Iterable[str], imported: ImportedModel, cap: int = 64
+    strings: str | Iterable[str],
+    imported: ImportedModel,
+    cap: int = 64,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> list[Target]:
     """Parse target strings against a model.
 
@@ -180,6 +183,8 @@ def parse_targets(
         strings: one string or several, e.g. ``["logits:3", "conv3:0-7", "conv3:5@center"]``.
         imported: the model; tensor shapes are found by a probe forward.
         cap: a bare tensor name expands to at most this many units.
+        shapes: tensor shapes a caller already probed (:func:`probe_shapes`); the probe
+            forward runs only when a tensor is missing from them.
 
     Returns:
         The targets, in order, without duplicates.
@@ -190,16 +195,25 @@ def parse_targets(
     """
     if isinstance(strings, str):
         strings = [strings]
-    groups = _parse_each(list(strings), [], imported, cap)
+    groups = _parse_each(list(strings), [], imported, cap, shapes)
     return list(dict.fromkeys(t for group in groups for t in group))
 
 
 def _parse_each(
-    strings: list[str], objects: list[Target], imported: ImportedModel, cap: int
+    strings: list[str],
+    objects: list[Target],
+    imported: ImportedModel,
+    cap: int,
+    known: Mapping[str, tuple[int, ...]] | None = None,
 ) -> list[list[Target]]:
-    """Expand each string (one probe forward for all) and check each object."""
+    """Expand each string and check each object (one probe forward for all, none when every
+    shape is ``known``)."""
     pieces = [_split(text, imported) for text in strings]
-    shapes = probe_shapes(imported, [tensor for tensor, _ in pieces] + [t.tensor for t in objects])
+    names = [tensor for tensor, _ in pieces] + [t.tensor for t in objects]
+    if known is not None and all(name in known for name in names):
+        shapes = dict(known)
+    else:
+        shapes = probe_shapes(imported, names)
     for target in objects:
         _check(target, shapes[target.tensor])
     return [

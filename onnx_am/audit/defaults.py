@@ -15,6 +15,7 @@ Each choice carries one sentence saying what was chosen and why, for the report 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import onnx
@@ -45,12 +46,15 @@ class TargetDefault:
         reason: one sentence: what was chosen instead of every unit of the first output.
             Empty when the first output itself is used.
         labels: target name -> class name, where the producer recorded class names.
+        shapes: the shapes of the one probe forward that chose them (``also`` tensors
+            included), so that the plan parses its ``--layer`` targets without another.
     """
 
     targets: list[Target]
     tensor: str
     reason: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {"tensor": self.tensor, "reason": self.reason, "labels": dict(self.labels)}
@@ -91,38 +95,56 @@ class AnalysisDefaults:
         }
 
 
-def default_targets_for(imported: ImportedModel, cap: int = 64) -> TargetDefault:
-    """The targets ``analyze`` maximizes when none are given (see the module docstring)."""
+def default_targets_for(
+    imported: ImportedModel, cap: int = 64, also: Sequence[str] = ()
+) -> TargetDefault:
+    """The targets ``analyze`` maximizes when none are given (see the module docstring).
+
+    One probe forward finds the shapes of every candidate (the first output, its logits, the
+    convolutions) and of the ``also`` tensors (``--layer``), which the result carries.
+    """
     output = imported.output_names[0]
     logits = pre_activation(imported, output)
-    shape = probe_shapes(imported, [output])[output]
+    candidates = [output, *([logits[0]] if logits else []), *_conv_outputs(imported), *also]
+    shapes = probe_shapes(imported, candidates)
+    shape = shapes[output]
+
+    def chosen(tensor: str, reason: str, labelled: bool) -> TargetDefault:
+        targets = parse_targets([tensor], imported, cap=cap, shapes=shapes)
+        labels = unit_labels(imported, targets, shapes) if labelled else {}
+        return TargetDefault(targets, tensor, reason, labels, shapes)
+
     if len(shape) <= 2:
         if logits is None:
-            targets = parse_targets([output], imported, cap=cap)
-            return TargetDefault(targets, output, "", unit_labels(imported, targets))
+            return chosen(output, "", True)
         tensor, op = logits
-        targets = parse_targets([tensor], imported, cap=cap)
         reason = (
             f"targets are the pre-activation logits {tensor!r}: output {output!r} is the "
             f"{ACTIVATIONS[op]} of it, and probabilities saturate"
         )
-        return TargetDefault(targets, tensor, reason, unit_labels(imported, targets))
-    layer = last_feature_layer(imported)
+        return chosen(tensor, reason, True)
+    layer = last_feature_layer(imported, shapes)
     what = f"output {output!r} of shape {list(shape)} is not a per-class vector [N, classes]"
     if layer is None:
-        targets = parse_targets([output], imported, cap=cap)
         reason = (
             f"{what}, and the model has no rectifier or convolution; each target is one "
             f"slice of it along axis 1, averaged over the remaining axes"
         )
-        return TargetDefault(targets, output, reason)
+        return chosen(output, reason, False)
     tensor, kind = layer
-    targets = parse_targets([tensor], imported, cap=cap)
     reason = (
         f"{what} (averaging it would mix unrelated quantities); targets are the channels of "
         f"the last {kind}, {tensor!r}"
     )
-    return TargetDefault(targets, tensor, reason)
+    return chosen(tensor, reason, False)
+
+
+def _conv_outputs(imported: ImportedModel) -> list[str]:
+    return [
+        node.output[0]
+        for node in imported.prepared.graph.node
+        if node.op_type in CONV_OPS and node.output and node.output[0] in imported.tensor_map
+    ]
 
 
 def pre_activation(imported: ImportedModel, tensor: str) -> tuple[str, str] | None:
@@ -142,7 +164,9 @@ def pre_activation(imported: ImportedModel, tensor: str) -> tuple[str, str] | No
     return (logits, node.op_type) if logits in imported.tensor_map else None
 
 
-def last_feature_layer(imported: ImportedModel) -> tuple[str, str] | None:
+def last_feature_layer(
+    imported: ImportedModel, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> tuple[str, str] | None:
     """``(tensor, "rectifier" | "convolution")``: the last rectifier's output, else the last
     convolution's with at least :data:`MIN_CHANNELS` channels (a detector's head
     convolutions, with a few channels of box coordinates or scores, come after it), in
@@ -153,14 +177,11 @@ def last_feature_layer(imported: ImportedModel) -> tuple[str, str] | None:
     for record in reversed(rectifiers):
         if record.output in imported.tensor_map:
             return record.output, "rectifier"
-    convs = [
-        node.output[0]
-        for node in imported.prepared.graph.node
-        if node.op_type in CONV_OPS and node.output[0] in imported.tensor_map
-    ]
+    convs = _conv_outputs(imported)
     if not convs:
         return None
-    shapes = probe_shapes(imported, convs)
+    if shapes is None or any(name not in shapes for name in convs):
+        shapes = probe_shapes(imported, convs)
     wide = [name for name in convs if len(shapes[name]) > 1 and shapes[name][1] >= MIN_CHANNELS]
     return (wide or convs)[-1], "convolution"
 
@@ -179,7 +200,11 @@ NO_RECTIFIER_NOTE = (
 )
 
 
-def unit_labels(imported: ImportedModel, targets: list[Target]) -> dict[str, str]:
+def unit_labels(
+    imported: ImportedModel,
+    targets: list[Target],
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> dict[str, str]:
     """Class names for targets on the first output or its logits, when recorded and the
     unit count matches the number of names."""
     names = imported.metadata.class_names
@@ -188,7 +213,8 @@ def unit_labels(imported: ImportedModel, targets: list[Target]) -> dict[str, str
     output = imported.output_names[0]
     logits = pre_activation(imported, output)
     tensors = {output, logits[0] if logits else output}
-    shapes = probe_shapes(imported, list(tensors))
+    if shapes is None or any(name not in shapes for name in tensors):
+        shapes = probe_shapes(imported, list(tensors))
     labels = {}
     for target in targets:
         shape = shapes.get(target.tensor)

@@ -24,7 +24,7 @@ from onnx_am.errors import SettingsError
 from onnx_am.importer.feeds import FeedInput
 from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import GradientMethod, MethodPlan, expand_methods
-from onnx_am.objectives import Target, resolve_targets
+from onnx_am.objectives import Target, parse_targets, resolve_targets
 
 # Defaults chosen from benchmarks/results/am_quality.md (see README "Results"): standard and
 # decoupled side by side, and best, the per-unit higher true value of the two (it shares
@@ -143,7 +143,11 @@ def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> Analysi
     domain = choose_domain(
         options.preset, options.input_range, options.mean, options.std, imported.metadata
     )
-    targets = None if options.targets else default_targets_for(imported, options.max_units)
+    targets = (
+        None
+        if options.targets
+        else default_targets_for(imported, options.max_units, also=options.layers)
+    )
     standard_only = not options.methods and not has_rectifiers(imported)
     return AnalysisDefaults(domain, targets, standard_only)
 
@@ -186,12 +190,13 @@ def plan_targets(
     :func:`~onnx_am.audit.defaults.default_targets_for`), plus ``--layer`` channels; one
     probe forward for all of them."""
     if options.targets:
-        given = list(options.targets)
-    elif defaults is not None and defaults.targets is not None:
-        given = list(defaults.targets.targets)
+        return resolve_targets(imported, [*options.targets, *options.layers], options.max_units)
+    if defaults is None or defaults.targets is None:
+        chosen = default_targets_for(imported, options.max_units, also=options.layers)
     else:
-        given = list(default_targets_for(imported, options.max_units).targets)
-    return resolve_targets(imported, [*given, *options.layers], cap=options.max_units)
+        chosen = defaults.targets
+    layers = parse_targets(options.layers, imported, options.max_units, shapes=chosen.shapes)
+    return list(dict.fromkeys([*chosen.targets, *layers]))
 
 
 def analysis_config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
