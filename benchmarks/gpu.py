@@ -20,23 +20,17 @@ script, not a measurement). Results go to ``gpu.json`` and ``gpu.md`` under ``--
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from onnx_am import import_onnx  # noqa: E402
-from onnx_am.audit.analyze import AnalyzeOptions, analyze  # noqa: E402
-from onnx_am.engine.maximizer import AMConfig, maximize  # noqa: E402
+from benchmarks.harness import markdown_table, parser, write_results
+from onnx_am import import_onnx
+from onnx_am.audit.analyze import AnalyzeOptions, analyze
+from onnx_am.engine.maximizer import AMConfig, maximize
 
 BETA = 0.3
 
@@ -204,16 +198,15 @@ def audit_rate(args, path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model", choices=["resnet50", "tiny"], default="resnet50")
-    parser.add_argument("--rows", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--units", type=int, default=64)
-    parser.add_argument("--audit-steps", type=int, default=256)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args(argv)
+    cli = parser(__doc__)
+    cli.add_argument("--device", default="cuda")
+    cli.add_argument("--model", choices=["resnet50", "tiny"], default="resnet50")
+    cli.add_argument("--rows", type=int, default=64)
+    cli.add_argument("--steps", type=int, default=20)
+    cli.add_argument("--repeat", type=int, default=3)
+    cli.add_argument("--units", type=int, default=64)
+    cli.add_argument("--audit-steps", type=int, default=256)
+    args = cli.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: nothing measured (use --device cpu --model tiny for a smoke run)")
         return {}
@@ -225,23 +218,33 @@ def main(argv: list[str] | None = None) -> dict:
         audit = audit_rate(args, path)
     name = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
     result = {"device": name, "model": args.model, "steps": steps, "audit": audit}
-    print(f"device: {name}; model {args.model}")
-    print("| method | rows | engine s/step | native s/step | engine / native |")
-    print("|---|---|---|---|---|")
-    for row in steps:
-        print(
-            f"| {row['method']} | {row['rows']} | {row['engine_s_per_step']:.4f} | "
-            f"{row['native_s_per_step']:.4f} | {row['ratio']:.2f} |"
-        )
-    print(
-        f"analyze: {audit['units']} units, {audit['steps']} steps, 3 restarts, default methods: "
-        f"{audit['seconds']:.1f} s = {audit['units_per_minute']:.1f} units/min "
-        f"({audit['agree']}/{audit['results']} results agree with onnxruntime)"
+    table = markdown_table(
+        ["method", "rows", "engine s/step", "native s/step", "engine / native"],
+        [
+            [
+                row["method"],
+                row["rows"],
+                f"{row['engine_s_per_step']:.4f}",
+                f"{row['native_s_per_step']:.4f}",
+                f"{row['ratio']:.2f}",
+            ]
+            for row in steps
+        ],
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"gpu{'' if args.model == 'resnet50' else '_' + args.model}.json").write_text(
-        json.dumps(result, indent=1) + "\n"
+    text = "\n".join(
+        [
+            f"# GPU: engine vs native torch, analyze units per minute ({name}, {args.model})",
+            "",
+            table,
+            "",
+            f"analyze: {audit['units']} units, {audit['steps']} steps, 3 restarts, default "
+            f"methods: {audit['seconds']:.1f} s = {audit['units_per_minute']:.1f} units/min "
+            f"({audit['agree']}/{audit['results']} results agree with onnxruntime)",
+        ]
     )
+    print(text)
+    suffix = "" if args.model == "resnet50" else "_" + args.model
+    write_results(args.out, f"gpu{suffix}", text, result)
     return result
 
 
