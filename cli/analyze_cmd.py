@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 from onnx_am_cli.inspect_cmd import FEED_HELP, parse_feeds
@@ -25,7 +26,10 @@ from onnx_am.audit.analyze import (
     analyze,
     default_out_dir,
 )
+from onnx_am.audit.executor import LocalExecutor
+from onnx_am.audit.many import DEFAULT_ROOT, analyze_many
 from onnx_am.audit.options import DEFAULT_LR_SCHEDULE
+from onnx_am.audit.overview import INDEX_HTML, INDEX_JSON
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.domain import PRESETS
@@ -38,7 +42,7 @@ EXIT_INTERRUPTED = 130
 
 
 @click.command("analyze")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(), metavar="MODEL...")
 @click.option(
     "--target",
     "targets",
@@ -193,31 +197,65 @@ EXIT_INTERRUPTED = 130
     "+decorrelated: RGB only). --lr is then in parameter units.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run the chunks on N Ray workers (a local Ray instance started and stopped for the "
+    "run; with --ray, workers on that cluster). Needs onnx-am[ray]. Default: this process.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Join a running Ray cluster (auto, HOST:6379, ray://HOST:10001). Default workers: "
+    "one per GPU with --device cuda, else one per CPU.",
+)
+@click.option(
+    "--worker-threads",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="T",
+    help="Torch threads (and Ray CPUs) per worker. Default: the cores divided among local "
+    "workers; 1 on a cluster.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False),
-    help="Report directory. Default: ./onnx-am-report/<model stem>/.",
+    help="Report directory. Default: ./onnx-am-report/<model stem>/. With several models (or "
+    "a directory): the folder of index.html, a report folder per model inside "
+    "(default ./onnx-am-report/).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted report (same settings).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout (only that).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, no summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Phases on stderr; tracebacks on errors.")
-def analyze_command(model, out, as_json, quiet, verbose, **kwargs) -> None:
+def analyze_command(
+    models, out, as_json, quiet, verbose, workers, ray_address, worker_threads, **kwargs
+) -> None:
     """Audit MODEL: maximize its units with standard and decoupled gradients, cross-check
     with onnxruntime, and write a report directory (report.json, index.html, images, plots).
+    Several models, or a directory of them: a report each and an index.html across them.
 
-    Exit codes: 0 ok; 2 usage or input error; 3 onnxruntime disagrees (report still written);
-    130 interrupted (continue with --resume).
+    Exit codes: 0 ok; 2 usage or input error (with several models: one could not be audited);
+    3 onnxruntime disagrees (report still written); 130 interrupted (continue with --resume).
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
     for name in ("targets", "layers", "methods", "regularizers"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions(**kwargs)
-    out_dir = out or default_out_dir(model)
+    many = len(models) > 1 or Path(models[0]).is_dir()
+    out_dir = out or (DEFAULT_ROOT if many else default_out_dir(models[0]))
     bar = _ProgressBar() if not quiet and sys.stderr.isatty() else None
     progress = _progress(bar, verbose, quiet)
+    executor = _executor(workers, ray_address, worker_threads, options.device)
     try:
-        report = analyze(model, options, out_dir, progress=progress)
+        with executor:
+            if many:
+                outcome = analyze_many(models, options, out_dir, progress, executor)
+            else:
+                outcome = analyze(models[0], options, out_dir, progress, executor)
     except KeyboardInterrupt:
         if bar:
             bar.clear()
@@ -229,6 +267,24 @@ def analyze_command(model, out, as_json, quiet, verbose, **kwargs) -> None:
     finally:
         if bar:
             bar.clear()
+    if many:
+        _finish_many(outcome, as_json, quiet)
+    else:
+        _finish_one(outcome, as_json, quiet)
+
+
+def _executor(workers: int | None, address: str | None, threads: int | None, device: str):
+    """Where the chunks run: this process, or Ray workers (imported only when asked for)."""
+    if workers is None and address is None:
+        if threads is not None:
+            raise click.UsageError("--worker-threads needs --workers or --ray")
+        return LocalExecutor()
+    from onnx_am.audit.ray_executor import RayExecutor
+
+    return RayExecutor(workers, address, device, threads)
+
+
+def _finish_one(report, as_json: bool, quiet: bool) -> None:
     if as_json:
         click.echo((report.out_dir / REPORT_FILE).read_text(encoding="utf-8"), nl=False)
     elif not quiet:
@@ -243,6 +299,27 @@ def analyze_command(model, out, as_json, quiet, verbose, **kwargs) -> None:
             err=True,
         )
         sys.exit(report.exit_code)
+
+
+def _finish_many(outcome, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        click.echo((outcome.root / INDEX_JSON).read_text(encoding="utf-8"), nl=False)
+    elif not quiet:
+        for name, report in outcome.reports.items():
+            parity = "passed" if report.parity.passed else "FAILED"
+            click.echo(f"{name}: {len(report.results)} result(s); parity {parity}")
+        click.echo(f"index: {outcome.root / INDEX_HTML}")
+    for name, error in outcome.errors.items():
+        click.echo(f"onnx-am: {name}: could not be audited: {error}", err=True)
+    disagree = [n for n, r in outcome.reports.items() if r.exit_code]
+    if disagree:
+        click.echo(
+            f"onnx-am: warning: onnxruntime disagrees on {', '.join(disagree)}; "
+            f"see {outcome.root / INDEX_HTML}",
+            err=True,
+        )
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
 
 
 def _summary(report) -> None:

@@ -2,8 +2,11 @@
 
 import -> one :class:`~onnx_am.engine.plan.RunPlan` from the options
 (:func:`~onnx_am.audit.options.plan_analysis`) -> parity with onnxruntime -> maximize chunk by
-chunk (:mod:`onnx_am.audit.chunks`), writing ``report.json`` after every chunk -> plots and
-``index.html``.
+chunk (:mod:`onnx_am.audit.chunks`) on an executor (here, or Ray workers:
+:mod:`onnx_am.audit.executor`), writing ``report.json`` after every chunk -> plots and
+``index.html``. :func:`prepare_audit`, :func:`run_audits` and :func:`finish_audit` are those
+three stages; :mod:`onnx_am.audit.many` runs the chunks of several models in one
+:func:`run_audits`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import onnx
 
 from onnx_am.audit import chunks
 from onnx_am.audit.chunks import ChunkedRun
+from onnx_am.audit.executor import ChunkExecutor, ChunkRecipe, ChunkTask, LocalExecutor, ModelWork
 from onnx_am.audit.options import (
     DEFAULT_INPUT_RANGE,
     DEFAULT_LR,
@@ -78,6 +82,7 @@ def analyze(
     options: AnalyzeOptions | None = None,
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    executor: ChunkExecutor | None = None,
 ) -> AnalyzeReport:
     """Audit a model and write the report directory.
 
@@ -87,6 +92,8 @@ def analyze(
         out_dir: the report directory (default :func:`default_out_dir`).
         progress: called with :class:`AnalyzeProgress` as work proceeds; it may raise
             (e.g. ``KeyboardInterrupt``) to stop, keeping what was written.
+        executor: where the chunks run (default: here, one after another); e.g. a
+            :class:`~onnx_am.audit.ray_executor.RayExecutor`. The caller closes it.
 
     Returns:
         The :class:`AnalyzeReport`; its ``exit_code`` is 3 when onnxruntime disagrees.
@@ -97,6 +104,48 @@ def analyze(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
+    audit = prepare_audit(model_path, options, out_dir or default_out_dir(model_path), notify)
+    run_audits([audit], executor or LocalExecutor(), notify)
+    return finish_audit(audit, notify)
+
+
+@dataclass
+class Audit:
+    """One model being audited (see :func:`prepare_audit`).
+
+    Attributes:
+        key: names the model among those of one run.
+        run: the results so far and the writing of each finished chunk.
+        work: what an executor needs to run the model's chunks.
+        parity: torch vs onnxruntime on random inputs.
+        timings: seconds per phase so far.
+        started: when the audit started (``time.perf_counter``).
+    """
+
+    key: str
+    run: ChunkedRun
+    work: ModelWork
+    parity: ParityResult
+    timings: dict[str, float]
+    started: float
+
+
+def prepare_audit(
+    model_path: str | Path,
+    options: AnalyzeOptions,
+    out_dir: str | Path,
+    notify: ProgressCallback,
+    key: str | None = None,
+) -> Audit:
+    """Everything before the chunks: import, plan, open the report (resumed if asked),
+    parity, the rectifier rewrite, the results of a resumed report.
+
+    Args:
+        key: names the model among those of one run (default: the report directory).
+
+    Raises:
+        OnnxAmError: as :func:`analyze`.
+    """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     notify(AnalyzeProgress("import"))
@@ -107,7 +156,7 @@ def analyze(
 
     settings = _settings(options, plan, imported)
     model = model_summary(model_path, imported)
-    report = ReportDir.open(out_dir or default_out_dir(model_path), options.force, options.resume)
+    report = ReportDir.open(out_dir, options.force, options.resume)
     report.check_resumable(model["sha256"], settings)
     notify(AnalyzeProgress("plan", notes=tuple(defaults.notes)))  # every check passed
 
@@ -130,16 +179,43 @@ def analyze(
     display = DisplayDomain(domain.low, domain.high, imported.input.layout)
     run = ChunkedRun(report, imported, plan, rewrite, display, doc)
     run.restore(report.done_results(), report.done_baselines())
+    key = key or str(report.root)
+    recipe = ChunkRecipe(
+        key, options.input_name, options.input_shape, plan.with_targets(()), plan.needs_rewrite
+    )
+    return Audit(key, run, ModelWork(recipe, imported, rewrite), parity, timings, started)
 
+
+def run_audits(audits: list[Audit], executor: ChunkExecutor, notify: ProgressCallback) -> None:
+    """Run the unfinished chunks of every audit on ``executor``; each audit's report is
+    written after every chunk of it that finishes. Units in progress events count over all
+    audits."""
+    by_key = {audit.key: audit for audit in audits}
+    tasks = [task for audit in audits for task in audit.run.pending(audit.key)]
+    total = sum(len(audit.run.plan.targets) for audit in audits)
+    done = total - sum(len(task.targets) for task in tasks)
     tic = time.perf_counter()
-    run.optimize(notify)
-    timings["optimize"] = time.perf_counter() - tic
-    total = len(plan.targets)
+
+    def on_step(task: ChunkTask, step: int, steps: int) -> None:
+        notify(AnalyzeProgress("optimize", done, total, step, steps, len(task.targets)))
+
+    for task, found in executor.run({a.key: a.work for a in audits}, tasks, on_step):
+        by_key[task.model].run.accept(found)
+        done += len(task.targets)
+        notify(AnalyzeProgress("optimize", done, total))
+    for audit in audits:
+        audit.timings["optimize"] = time.perf_counter() - tic
+
+
+def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
+    """Plots, ``index.html`` and the complete ``report.json`` of an audit whose chunks are
+    all done."""
+    total = len(audit.run.plan.targets)
     notify(AnalyzeProgress("render", total, total))
-    doc = run.finish(timings, started)
-    report.write_json(REPORT_FILE, doc)
+    doc = audit.run.finish(audit.timings, audit.started)
+    audit.run.report.write_json(REPORT_FILE, doc)
     notify(AnalyzeProgress("done", total, total))
-    return AnalyzeReport(report.root, doc, run.ordered(), parity)
+    return AnalyzeReport(audit.run.report.root, doc, audit.run.ordered(), audit.parity)
 
 
 def model_summary(model_path: str | Path, imported: ImportedModel) -> dict:

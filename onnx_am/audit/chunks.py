@@ -1,7 +1,9 @@
 """The optimization of ``analyze``, chunk by chunk, each chunk written as it finishes.
 
 A chunk is a fixed group of target units, optimized with every method of the
-:class:`~onnx_am.engine.plan.RunPlan` in one :func:`~onnx_am.engine.maximizer.run_plan` call.
+:class:`~onnx_am.engine.plan.RunPlan` in one :func:`~onnx_am.engine.maximizer.run_plan` call,
+wherever an executor runs it (:mod:`onnx_am.audit.executor`); :class:`ChunkedRun` says which
+chunks are still to do and keeps and writes each one that comes back.
 The engine seeds every start from ``(seed, target, restart)``, and the grouping into chunks
 depends only on the plan, so a chunk's results do not depend on what ran before it: a resumed
 report ends exactly like an uninterrupted one.
@@ -15,15 +17,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback, step_reporter
+from onnx_am.audit.executor import ChunkTask
 from onnx_am.audit.render.images import DisplayDomain
 from onnx_am.audit.render.plots import save_picture
 from onnx_am.audit.render.site import render_plots, write_page
 from onnx_am.audit.report import REPORT_FILE, ReportDir
 from onnx_am.audit.summary import summarize
-from onnx_am.engine.maximizer import run_plan
 from onnx_am.engine.plan import RunPlan
-from onnx_am.engine.results import TargetBaseline, UnitResult
+from onnx_am.engine.results import MaximizeReport, TargetBaseline, UnitResult
 from onnx_am.importer.model import ImportedModel
 from onnx_am.objectives import Target
 
@@ -73,25 +74,21 @@ class ChunkedRun:
             self._keep(result, self.report.image_name(result))
         self.baselines.update({b.target: b for b in baselines})
 
-    def optimize(self, notify: ProgressCallback) -> None:
-        """Run every chunk not finished yet; write ``report.json`` after each."""
-        targets = self.plan.targets
-        chunks = plan_chunks(targets, len(self.plan.runs) * self.plan.config.restarts)
-        done = sum(len(chunk) for chunk in chunks if self._finished(chunk))
-        for chunk in chunks:
-            if self._finished(chunk):
-                continue
-            on_step = step_reporter(notify, done, len(targets), len(chunk))
-            on_step(0, 1, {})
-            found = run_plan(
-                self.imported, self.plan.with_targets(chunk), rewrite=self.rewrite, progress=on_step
-            )
-            for result in found.results:
-                self._save(result)
-            self.baselines.update({b.target: b for b in found.baselines})
-            done += len(chunk)
-            self.report.write_json(REPORT_FILE, self.document("running"))
-            notify(AnalyzeProgress("optimize", done, len(targets)))
+    def pending(self, key: str) -> list[ChunkTask]:
+        """The chunks not finished yet, as tasks of the model ``key``, in plan order."""
+        chunks = plan_chunks(self.plan.targets, len(self.plan.runs) * self.plan.config.restarts)
+        return [
+            ChunkTask(key, index, tuple(chunk))
+            for index, chunk in enumerate(chunks)
+            if not self._finished(chunk)
+        ]
+
+    def accept(self, found: MaximizeReport) -> None:
+        """Keep a finished chunk's results and baselines; write ``report.json``."""
+        for result in found.results:
+            self._save(result)
+        self.baselines.update({b.target: b for b in found.baselines})
+        self.report.write_json(REPORT_FILE, self.document("running"))
 
     def finish(self, timings: dict, started: float) -> dict:
         """The complete document; plots, then the page, which shows every timing (render and

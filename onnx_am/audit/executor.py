@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from onnx_am.engine.config import AMConfig
-from onnx_am.engine.maximizer import maximize
+from onnx_am.engine.maximizer import run_plan
+from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import MaximizeReport
 from onnx_am.importer.model import ImportedModel
 from onnx_am.objectives import Target
 
 if TYPE_CHECKING:
-    from onnx_am.passes.base import RewriteResult
+    from onnx_am.passes.decouple import RewriteResult
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,14 @@ class ChunkRecipe:
     Attributes:
         key: names the model among those of one run (its report's name).
         input_name, input_shape: what the model was imported with.
-        methods: the gradient methods of every chunk.
-        config: the engine settings of every chunk.
+        plan: the methods and settings of every chunk (its targets are the chunk's).
         rewrite: whether the chunks need the decoupled-rectifier graph.
     """
 
     key: str
     input_name: str | None
     input_shape: tuple[int, ...] | None
-    methods: tuple[str, ...]
-    config: AMConfig
+    plan: RunPlan
     rewrite: bool
 
 
@@ -97,14 +95,7 @@ def run_chunk(
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> MaximizeReport:
     """The one engine call of a chunk, wherever it runs."""
-    return maximize(
-        imported,
-        list(targets),
-        list(recipe.methods),
-        recipe.config,
-        rewrite=rewrite,
-        progress=progress,
-    )
+    return run_plan(imported, recipe.plan.with_targets(targets), rewrite=rewrite, progress=progress)
 
 
 class LocalExecutor:
