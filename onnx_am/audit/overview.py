@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from onnx_am.audit.report import HTML_FILE
+from onnx_am.audit.summary import is_tie, summarize
 
 INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
@@ -36,34 +37,20 @@ class ModelRow:
 
 
 def overview_entry(row: ModelRow) -> dict:
-    """The ``index.json`` entry of one model."""
+    """The ``index.json`` entry of one model.
+
+    ``methods`` is the report's own comparison of each method with standard AM (better,
+    worse, tie, median gain, rescued units; :func:`onnx_am.audit.summary.summarize`);
+    ``helped`` lists the units a decoupled or proxy result raised beyond a tie, with the
+    largest gain of each, largest first.
+    """
     entry = {"name": row.name, "model": row.model, "report": None, "error": row.error}
     doc = row.doc
     if doc is None:
         return entry
     results = doc.get("results", [])
-    helped = [
-        r
-        for r in results
-        if r.get("method_kind") in ("decoupled", "proxy")
-        and r.get("gain_over_standard") is not None
-        and r["gain_over_standard"] > 0
-    ]
-    compared = {
-        r["target"]
-        for r in results
-        if r.get("method_kind") in ("decoupled", "proxy")
-        and r.get("gain_over_standard") is not None
-    }
-    best_gain: dict[str, dict] = {}
-    for r in helped:
-        if r["target"] not in best_gain or r["gain_over_standard"] > best_gain[r["target"]]["gain"]:
-            best_gain[r["target"]] = {
-                "target": r["target"],
-                "method": r["method"],
-                "gain": r["gain_over_standard"],
-            }
     parity = doc.get("parity", {})
+    summary = doc.get("summary") or summarize(results)
     entry.update(
         report=f"{row.name}/{HTML_FILE}",
         status=doc.get("status"),
@@ -74,10 +61,28 @@ def overview_entry(row: ModelRow) -> dict:
         results=len(results),
         disagreements=sum(1 for r in results if not r.get("agrees", True)),
         not_beating_trivial=sum(1 for r in results if not r.get("beats_trivial", True)),
-        decoupled_compared=len(compared),
-        decoupled_helped=sorted(best_gain.values(), key=lambda h: -h["gain"]),
+        methods=[
+            {**m, "rescued": len(m["rescued"])} for m in summary.get("methods", []) if m["units"]
+        ],
+        helped=_helped(results),
     )
     return entry
+
+
+def _helped(results: list[dict]) -> list[dict]:
+    standard = {r["target"]: r.get("activation") for r in results if r["method_kind"] == "standard"}
+    best: dict[str, dict] = {}
+    for r in results:
+        base = standard.get(r["target"])
+        value = r.get("activation")
+        if r["method_kind"] not in ("decoupled", "proxy") or base is None or value is None:
+            continue
+        gain = value - base
+        if gain <= 0 or is_tie(value, base):
+            continue
+        if r["target"] not in best or gain > best[r["target"]]["gain"]:
+            best[r["target"]] = {"target": r["target"], "method": r["method"], "gain": gain}
+    return sorted(best.values(), key=lambda h: -h["gain"])
 
 
 def overview_doc(rows: Sequence[ModelRow]) -> dict:

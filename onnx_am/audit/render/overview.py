@@ -46,16 +46,7 @@ def _html_row(entry: dict) -> str:
         flags.append(f'<span class="bad">{entry["disagreements"]} onnxruntime disagrees</span>')
     if entry["not_beating_trivial"]:
         flags.append(f'<span class="warn">{entry["not_beating_trivial"]} below trivial</span>')
-    helped = entry["decoupled_helped"]
-    listing = ", ".join(
-        f"<code>{_esc(h['target'])}</code> +{_num(h['gain'])}" for h in helped[:HELPED_SHOWN]
-    )
-    more = f", ... ({len(helped) - HELPED_SHOWN} more)" if len(helped) > HELPED_SHOWN else ""
-    helped_cell = (
-        f"<td>{len(helped)} of {entry['decoupled_compared']} unit(s)"
-        + (f": {listing}{more}" if helped else "")
-        + "</td>"
-    )
+    helped_cell = "<td>" + _helped(entry) + "</td>"
     return (
         f'<tr><td><a href="{_esc(entry["report"])}"><b>{name}</b></a><br>'
         f"<code>{_esc(entry['model'])}</code></td>"
@@ -66,6 +57,26 @@ def _html_row(entry: dict) -> str:
         + helped_cell
         + "</tr>"
     )
+
+
+def _helped(entry: dict) -> str:
+    """Each method against standard, then the units it raised most."""
+    lines = []
+    for m in entry["methods"]:
+        median = "" if m["median_gain"] is None else f", median gain {_num(m['median_gain'])}"
+        rescued = f", rescued {m['rescued']}" if m["rescued"] else ""
+        lines.append(
+            f"<code>{_esc(m['method'])}</code>: better on {m['better']} of {m['units']}"
+            f"{median}{rescued}"
+        )
+    helped = entry["helped"]
+    if helped:
+        listing = ", ".join(
+            f"<code>{_esc(h['target'])}</code> +{_num(h['gain'])}" for h in helped[:HELPED_SHOWN]
+        )
+        more = f" ({len(helped) - HELPED_SHOWN} more)" if len(helped) > HELPED_SHOWN else ""
+        lines.append(f"largest gains: {listing}{more}")
+    return "<br>".join(lines) or '<span class="muted">no comparison with standard</span>'
 
 
 def _num(value) -> str:
@@ -96,14 +107,15 @@ th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-a
 th {{ background: #f0f0f0; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 code {{ font-size: 0.9em; }}
+.muted {{ color: #666; }}
 .ok {{ color: #176b2c; }} .bad {{ color: #b00020; font-weight: bold; }} .warn {{ color: #a15c00; }}
 </style>
 </head>
 <body>
 <h1>onnx-am reports</h1>
 <p>{lead}. Each model's report is in its own folder; units are done/planned; "decoupled
-helped" counts the units whose true activation a decoupled or proxy gradient raised above
-standard AM's, with the largest gains.</p>
+helped": each method against standard AM on the same units (better beyond float noise,
+median gain, units rescued from a trivial value) and the units it raised most.</p>
 <table>
 <thead>{head}</thead>
 <tbody>
