@@ -200,7 +200,12 @@ class RayExecutor:
         self.start()
         models = {}
         for key in {task.model for task in tasks}:
-            data = works[key].imported.original.SerializeToString()
+            try:
+                data = works[key].imported.original.SerializeToString()
+            except ValueError as exc:  # protobuf's 2 GiB limit
+                raise DistributedError(
+                    f"model {key} cannot be sent to Ray workers as one ONNX message: {exc}"
+                ) from exc
             models[key] = ray.put(data)
         yield from _Schedule(self, works, models, tasks).run()
 
@@ -220,6 +225,7 @@ class _Schedule:
         self.starting: dict = {}  # ready ref -> actor
         self.load: dict = executor.queued  # started actor -> chunks queued on it
         self.waiting_since = time.monotonic()
+        self.failed_starts = 0
 
     def run(self) -> Iterator[tuple[ChunkTask, MaximizeReport]]:
         executor = self.executor
@@ -269,7 +275,13 @@ class _Schedule:
         actor = self.starting.pop(ref)
         try:
             ray.get(ref)
-        except RayActorError:
+        except RayActorError as exc:
+            self.failed_starts += 1
+            if self.failed_starts >= MAX_ATTEMPTS * self.executor.workers:
+                raise DistributedError(
+                    f"Ray workers fail to start ({self.failed_starts} tries; is onnx-am "
+                    f"installed on every node?): {exc}"
+                ) from exc
             self._replace(actor)
             return
         self.load[actor] = 0
