@@ -41,8 +41,8 @@ def executor():
     """Two workers on a local Ray instance that the executor starts and stops itself."""
     assert not ray.is_initialized()
     with RayExecutor(workers=2) as started:
-        started.start()
-        assert ray.cluster_resources()["CPU"] >= 2
+        started.start_workers()
+        assert ray.cluster_resources()["CPU"] >= 2 and len(started.actors) == 2
         yield started
     assert not ray.is_initialized()
 
@@ -76,16 +76,19 @@ def alone(models, tmp_path_factory, unit_chunks):
 
 
 class KillBusiest:
-    """After the first chunk comes back, kill the worker with the most chunks queued."""
+    """Kill the first worker that holds two chunks, right when the second is sent to it: that
+    one waits behind the first, so it is certainly lost with the worker."""
 
     def __init__(self, executor: RayExecutor):
         self.executor, self.killed = executor, None
 
     def __call__(self, event: AnalyzeProgress) -> None:
-        if event.phase == "optimize" and event.units_done >= 1 and self.killed is None:
-            queued = self.executor.queued
-            self.killed = max(queued, key=queued.get)
-            assert queued[self.killed] >= 1
+        if event.phase != "optimize" or self.killed is not None:
+            return
+        queued = self.executor.queued
+        busy = [actor for actor, count in queued.items() if count >= 2]
+        if busy:
+            self.killed = busy[0]
             ray.kill(self.killed)
 
 

@@ -165,6 +165,24 @@ class RayExecutor:
             raise DistributedError(f"cannot start or join Ray at {where}: {exc}") from exc
         self._owns_ray = True
 
+    def start_workers(self) -> None:
+        """Start the missing workers now and wait until all are up (a run otherwise starts
+        them with its first chunks).
+
+        Raises:
+            DistributedError: a worker could not be started.
+        """
+        self.start()
+        ready = []
+        while len(self.actors) < self.workers:
+            actor, up = self._spawn()
+            self.actors.append(actor)
+            ready.append(up)
+        try:
+            ray.get(ready)
+        except RayActorError as exc:
+            raise DistributedError(f"a Ray worker could not be started: {exc}") from exc
+
     def stop_workers(self) -> None:
         """Stop the workers (the next :meth:`run` starts new ones); Ray keeps running."""
         for actor in self.actors:
@@ -193,8 +211,8 @@ class RayExecutor:
         tasks: Sequence[ChunkTask],
         on_step: StepCallback | None = None,
     ) -> Iterator[tuple[ChunkTask, MaximizeReport]]:
-        """Yield ``(task, report)`` for every task as it finishes (``on_step`` is not called:
-        workers report whole chunks)."""
+        """Yield ``(task, report)`` for every task as it finishes. ``on_step(task, 0, 0)`` is
+        called when a chunk is sent to a worker (workers report whole chunks, not steps)."""
         if not tasks:
             return
         self.start()
@@ -207,7 +225,7 @@ class RayExecutor:
                     f"model {key} cannot be sent to Ray workers as one ONNX message: {exc}"
                 ) from exc
             models[key] = ray.put(data)
-        yield from _Schedule(self, works, models, tasks).run()
+        yield from _Schedule(self, works, models, tasks, on_step).run()
 
     def _spawn(self):
         actor = self._actor_class.remote(self.threads)
@@ -217,8 +235,9 @@ class RayExecutor:
 class _Schedule:
     """One :meth:`RayExecutor.run`: a queue of chunks over a pool of workers."""
 
-    def __init__(self, executor: RayExecutor, works, models, tasks):
+    def __init__(self, executor: RayExecutor, works, models, tasks, on_step):
         self.executor, self.works, self.models = executor, works, models
+        self.on_step = on_step
         self.queue: deque[ChunkTask] = deque(tasks)
         self.attempts: dict[ChunkTask, int] = {}
         self.running: dict = {}  # result ref -> (task, actor)
@@ -268,6 +287,8 @@ class _Schedule:
                 self.running[ref] = (task, actor)
                 self.load[actor] += 1
                 self.attempts[task] = self.attempts.get(task, 0) + 1
+                if self.on_step is not None:
+                    self.on_step(task, 0, 0)
         if self.load:
             self.waiting_since = time.monotonic()
 
