@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-import onnx_am.audit.analyze as analyze_module
+import onnx_am.audit.chunks as chunks_module
 from benchmarks.harness import (
     MODELS,
     command,
@@ -195,7 +195,7 @@ def main() -> None:
     args_parser.add_argument("--quick", action="store_true", help="a smoke run: few steps")
     args_parser.add_argument("--only", choices=("small", "mid"), help="one model only")
     args = args_parser.parse_args()
-    analyze_module.render_plots = lambda *args: []  # the same driver-side work on every path
+    chunks_module.render_plots = lambda *args: []  # the same driver-side work on every path
     torch.set_num_threads(args.threads)
     info = machine()
     print(machine_line(info), flush=True)
