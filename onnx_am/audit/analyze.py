@@ -20,7 +20,14 @@ import onnx
 
 from onnx_am.audit import chunks
 from onnx_am.audit.chunks import ChunkedRun
-from onnx_am.audit.executor import ChunkExecutor, ChunkRecipe, ChunkTask, LocalExecutor, ModelWork
+from onnx_am.audit.executor import (
+    ChunkExecutor,
+    ChunkRecipe,
+    ChunkTask,
+    LocalExecutor,
+    ModelWork,
+    portable_feeds,
+)
 from onnx_am.audit.options import (
     DEFAULT_INPUT_RANGE,
     DEFAULT_LR,
@@ -181,7 +188,12 @@ def prepare_audit(
     run.restore(report.done_results(), report.done_baselines())
     key = key or str(report.root)
     recipe = ChunkRecipe(
-        key, options.input_name, options.input_shape, plan.with_targets(()), plan.needs_rewrite
+        key,
+        options.input_name,
+        options.input_shape,
+        portable_feeds(imported),
+        plan.with_targets(()),
+        plan.needs_rewrite,
     )
     return Audit(key, run, ModelWork(recipe, imported, rewrite), parity, timings, started)
 

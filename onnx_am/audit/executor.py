@@ -34,6 +34,8 @@ class ChunkRecipe:
     Attributes:
         key: names the model among those of one run (its report's name).
         input_name, input_shape: what the model was imported with.
+        feeds: the values its other inputs were fed, as arrays (or numbers for scalars), so
+            that no worker reads a file the driver was given.
         plan: the methods and settings of every chunk (its targets are the chunk's).
         rewrite: whether the chunks need the decoupled-rectifier graph.
     """
@@ -41,6 +43,7 @@ class ChunkRecipe:
     key: str
     input_name: str | None
     input_shape: tuple[int, ...] | None
+    feeds: dict[str, object]
     plan: RunPlan
     rewrite: bool
 
@@ -68,6 +71,15 @@ class ChunkTask:
     model: str
     index: int
     targets: tuple[Target, ...]
+
+
+def portable_feeds(imported: ImportedModel) -> dict[str, object]:
+    """The values ``imported``'s other inputs were fed, given again the same way from memory:
+    arrays, and Python numbers for scalars (files already read)."""
+    return {
+        name: feed.value.item() if feed.value.ndim == 0 else feed.value
+        for name, feed in imported.feeds.items()
+    }
 
 
 #: ``on_step(task, step, steps)``: how far the engine got with a chunk (where known).
@@ -139,5 +151,6 @@ __all__ = [
     "LocalExecutor",
     "ModelWork",
     "StepCallback",
+    "portable_feeds",
     "run_chunk",
 ]

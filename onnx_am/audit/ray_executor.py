@@ -67,7 +67,7 @@ class ChunkWorker:
         if key in self.models:
             self.models.move_to_end(key)
             return self.models[key]
-        imported = import_onnx(ray.get(ref), recipe.input_name, recipe.input_shape)
+        imported = import_onnx(ray.get(ref), recipe.input_name, recipe.input_shape, recipe.feeds)
         rewrite = None
         if recipe.rewrite:
             from onnx_am.passes import decouple_rectifiers
