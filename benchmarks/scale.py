@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -190,11 +191,11 @@ def ratios(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     args_parser = parser(__doc__, threads=1)
     args_parser.add_argument("--quick", action="store_true", help="a smoke run: few steps")
     args_parser.add_argument("--only", choices=("small", "mid"), help="one model only")
-    args = args_parser.parse_args()
+    args = args_parser.parse_args(argv)
     chunks_module.render_plots = lambda *args: []  # the same driver-side work on every path
     torch.set_num_threads(args.threads)
     info = machine()
