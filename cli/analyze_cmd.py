@@ -1,15 +1,20 @@
 """``onnx-am analyze MODEL``: the zero-config audit. Parses options, calls
-:func:`onnx_am.audit.analyze.analyze`, shows progress on a terminal and a summary."""
+:func:`onnx_am.audit.analyze.analyze`, prints the plan, shows progress (:mod:`.progress`),
+stops cleanly on SIGINT, SIGTERM and SIGHUP (:mod:`.signals`) and prints a summary."""
 
 from __future__ import annotations
 
+import json
 import sys
-import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
+import onnx_am_cli
 from onnx_am_cli.inspect_cmd import FEED_HELP, parse_feeds
 from onnx_am_cli.params import FLOATS, SHAPE
+from onnx_am_cli.progress import LINE_INTERVAL, ProgressBar, ProgressLines
+from onnx_am_cli.signals import GracefulStop
 
 from onnx_am.audit.analyze import (
     DEFAULT_INPUT_RANGE,
@@ -25,20 +30,31 @@ from onnx_am.audit.analyze import (
     AnalyzeProgress,
     analyze,
     default_out_dir,
+    estimate_analysis,
 )
-from onnx_am.audit.executor import LocalExecutor
+from onnx_am.audit.budget import DEFAULT_TIME_BUDGET, format_duration, parse_duration
+from onnx_am.audit.kept import what_was_kept
 from onnx_am.audit.many import DEFAULT_ROOT, analyze_many
 from onnx_am.audit.options import DEFAULT_LR_SCHEDULE
 from onnx_am.audit.overview import INDEX_HTML, INDEX_JSON
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.domain import PRESETS
+from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 from onnx_am.engine.schedules import LR_SCHEDULES
+from onnx_am.errors import OnnxAmError
 from onnx_am.methods import expand_methods
 
-#: Exit code after Ctrl-C (the shell convention 128 + SIGINT).
+#: Exit code after Ctrl-C (the shell convention 128 + SIGINT; SIGTERM 143, SIGHUP 129).
 EXIT_INTERRUPTED = 130
+
+
+def _duration(ctx, param, value: str) -> float | None:
+    try:
+        return parse_duration(value)
+    except OnnxAmError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("analyze")
@@ -146,7 +162,30 @@ EXIT_INTERRUPTED = 130
     show_default=True,
     help="At most this many units per tensor.",
 )
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    metavar="auto|cpu|cuda[:N]",
+    help="Where the engine runs; auto: CUDA when torch sees a GPU, else cpu. onnxruntime "
+    "cross-checks run on the CPU (or its CUDA provider when installed).",
+)
+@click.option(
+    "--time-budget",
+    default=format_duration(DEFAULT_TIME_BUDGET),
+    show_default=True,
+    callback=_duration,
+    metavar="DURATION",
+    help="Wall time the whole run may take: 90s, 10m, 2h, 1h30m, or none. To fit, the plan "
+    "cuts units (down to 8, always keeping every method), then restarts, then steps (down to "
+    "64), then units and steps further; what was cut is printed and kept in the report.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Import, time a few steps, print the plan (what would be cut, estimated time, peak "
+    "memory) and exit 0 without writing anything.",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -229,17 +268,51 @@ EXIT_INTERRUPTED = 130
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted report (same settings).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout (only that).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress, no summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No plan, no progress, no summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Phases on stderr; tracebacks on errors.")
+@click.option(
+    "--checkpoint-interval",
+    type=click.FloatRange(min=0),
+    default=CHECKPOINT_INTERVAL,
+    hidden=True,
+    help="Seconds between checkpoints of a running chunk.",
+)
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.01),
+    default=LINE_INTERVAL,
+    hidden=True,
+    help="Seconds between progress lines off a terminal.",
+)
 def analyze_command(
-    models, out, as_json, quiet, verbose, workers, ray_address, worker_threads, **kwargs
+    models,
+    out,
+    as_json,
+    quiet,
+    verbose,
+    dry_run,
+    progress_interval,
+    workers,
+    ray_address,
+    worker_threads,
+    **kwargs,
 ) -> None:
     """Audit MODEL: maximize its units with standard and decoupled gradients, cross-check
     with onnxruntime, and write a report directory (report.json, index.html, images, plots).
-    Several models, or a directory of them: a report each and an index.html across them.
+    Several models, or a directory of them: a report each and an index.html across them;
+    --workers N or --ray ADDRESS run the chunks on Ray workers (no checkpoints there: a chunk
+    stopped midway runs again on --resume).
 
-    Exit codes: 0 ok; 2 usage or input error (with several models: one could not be audited);
-    3 onnxruntime disagrees (report still written); 130 interrupted (continue with --resume).
+    Before optimizing it times a few real steps and prints the plan; the work is cut to fit
+    --time-budget (default 15m). Off a terminal a progress line goes to stderr every 30 s.
+    SIGINT, SIGTERM and SIGHUP finish the current step, keep it in a checkpoint, and exit;
+    the running chunk is also checkpointed every minute, so even a kill loses at most about
+    a minute; --resume continues exactly where it stopped.
+
+    Exit codes: 0 ok; 2 usage or input error, or a budget too small for one unit; 3
+    onnxruntime disagrees (report still written); 130 / 143 / 129 stopped by SIGINT /
+    SIGTERM / SIGHUP (continue with --resume). With several models, 2 also when one could
+    not be audited.
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
     for name in ("targets", "layers", "methods", "regularizers"):
@@ -247,23 +320,39 @@ def analyze_command(
     options = AnalyzeOptions(**kwargs)
     many = len(models) > 1 or Path(models[0]).is_dir()
     out_dir = out or (DEFAULT_ROOT if many else default_out_dir(models[0]))
-    bar = _ProgressBar() if not quiet and sys.stderr.isatty() else None
-    progress = _progress(bar, verbose, quiet)
+    if dry_run:
+        if many:
+            raise click.UsageError("--dry-run takes one model")
+        _dry_run(models[0], options, as_json, quiet, verbose)
+        return
+    # The default (one model, no --workers/--ray): main's checkpointed path, no executor.
+    # --workers/--ray/several models: the executor path of issue 13, without checkpoints.
     executor = _executor(workers, ray_address, worker_threads, options.device)
+    stop = GracefulStop()
+    bar = ProgressBar() if not quiet and sys.stderr.isatty() else None
+    lines = None
+    if not quiet and bar is None:
+        lines = ProgressLines(progress_interval, started=onnx_am_cli.BUDGET_START)
+    progress = _progress(bar, lines, verbose, quiet, stop)
     try:
-        with executor:
+        with stop, lines or nullcontext(), executor or nullcontext():
             if many:
                 outcome = analyze_many(models, options, out_dir, progress, executor)
             else:
-                outcome = analyze(models[0], options, out_dir, progress, executor)
+                outcome = analyze(
+                    models[0],
+                    options,
+                    out_dir,
+                    progress=progress,
+                    executor=executor,
+                    clock_start=onnx_am_cli.BUDGET_START,
+                )
     except KeyboardInterrupt:
         if bar:
             bar.clear()
-        click.echo(
-            f"onnx-am: interrupted; finished results are kept in {out_dir}, continue with --resume",
-            err=True,
-        )
-        sys.exit(EXIT_INTERRUPTED)
+        kept = what_was_kept(out_dir)
+        click.echo(f"onnx-am: stopped by {stop.name}; {kept.describe()}", err=True)
+        sys.exit(stop.exit_code)
     finally:
         if bar:
             bar.clear()
@@ -274,11 +363,13 @@ def analyze_command(
 
 
 def _executor(workers: int | None, address: str | None, threads: int | None, device: str):
-    """Where the chunks run: this process, or Ray workers (imported only when asked for)."""
+    """Where the chunks run: None (this process, checkpointed; several models get a
+    :class:`LocalExecutor` from :func:`analyze_many`), or Ray workers (imported only when
+    asked for)."""
     if workers is None and address is None:
         if threads is not None:
             raise click.UsageError("--worker-threads needs --workers or --ray")
-        return LocalExecutor()
+        return None
     from onnx_am.audit.ray_executor import RayExecutor
 
     return RayExecutor(workers, address, device, threads)
@@ -331,13 +422,31 @@ def _summary(report) -> None:
     )
     for line in summary_lines(report.doc.get("summary", {})):
         click.echo(line)
+    cuts = (report.doc.get("plan") or {}).get("cuts") or []
+    if cuts:
+        text = ", ".join(f"{c['what']} {c['from']} -> {c['to']}" for c in cuts)
+        click.echo(f"cut to fit the time budget: {text} (--time-budget none for all)")
     click.echo(f"report: {report.out_dir / HTML_FILE}")
 
 
-def _progress(bar, verbose: bool, quiet: bool):
+def _dry_run(model, options: AnalyzeOptions, as_json: bool, quiet: bool, verbose: bool) -> None:
+    progress = _progress(None, None, verbose, quiet, stop=None)  # prints notes and the plan
+    plan = estimate_analysis(
+        model, options, progress=progress, clock_start=onnx_am_cli.BUDGET_START
+    )
+    if as_json:
+        click.echo(json.dumps(plan.to_dict(), indent=1))
+
+
+def _progress(bar, lines, verbose: bool, quiet: bool, stop: GracefulStop | None):
+    """The callback: stop between steps after a signal, print the defaults' notes and the
+    plan, feed the progress."""
     last_phase = [None]
 
     def progress(event: AnalyzeProgress) -> None:
+        if stop is not None:
+            stop.check()  # a signal that came during the last step
+            stop.deferring = event.phase == "optimize"
         if not quiet:
             for note in event.notes:
                 click.echo(f"onnx-am: {note}", err=True)
@@ -346,45 +455,21 @@ def _progress(bar, verbose: bool, quiet: bool):
                 bar.clear()
             click.echo(f"onnx-am: {event.phase}", err=True)
         last_phase[0] = event.phase
+        if event.phase == "plan" and event.plan is not None:
+            _print_plan(event.plan, bar, quiet)
         if bar and event.phase == "optimize":
             bar.update(event)
+        if lines is not None:
+            lines.update(event)
 
     return progress
 
 
-class _ProgressBar:
-    """One line on stderr: units, steps of the current chunk, ETA. Terminal only."""
-
-    WIDTH = 30
-
-    def __init__(self):
-        self.started = time.monotonic()
-        self.first_fraction: float | None = None
-        self.shown = 0.0
-
-    def update(self, event: AnalyzeProgress) -> None:
-        now = time.monotonic()
-        if now - self.shown < 0.1 and event.steps_done not in (0, event.steps_total):
-            return
-        self.shown = now
-        fraction = event.fraction
-        if self.first_fraction is None:
-            self.first_fraction, self.started = fraction, now
-        filled = int(self.WIDTH * fraction)
-        steps = f"step {event.steps_done}/{event.steps_total}" if event.steps_total else ""
-        line = (
-            f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] "
-            f"units {event.units_done}/{event.units_total}  "
-            f"{steps}  ETA {self._eta(fraction, now)}"
-        )
-        click.echo(line, nl=False, err=True)
-
-    def _eta(self, fraction: float, now: float) -> str:
-        done = fraction - (self.first_fraction or 0.0)
-        if done <= 0:
-            return "--:--"
-        seconds = int((now - self.started) / done * (1 - fraction))
-        return f"{seconds // 60:d}:{seconds % 60:02d}"
-
-    def clear(self) -> None:
-        click.echo("\r" + " " * (self.WIDTH + 60) + "\r", nl=False, err=True)
+def _print_plan(plan, bar, quiet: bool) -> None:
+    if bar:
+        bar.clear()
+    if not quiet:
+        for line in plan.lines():
+            click.echo(f"onnx-am: plan: {line}", err=True)
+    elif plan.cuts:  # nothing is cut silently, not even with --quiet
+        click.echo(f"onnx-am: plan: cut to fit the time budget: {plan.cut_text()}", err=True)

@@ -94,6 +94,9 @@ _register()
 
 
 def main() -> None:
+    import onnx_am_cli
+
+    onnx_am_cli.BUDGET_START = onnx_am_cli.STARTED  # loading torch counts against the budget
     cli(prog_name="onnx-am")
 
 

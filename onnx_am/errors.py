@@ -93,3 +93,15 @@ class ParityError(OnnxAmError):
     """torch and onnxruntime disagree beyond the stated tolerance."""
 
     exit_code = 3
+
+
+class BudgetError(OnnxAmError):
+    """The time budget cannot hold even one unit.
+
+    Attributes:
+        smallest: the smallest budget, in seconds, that can.
+    """
+
+    def __init__(self, message: str, smallest: float):
+        super().__init__(message)
+        self.smallest = smallest

@@ -124,13 +124,14 @@ def test_onnxruntime_disagreement_exits_3_with_the_report_written(cnn, tmp_path,
     assert (tmp_path / "r" / "index.html").is_file()
 
 
-def test_ctrl_c_exits_130_and_points_to_resume(cnn, tmp_path, monkeypatch):
+def test_ctrl_c_before_the_plan_exits_130_and_says_nothing_was_kept(cnn, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("onnx_am_cli.analyze_cmd.analyze", interrupted)
     result = invoke(cnn, "--out", str(tmp_path / "r"))
-    assert result.exit_code == 130 and "--resume" in result.stderr
+    assert result.exit_code == 130 and "nothing was kept" in result.stderr  # and says so
+    assert "--resume" not in result.stderr
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.Popen:
@@ -142,7 +143,8 @@ def run_cli(*args: str, **kwargs) -> subprocess.Popen:
 
 
 def without_timings(doc: dict) -> dict:
-    return {k: v for k, v in doc.items() if k != "timings"}
+    """Without what is measured (timings, the plan's step times and memory)."""
+    return {k: v for k, v in doc.items() if k not in ("timings", "plan")}
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(wide, tmp_path):
@@ -173,13 +175,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(wide, tmp_path):
 
 
 def test_progress_bar_shows_units_steps_and_eta(capsys):
-    from onnx_am_cli.analyze_cmd import _ProgressBar
+    from onnx_am_cli.progress import ProgressBar
 
     from onnx_am.audit.analyze import AnalyzeProgress
 
     event = AnalyzeProgress("optimize", 1, 4, 5, 10, 2)
     assert event.fraction == 0.5  # (1 unit + half of a 2-unit chunk) / 4
-    bar = _ProgressBar()
+    bar = ProgressBar()
     bar.update(AnalyzeProgress("optimize", 0, 4, 0, 10, 2))
     bar.update(event)  # within 0.1 s of the last line: throttled
     assert "units 1/4" not in capsys.readouterr().err

@@ -394,3 +394,12 @@ def test_string_dtype_with_raw_data(make_model) -> None:
     model.graph.initializer[0].data_type = TensorProto.STRING
     with pytest.raises(ModelLoadError, match="'s' is a string tensor with raw data"):
         import_onnx(model)
+
+
+def test_pads_that_do_not_fit_the_rank_are_bounded_by_themselves(make_model) -> None:
+    """Fuzz case 8491 (seed 0): 8 pads of 10^6 on a rank-2 input; shape inference gives up,
+    and the converted Pad tried to allocate ~10^25 elements."""
+    nodes = [helper.make_node("Pad", ["x", "p"], ["y"], name="pad")]
+    consts = {"p": np.full(8, 10**6, np.int64)}
+    with pytest.raises(ResourceLimitError, match="output of node 'pad'"):
+        import_onnx(make_model(nodes, [("x", ["N", 2])], ["y"], consts))

@@ -1,11 +1,18 @@
 """``analyze``: the zero-config audit of an ONNX model, written to a report directory.
 
 import -> one :class:`~onnx_am.engine.plan.RunPlan` from the options
-(:func:`~onnx_am.audit.options.plan_analysis`) -> parity with onnxruntime -> maximize chunk by
-chunk (:mod:`onnx_am.audit.chunks`) on an executor (here, or Ray workers:
-:mod:`onnx_am.audit.executor`), writing ``report.json`` after every chunk -> plots and
-``index.html``. :func:`prepare_audit`, :func:`run_audits` and :func:`finish_audit` are those
-three stages; :mod:`onnx_am.audit.many` runs the chunks of several models in one
+(:func:`~onnx_am.audit.options.plan_analysis`) -> parity with onnxruntime -> time a few real
+steps and fit the run to the time budget (:mod:`onnx_am.audit.planning`; ``report.json`` gets
+the ``plan`` before any step) -> maximize chunk by chunk (:mod:`onnx_am.audit.chunks`),
+checkpointing the running chunk at least every minute and writing ``report.json`` after every
+chunk -> plots and ``index.html``.
+
+:func:`prepare_audit` (everything up to the plan), :func:`run_audits` and :func:`finish_audit`
+are those stages. By default (no executor) the chunks run here, one after another, with
+checkpoints (:meth:`~onnx_am.audit.chunks.ChunkedRun.optimize`); given an executor (Ray workers:
+:mod:`onnx_am.audit.executor`, :mod:`onnx_am.audit.ray_executor`), :func:`run_audits` sends
+them there and keeps each as it finishes, without checkpoints (a chunk stopped midway is
+run again on resume); :mod:`onnx_am.audit.many` runs the chunks of several models in one
 :func:`run_audits`.
 """
 
@@ -13,18 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
 
 from onnx_am.audit import chunks
+from onnx_am.audit.budget import Work, spread
 from onnx_am.audit.chunks import ChunkedRun
 from onnx_am.audit.executor import (
     ChunkExecutor,
     ChunkRecipe,
     ChunkTask,
-    LocalExecutor,
     ModelWork,
     portable_feeds,
 )
@@ -43,6 +50,7 @@ from onnx_am.audit.options import (
     plan_analysis,
     plan_targets,
 )
+from onnx_am.audit.planning import AnalyzePlan, make_plan, measure_costs
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback
 from onnx_am.audit.render.images import DisplayDomain
 from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir
@@ -50,6 +58,7 @@ from onnx_am.domain import InputDomain
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import UnitResult
 from onnx_am.importer.model import ImportedModel, import_onnx
+from onnx_am.methods import method_label
 from onnx_am.reference.parity import ParityResult, check_parity
 
 
@@ -90,6 +99,8 @@ def analyze(
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     executor: ChunkExecutor | None = None,
+    *,
+    clock_start: float | None = None,
 ) -> AnalyzeReport:
     """Audit a model and write the report directory.
 
@@ -97,22 +108,34 @@ def analyze(
         model_path: the ``.onnx`` file.
         options: settings (defaults: :class:`AnalyzeOptions`).
         out_dir: the report directory (default :func:`default_out_dir`).
-        progress: called with :class:`AnalyzeProgress` as work proceeds; it may raise
-            (e.g. ``KeyboardInterrupt``) to stop, keeping what was written.
-        executor: where the chunks run (default: here, one after another); e.g. a
-            :class:`~onnx_am.audit.ray_executor.RayExecutor`. The caller closes it.
+        progress: called with :class:`AnalyzeProgress` as work proceeds (the ``"plan"``
+            event carries the :class:`~onnx_am.audit.planning.AnalyzePlan`); it may raise
+            (e.g. ``KeyboardInterrupt``) to stop: while optimizing that happens between
+            steps, and the running chunk is checkpointed first.
+        executor: where the chunks run (default: here, one after another, checkpointed); e.g.
+            a :class:`~onnx_am.audit.ray_executor.RayExecutor` (no checkpoints: a chunk
+            stopped midway runs again on resume). The caller closes it.
+        clock_start: when the time budget started, a ``time.monotonic()`` value (the command
+            line passes its own start, so that loading torch counts too); default: now.
 
     Returns:
         The :class:`AnalyzeReport`; its ``exit_code`` is 3 when onnxruntime disagrees.
 
     Raises:
-        OnnxAmError: unreadable model, bad settings, targets or methods, or an existing report
-            that may not be overwritten or resumed (subclasses say which).
+        OnnxAmError: unreadable model, bad settings, targets or methods, a time budget that
+            cannot hold one unit (``BudgetError``), or an existing report that may not be
+            overwritten or resumed (subclasses say which).
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
-    audit = prepare_audit(model_path, options, out_dir or default_out_dir(model_path), notify)
-    run_audits([audit], executor or LocalExecutor(), notify)
+    target = out_dir or default_out_dir(model_path)
+    audit = prepare_audit(model_path, options, target, notify, clock_start=clock_start)
+    if executor is None:  # the default: here, chunk by chunk, checkpointed
+        tic = time.perf_counter()
+        audit.run.optimize(notify)
+        audit.timings["optimize"] = time.perf_counter() - tic
+    else:  # workers: no checkpoints (issue 13; see run_audits)
+        run_audits([audit], executor, notify)
     return finish_audit(audit, notify)
 
 
@@ -127,6 +150,7 @@ class Audit:
         parity: torch vs onnxruntime on random inputs.
         timings: seconds per phase so far.
         started: when the audit started (``time.perf_counter``).
+        plan: the run fitted to the time budget.
     """
 
     key: str
@@ -135,6 +159,7 @@ class Audit:
     parity: ParityResult
     timings: dict[str, float]
     started: float
+    plan: AnalyzePlan
 
 
 def prepare_audit(
@@ -143,36 +168,52 @@ def prepare_audit(
     out_dir: str | Path,
     notify: ProgressCallback,
     key: str | None = None,
+    *,
+    clock_start: float | None = None,
 ) -> Audit:
-    """Everything before the chunks: import, plan, open the report (resumed if asked),
-    parity, the rectifier rewrite, the results of a resumed report.
+    """Everything before the chunks: import, options, the report (resumed if asked), parity,
+    the rectifier rewrite, timing and fitting to the budget, the results of a resumed report;
+    ``report.json`` gets the plan.
 
     Args:
         key: names the model among those of one run (default: the report directory).
+        clock_start: as :func:`analyze`.
 
     Raises:
         OnnxAmError: as :func:`analyze`.
     """
     started = time.perf_counter()
+    budget_start = time.monotonic() if clock_start is None else clock_start
     timings: dict[str, float] = {}
     notify(AnalyzeProgress("import"))
     imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
     defaults = choose_defaults(options, imported)
-    plan = plan_analysis(options, imported, defaults)  # every option parsed here, once
+    asked = plan_analysis(options, imported, defaults)  # every option parsed here, once
     timings["import"] = time.perf_counter() - started
 
-    settings = _settings(options, plan, imported)
     model = model_summary(model_path, imported)
     report = ReportDir.open(out_dir, options.force, options.resume)
-    report.check_resumable(model["sha256"], settings)
+    resumed = _resumed_work(report.previous, asked)
+    if resumed is None:  # a fresh run: the settings as asked (a budget cut is checked below)
+        report.check_resumable(model["sha256"], _settings(options, asked, asked, imported))
+    else:  # other settings are refused before any time goes to timing
+        kept = _fitted(asked, spread(list(asked.targets), resumed.units), resumed)
+        report.check_resumable(model["sha256"], _settings(options, kept, asked, imported))
     notify(AnalyzeProgress("plan", notes=tuple(defaults.notes)))  # every check passed
 
     notify(AnalyzeProgress("parity"))
     tic = time.perf_counter()
-    domain = plan.config.domain
+    domain = asked.config.domain
     parity = _parity(imported, domain)
     timings["parity"] = time.perf_counter() - tic
-    rewrite = _rewrite(imported, plan)
+    rewrite = _rewrite(imported, asked)
+    notify(AnalyzeProgress("timing"))
+    tic = time.perf_counter()
+    budget_plan, plan = _fit(imported, asked, options, rewrite, budget_start, resumed)
+    timings["timing"] = time.perf_counter() - tic
+    settings = _settings(options, plan, asked, imported)
+    report.check_resumable(model["sha256"], settings)
+
     doc = {
         "schema_version": SCHEMA_VERSION,
         "status": "running",
@@ -184,8 +225,13 @@ def prepare_audit(
         "timings": timings,
     }
     display = DisplayDomain(domain.low, domain.high, imported.input.layout)
-    run = ChunkedRun(report, imported, plan, rewrite, display, doc)
+    run = ChunkedRun(report, imported, plan, rewrite, display, doc, options.checkpoint_interval)
     run.restore(report.done_results(), report.done_baselines())
+    budget_plan = replace(budget_plan, units_done=run.units_done)
+    doc["plan"] = budget_plan.to_dict()
+    notify(AnalyzeProgress("plan", plan=budget_plan))
+    report.write_json(REPORT_FILE, run.document("running"))  # the plan, before any step
+
     key = key or str(report.root)
     recipe = ChunkRecipe(
         key,
@@ -195,13 +241,15 @@ def prepare_audit(
         plan.with_targets(()),
         plan.needs_rewrite,
     )
-    return Audit(key, run, ModelWork(recipe, imported, rewrite), parity, timings, started)
+    work = ModelWork(recipe, imported, rewrite)
+    return Audit(key, run, work, parity, timings, started, budget_plan)
 
 
 def run_audits(audits: list[Audit], executor: ChunkExecutor, notify: ProgressCallback) -> None:
     """Run the unfinished chunks of every audit on ``executor``; each audit's report is
     written after every chunk of it that finishes. Units in progress events count over all
-    audits."""
+    audits. No checkpoints here (issue 13 reconciled with issue 12): a chunk stopped midway
+    runs again from its start on resume."""
     by_key = {audit.key: audit for audit in audits}
     tasks = [task for audit in audits for task in audit.run.pending(audit.key)]
     total = sum(len(audit.run.plan.targets) for audit in audits)
@@ -223,11 +271,91 @@ def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
     """Plots, ``index.html`` and the complete ``report.json`` of an audit whose chunks are
     all done."""
     total = len(audit.run.plan.targets)
-    notify(AnalyzeProgress("render", total, total))
+    notify(AnalyzeProgress("render", total, total, plan=audit.plan))
     doc = audit.run.finish(audit.timings, audit.started)
     audit.run.report.write_json(REPORT_FILE, doc)
-    notify(AnalyzeProgress("done", total, total))
+    notify(AnalyzeProgress("done", total, total, plan=audit.plan))
     return AnalyzeReport(audit.run.report.root, doc, audit.run.ordered(), audit.parity)
+
+
+def estimate_analysis(
+    model_path: str | Path,
+    options: AnalyzeOptions | None = None,
+    progress: ProgressCallback | None = None,
+    *,
+    clock_start: float | None = None,
+) -> AnalyzePlan:
+    """What :func:`analyze` would do with these options, what it would cut and cost: the model
+    is imported and a few steps are timed; nothing is written (``--dry-run``).
+
+    Raises:
+        OnnxAmError: as :func:`analyze`, before it writes anything.
+    """
+    options = options or AnalyzeOptions()
+    notify = progress or (lambda event: None)
+    started = time.monotonic() if clock_start is None else clock_start
+    notify(AnalyzeProgress("import"))
+    imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
+    asked = plan_analysis(options, imported)
+    rewrite = _rewrite(imported, asked)
+    notify(AnalyzeProgress("timing"))
+    budget_plan, _ = _fit(imported, asked, options, rewrite, started, None)
+    notify(AnalyzeProgress("plan", plan=budget_plan))
+    return budget_plan
+
+
+def _fit(
+    imported: ImportedModel,
+    asked: RunPlan,
+    options: AnalyzeOptions,
+    rewrite,
+    started: float,
+    resumed: Work | None,
+) -> tuple[AnalyzePlan, RunPlan]:
+    """Time real steps and fit the run to the budget (``started``: ``time.monotonic()`` at
+    its start); a resumed report keeps its work. Returns the plan and the run to do."""
+    config = asked.config
+    measured = measure_costs(
+        imported, config, asked.targets, asked.runs, chunks.chunk_rows(config.device), rewrite
+    )
+    budget_plan, kept, work = make_plan(
+        asked.targets,
+        asked.labels,
+        [method_label(m) for m in asked.runs],
+        config,
+        measured,
+        options.time_budget,
+        time.monotonic() - started,
+        fixed_work=resumed,
+    )
+    return budget_plan, _fitted(asked, kept, work)
+
+
+def _fitted(asked: RunPlan, targets, work: Work) -> RunPlan:
+    """``asked`` cut to ``targets`` and the work's restarts and steps."""
+    config = replace(asked.config, restarts=work.restarts, steps=work.steps)
+    return replace(asked, targets=tuple(targets), config=config)
+
+
+def _asked_work(asked: RunPlan) -> Work:
+    config = asked.config
+    return Work(
+        len(asked.targets), len(asked.runs), len(asked.methods), config.restarts, config.steps
+    )
+
+
+def _resumed_work(previous: dict | None, asked: RunPlan) -> Work | None:
+    """The fitted work of the report being resumed (its plan), or None for a fresh run."""
+    plan = (previous or {}).get("plan")
+    if not isinstance(plan, dict):
+        return None
+    try:
+        work = _asked_work(asked)
+        return replace(
+            work, units=len(plan["targets"]), restarts=plan["restarts"], steps=plan["steps"]
+        )
+    except (KeyError, TypeError):
+        return None
 
 
 def model_summary(model_path: str | Path, imported: ImportedModel) -> dict:
@@ -253,11 +381,20 @@ def model_summary(model_path: str | Path, imported: ImportedModel) -> dict:
     }
 
 
-def _settings(options: AnalyzeOptions, plan: RunPlan, imported: ImportedModel) -> dict:
-    """Everything that changes results; a resumed report must match it exactly."""
+def _settings(
+    options: AnalyzeOptions, plan: RunPlan, asked: RunPlan, imported: ImportedModel
+) -> dict:
+    """Everything that changes results; a resumed report must match it exactly.
+
+    ``targets``, ``steps`` and ``restarts`` are what runs (``plan``, after any budget cut);
+    the ``asked_*`` keys are what the options asked for (``asked``).
+    """
     config = plan.config
     settings = {
         "targets": [t.name for t in plan.targets],
+        "asked_units": len(asked.targets),
+        "asked_restarts": asked.config.restarts,
+        "asked_steps": asked.config.steps,
         "methods": list(plan.labels),
         "steps": config.steps,
         "lr": config.lr,
@@ -276,7 +413,7 @@ def _settings(options: AnalyzeOptions, plan: RunPlan, imported: ImportedModel) -
         "std": list(config.domain.std) if config.domain.std else None,
         "device": config.device,
         "parameterization": config.parameterization,
-        "chunk_rows": chunks.CHUNK_ROWS,
+        "chunk_rows": chunks.chunk_rows(config.device),
     }
     # Results do not depend on the engine's rows per step (starts are seeded per target and
     # restart; only float rounding of batched kernels may differ, ~1e-7 relative), so the
@@ -316,6 +453,7 @@ __all__ = [
     "STEP_RULES",
     "analyze",
     "default_out_dir",
+    "estimate_analysis",
     "model_summary",
     "plan_targets",
 ]

@@ -11,6 +11,8 @@ report ends exactly like an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,11 +20,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnx_am.audit.executor import ChunkTask
+from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback, step_reporter
 from onnx_am.audit.render.images import DisplayDomain
 from onnx_am.audit.render.plots import save_picture
 from onnx_am.audit.render.site import render_plots, write_page
 from onnx_am.audit.report import REPORT_FILE, ReportDir
 from onnx_am.audit.summary import summarize
+from onnx_am.engine import memory
+from onnx_am.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_INTERVAL, Checkpointer
+from onnx_am.engine.maximizer import run_plan
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import MaximizeReport, TargetBaseline, UnitResult
 from onnx_am.importer.model import ImportedModel
@@ -31,13 +37,21 @@ from onnx_am.objectives import Target
 if TYPE_CHECKING:
     from onnx_am.passes.decouple import RewriteResult
 
-#: Rows (units x methods x restarts) per chunk; a chunk is also the unit of resume.
+#: Rows (units x methods x restarts) per chunk on the CPU; a chunk is also the unit of
+#: resume (and of checkpoints: :mod:`onnx_am.engine.checkpoint`).
 CHUNK_ROWS = 64
 
 
-def plan_chunks(targets: tuple[Target, ...] | list[Target], rows_per_unit: int) -> list:
-    """Fixed groups of targets, about :data:`CHUNK_ROWS` rows each."""
-    size = max(1, CHUNK_ROWS // max(1, rows_per_unit))
+def chunk_rows(device: str) -> int:
+    """Rows per chunk: :data:`CHUNK_ROWS` on the CPU, a GPU's larger batches there."""
+    return CHUNK_ROWS if device == "cpu" else max(CHUNK_ROWS, memory.max_batch(device))
+
+
+def plan_chunks(
+    targets: tuple[Target, ...] | list[Target], rows_per_unit: int, rows: int | None = None
+) -> list:
+    """Fixed groups of targets, about ``rows`` (:data:`CHUNK_ROWS`) rows each."""
+    size = max(1, (rows or CHUNK_ROWS) // max(1, rows_per_unit))
     return [list(targets[i : i + size]) for i in range(0, len(targets), size)]
 
 
@@ -51,6 +65,7 @@ class ChunkedRun:
         rewrite: the rectifier rewrite shared by every chunk (``None`` when not needed).
         display: how pictures are drawn.
         doc: the parts of ``report.json`` known before optimizing (model, parity, settings).
+        interval: seconds between checkpoints of a running chunk.
     """
 
     def __init__(
@@ -61,9 +76,11 @@ class ChunkedRun:
         rewrite: RewriteResult | None,
         display: DisplayDomain,
         doc: dict,
+        interval: float = CHECKPOINT_INTERVAL,
     ):
         self.report, self.imported, self.plan = report, imported, plan
         self.rewrite, self.display, self.doc = rewrite, display, doc
+        self.interval = interval
         self.results: dict[tuple[Target, str], UnitResult] = {}
         self.entries: dict[tuple[Target, str], dict] = {}
         self.baselines: dict[str, TargetBaseline] = {}
@@ -74,9 +91,40 @@ class ChunkedRun:
             self._keep(result, self.report.image_name(result))
         self.baselines.update({b.target: b for b in baselines})
 
+    def optimize(self, notify: ProgressCallback) -> None:
+        """Run every chunk not finished yet; write ``report.json`` after each."""
+        targets, config = self.plan.targets, self.plan.config
+        rows = chunk_rows(config.device)
+        chunks = plan_chunks(targets, len(self.plan.runs) * config.restarts, rows)
+        done = sum(len(chunk) for chunk in chunks if self._finished(chunk))
+        base = json.dumps(self.doc.get("settings", {}), sort_keys=True, default=str)
+        for chunk in chunks:
+            if self._finished(chunk):
+                continue
+            on_step = step_reporter(notify, done, len(targets), len(chunk))
+            on_step(0, 1, {})
+            key = hashlib.sha256("|".join([base, *(t.name for t in chunk)]).encode()).hexdigest()
+            checkpoint = Checkpointer(self.report.path(CHECKPOINT_FILE), key, self.interval)
+            found = run_plan(
+                self.imported,
+                self.plan.with_targets(chunk),
+                rewrite=self.rewrite,
+                progress=on_step,
+                checkpoint=checkpoint,
+            )
+            for result in found.results:
+                self._save(result)
+            self.baselines.update({b.target: b for b in found.baselines})
+            done += len(chunk)
+            self.report.write_json(REPORT_FILE, self.document("running"))
+            checkpoint.clear()  # its results are in report.json now
+            notify(AnalyzeProgress("optimize", done, len(targets)))
+
     def pending(self, key: str) -> list[ChunkTask]:
         """The chunks not finished yet, as tasks of the model ``key``, in plan order."""
-        chunks = plan_chunks(self.plan.targets, len(self.plan.runs) * self.plan.config.restarts)
+        config = self.plan.config
+        rows = chunk_rows(config.device)
+        chunks = plan_chunks(self.plan.targets, len(self.plan.runs) * config.restarts, rows)
         return [
             ChunkTask(key, index, tuple(chunk))
             for index, chunk in enumerate(chunks)
@@ -89,6 +137,11 @@ class ChunkedRun:
             self._save(result)
         self.baselines.update({b.target: b for b in found.baselines})
         self.report.write_json(REPORT_FILE, self.document("running"))
+
+    @property
+    def units_done(self) -> int:
+        """Units whose every method is in (from the report being resumed)."""
+        return sum(1 for t in self.plan.targets if self._finished([t]))
 
     def finish(self, timings: dict, started: float) -> dict:
         """The complete document; plots, then the page, which shows every timing (render and

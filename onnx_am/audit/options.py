@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from onnx_am.audit.budget import DEFAULT_TIME_BUDGET
 from onnx_am.audit.defaults import AnalysisDefaults, default_targets_for, has_rectifiers
 from onnx_am.domain import InputDomain, choose_domain
-from onnx_am.engine.config import AMConfig
+from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
+from onnx_am.engine.config import DEFAULT_LR, DEFAULT_SEED, DEFAULT_STEPS, AMConfig
+from onnx_am.engine.device import resolve_device
 from onnx_am.engine.plan import RunPlan, checked_config
 from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
 from onnx_am.errors import SettingsError
@@ -26,16 +29,13 @@ from onnx_am.objectives import Target, resolve_targets
 # Defaults chosen from benchmarks/results/am_quality.md (see README "Results"): standard and
 # decoupled side by side, and best, the per-unit higher true value of the two (it shares
 # their rows, so it costs nothing more); bare names take the one default slope,
-# onnx_am.methods.DEFAULT_BETA. 256 steps at lr 0.1 converge on the sample models; 1024
-# steps add about 3 points.
+# onnx_am.methods.DEFAULT_BETA. Steps, lr (for the -1..1 box; scaled by (high - low) / 2 for
+# other input ranges unless given) and seed are the library's (onnx_am.engine.config).
 DEFAULT_METHODS = ("standard", "decoupled", "best")
 #: The methods when only ``--backward-slope`` is given: standard against each slope.
 SWEEP_METHODS = ("standard", "decoupled")
-DEFAULT_STEPS = 256
+#: The library keeps one start per unit (AMConfig.restarts); the audit tries three.
 DEFAULT_RESTARTS = 3
-#: Step of projected gradient ascent for the -1..1 box; scaled by (high - low) / 2 for other
-#: input ranges unless ``lr`` is given.
-DEFAULT_LR = 0.1
 #: How a step is taken. ``raw`` is the paper's ``x <- clip(x + lr * grad)``; its step scales
 #: with the gradient, which for a channel of an early layer is orders of magnitude smaller
 #: than for a logit: benchmarks/results/step_rule.md measured raw steps at lr 0.1 failing to
@@ -50,7 +50,6 @@ STEP_RULES = {
 DEFAULT_STEP_RULE = "normalized"
 #: How the step size changes over a run (:mod:`onnx_am.engine.schedules`).
 DEFAULT_LR_SCHEDULE = "constant"
-DEFAULT_SEED = 0
 DEFAULT_MAX_UNITS = 64
 #: The raw input box when nothing is given or recorded (the paper's); said on stderr.
 DEFAULT_INPUT_RANGE = "-1..1"
@@ -81,7 +80,8 @@ class AnalyzeOptions:
             preset, range, mean and std, what the model's metadata records is used, else
             :data:`DEFAULT_INPUT_RANGE` is assumed (and the report says so).
         mean, std: per-channel normalization the model expects (raw units).
-        device: ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (CUDA when torch sees a GPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
         batch_size: rows per engine step inside a chunk; ``None`` fits them to the free
             memory (:mod:`onnx_am.engine.memory`). A chunk stays the unit of resume either way.
         step_rule: ``"normalized"`` (default), ``"raw"`` (the paper's update) or ``"adam"``;
@@ -98,6 +98,9 @@ class AnalyzeOptions:
         max_units: cap on units per tensor.
         force: overwrite an existing report.
         resume: continue an existing report made with the same settings.
+        time_budget: seconds the whole run may take (None: no budget); the work is cut to
+            fit in the order of :mod:`onnx_am.audit.budget`, and the report says what was cut.
+        checkpoint_interval: seconds between checkpoints of a running chunk.
     """
 
     targets: tuple[str | Target, ...] = ()
@@ -115,7 +118,7 @@ class AnalyzeOptions:
     input_range: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    device: str = "cpu"
+    device: str = "auto"
     batch_size: int | None = None
     parameterization: str = "pixel"
     step_rule: str = DEFAULT_STEP_RULE
@@ -125,6 +128,8 @@ class AnalyzeOptions:
     max_units: int = DEFAULT_MAX_UNITS
     force: bool = False
     resume: bool = False
+    time_budget: float | None = DEFAULT_TIME_BUDGET
+    checkpoint_interval: float = CHECKPOINT_INTERVAL
 
 
 def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> AnalysisDefaults:
@@ -202,7 +207,7 @@ def analysis_config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
         restarts=options.restarts,
         seed=options.seed,
         domain=domain,
-        device=options.device,
+        device=resolve_device(options.device),
         batch_size=options.batch_size,
         parameterization=options.parameterization,
         lr_schedule=options.lr_schedule,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onnx_am.audit.planning import AnalyzePlan
 
 
 @dataclass(frozen=True)
@@ -11,8 +15,9 @@ class AnalyzeProgress:
     """One progress report: ``phase`` and, while optimizing, how far it got.
 
     Attributes:
-        phase: ``"import"``, ``"plan"``, ``"parity"``, ``"optimize"``, ``"render"`` or
-            ``"done"``.
+        phase: ``"import"``, ``"plan"`` (the defaults chosen, with ``notes``), ``"parity"``,
+            ``"timing"``, ``"plan"`` again (with the fitted ``plan``), ``"optimize"``,
+            ``"render"`` or ``"done"``.
         units_done: target units finished (resumed ones included).
         units_total: target units planned.
         steps_done: steps of the current chunk done.
@@ -20,6 +25,7 @@ class AnalyzeProgress:
         chunk_units: target units in the current chunk.
         notes: with ``"plan"``: the choices made for the model that a person should know
             (the input domain assumed, why the default targets are not the first output).
+        plan: the :class:`~onnx_am.audit.planning.AnalyzePlan` (phase ``"plan"`` and later).
     """
 
     phase: str
@@ -29,6 +35,7 @@ class AnalyzeProgress:
     steps_total: int = 0
     chunk_units: int = 0
     notes: tuple[str, ...] = ()
+    plan: AnalyzePlan | None = None
 
     @property
     def fraction(self) -> float:

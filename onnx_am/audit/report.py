@@ -7,6 +7,7 @@ Layout of a report directory::
     images/<name>.png      best input per result (a plot for non-image inputs)
     images/<name>.npy      the exact values of that input (model layout and domain)
     plots/*.png            convergence, beta sweep, contact sheets
+    checkpoint.pt          the running chunk's state, while a run is unfinished
 
 Every file is written through a temporary file in the same directory and ``os.replace``, so
 an interruption leaves either the old or the new version, never half a file. Nothing is
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnx_am.engine.checkpoint import CHECKPOINT_FILE
 from onnx_am.engine.results import TargetBaseline, UnitResult
 from onnx_am.errors import ReportError
 
@@ -35,7 +37,7 @@ HTML_FILE = "index.html"
 IMAGES_DIR = "images"
 PLOTS_DIR = "plots"
 #: What a report directory may contain that we wrote; ``force`` removes only these.
-OWN_ENTRIES = (REPORT_FILE, HTML_FILE, IMAGES_DIR, PLOTS_DIR)
+OWN_ENTRIES = (REPORT_FILE, HTML_FILE, IMAGES_DIR, PLOTS_DIR, CHECKPOINT_FILE)
 
 
 class ReportDir:

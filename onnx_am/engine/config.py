@@ -17,6 +17,11 @@ from onnx_am.methods import DEFAULT_BETA
 from onnx_am.reference.tolerance import DEFAULT_TOLERANCE
 
 OPTIMIZERS = ("pga", "adam")
+#: Defaults shared by the library and ``analyze`` (which reads them from here): 256 steps at
+#: lr 0.1 converge on the sample models (benchmarks/results/am_quality.md); seed 0.
+DEFAULT_STEPS = 256
+DEFAULT_LR = 0.1
+DEFAULT_SEED = 0
 
 #: ``progress(done_steps, total_steps, info)``; ``info`` has ``chunk``, ``chunks``, ``rows``.
 Progress = Callable[[int, int, dict], None]
@@ -55,12 +60,12 @@ class AMConfig:
         lr_cycles: decays of a ``"cosine-restarts"`` schedule.
     """
 
-    steps: int = 256
-    lr: float = 0.1
+    steps: int = DEFAULT_STEPS
+    lr: float = DEFAULT_LR
     optimizer: str = "pga"
     normalize_grad: bool = False
     restarts: int = 1
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     start: str = "random"
     init_scale: float = 0.1
     domain: InputDomain = field(default_factory=InputDomain)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from onnx_am.engine import memory
+from onnx_am.engine.checkpoint import Checkpointer, ChunkState
 from onnx_am.engine.parameterizations import FourierParameterization, make_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
 from onnx_am.engine.rows import Row, RowOutcome
@@ -72,6 +73,7 @@ def optimize_rows(
     starts: dict,
     rewrite: RewriteResult | None = None,
     progress: Progress | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> RowOutcome:
     """Optimize every row, chunk by chunk (:func:`_chunk_size` rows); slopes restored at the end.
 
@@ -83,7 +85,10 @@ def optimize_rows(
         rows: the rows, in batching order.
         starts: ``(target, restart) -> raw start input``.
         rewrite: a rectifier rewrite to reuse (made when a row needs one and this is None).
-        progress: called after every step.
+        progress: called after every step; it may raise (e.g. ``KeyboardInterrupt``) to stop
+            between steps, after the state is saved to ``checkpoint``.
+        checkpoint: saves finished and running chunks (:mod:`onnx_am.engine.checkpoint`) and
+            continues from what it restores.
 
     Returns:
         Per row its best true value, input and trace.
@@ -120,14 +125,24 @@ def optimize_rows(
             total_steps=len(chunks) * config.steps,
             parameterization=parameterization,
         )
+        resumed = None
+        if checkpoint is not None:
+            resumed = checkpoint.restore(_layout(config, runs, rows, chunk))
         for index, positions in enumerate(chunks):
             chunk_rows = [rows[p] for p in positions]
             x0 = torch.stack([starts[row.target, row.restart] for row in chunk_rows])
             row_targets = [targets[row.target] for row in chunk_rows]
             row_methods = tuple(runs[row.method] for row in chunk_rows)
-            value, image, trace = run_chunk(
-                context, x0, row_targets, row_methods, index, len(chunks)
-            )
+            if checkpoint is not None and index in checkpoint.finished:
+                value, image, trace = checkpoint.finished[index]
+                context.done_steps += config.steps
+            else:
+                state = resumed if resumed is not None and resumed.index == index else None
+                value, image, trace = run_chunk(
+                    context, x0, row_targets, row_methods, index, len(chunks), state, checkpoint
+                )
+                if checkpoint is not None:
+                    checkpoint.chunk_done(index, value, image, trace)
             for k, p in enumerate(positions):
                 outcome.value[p] = float(value[k])
                 outcome.image[p] = image[k].cpu()
@@ -179,12 +194,35 @@ def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, r
         dtype,
         rows=len(runs) if control else 1,
         context=context,
-        cap=max(1, min(memory.MAX_BATCH, rows)),
+        cap=max(1, min(memory.max_batch(config.device), rows)),
     )
 
 
-def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: int):
-    """Optimize one chunk of rows; return best values, best inputs and the trace."""
+def _layout(config: AMConfig, runs, rows, chunk: int) -> dict:
+    """What a checkpoint of this call must match besides the caller's key."""
+    return {
+        "rows": [[r.target, r.restart, r.method] for r in rows],
+        "chunk": chunk,
+        "steps": config.steps,
+        "methods": [m.label for m in runs],
+    }
+
+
+def run_chunk(
+    context: LoopContext,
+    x0,
+    targets,
+    methods,
+    index: int,
+    chunks: int,
+    resume: ChunkState | None = None,
+    checkpoint: Checkpointer | None = None,
+):
+    """Optimize one chunk of rows; return best values, best inputs and the trace.
+
+    ``resume`` continues from a saved state; ``checkpoint`` saves the state every
+    ``checkpoint.interval`` seconds and when ``context.progress`` raises.
+    """
     config = context.config
     device = config.device
     x = x0.to(device)
@@ -192,6 +230,7 @@ def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: in
     if parameterization is not None:
         x = parameterization.from_raw(x)  # x is the optimized variable, image the raw input
     state = {"step": 0}
+    first = 0
     methods = tuple(methods)  # the slope control reuses its row layout for the same tuple
     objective = RowObjective(targets, device)
     true_rows, true_objective = _true_rows(context, targets, methods, objective)
@@ -200,7 +239,19 @@ def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: in
     best_value = torch.full((len(methods),), float("-inf"), dtype=torch.float64, device=device)
     best_x = (x if parameterization is None else _raw(context, x)).clone()
     trace = torch.empty((config.steps + 1, len(methods)), dtype=torch.float64, device=device)
-    for step in range(config.steps + 1):
+    if resume is not None:
+        first = resume.step
+        x = resume.x.to(device)
+        best_x = resume.best_x.to(device)
+        best_value = resume.best_value.to(device)
+        trace[:first] = resume.trace.to(device)
+        state = {k: v.to(device) if torch.is_tensor(v) else v for k, v in resume.optimizer.items()}
+        context.done_steps += first
+
+    def snapshot(done: int) -> ChunkState:
+        return ChunkState(index, done, x, best_x, best_value, trace[:done], state)
+
+    for step in range(first, config.steps + 1):
         if step < config.steps:
             value, grad, image = _value_and_grad(context, x, objective, methods, step)
             if every_row:  # the same values as through the index, without the copies
@@ -218,14 +269,17 @@ def run_chunk(context: LoopContext, x0, targets, methods, index: int, chunks: in
         if step < config.steps:
             x = _update(context, x, grad, state, step)
             context.done_steps += 1
+            if checkpoint is not None and checkpoint.due():
+                checkpoint.save(snapshot(step + 1))
             if context.progress is not None:
-                info = {
-                    "chunk": index,
-                    "chunks": chunks,
-                    "rows": len(methods),
-                    "best": float(best_value.max()),
-                }
-                context.progress(context.done_steps, context.total_steps, info)
+                # no values in ``info``: reading one from the device would sync every step
+                info = {"chunk": index, "chunks": chunks, "rows": len(methods)}
+                try:
+                    context.progress(context.done_steps, context.total_steps, info)
+                except BaseException:
+                    if checkpoint is not None:  # stopped between steps: keep this state
+                        checkpoint.save(snapshot(step + 1))
+                    raise
     return best_value.cpu(), best_x.detach(), trace.cpu()
 
 

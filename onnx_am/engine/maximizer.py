@@ -19,6 +19,7 @@ import torch
 
 from onnx_am.engine.assemble import assemble_results, steps_to_95
 from onnx_am.engine.baselines import trivial_baselines
+from onnx_am.engine.checkpoint import Checkpointer
 from onnx_am.engine.config import OPTIMIZERS, AMConfig, Progress
 from onnx_am.engine.loop import optimize_rows
 from onnx_am.engine.plan import RunPlan, plan_run
@@ -44,6 +45,7 @@ def maximize(
     *,
     rewrite: RewriteResult | None = None,
     progress: Progress | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> MaximizeReport:
     """Maximize every target with every method; report true activations.
 
@@ -57,7 +59,11 @@ def maximize(
             decoupled together; per unit the higher true value).
         config: settings (default :class:`AMConfig`).
         rewrite: a :class:`RewriteResult` from ``decouple_rectifiers`` to reuse.
-        progress: called after every step as ``progress(done, total, info)``.
+        progress: called after every step as ``progress(done, total, info)``; it may raise
+            to stop between steps.
+        checkpoint: saves the optimization state at least every ``checkpoint.interval``
+            seconds and continues from a matching saved state
+            (:class:`~onnx_am.engine.checkpoint.Checkpointer`).
 
     Returns:
         A :class:`MaximizeReport` with one result per (target, method) and the baselines.
@@ -67,7 +73,7 @@ def maximize(
             ``MethodError``, ``InputSpecError``).
     """
     plan = plan_run(imported, targets, methods, config)
-    return run_plan(imported, plan, rewrite=rewrite, progress=progress)
+    return run_plan(imported, plan, rewrite=rewrite, progress=progress, checkpoint=checkpoint)
 
 
 def run_plan(
@@ -76,6 +82,7 @@ def run_plan(
     *,
     rewrite: RewriteResult | None = None,
     progress: Progress | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> MaximizeReport:
     """Run a :class:`RunPlan` (made by :func:`~onnx_am.engine.plan.plan_run` or by
     ``analyze``); nothing in it is parsed or checked again.
@@ -84,7 +91,11 @@ def run_plan(
         imported: the model the plan was made for.
         plan: targets, methods and settings.
         rewrite: a :class:`RewriteResult` from ``decouple_rectifiers`` to reuse.
-        progress: called after every step as ``progress(done, total, info)``.
+        progress: called after every step as ``progress(done, total, info)``; it may raise
+            to stop between steps.
+        checkpoint: saves the optimization state at least every ``checkpoint.interval``
+            seconds and continues from a matching saved state
+            (:class:`~onnx_am.engine.checkpoint.Checkpointer`).
 
     Returns:
         A :class:`MaximizeReport` with one result per (target, method) and the baselines.
@@ -113,7 +124,9 @@ def run_plan(
     timings["starts"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    outcome = optimize_rows(imported, config, targets, runs, rows, starts, rewrite, progress)
+    outcome = optimize_rows(
+        imported, config, targets, runs, rows, starts, rewrite, progress, checkpoint
+    )
     timings["optimize"] = time.perf_counter() - tic
 
     results = assemble_results(targets, plan.methods, runs, rows, outcome, baselines, config.domain)

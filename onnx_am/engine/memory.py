@@ -27,9 +27,10 @@ from onnx_am.errors import OnnxAmError
 #: on one machine, and so do the numbers (a batch's composition changes results in the last
 #: bits, through the kernels torch picks).
 CPU_FRACTION = 0.25
-#: Share of the GPU's total memory one chunk may use; the weights are already on the device
-#: and nothing else usually shares it, so more than on the CPU. Total, for the same reason.
-CUDA_FRACTION = 0.5
+#: Share of the GPU's *free* memory one chunk may use; the weights are already on the device.
+#: On a GPU the chunk follows what is free when the call starts (other processes may hold
+#: memory there, and batched GPU kernels are not bitwise reproducible anyway).
+CUDA_FRACTION = 0.7
 #: Budget when the total memory cannot be read (no ``/proc/meminfo``).
 FALLBACK_BUDGET = 2 * 1024**3
 #: Peak memory of a step over the measured saved bytes: the backward's transient gradients
@@ -43,6 +44,13 @@ INPUT_BUFFERS = 8
 #: Most rows per chunk: the chunk of the fixed-size engine, beyond which batching gains
 #: little on a CPU.
 MAX_BATCH = 64
+#: Most rows per chunk on a GPU, which needs large batches to be busy.
+MAX_BATCH_CUDA = 1024
+
+
+def max_batch(device: str | torch.device = "cpu") -> int:
+    """The most rows per chunk on ``device`` (:data:`MAX_BATCH` or :data:`MAX_BATCH_CUDA`)."""
+    return MAX_BATCH_CUDA if torch.device(device).type == "cuda" else MAX_BATCH
 
 
 def activation_bytes_per_row(
@@ -105,12 +113,12 @@ def memory_budget(device: str | torch.device = "cpu") -> int:
 
     Returns:
         :data:`CPU_FRACTION` of the host memory (:data:`FALLBACK_BUDGET` when it cannot be
-        read), or :data:`CUDA_FRACTION` of the device's memory.
+        read), or :data:`CUDA_FRACTION` of the device's free memory.
     """
     device = torch.device(device)
     if device.type == "cuda":
-        _, total = torch.cuda.mem_get_info(device)
-        return int(CUDA_FRACTION * total)
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(CUDA_FRACTION * free)
     total = _host_total()
     return FALLBACK_BUDGET if total is None else int(CPU_FRACTION * total)
 
@@ -190,9 +198,11 @@ __all__ = [
     "FALLBACK_BUDGET",
     "INPUT_BUFFERS",
     "MAX_BATCH",
+    "MAX_BATCH_CUDA",
     "SAFETY",
     "activation_bytes_per_row",
     "auto_batch_size",
     "choose_batch_size",
+    "max_batch",
     "memory_budget",
 ]

@@ -17,7 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnx_am.errors import ModelLoadError, ResourceLimitError
-from onnx_am.importer.limits import MAX_RANK
+from onnx_am.importer.limits import MAX_RANK, check_elements
 
 #: Largest kernel, stride, dilation, pad or single dim a model may state.
 MAX_DIM = 2**24
@@ -85,6 +85,18 @@ def check_node_values(
             values = _integers(constants[node.input[index]])
             if values is not None:
                 _within(what, values, low, high, label)
+                if node.op_type == "Pad" and what == "pads":
+                    _check_padded_size(values, label)
+
+
+def _check_padded_size(pads: list[int], label: str) -> None:
+    """Pads alone (whatever the input) must not ask for a tensor above the element limit:
+    shape inference cannot bound a Pad whose pads do not fit the input's rank."""
+    half = len(pads) // 2
+    grown = 1.0
+    for begin, end in zip(pads[:half], pads[half : 2 * half], strict=True):
+        grown *= 1 + max(begin, 0) + max(end, 0)
+    check_elements(grown, f"the output of {label}")
 
 
 def _check_window(attrs: dict[str, onnx.AttributeProto], label: str) -> None:

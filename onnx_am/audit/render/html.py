@@ -91,6 +91,7 @@ def render_html(doc: dict, plots: list[dict], thumbs: dict[str, dict] | None = N
         rewrites=doc.get("rewrites") or {},
         untouched=_untouched(doc.get("rewrites") or {}),
         settings=doc.get("settings", {}),
+        plan=doc.get("plan") or {},
         timings=doc.get("timings", {}),
         summary=summary,
         results=rows,

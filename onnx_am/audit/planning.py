@@ -1,0 +1,275 @@
+"""The plan of an ``analyze`` run: what it will do, what that costs here, what the budget cut.
+
+:func:`measure_costs` times real steps of the real model at the real chunk size
+(:func:`onnx_am.engine.probe.time_steps`), one engine call's fixed costs (the trivial
+baselines) and the onnxruntime cross-check of a result; :func:`make_plan` fits the work to
+the time budget (:func:`onnx_am.audit.budget.fit_budget`) and returns an :class:`AnalyzePlan`,
+which ``report.json`` keeps as its ``plan`` object and the command line prints before it
+optimizes.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from onnx_am.audit.budget import CostModel, Cut, Work, fit_budget, format_duration, spread
+from onnx_am.engine.probe import time_steps
+from onnx_am.errors import BudgetError
+from onnx_am.objectives import Target
+
+#: Seconds of rendering per result (picture, thumbnails, a share of the plots) and in all
+#: (the HTML page, figure set-up): 72 results of a 4x4-pixel model took 20 s on the shared
+#: 2-core machine under a load of 11.
+RENDER_PER_RESULT = 0.3
+RENDER_FIXED = 5.0
+
+
+@dataclass(frozen=True)
+class AnalyzePlan:
+    """What an ``analyze`` run does and what it is expected to cost.
+
+    Attributes:
+        tensors: target tensors and how many of their units are optimized.
+        units, units_asked: units optimized, and how many the settings asked for.
+        methods: the reported methods; ``runs``: the gradient methods optimized.
+        restarts, steps: per unit and run (after any cut).
+        rows: optimized inputs in all (units x runs x restarts).
+        chunks: engine calls (groups of units, the unit of resume); ``chunk_rows`` rows each.
+        batch_size: rows per engine step.
+        seconds_per_step: measured seconds of one step of ``batch_size`` rows.
+        estimate: expected seconds from the first chunk to the written report.
+        spent: seconds spent before optimizing (import, parity check, timing).
+        peak_memory: bytes; the peak measured while timing (host RSS or CUDA allocated).
+        budget: the time budget in seconds (None: none).
+        cuts: what the budget reduced.
+        device: where the engine runs.
+        units_done: units already in the report being resumed.
+    """
+
+    tensors: dict[str, int]
+    units: int
+    units_asked: int
+    methods: tuple[str, ...]
+    runs: tuple[str, ...]
+    restarts: int
+    steps: int
+    rows: int
+    chunks: int
+    chunk_rows: int
+    batch_size: int
+    seconds_per_step: float
+    estimate: float
+    spent: float
+    peak_memory: int
+    budget: float | None
+    cuts: tuple[Cut, ...] = ()
+    device: str = "cpu"
+    units_done: int = 0
+    targets: tuple[str, ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        """The ``plan`` object of ``report.json``."""
+        return {
+            "tensors": dict(self.tensors),
+            "units": self.units,
+            "units_asked": self.units_asked,
+            "methods": list(self.methods),
+            "runs": list(self.runs),
+            "restarts": self.restarts,
+            "steps": self.steps,
+            "rows": self.rows,
+            "chunks": self.chunks,
+            "chunk_rows": self.chunk_rows,
+            "batch_size": self.batch_size,
+            "seconds_per_step": self.seconds_per_step,
+            "estimated_seconds": self.estimate,
+            "spent_seconds": self.spent,
+            "peak_memory_bytes": self.peak_memory,
+            "time_budget_seconds": self.budget,
+            "cuts": [cut.to_dict() for cut in self.cuts],
+            "cut_order": "units (down to 8), restarts, steps (down to 64), units, steps",
+            "device": self.device,
+            "units_done": self.units_done,
+            "targets": list(self.targets),
+        }
+
+    def cut_text(self) -> str | None:
+        """``"units 64 -> 8, restarts 3 -> 1"`` (None when nothing was cut)."""
+        if not self.cuts:
+            return None
+        return ", ".join(cut.describe() for cut in self.cuts)
+
+    def lines(self) -> list[str]:
+        """The plan for people, a few short lines."""
+        tensors = ", ".join(f"{name} ({count})" for name, count in self.tensors.items())
+        budget = "none" if self.budget is None else format_duration(self.budget)
+        lines = [
+            f"targets: {tensors}",
+            f"units {self.units} x methods {len(self.methods)} ({', '.join(self.methods)}); "
+            f"rows {self.rows} = units x {len(self.runs)} runs x {self.restarts} restarts; "
+            f"{self.steps} steps",
+            f"chunks {self.chunks} of <= {self.chunk_rows} rows, {self.batch_size} rows/step at "
+            f"{self.seconds_per_step:.3g} s/step on {self.device}; peak memory "
+            f"{self.peak_memory / 2**30:.1f} GiB",
+            f"estimated time {format_duration(self.estimate)} "
+            f"(+{format_duration(self.spent)} spent); time budget {budget}",
+        ]
+        if self.units_done:
+            lines.append(f"resuming: {self.units_done} of {self.units} units already done")
+        if self.cuts:
+            lines.append(f"cut to fit the time budget: {self.cut_text()}")
+        return lines
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What :func:`measure_costs` found: the cost model and the peak memory."""
+
+    cost: CostModel
+    batch_size: int
+    seconds_per_step: float
+    peak_memory: int
+
+    def describe(self) -> str:
+        """``"measured 7.4 s per step of 37 rows, 0.31 s per step of 1 row"``."""
+        one = self.cost.step(1)
+        return (
+            f"measured {self.seconds_per_step:.3g} s per step of {self.batch_size} rows, "
+            f"{one:.3g} s per step of 1 row"
+        )
+
+
+def measure_costs(
+    imported,
+    config,
+    targets: Sequence[Target],
+    runs: Sequence,
+    chunk_rows: int,
+    rewrite=None,
+) -> Measured:
+    """Time real steps, at the first chunk's size and at one row; read the peak memory.
+
+    The rest is priced from the step: an engine call's fixed cost (the trivial baselines,
+    a no-grad forward of their rows, and the chunk-size measurement) as a third of a step of
+    that many rows; a result's onnxruntime check and images as half a one-row step.
+
+    Args:
+        imported: the model.
+        config: the engine settings (restarts, device, batch size).
+        targets: the planned targets.
+        runs: the gradient methods optimized.
+        chunk_rows: rows per analyze chunk.
+        rewrite: the rectifier rewrite (shared with the run).
+    """
+    per_unit = config.restarts * len(runs)
+    first = min(len(targets), max(1, chunk_rows // per_unit)) * per_unit
+    if config.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(config.device)
+    big = time_steps(imported, config, targets, runs, first, steps=1, rewrite=rewrite)
+    peak = _peak_memory(config.device)
+    small = big
+    if big.rows > 1:
+        small = time_steps(imported, config, targets, runs, 1, steps=1, rewrite=rewrite)
+    per_row = max(0.0, (big.seconds - small.seconds) / max(1, big.rows - small.rows))
+    fixed = max(0.0, big.seconds - per_row * big.rows)
+    if big.rows == small.rows:
+        per_row, fixed = big.seconds / big.rows, 0.0
+    one_row = fixed + per_row
+    per_call = (fixed + per_row * (3 + config.baseline_corners + len(runs))) / 3
+    per_result = one_row / 2 if config.crosscheck else 0.0
+    cost = CostModel(
+        step_fixed=fixed,
+        step_per_row=per_row,
+        batch_size=big.rows,
+        chunk_rows=chunk_rows,
+        per_call=per_call,
+        per_result=per_result,
+        render=RENDER_PER_RESULT,
+        render_fixed=RENDER_FIXED,
+    )
+    return Measured(cost, big.rows, big.seconds, peak)
+
+
+def make_plan(
+    targets: Sequence[Target],
+    methods: Sequence[str],
+    runs: Sequence[str],
+    config,
+    measured: Measured,
+    budget: float | None,
+    spent: float,
+    fixed_work: Work | None = None,
+) -> tuple[AnalyzePlan, list[Target], Work]:
+    """Fit the work to the budget; returns the plan, the targets kept and the work.
+
+    Args:
+        targets: the planned targets.
+        methods: reported methods; ``runs``: optimized gradient methods.
+        config: the engine settings as asked (restarts, steps, device).
+        measured: from :func:`measure_costs`.
+        budget: seconds for the whole run (None: no budget).
+        spent: seconds already spent.
+        fixed_work: the work of a report being resumed (not fitted again).
+
+    Raises:
+        BudgetError: the budget cannot hold one unit.
+    """
+    asked = Work(len(targets), len(runs), len(methods), config.restarts, config.steps)
+    if fixed_work is not None:
+        fit_work, seconds = fixed_work, measured.cost.estimate(fixed_work)
+        cuts = tuple(
+            Cut(what, getattr(asked, what), getattr(fixed_work, what))
+            for what in ("units", "restarts", "steps")
+            if getattr(asked, what) != getattr(fixed_work, what)
+        )
+    else:
+        try:
+            fit = fit_budget(asked, measured.cost, budget, spent)
+        except BudgetError as exc:
+            raise BudgetError(f"{exc} ({measured.describe()})", exc.smallest) from None
+        fit_work, seconds, cuts = fit.work, fit.seconds, fit.cuts
+    kept = spread(list(targets), fit_work.units)
+    tensors: dict[str, int] = {}
+    for target in kept:
+        tensors[target.tensor] = tensors.get(target.tensor, 0) + 1
+    per_unit = fit_work.runs * fit_work.restarts
+    units_per_chunk = max(1, measured.cost.chunk_rows // per_unit)
+    step_rows = min(measured.batch_size, units_per_chunk * per_unit, fit_work.rows)
+    plan = AnalyzePlan(
+        tensors=tensors,
+        units=fit_work.units,
+        units_asked=len(targets),
+        methods=tuple(methods),
+        runs=tuple(runs),
+        restarts=fit_work.restarts,
+        steps=fit_work.steps,
+        rows=fit_work.rows,
+        chunks=-(-fit_work.units // units_per_chunk),
+        chunk_rows=measured.cost.chunk_rows,
+        batch_size=step_rows,
+        seconds_per_step=measured.cost.step(step_rows),
+        estimate=seconds,
+        spent=spent,
+        peak_memory=measured.peak_memory,
+        budget=budget,
+        cuts=cuts,
+        device=config.device,
+        targets=tuple(t.name for t in kept),
+    )
+    return plan, kept, fit_work
+
+
+def _peak_memory(device: str) -> int:
+    """Peak bytes so far: CUDA memory allocated on ``device``, else the process's max RSS."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+__all__ = ["AnalyzePlan", "Measured", "make_plan", "measure_costs"]

@@ -1,0 +1,185 @@
+"""Checkpoints of a running engine call, so that a killed process loses at most a minute.
+
+One engine call (:func:`onnx_am.engine.loop.optimize_rows`) optimizes its rows in engine
+chunks, one after the other. A :class:`Checkpointer` keeps, in one file:
+
+- the outcome of every engine chunk already finished (best values, inputs, traces);
+- the state of the running chunk at a step boundary: each row's optimized variable, its best
+  input and value so far, the trace so far, the optimizer's state (Adam's moments and step
+  count) and the number of steps done.
+
+It writes the file at most every ``interval`` seconds (:data:`CHECKPOINT_INTERVAL` by
+default), and whenever the loop is stopped between steps, through a temporary file and
+``os.replace``: a kill leaves the previous checkpoint or the new one, never half a file. A
+restored chunk continues from the saved step with the saved tensors, so it ends exactly as
+an uninterrupted one (same seed, same chunk size).
+
+The file names what it belongs to: the caller's ``key`` (e.g. a hash of the settings and the
+chunk's targets) and the engine's layout (rows, rows per chunk, steps, methods). A file that
+does not match is ignored and later overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+#: Seconds between checkpoints of a running chunk.
+CHECKPOINT_INTERVAL = 60.0
+#: File name of the checkpoint inside a report directory.
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class ChunkState:
+    """One engine chunk at a step boundary (``step`` steps done).
+
+    Attributes:
+        index: the engine chunk within its call.
+        step: steps done; the loop continues with step ``step``.
+        x: the optimized variable (the raw input, or the parameter).
+        best_x: each row's best raw input so far.
+        best_value: each row's best true value so far (float64).
+        trace: trace entries ``0 .. step - 1``, shape ``[step, rows]`` (float64).
+        optimizer: the optimizer's state (``step``, and Adam's ``m`` and ``v``).
+    """
+
+    index: int
+    step: int
+    x: torch.Tensor
+    best_x: torch.Tensor
+    best_value: torch.Tensor
+    trace: torch.Tensor
+    optimizer: dict = field(default_factory=dict)
+
+    def to_cpu(self) -> ChunkState:
+        """A detached copy on the CPU (what the file holds)."""
+        return ChunkState(
+            self.index,
+            self.step,
+            _cpu(self.x),
+            _cpu(self.best_x),
+            _cpu(self.best_value),
+            _cpu(self.trace),
+            {k: _cpu(v) if isinstance(v, torch.Tensor) else v for k, v in self.optimizer.items()},
+        )
+
+
+@dataclass
+class Checkpointer:
+    """Saves and restores the state of one engine call.
+
+    Attributes:
+        path: the checkpoint file.
+        key: what the call is (the caller's words); a file with another key is ignored.
+        interval: seconds between saves of a running chunk; 0 saves after every step.
+        clock: the time source (seconds).
+    """
+
+    path: Path
+    key: str
+    interval: float = CHECKPOINT_INTERVAL
+    clock: Callable[[], float] = time.monotonic
+    layout: dict = field(default_factory=dict)
+    finished: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict
+    )
+    saves: int = 0
+    _last: float | None = None
+
+    def restore(self, layout: dict) -> ChunkState | None:
+        """Load the file if it belongs to this call and this ``layout``.
+
+        Fills :attr:`finished` with the engine chunks done, and returns the running chunk's
+        state (None when there is none, or no matching file).
+        """
+        self.layout = layout
+        self.finished = {}
+        self._last = self.clock()
+        if not self.path.is_file():
+            return None
+        try:
+            data = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is only lost work
+            return None
+        if data.get("key") != self.key or data.get("layout") != layout:
+            return None
+        self.finished = {int(k): tuple(v) for k, v in data["finished"].items()}
+        current = data.get("current")
+        return None if current is None else ChunkState(**current)
+
+    def chunk_done(self, index: int, value, image, trace) -> None:
+        """Remember a finished engine chunk (written with the next save)."""
+        self.finished[index] = (_cpu(value), _cpu(image), _cpu(trace))
+
+    def due(self) -> bool:
+        """Whether :attr:`interval` has passed since the last save (or the start)."""
+        if self._last is None:
+            self._last = self.clock()
+        return self.clock() - self._last >= self.interval
+
+    def save(self, current: ChunkState | None) -> None:
+        """Write the finished chunks and ``current`` atomically."""
+        data = {
+            "key": self.key,
+            "layout": self.layout,
+            "finished": {str(k): list(v) for k, v in self.finished.items()},
+            "current": None if current is None else current.to_cpu().__dict__,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".pt")
+        os.close(handle)
+        try:
+            torch.save(data, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.saves += 1
+        self._last = self.clock()
+
+    def clear(self) -> None:
+        """Remove the file (its call is finished and its results are written elsewhere)."""
+        self.path.unlink(missing_ok=True)
+        self.finished = {}
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    """What a checkpoint file holds, for people: ``{"key", "chunks_done", "step", ...}``.
+
+    Returns:
+        None when there is no readable file.
+    """
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001
+        return None
+    current = data.get("current")
+    return {
+        "key": data.get("key"),
+        "layout": data.get("layout", {}),
+        "chunks_done": len(data.get("finished", {})),
+        "chunk": None if current is None else current["index"],
+        "step": None if current is None else current["step"],
+    }
+
+
+def _cpu(value):
+    return value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_INTERVAL",
+    "ChunkState",
+    "Checkpointer",
+    "read_checkpoint",
+]
