@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 import click
 import onnx_am_cli
@@ -33,7 +34,9 @@ from onnx_am.audit.analyze import (
 )
 from onnx_am.audit.budget import DEFAULT_TIME_BUDGET, format_duration, parse_duration
 from onnx_am.audit.kept import what_was_kept
+from onnx_am.audit.many import DEFAULT_ROOT, analyze_many
 from onnx_am.audit.options import DEFAULT_LR_SCHEDULE
+from onnx_am.audit.overview import INDEX_HTML, INDEX_JSON
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.domain import PRESETS
@@ -55,7 +58,7 @@ def _duration(ctx, param, value: str) -> float | None:
 
 
 @click.command("analyze")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(), metavar="MODEL...")
 @click.option(
     "--target",
     "targets",
@@ -233,9 +236,34 @@ def _duration(ctx, param, value: str) -> float | None:
     "+decorrelated: RGB only). --lr is then in parameter units.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run the chunks on N Ray workers (a local Ray instance started and stopped for the "
+    "run; with --ray, workers on that cluster). Needs onnx-am[ray]. Default: this process.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Join a running Ray cluster (auto, HOST:6379, ray://HOST:10001). Default workers: "
+    "one per GPU with --device cuda, else one per CPU.",
+)
+@click.option(
+    "--worker-threads",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="T",
+    help="Torch threads (and Ray CPUs) per worker. Default: the cores divided among local "
+    "workers; 1 on a cluster.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False),
-    help="Report directory. Default: ./onnx-am-report/<model stem>/.",
+    help="Report directory. Default: ./onnx-am-report/<model stem>/. With several models (or "
+    "a directory): the folder of index.html, a report folder per model inside "
+    "(default ./onnx-am-report/).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted report (same settings).")
@@ -257,10 +285,23 @@ def _duration(ctx, param, value: str) -> float | None:
     help="Seconds between progress lines off a terminal.",
 )
 def analyze_command(
-    model, out, as_json, quiet, verbose, dry_run, progress_interval, **kwargs
+    models,
+    out,
+    as_json,
+    quiet,
+    verbose,
+    dry_run,
+    progress_interval,
+    workers,
+    ray_address,
+    worker_threads,
+    **kwargs,
 ) -> None:
     """Audit MODEL: maximize its units with standard and decoupled gradients, cross-check
     with onnxruntime, and write a report directory (report.json, index.html, images, plots).
+    Several models, or a directory of them: a report each and an index.html across them;
+    --workers N or --ray ADDRESS run the chunks on Ray workers (no checkpoints there: a chunk
+    stopped midway runs again on --resume).
 
     Before optimizing it times a few real steps and prints the plan; the work is cut to fit
     --time-budget (default 15m). Off a terminal a progress line goes to stderr every 30 s.
@@ -270,16 +311,23 @@ def analyze_command(
 
     Exit codes: 0 ok; 2 usage or input error, or a budget too small for one unit; 3
     onnxruntime disagrees (report still written); 130 / 143 / 129 stopped by SIGINT /
-    SIGTERM / SIGHUP (continue with --resume).
+    SIGTERM / SIGHUP (continue with --resume). With several models, 2 also when one could
+    not be audited.
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
     for name in ("targets", "layers", "methods", "regularizers"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions(**kwargs)
-    out_dir = out or default_out_dir(model)
+    many = len(models) > 1 or Path(models[0]).is_dir()
+    out_dir = out or (DEFAULT_ROOT if many else default_out_dir(models[0]))
     if dry_run:
-        _dry_run(model, options, as_json, quiet, verbose)
+        if many:
+            raise click.UsageError("--dry-run takes one model")
+        _dry_run(models[0], options, as_json, quiet, verbose)
         return
+    # The default (one model, no --workers/--ray): main's checkpointed path, no executor.
+    # --workers/--ray/several models: the executor path of issue 13, without checkpoints.
+    executor = _executor(workers, ray_address, worker_threads, options.device)
     stop = GracefulStop()
     bar = ProgressBar() if not quiet and sys.stderr.isatty() else None
     lines = None
@@ -287,10 +335,18 @@ def analyze_command(
         lines = ProgressLines(progress_interval, started=onnx_am_cli.BUDGET_START)
     progress = _progress(bar, lines, verbose, quiet, stop)
     try:
-        with stop, lines or nullcontext():
-            report = analyze(
-                model, options, out_dir, progress=progress, clock_start=onnx_am_cli.BUDGET_START
-            )
+        with stop, lines or nullcontext(), executor or nullcontext():
+            if many:
+                outcome = analyze_many(models, options, out_dir, progress, executor)
+            else:
+                outcome = analyze(
+                    models[0],
+                    options,
+                    out_dir,
+                    progress=progress,
+                    executor=executor,
+                    clock_start=onnx_am_cli.BUDGET_START,
+                )
     except KeyboardInterrupt:
         if bar:
             bar.clear()
@@ -300,6 +356,26 @@ def analyze_command(
     finally:
         if bar:
             bar.clear()
+    if many:
+        _finish_many(outcome, as_json, quiet)
+    else:
+        _finish_one(outcome, as_json, quiet)
+
+
+def _executor(workers: int | None, address: str | None, threads: int | None, device: str):
+    """Where the chunks run: None (this process, checkpointed; several models get a
+    :class:`LocalExecutor` from :func:`analyze_many`), or Ray workers (imported only when
+    asked for)."""
+    if workers is None and address is None:
+        if threads is not None:
+            raise click.UsageError("--worker-threads needs --workers or --ray")
+        return None
+    from onnx_am.audit.ray_executor import RayExecutor
+
+    return RayExecutor(workers, address, device, threads)
+
+
+def _finish_one(report, as_json: bool, quiet: bool) -> None:
     if as_json:
         click.echo((report.out_dir / REPORT_FILE).read_text(encoding="utf-8"), nl=False)
     elif not quiet:
@@ -314,6 +390,27 @@ def analyze_command(
             err=True,
         )
         sys.exit(report.exit_code)
+
+
+def _finish_many(outcome, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        click.echo((outcome.root / INDEX_JSON).read_text(encoding="utf-8"), nl=False)
+    elif not quiet:
+        for name, report in outcome.reports.items():
+            parity = "passed" if report.parity.passed else "FAILED"
+            click.echo(f"{name}: {len(report.results)} result(s); parity {parity}")
+        click.echo(f"index: {outcome.root / INDEX_HTML}")
+    for name, error in outcome.errors.items():
+        click.echo(f"onnx-am: {name}: could not be audited: {error}", err=True)
+    disagree = [n for n, r in outcome.reports.items() if r.exit_code]
+    if disagree:
+        click.echo(
+            f"onnx-am: warning: onnxruntime disagrees on {', '.join(disagree)}; "
+            f"see {outcome.root / INDEX_HTML}",
+            err=True,
+        )
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
 
 
 def _summary(report) -> None:

@@ -85,6 +85,10 @@ class ResourceLimitError(OnnxAmError):
     """The model asks for more memory or time than onnx-am allows (the limit is named)."""
 
 
+class DistributedError(OnnxAmError):
+    """Ray is missing or unreachable, or a chunk could not be run on any worker."""
+
+
 class ParityError(OnnxAmError):
     """torch and onnxruntime disagree beyond the stated tolerance."""
 

@@ -6,6 +6,14 @@ steps and fit the run to the time budget (:mod:`onnx_am.audit.planning`; ``repor
 the ``plan`` before any step) -> maximize chunk by chunk (:mod:`onnx_am.audit.chunks`),
 checkpointing the running chunk at least every minute and writing ``report.json`` after every
 chunk -> plots and ``index.html``.
+
+:func:`prepare_audit` (everything up to the plan), :func:`run_audits` and :func:`finish_audit`
+are those stages. By default (no executor) the chunks run here, one after another, with
+checkpoints (:meth:`~onnx_am.audit.chunks.ChunkedRun.optimize`); given an executor (Ray workers:
+:mod:`onnx_am.audit.executor`, :mod:`onnx_am.audit.ray_executor`), :func:`run_audits` sends
+them there and keeps each as it finishes, without checkpoints (a chunk stopped midway is
+run again on resume); :mod:`onnx_am.audit.many` runs the chunks of several models in one
+:func:`run_audits`.
 """
 
 from __future__ import annotations
@@ -20,6 +28,13 @@ import onnx
 from onnx_am.audit import chunks
 from onnx_am.audit.budget import Work, spread
 from onnx_am.audit.chunks import ChunkedRun
+from onnx_am.audit.executor import (
+    ChunkExecutor,
+    ChunkRecipe,
+    ChunkTask,
+    ModelWork,
+    portable_feeds,
+)
 from onnx_am.audit.options import (
     DEFAULT_INPUT_RANGE,
     DEFAULT_LR,
@@ -83,6 +98,7 @@ def analyze(
     options: AnalyzeOptions | None = None,
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    executor: ChunkExecutor | None = None,
     *,
     clock_start: float | None = None,
 ) -> AnalyzeReport:
@@ -96,6 +112,9 @@ def analyze(
             event carries the :class:`~onnx_am.audit.planning.AnalyzePlan`); it may raise
             (e.g. ``KeyboardInterrupt``) to stop: while optimizing that happens between
             steps, and the running chunk is checkpointed first.
+        executor: where the chunks run (default: here, one after another, checkpointed); e.g.
+            a :class:`~onnx_am.audit.ray_executor.RayExecutor` (no checkpoints: a chunk
+            stopped midway runs again on resume). The caller closes it.
         clock_start: when the time budget started, a ``time.monotonic()`` value (the command
             line passes its own start, so that loading torch counts too); default: now.
 
@@ -109,6 +128,60 @@ def analyze(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
+    target = out_dir or default_out_dir(model_path)
+    audit = prepare_audit(model_path, options, target, notify, clock_start=clock_start)
+    if executor is None:  # the default: here, chunk by chunk, checkpointed
+        tic = time.perf_counter()
+        audit.run.optimize(notify)
+        audit.timings["optimize"] = time.perf_counter() - tic
+    else:  # workers: no checkpoints (issue 13; see run_audits)
+        run_audits([audit], executor, notify)
+    return finish_audit(audit, notify)
+
+
+@dataclass
+class Audit:
+    """One model being audited (see :func:`prepare_audit`).
+
+    Attributes:
+        key: names the model among those of one run.
+        run: the results so far and the writing of each finished chunk.
+        work: what an executor needs to run the model's chunks.
+        parity: torch vs onnxruntime on random inputs.
+        timings: seconds per phase so far.
+        started: when the audit started (``time.perf_counter``).
+        plan: the run fitted to the time budget.
+    """
+
+    key: str
+    run: ChunkedRun
+    work: ModelWork
+    parity: ParityResult
+    timings: dict[str, float]
+    started: float
+    plan: AnalyzePlan
+
+
+def prepare_audit(
+    model_path: str | Path,
+    options: AnalyzeOptions,
+    out_dir: str | Path,
+    notify: ProgressCallback,
+    key: str | None = None,
+    *,
+    clock_start: float | None = None,
+) -> Audit:
+    """Everything before the chunks: import, options, the report (resumed if asked), parity,
+    the rectifier rewrite, timing and fitting to the budget, the results of a resumed report;
+    ``report.json`` gets the plan.
+
+    Args:
+        key: names the model among those of one run (default: the report directory).
+        clock_start: as :func:`analyze`.
+
+    Raises:
+        OnnxAmError: as :func:`analyze`.
+    """
     started = time.perf_counter()
     budget_start = time.monotonic() if clock_start is None else clock_start
     timings: dict[str, float] = {}
@@ -119,7 +192,7 @@ def analyze(
     timings["import"] = time.perf_counter() - started
 
     model = model_summary(model_path, imported)
-    report = ReportDir.open(out_dir or default_out_dir(model_path), options.force, options.resume)
+    report = ReportDir.open(out_dir, options.force, options.resume)
     resumed = _resumed_work(report.previous, asked)
     if resumed is None:  # a fresh run: the settings as asked (a budget cut is checked below)
         report.check_resumable(model["sha256"], _settings(options, asked, asked, imported))
@@ -159,15 +232,50 @@ def analyze(
     notify(AnalyzeProgress("plan", plan=budget_plan))
     report.write_json(REPORT_FILE, run.document("running"))  # the plan, before any step
 
+    key = key or str(report.root)
+    recipe = ChunkRecipe(
+        key,
+        options.input_name,
+        options.input_shape,
+        portable_feeds(imported),
+        plan.with_targets(()),
+        plan.needs_rewrite,
+    )
+    work = ModelWork(recipe, imported, rewrite)
+    return Audit(key, run, work, parity, timings, started, budget_plan)
+
+
+def run_audits(audits: list[Audit], executor: ChunkExecutor, notify: ProgressCallback) -> None:
+    """Run the unfinished chunks of every audit on ``executor``; each audit's report is
+    written after every chunk of it that finishes. Units in progress events count over all
+    audits. No checkpoints here (issue 13 reconciled with issue 12): a chunk stopped midway
+    runs again from its start on resume."""
+    by_key = {audit.key: audit for audit in audits}
+    tasks = [task for audit in audits for task in audit.run.pending(audit.key)]
+    total = sum(len(audit.run.plan.targets) for audit in audits)
+    done = total - sum(len(task.targets) for task in tasks)
     tic = time.perf_counter()
-    run.optimize(notify)
-    timings["optimize"] = time.perf_counter() - tic
-    total = len(plan.targets)
-    notify(AnalyzeProgress("render", total, total, plan=budget_plan))
-    doc = run.finish(timings, started)
-    report.write_json(REPORT_FILE, doc)
-    notify(AnalyzeProgress("done", total, total, plan=budget_plan))
-    return AnalyzeReport(report.root, doc, run.ordered(), parity)
+
+    def on_step(task: ChunkTask, step: int, steps: int) -> None:
+        notify(AnalyzeProgress("optimize", done, total, step, steps, len(task.targets)))
+
+    for task, found in executor.run({a.key: a.work for a in audits}, tasks, on_step):
+        by_key[task.model].run.accept(found)
+        done += len(task.targets)
+        notify(AnalyzeProgress("optimize", done, total))
+    for audit in audits:
+        audit.timings["optimize"] = time.perf_counter() - tic
+
+
+def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
+    """Plots, ``index.html`` and the complete ``report.json`` of an audit whose chunks are
+    all done."""
+    total = len(audit.run.plan.targets)
+    notify(AnalyzeProgress("render", total, total, plan=audit.plan))
+    doc = audit.run.finish(audit.timings, audit.started)
+    audit.run.report.write_json(REPORT_FILE, doc)
+    notify(AnalyzeProgress("done", total, total, plan=audit.plan))
+    return AnalyzeReport(audit.run.report.root, doc, audit.run.ordered(), audit.parity)
 
 
 def estimate_analysis(

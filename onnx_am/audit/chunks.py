@@ -1,7 +1,9 @@
 """The optimization of ``analyze``, chunk by chunk, each chunk written as it finishes.
 
 A chunk is a fixed group of target units, optimized with every method of the
-:class:`~onnx_am.engine.plan.RunPlan` in one :func:`~onnx_am.engine.maximizer.run_plan` call.
+:class:`~onnx_am.engine.plan.RunPlan` in one :func:`~onnx_am.engine.maximizer.run_plan` call,
+wherever an executor runs it (:mod:`onnx_am.audit.executor`); :class:`ChunkedRun` says which
+chunks are still to do and keeps and writes each one that comes back.
 The engine seeds every start from ``(seed, target, restart)``, and the grouping into chunks
 depends only on the plan, so a chunk's results do not depend on what ran before it: a resumed
 report ends exactly like an uninterrupted one.
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnx_am.audit.executor import ChunkTask
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback, step_reporter
 from onnx_am.audit.render.images import DisplayDomain
 from onnx_am.audit.render.plots import save_picture
@@ -27,7 +30,7 @@ from onnx_am.engine import memory
 from onnx_am.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_INTERVAL, Checkpointer
 from onnx_am.engine.maximizer import run_plan
 from onnx_am.engine.plan import RunPlan
-from onnx_am.engine.results import TargetBaseline, UnitResult
+from onnx_am.engine.results import MaximizeReport, TargetBaseline, UnitResult
 from onnx_am.importer.model import ImportedModel
 from onnx_am.objectives import Target
 
@@ -116,6 +119,24 @@ class ChunkedRun:
             self.report.write_json(REPORT_FILE, self.document("running"))
             checkpoint.clear()  # its results are in report.json now
             notify(AnalyzeProgress("optimize", done, len(targets)))
+
+    def pending(self, key: str) -> list[ChunkTask]:
+        """The chunks not finished yet, as tasks of the model ``key``, in plan order."""
+        config = self.plan.config
+        rows = chunk_rows(config.device)
+        chunks = plan_chunks(self.plan.targets, len(self.plan.runs) * config.restarts, rows)
+        return [
+            ChunkTask(key, index, tuple(chunk))
+            for index, chunk in enumerate(chunks)
+            if not self._finished(chunk)
+        ]
+
+    def accept(self, found: MaximizeReport) -> None:
+        """Keep a finished chunk's results and baselines; write ``report.json``."""
+        for result in found.results:
+            self._save(result)
+        self.baselines.update({b.target: b for b in found.baselines})
+        self.report.write_json(REPORT_FILE, self.document("running"))
 
     @property
     def units_done(self) -> int:

@@ -1,0 +1,340 @@
+"""Chunks of one audit, or of many, on Ray actors (the ``[ray]`` extra).
+
+Each worker is an actor that imports a model once, from the model's bytes in Ray's object
+store (never a path the worker may not see), keeps it while chunks of it arrive, and returns
+each chunk's :class:`~onnx_am.engine.results.MaximizeReport` to the driver, which alone writes
+reports. A worker that dies (a killed actor, a lost node) takes its chunks with it; they go
+back to the queue and run on another worker, and a replacement worker is started. A chunk is
+yielded once, when its result has arrived, so nothing is lost or counted twice.
+
+Only this module imports Ray, and only ``analyze --workers/--ray`` imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping, Sequence
+
+from onnx_am.audit.executor import ChunkRecipe, ChunkTask, ModelWork, StepCallback, run_chunk
+from onnx_am.engine.results import MaximizeReport
+from onnx_am.errors import DistributedError
+from onnx_am.objectives import Target
+
+try:
+    import ray
+    from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise DistributedError(
+        "running on Ray needs the ray extra: pip install 'onnx-am[ray]'"
+    ) from exc
+
+#: Chunks queued on one worker at once: the next one is already there when one finishes.
+DEPTH = 2
+#: Runs of one chunk before the audit gives up on it (each on a worker that then died).
+MAX_ATTEMPTS = 3
+#: Models a worker keeps imported; chunks arrive grouped by model.
+KEEP_MODELS = 2
+#: Seconds to wait for a worker when none is alive.
+START_TIMEOUT = 300.0
+
+
+class ChunkWorker:
+    """A Ray actor: imports each model once from its bytes and runs chunks of it."""
+
+    def __init__(self, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.models: OrderedDict[tuple[str, str], tuple] = OrderedDict()
+
+    def ready(self) -> int:
+        """The worker's process id, once it is up."""
+        return os.getpid()
+
+    def run(self, recipe: ChunkRecipe, model: list, targets: tuple[Target, ...]) -> MaximizeReport:
+        """Run one chunk. ``model`` is ``[ObjectRef of the ONNX bytes]`` (a list, so that Ray
+        hands over the reference and the bytes are fetched only the first time)."""
+        imported, rewrite = self._model(recipe, model[0])
+        return run_chunk(imported, rewrite, recipe, targets)
+
+    def _model(self, recipe: ChunkRecipe, ref) -> tuple:
+        from onnx_am.importer.model import import_onnx
+
+        key = (recipe.key, ref.hex())
+        if key in self.models:
+            self.models.move_to_end(key)
+            return self.models[key]
+        imported = import_onnx(ray.get(ref), recipe.input_name, recipe.input_shape, recipe.feeds)
+        rewrite = None
+        if recipe.rewrite:
+            from onnx_am.passes import decouple_rectifiers
+
+            rewrite = decouple_rectifiers(imported)
+        self.models[key] = (imported, rewrite)
+        while len(self.models) > KEEP_MODELS:
+            self.models.popitem(last=False)
+        return imported, rewrite
+
+
+class RayExecutor:
+    """Runs chunk tasks on Ray actors; yields each finished chunk once.
+
+    Args:
+        workers: number of worker actors. ``None`` with ``address``: one per GPU of the
+            cluster (``device="cuda"``), else one per ``threads`` CPUs of it.
+        address: a Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
+            ``None`` starts a local Ray instance for the run (stopped by :meth:`close`) unless
+            one is already running in this process, which is then used.
+        device: ``"cpu"`` or ``"cuda"``; with ``cuda`` every worker holds one GPU.
+        threads: torch threads (and Ray CPUs) per worker. Default: locally the machine's
+            cores divided among the workers, on a cluster 1.
+
+    Attributes:
+        actors: the worker actors (started or starting).
+        queued: chunks sent to each live, started worker and not yet returned.
+        retried: chunks that were run again because their worker died.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        address: str | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+    ):
+        if workers is not None and workers < 1:
+            raise DistributedError(f"--workers must be at least 1, got {workers}")
+        if workers is None and address is None:
+            raise DistributedError("give a number of workers or a Ray cluster address")
+        if threads is not None and threads < 1:
+            raise DistributedError(f"threads per worker must be at least 1, got {threads}")
+        self.workers, self.address, self.device = workers, address, device
+        self.threads = threads
+        self.actors: list = []
+        self.queued: dict = {}
+        self.retried = 0
+        self._owns_ray = False
+        self._started = False
+        self._actor_class = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Join or start Ray and fix the number and size of workers; idempotent."""
+        if self._started:
+            return
+        if not ray.is_initialized():
+            self._init_ray()
+        self._started = True
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 1))
+        if self.threads is None:
+            local = self.address is None and self.workers is not None
+            self.threads = max(1, cpus // self.workers) if local else 1
+        if self.workers is None:
+            if self.device.startswith("cuda"):
+                self.workers = int(resources.get("GPU", 0))
+            else:
+                self.workers = cpus // self.threads
+            self.workers = max(1, self.workers)
+        gpus = 1 if self.device.startswith("cuda") else 0
+        if gpus and resources.get("GPU", 0) < self.workers:
+            raise DistributedError(
+                f"--device cuda with {self.workers} worker(s) needs as many GPUs; the Ray "
+                f"cluster has {resources.get('GPU', 0):g}"
+            )
+        self._actor_class = ray.remote(num_cpus=self.threads, num_gpus=gpus, max_restarts=0)(
+            ChunkWorker
+        )
+
+    def _init_ray(self) -> None:
+        quiet = dict(log_to_driver=False, logging_level=logging.ERROR, include_dashboard=False)
+        try:
+            if self.address is not None:
+                ray.init(address=self.address, **quiet)
+            else:
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                cores = os.cpu_count() or 1
+                cpus = max(cores, self.workers * (self.threads or 1))
+                ray.init(num_cpus=cpus, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = self.address or "a local Ray instance"
+            raise DistributedError(f"cannot start or join Ray at {where}: {exc}") from exc
+        self._owns_ray = True
+
+    def start_workers(self) -> None:
+        """Start the missing workers now and wait until all are up (a run otherwise starts
+        them with its first chunks).
+
+        Raises:
+            DistributedError: a worker could not be started.
+        """
+        self.start()
+        ready = []
+        while len(self.actors) < self.workers:
+            actor, up = self._spawn()
+            self.actors.append(actor)
+            ready.append(up)
+        try:
+            ray.get(ready)
+        except RayActorError as exc:
+            raise DistributedError(f"a Ray worker could not be started: {exc}") from exc
+
+    def stop_workers(self) -> None:
+        """Stop the workers (the next :meth:`run` starts new ones); Ray keeps running."""
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        self.queued.clear()
+
+    def close(self) -> None:
+        """Stop the workers, and the local Ray instance if this executor started it."""
+        self.stop_workers()
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- running -----------------------------------------------------------------
+
+    def run(
+        self,
+        works: Mapping[str, ModelWork],
+        tasks: Sequence[ChunkTask],
+        on_step: StepCallback | None = None,
+    ) -> Iterator[tuple[ChunkTask, MaximizeReport]]:
+        """Yield ``(task, report)`` for every task as it finishes. ``on_step(task, 0, 0)`` is
+        called when a chunk is sent to a worker (workers report whole chunks, not steps)."""
+        if not tasks:
+            return
+        self.start()
+        models = {}
+        for key in {task.model for task in tasks}:
+            try:
+                data = works[key].imported.original.SerializeToString()
+            except ValueError as exc:  # protobuf's 2 GiB limit
+                raise DistributedError(
+                    f"model {key} cannot be sent to Ray workers as one ONNX message: {exc}"
+                ) from exc
+            models[key] = ray.put(data)
+        yield from _Schedule(self, works, models, tasks, on_step).run()
+
+    def _spawn(self):
+        actor = self._actor_class.remote(self.threads)
+        return actor, actor.ready.remote()
+
+
+class _Schedule:
+    """One :meth:`RayExecutor.run`: a queue of chunks over a pool of workers."""
+
+    def __init__(self, executor: RayExecutor, works, models, tasks, on_step):
+        self.executor, self.works, self.models = executor, works, models
+        self.on_step = on_step
+        self.queue: deque[ChunkTask] = deque(tasks)
+        self.attempts: dict[ChunkTask, int] = {}
+        self.running: dict = {}  # result ref -> (task, actor)
+        self.starting: dict = {}  # ready ref -> actor
+        self.load: dict = executor.queued  # started actor -> chunks queued on it
+        self.waiting_since = time.monotonic()
+        self.failed_starts = 0
+
+    def run(self) -> Iterator[tuple[ChunkTask, MaximizeReport]]:
+        executor = self.executor
+        live = list(executor.actors)
+        self.load.clear()
+        self.load.update({actor: 0 for actor in live})
+        for _ in range(min(executor.workers, len(self.queue)) - len(live)):
+            actor, ready = executor._spawn()
+            executor.actors.append(actor)
+            self.starting[ready] = actor
+        while self.queue or self.running:
+            self._dispatch()
+            ready, _ = ray.wait([*self.running, *self.starting], num_returns=1, timeout=10.0)
+            if not ready:
+                self._check_stalled()
+                continue
+            ref = ready[0]
+            if ref in self.starting:
+                self._started(ref)
+                continue
+            task, actor = self.running.pop(ref)
+            if actor in self.load:
+                self.load[actor] -= 1
+            try:
+                report = ray.get(ref)
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, Exception) else exc) from None
+            except (RayActorError, ObjectLostError):
+                self._lost(task, actor)
+                continue
+            yield task, report
+
+    def _dispatch(self) -> None:
+        for actor in list(self.load):
+            while self.queue and self.load[actor] < DEPTH:
+                task = self.queue.popleft()
+                recipe = self.works[task.model].recipe
+                ref = actor.run.remote(recipe, [self.models[task.model]], task.targets)
+                self.running[ref] = (task, actor)
+                self.load[actor] += 1
+                self.attempts[task] = self.attempts.get(task, 0) + 1
+                if self.on_step is not None:
+                    self.on_step(task, 0, 0)
+        if self.load:
+            self.waiting_since = time.monotonic()
+
+    def _started(self, ref) -> None:
+        actor = self.starting.pop(ref)
+        try:
+            ray.get(ref)
+        except RayActorError as exc:
+            self.failed_starts += 1
+            if self.failed_starts >= MAX_ATTEMPTS * self.executor.workers:
+                raise DistributedError(
+                    f"Ray workers fail to start ({self.failed_starts} tries; is onnx-am "
+                    f"installed on every node?): {exc}"
+                ) from exc
+            self._replace(actor)
+            return
+        self.load[actor] = 0
+
+    def _lost(self, task: ChunkTask, actor) -> None:
+        """``actor`` died with ``task`` on it: run the task again elsewhere."""
+        if self.attempts[task] >= MAX_ATTEMPTS:
+            raise DistributedError(
+                f"chunk {task.index} of {task.model} was lost with its worker "
+                f"{self.attempts[task]} times; giving up"
+            )
+        self.executor.retried += 1
+        self.queue.appendleft(task)
+        if actor in self.load:
+            del self.load[actor]
+            self._replace(actor)
+
+    def _replace(self, actor) -> None:
+        executor = self.executor
+        if actor in executor.actors:
+            executor.actors.remove(actor)
+        if self.queue or self.running:
+            new, ready = executor._spawn()
+            executor.actors.append(new)
+            self.starting[ready] = new
+
+    def _check_stalled(self) -> None:
+        if not self.load and time.monotonic() - self.waiting_since > START_TIMEOUT:
+            raise DistributedError(
+                f"no Ray worker could be started in {START_TIMEOUT:.0f} s "
+                f"(resources: {ray.available_resources()})"
+            )
+
+
+__all__ = ["ChunkWorker", "RayExecutor"]
