@@ -147,3 +147,44 @@ def test_analyze_uses_logits_standard_only_and_says_so(tmp_path, make_model) -> 
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     assert doc["settings"]["input_range"] == [0.0, 1.0]
     assert doc["defaults"]["domain"]["description"] == "--preset unit"
+
+
+def test_logits_only_inside_an_if_branch_are_not_chosen(make_model) -> None:
+    """onnxruntime cannot expose a tensor of an If branch: the output itself is the target."""
+    from onnx import TensorProto
+
+    value = helper.make_tensor_value_info
+    branch = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["z"], name="mm"),
+            helper.make_node("Sigmoid", ["z"], ["p"], name="sig"),
+        ],
+        "then",
+        [],
+        [value("p", TensorProto.FLOAT, ["N", 2])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["q"], name="id")],
+        "else",
+        [],
+        [value("q", TensorProto.FLOAT, ["N", 2])],
+    )
+    nodes = [
+        helper.make_node("Equal", ["sr", "k"], ["cond"], name="eq"),
+        helper.make_node("If", ["cond"], ["y"], name="if", then_branch=branch, else_branch=other),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [value("x", TensorProto.FLOAT, ["N", 2]), value("sr", TensorProto.INT64, [])],
+        [value("y", TensorProto.FLOAT, ["N", 2])],
+        [
+            onnx.numpy_helper.from_array(_w(2, 2), "w"),
+            onnx.numpy_helper.from_array(np.array(16000, np.int64), "k"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    imported = import_onnx(model, "x", feeds={"sr": 16000})
+    assert "z" in imported.tensor_map  # the branch was inlined for torch ...
+    choice = default_targets_for(imported)
+    assert choice.tensor == "y" and choice.reason == ""  # ... but onnxruntime cannot read z

@@ -143,7 +143,7 @@ def _conv_outputs(imported: ImportedModel) -> list[str]:
     return [
         node.output[0]
         for node in imported.prepared.graph.node
-        if node.op_type in CONV_OPS and node.output and node.output[0] in imported.tensor_map
+        if node.op_type in CONV_OPS and node.output and _checkable(imported, node.output[0])
     ]
 
 
@@ -161,7 +161,16 @@ def pre_activation(imported: ImportedModel, tensor: str) -> tuple[str, str] | No
     if node is None or node.op_type not in ACTIVATIONS or not node.input:
         return None
     logits = node.input[0]
-    return (logits, node.op_type) if logits in imported.tensor_map else None
+    return (logits, node.op_type) if _checkable(imported, logits) else None
+
+
+def _checkable(imported: ImportedModel, tensor: str) -> bool:
+    """Torch exposes ``tensor`` and onnxruntime can too: it is produced in the original
+    model's main graph (not only inside an If branch that the pre-passes inlined)."""
+    if tensor not in imported.tensor_map:
+        return False
+    produced = {name for node in imported.original.graph.node for name in node.output}
+    return tensor in produced or tensor in {v.name for v in imported.original.graph.input}
 
 
 def last_feature_layer(
@@ -175,7 +184,7 @@ def last_feature_layer(
 
     rectifiers, _ = plan_rewrites(imported)
     for record in reversed(rectifiers):
-        if record.output in imported.tensor_map:
+        if _checkable(imported, record.output):
             return record.output, "rectifier"
     convs = _conv_outputs(imported)
     if not convs:
