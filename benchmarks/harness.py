@@ -192,9 +192,17 @@ def resnet50() -> torch.nn.Module:
 
 def export_resnet50(path: str | Path) -> None:
     """The seeded ResNet-50 as ONNX (opset 17, legacy exporter) with a dynamic batch."""
+    export_classifier(resnet50(), (3, 224, 224), path)
+
+
+def export_classifier(
+    net: torch.nn.Module, sample_shape: tuple[int, ...], path: str | Path
+) -> None:
+    """``net`` as ONNX (opset 17, legacy exporter): input ``input``, output ``logits``, dynamic
+    batch."""
     torch.onnx.export(
-        resnet50(),
-        (torch.zeros(1, 3, 224, 224),),
+        net,
+        (torch.zeros(1, *sample_shape),),
         str(path),
         dynamo=False,
         opset_version=17,

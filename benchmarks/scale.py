@@ -40,6 +40,7 @@ import onnx_am.audit.chunks as chunks_module
 from benchmarks.harness import (
     MODELS,
     command,
+    export_classifier,
     machine,
     machine_line,
     markdown_table,
@@ -71,16 +72,7 @@ def export_resnet18(path: Path) -> None:
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None).eval()
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, 3, 32, 32),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    export_classifier(net, (3, 32, 32), path)
 
 
 def measure(
