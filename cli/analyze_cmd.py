@@ -41,6 +41,7 @@ from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.domain import PRESETS
 from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
+from onnx_am.engine.pace import pace_text
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.errors import OnnxAmError
@@ -376,6 +377,8 @@ def _executor(workers: int | None, address: str | None, threads: int | None, dev
 
 
 def _finish_one(report, as_json: bool, quiet: bool) -> None:
+    if report.doc.get("pace"):  # nothing is cut silently, not even with --quiet
+        click.echo(f"onnx-am: {pace_text(report.doc['pace'])}", err=True)
     if as_json:
         click.echo((report.out_dir / REPORT_FILE).read_text(encoding="utf-8"), nl=False)
     elif not quiet:

@@ -132,7 +132,7 @@ def analyze(
     audit = prepare_audit(model_path, options, target, notify, clock_start=clock_start)
     if executor is None:  # the default: here, chunk by chunk, checkpointed
         tic = time.perf_counter()
-        audit.run.optimize(notify)
+        audit.run.optimize(notify, audit.plan.pace(audit.budget_start))
         audit.timings["optimize"] = time.perf_counter() - tic
     else:  # workers: no checkpoints (issue 13; see run_audits)
         run_audits([audit], executor, notify)
@@ -151,6 +151,7 @@ class Audit:
         timings: seconds per phase so far.
         started: when the audit started (``time.perf_counter``).
         plan: the run fitted to the time budget.
+        budget_start: when the time budget started (``time.monotonic``).
     """
 
     key: str
@@ -160,6 +161,7 @@ class Audit:
     timings: dict[str, float]
     started: float
     plan: AnalyzePlan
+    budget_start: float = 0.0
 
 
 def prepare_audit(
@@ -242,7 +244,7 @@ def prepare_audit(
         plan.needs_rewrite,
     )
     work = ModelWork(recipe, imported, rewrite)
-    return Audit(key, run, work, parity, timings, started, budget_plan)
+    return Audit(key, run, work, parity, timings, started, budget_plan, budget_start)
 
 
 def run_audits(audits: list[Audit], executor: ChunkExecutor, notify: ProgressCallback) -> None:

@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from onnx_am.engine.pace import MIN_STEPS, STEP_QUANTUM  # the fewest steps; steps' multiple
 from onnx_am.errors import BudgetError, OnnxAmError
 
 #: Default time budget of ``analyze`` in seconds: a zero-config audit of a ResNet-50-class
@@ -33,10 +34,6 @@ DEFAULT_TIME_BUDGET = 15 * 60.0
 UNIT_FLOOR = 8
 #: Steps kept before units are cut below :data:`UNIT_FLOOR`.
 STEP_FLOOR = 64
-#: The fewest steps a budget may leave.
-MIN_STEPS = 16
-#: Steps are cut to a multiple of this (cleaner numbers, same results for the same budget).
-STEP_QUANTUM = 8
 #: Share of the time left that the estimate may fill: estimates are from a few steps on a
 #: machine whose load changes.
 MARGIN = 0.85

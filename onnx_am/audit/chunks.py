@@ -29,6 +29,7 @@ from onnx_am.audit.summary import summarize
 from onnx_am.engine import memory
 from onnx_am.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_INTERVAL, Checkpointer
 from onnx_am.engine.maximizer import run_plan
+from onnx_am.engine.pace import Pace
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import MaximizeReport, TargetBaseline, UnitResult
 from onnx_am.importer.model import ImportedModel
@@ -84,6 +85,7 @@ class ChunkedRun:
         self.results: dict[tuple[Target, str], UnitResult] = {}
         self.entries: dict[tuple[Target, str], dict] = {}
         self.baselines: dict[str, TargetBaseline] = {}
+        self.pace: Pace | None = None
 
     def restore(self, results: list[UnitResult], baselines: list[TargetBaseline]) -> None:
         """Take the results and baselines of the report being resumed."""
@@ -91,16 +93,27 @@ class ChunkedRun:
             self._keep(result, self.report.image_name(result))
         self.baselines.update({b.target: b for b in baselines})
 
-    def optimize(self, notify: ProgressCallback) -> None:
-        """Run every chunk not finished yet; write ``report.json`` after each."""
+    def optimize(self, notify: ProgressCallback, pace: Pace | None = None) -> None:
+        """Run every chunk not finished yet; write ``report.json`` after each.
+
+        With a ``pace`` (the time budget's deadline) a chunk runs the steps that still fit,
+        and chunks that would not fit even :data:`~onnx_am.engine.pace.MIN_STEPS` steps are
+        not started; the report's ``pace`` object says what that cut.
+        """
+        self.pace = pace
         targets, config = self.plan.targets, self.plan.config
         rows = chunk_rows(config.device)
-        chunks = plan_chunks(targets, len(self.plan.runs) * config.restarts, rows)
+        per_unit = len(self.plan.runs) * config.restarts
+        chunks = plan_chunks(targets, per_unit, rows)
         done = sum(len(chunk) for chunk in chunks if self._finished(chunk))
         base = json.dumps(self.doc.get("settings", {}), sort_keys=True, default=str)
-        for chunk in chunks:
-            if self._finished(chunk):
-                continue
+        todo = [chunk for chunk in chunks if not self._finished(chunk)]
+        for position, chunk in enumerate(todo):
+            if pace is not None:
+                pace.rows_after = per_unit * sum(len(c) for c in todo[position + 1 :])
+                if not pace.room_for(per_unit * len(chunk)):
+                    pace.units_skipped = sum(len(c) for c in todo[position:])
+                    break
             on_step = step_reporter(notify, done, len(targets), len(chunk))
             on_step(0, 1, {})
             key = hashlib.sha256("|".join([base, *(t.name for t in chunk)]).encode()).hexdigest()
@@ -111,6 +124,7 @@ class ChunkedRun:
                 rewrite=self.rewrite,
                 progress=on_step,
                 checkpoint=checkpoint,
+                pace=pace,
             )
             for result in found.results:
                 self._save(result)
@@ -158,8 +172,10 @@ class ChunkedRun:
     def document(self, status: str) -> dict:
         names = [t.name for t in self.plan.targets]
         entries = [self.entries[key] for key in self._keys()]
+        paced = {"pace": self.pace.to_dict()} if self.pace and self.pace.cut_anything else {}
         return {
             **self.doc,
+            **paced,
             "status": status,
             "summary": summarize(entries),
             "results": entries,

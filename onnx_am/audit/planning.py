@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from onnx_am.audit.budget import CostModel, Cut, Work, fit_budget, format_duration, spread
+from onnx_am.engine.pace import Pace
 from onnx_am.engine.probe import time_steps
 from onnx_am.errors import BudgetError
 from onnx_am.objectives import Target
@@ -49,6 +50,9 @@ class AnalyzePlan:
         cuts: what the budget reduced.
         device: where the engine runs.
         units_done: units already in the report being resumed.
+        overhead: expected seconds outside the steps (each engine call's fixed costs, the
+            cross-check, pictures and the page): the deadline of the steps is the budget
+            less this (:meth:`pace`).
     """
 
     tensors: dict[str, int]
@@ -71,6 +75,15 @@ class AnalyzePlan:
     device: str = "cpu"
     units_done: int = 0
     targets: tuple[str, ...] = field(default=(), repr=False)
+    overhead: float = 0.0
+
+    def pace(self, budget_start: float) -> Pace | None:
+        """The deadline of the steps of a run whose budget started at ``budget_start`` (a
+        ``time.monotonic()`` value); None without a budget."""
+        if self.budget is None:
+            return None
+        deadline = budget_start + self.budget - self.overhead
+        return Pace(deadline, self.seconds_per_step / max(1, self.batch_size))
 
     def to_dict(self) -> dict:
         """The ``plan`` object of ``report.json``."""
@@ -95,6 +108,7 @@ class AnalyzePlan:
             "cut_order": "units (down to 8), restarts, steps (down to 64), units, steps",
             "device": self.device,
             "units_done": self.units_done,
+            "overhead_seconds": self.overhead,
             "targets": list(self.targets),
         }
 
@@ -260,8 +274,16 @@ def make_plan(
         cuts=cuts,
         device=config.device,
         targets=tuple(t.name for t in kept),
+        overhead=_overhead(measured.cost, fit_work, -(-fit_work.units // units_per_chunk)),
     )
     return plan, kept, fit_work
+
+
+def _overhead(cost: CostModel, work: Work, chunks: int) -> float:
+    """Expected seconds of a run outside its steps: the engine calls' fixed costs, then per
+    result the cross-check and pictures, and the page."""
+    results = work.units * work.plans
+    return chunks * cost.per_call + results * (cost.per_result + cost.render) + cost.render_fixed
 
 
 def _peak_memory(device: str) -> int:

@@ -63,7 +63,8 @@ def _result(
     picked = method_label(plan.runs[candidates.index(chosen)]) if plan.kind == "best" else None
     best = max(chosen, key=lambda i: outcome.value[i])
     all_rows = [i for rows in candidates for i in rows]
-    trace = [max(values) for values in zip(*(outcome.trace[i] for i in all_rows), strict=True)]
+    traces = _padded([outcome.trace[i] for i in all_rows])
+    trace = [max(values) for values in zip(*traces, strict=True)]
     activation = outcome.value[best]
     image = outcome.image[best]
     return UnitResult(
@@ -83,6 +84,13 @@ def _result(
         steps_to_95=steps_to_95(trace, activation),
         image=image.numpy(),
     )
+
+
+def _padded(traces: list[list[float]]) -> list[list[float]]:
+    """Traces of one length: a row whose chunk stopped at a deadline (shorter trace) keeps
+    its best value over the steps it did not run."""
+    length = max((len(t) for t in traces), default=0)
+    return [t + t[-1:] * (length - len(t)) for t in traces]
 
 
 def steps_to_95(trace: Sequence[float], activation: float) -> int | None:

@@ -20,13 +20,19 @@ forward is the proxy network's) and when a regularizer transforms the input, a s
 no-grad forward with standard slopes measures it. Each row keeps its best raw input so far.
 Trace entry ``t`` is the best value among the points ``x_0 .. x_t`` (``steps + 1`` entries;
 entry 0 is the start).
+
+Given a :class:`~onnx_am.engine.pace.Pace`, each chunk runs the steps that still fit before
+its deadline (fewer when the machine got slower than planned: its schedules then run over
+the shorter horizon), and a chunk still running at the deadline stops after its step; its
+trace is then shorter.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -34,6 +40,7 @@ import torch
 
 from onnx_am.engine import memory
 from onnx_am.engine.checkpoint import Checkpointer, ChunkState
+from onnx_am.engine.pace import Pace
 from onnx_am.engine.parameterizations import FourierParameterization, make_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
 from onnx_am.engine.rows import Row, RowOutcome
@@ -62,6 +69,7 @@ class LoopContext:
     total_steps: int
     done_steps: int = 0
     parameterization: FourierParameterization | None = None
+    pace: Pace | None = None
 
 
 def optimize_rows(
@@ -74,6 +82,7 @@ def optimize_rows(
     rewrite: RewriteResult | None = None,
     progress: Progress | None = None,
     checkpoint: Checkpointer | None = None,
+    pace: Pace | None = None,
 ) -> RowOutcome:
     """Optimize every row, chunk by chunk (:func:`_chunk_size` rows); slopes restored at the end.
 
@@ -89,6 +98,7 @@ def optimize_rows(
             between steps, after the state is saved to ``checkpoint``.
         checkpoint: saves finished and running chunks (:mod:`onnx_am.engine.checkpoint`) and
             continues from what it restores.
+        pace: the run's deadline (None: every chunk runs ``config.steps``).
 
     Returns:
         Per row its best true value, input and trace.
@@ -124,6 +134,7 @@ def optimize_rows(
             progress,
             total_steps=len(chunks) * config.steps,
             parameterization=parameterization,
+            pace=pace,
         )
         resumed = None
         if checkpoint is not None:
@@ -138,9 +149,11 @@ def optimize_rows(
                 context.done_steps += config.steps
             else:
                 state = resumed if resumed is not None and resumed.index == index else None
-                value, image, trace = run_chunk(
-                    context, x0, row_targets, row_methods, index, len(chunks), state, checkpoint
-                )
+                rows_left = sum(len(c) for c in chunks[index:])
+                value, image, trace = _paced_chunk(
+                    context, rows_left, x0, row_targets, row_methods, index, len(chunks), state,
+                    checkpoint,
+                )  # fmt: skip
                 if checkpoint is not None:
                     checkpoint.chunk_done(index, value, image, trace)
             for k, p in enumerate(positions):
@@ -151,6 +164,26 @@ def optimize_rows(
         if control is not None:
             control.set_standard()
     return outcome
+
+
+def _paced_chunk(context: LoopContext, rows_left: int, x0, *args):
+    """:func:`run_chunk` over the steps the pace allows (all of them without a pace);
+    ``rows_left``: rows of this and the later chunks of the call."""
+    pace, config = context.pace, context.config
+    if pace is None:
+        return run_chunk(context, x0, *args)
+    steps = pace.steps_for(rows_left, config.steps)
+    context.config = replace(config, steps=steps)  # schedules run over the shorter horizon
+    context.total_steps -= config.steps - steps
+    tic = time.monotonic()
+    try:
+        value, image, trace = run_chunk(context, x0, *args)
+    finally:
+        context.config = config
+    ran = trace.shape[0] - 1
+    pace.observe(len(x0), ran, time.monotonic() - tic)
+    context.total_steps -= steps - ran
+    return value, image, trace
 
 
 def on_device(module: torch.nn.Module, control, device: str):
@@ -251,8 +284,13 @@ def run_chunk(
     def snapshot(done: int) -> ChunkState:
         return ChunkState(index, done, x, best_x, best_value, trace[:done], state)
 
+    pace = context.pace
     for step in range(first, config.steps + 1):
-        if step < config.steps:
+        last = step == config.steps
+        if not last and step > first and pace is not None and pace.expired():
+            pace.stopped_early += 1  # the deadline passed: measure this input and stop
+            trace, last = trace[: step + 1], True
+        if not last:
             value, grad, image = _value_and_grad(context, x, objective, methods, step)
             if every_row:  # the same values as through the index, without the copies
                 value = _true_values(context, image, objective)
@@ -266,20 +304,21 @@ def run_chunk(
         best_value = torch.where(better, value, best_value)
         best_x = torch.where(better.view(-1, *[1] * (image.dim() - 1)), image, best_x)
         trace[step] = best_value
-        if step < config.steps:
-            x = _update(context, x, grad, state, step)
-            context.done_steps += 1
-            if checkpoint is not None and checkpoint.due():
-                checkpoint.save(snapshot(step + 1))
-            if context.progress is not None:
-                # no values in ``info``: reading one from the device would sync every step
-                info = {"chunk": index, "chunks": chunks, "rows": len(methods)}
-                try:
-                    context.progress(context.done_steps, context.total_steps, info)
-                except BaseException:
-                    if checkpoint is not None:  # stopped between steps: keep this state
-                        checkpoint.save(snapshot(step + 1))
-                    raise
+        if last:
+            break
+        x = _update(context, x, grad, state, step)
+        context.done_steps += 1
+        if checkpoint is not None and checkpoint.due():
+            checkpoint.save(snapshot(step + 1))
+        if context.progress is not None:
+            # no values in ``info``: reading one from the device would sync every step
+            info = {"chunk": index, "chunks": chunks, "rows": len(methods)}
+            try:
+                context.progress(context.done_steps, context.total_steps, info)
+            except BaseException:
+                if checkpoint is not None:  # stopped between steps: keep this state
+                    checkpoint.save(snapshot(step + 1))
+                raise
     return best_value.cpu(), best_x.detach(), trace.cpu()
 
 

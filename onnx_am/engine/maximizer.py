@@ -22,6 +22,7 @@ from onnx_am.engine.baselines import trivial_baselines
 from onnx_am.engine.checkpoint import Checkpointer
 from onnx_am.engine.config import OPTIMIZERS, AMConfig, Progress
 from onnx_am.engine.loop import optimize_rows
+from onnx_am.engine.pace import Pace
 from onnx_am.engine.plan import RunPlan, plan_run
 from onnx_am.engine.results import MaximizeReport, UnitResult
 from onnx_am.engine.robustness import measure_transformed
@@ -64,6 +65,8 @@ def maximize(
         checkpoint: saves the optimization state at least every ``checkpoint.interval``
             seconds and continues from a matching saved state
             (:class:`~onnx_am.engine.checkpoint.Checkpointer`).
+        pace: a deadline (:class:`~onnx_am.engine.pace.Pace`): chunks then run the steps that
+            still fit before it. None (default): every row runs ``plan.config.steps``.
 
     Returns:
         A :class:`MaximizeReport` with one result per (target, method) and the baselines.
@@ -83,6 +86,7 @@ def run_plan(
     rewrite: RewriteResult | None = None,
     progress: Progress | None = None,
     checkpoint: Checkpointer | None = None,
+    pace: Pace | None = None,
 ) -> MaximizeReport:
     """Run a :class:`RunPlan` (made by :func:`~onnx_am.engine.plan.plan_run` or by
     ``analyze``); nothing in it is parsed or checked again.
@@ -125,7 +129,7 @@ def run_plan(
 
     tic = time.perf_counter()
     outcome = optimize_rows(
-        imported, config, targets, runs, rows, starts, rewrite, progress, checkpoint
+        imported, config, targets, runs, rows, starts, rewrite, progress, checkpoint, pace
     )
     timings["optimize"] = time.perf_counter() - tic
 

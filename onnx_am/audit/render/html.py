@@ -14,6 +14,7 @@ import jinja2
 import markupsafe
 
 from onnx_am.audit.summary import summarize
+from onnx_am.engine.pace import pace_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "index.html.j2"
@@ -92,6 +93,7 @@ def render_html(doc: dict, plots: list[dict], thumbs: dict[str, dict] | None = N
         untouched=_untouched(doc.get("rewrites") or {}),
         settings=doc.get("settings", {}),
         plan=doc.get("plan") or {},
+        pace=pace_text(doc["pace"]) if doc.get("pace") else None,
         timings=doc.get("timings", {}),
         summary=summary,
         results=rows,

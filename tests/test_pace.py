@@ -1,0 +1,119 @@
+"""The pace: a run that gets slower than planned still ends within its time budget."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx_am_cli.main import cli
+from torch_models import export_random
+
+import onnx_am.engine.pace as pace_module
+from onnx_am.engine.config import AMConfig
+from onnx_am.engine.maximizer import run_plan
+from onnx_am.engine.pace import MIN_STEPS, Pace
+from onnx_am.engine.plan import plan_run
+from onnx_am.importer import import_onnx
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory) -> str:
+    """A 1x4x4 image in, 24 logits."""
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 24)
+    )
+    return export_random(net, (1, 4, 4), tmp_path_factory.mktemp("m") / "wide.onnx", scale=0.3)
+
+
+def frozen_clock(monkeypatch, now: float = 0.0) -> None:
+    monkeypatch.setattr(pace_module, "monotonic", lambda: now)
+
+
+def test_steps_fit_the_time_left(monkeypatch):
+    frozen_clock(monkeypatch)
+    pace = Pace(deadline=100.0, seconds_per_row_step=0.1)
+    # 10 rows x (64 + 1) forwards x 0.1 s = 65 s: fits
+    assert pace.steps_for(10, 64) == 64 and pace.steps_cap is None
+    pace.seconds_per_row_step = 0.25  # 100 s / (10 x 0.25 s) = 40 forwards: 39 steps -> 32
+    assert pace.steps_for(10, 64) == 32 and pace.steps_cap == 32
+    pace.seconds_per_row_step = 0.01  # faster again: never more than an earlier chunk got
+    assert pace.steps_for(10, 64) == 32
+    pace.rows_after = 10**6  # later chunks count too; never below the floor
+    assert pace.steps_for(10, 64) == MIN_STEPS
+
+
+def test_room_for_and_observe(monkeypatch):
+    frozen_clock(monkeypatch)
+    pace = Pace(deadline=10.0, seconds_per_row_step=0.1)
+    assert pace.room_for(5)  # 5 x 17 x 0.1 = 8.5 s
+    assert not pace.room_for(6)  # 10.2 s
+    pace.observe(rows=4, steps=9, seconds=8.0)
+    assert pace.seconds_per_row_step == pytest.approx(0.2)
+    assert pace.planned_seconds_per_row_step == 0.1
+
+
+def test_a_capped_chunk_is_a_shorter_run(wide, monkeypatch):
+    """Cut to 32 steps, a chunk gives exactly what a 32-step run gives: its schedules run
+    over the shorter horizon, and the values are the original network's."""
+    frozen_clock(monkeypatch)
+    imported = import_onnx(wide)
+    config = AMConfig(steps=64, restarts=1, lr_schedule="cosine", crosscheck=True)
+    plan = plan_run(imported, ["logits:1", "logits:5"], ("standard", "decoupled(0.3)"), config)
+    pace = Pace(deadline=100.0, seconds_per_row_step=100.0 / (4 * 40))  # 39 steps fit
+    paced = run_plan(imported, plan, pace=pace)
+    short = plan_run(
+        imported,
+        ["logits:1", "logits:5"],
+        ("standard", "decoupled(0.3)"),
+        AMConfig(steps=32, restarts=1, lr_schedule="cosine", crosscheck=True),
+    )
+    plain = run_plan(imported, short)
+    assert pace.steps_cap == 32
+    for a, b in zip(paced.results, plain.results, strict=True):
+        assert len(a.trace) == 33
+        assert a.activation == b.activation and a.agrees
+        assert torch.equal(torch.as_tensor(a.image), torch.as_tensor(b.image))
+
+
+def test_a_chunk_stops_at_the_deadline(wide, monkeypatch):
+    frozen_clock(monkeypatch, now=50.0)
+    imported = import_onnx(wide)
+    plan = plan_run(imported, ["logits:2"], ("standard",), AMConfig(steps=64, restarts=2))
+    pace = Pace(deadline=10.0, seconds_per_row_step=1.0)  # already past
+    found = run_plan(imported, plan, pace=pace)
+    assert pace.stopped_early == 1
+    (result,) = found.results
+    assert len(result.trace) == 2  # the start and one step
+    assert result.activation == max(result.trace) and result.agrees
+
+
+def test_analyze_ends_in_time_and_says_what_it_cut(wide, tmp_path, monkeypatch):
+    """The machine stalls for an hour as the first chunk starts: that chunk stops after its
+    next step, the later ones are not started, and the report, the page and stderr say so."""
+    stalled = []
+    monkeypatch.setattr(pace_module, "monotonic", lambda: time.monotonic() + sum(stalled))
+    steps_for = Pace.steps_for
+
+    def stall_after(self, *args):
+        steps = steps_for(self, *args)
+        stalled.append(3600.0)
+        return steps
+
+    monkeypatch.setattr(Pace, "steps_for", stall_after)
+    out = tmp_path / "r"
+    args = [wide, "--out", str(out), "--steps", "64", "--restarts", "3", "--time-budget", "5m"]
+    result = CliRunner().invoke(cli, ["analyze", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads((out / "report.json").read_text())
+    pace = doc["pace"]
+    assert doc["plan"]["chunks"] == 3 and doc["plan"]["cuts"] == []
+    assert pace["chunks_stopped_at_deadline"] == 1 and pace["units_skipped"] > 0
+    units = {r["target"] for r in doc["results"]}
+    assert 0 < len(units) == len(doc["plan"]["targets"]) - pace["units_skipped"]
+    assert all(r["agrees"] and len(r["trace"]) == 2 for r in doc["results"])
+    assert doc["status"] == "complete"
+    assert "got slower than planned" in result.stderr
+    assert "During the run" in (out / "index.html").read_text()
