@@ -188,3 +188,19 @@ def test_logits_only_inside_an_if_branch_are_not_chosen(make_model) -> None:
     assert "z" in imported.tensor_map  # the branch was inlined for torch ...
     choice = default_targets_for(imported)
     assert choice.tensor == "y" and choice.reason == ""  # ... but onnxruntime cannot read z
+
+
+def test_class_names_from_metadata_label_the_page(tmp_path, make_model) -> None:
+    from click.testing import CliRunner
+    from onnx_am_cli.main import cli
+
+    path = tmp_path / "named.onnx"
+    model = _with_metadata(_classifier(make_model), names="{0: 'cat', 1: 'dog', 2: 'axolotl'}")
+    path.write_bytes(model.SerializeToString())
+    args = ["analyze", str(path), "--steps", "2", "--restarts", "1", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["defaults"]["targets"]["labels"]["flat:2"] == "axolotl"
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert 'data-label="axolotl"' in page and '<span class="muted">axolotl</span>' in page

@@ -94,6 +94,7 @@ def render_html(doc: dict, plots: list[dict], thumbs: dict[str, dict] | None = N
         settings=doc.get("settings", {}),
         plan=doc.get("plan") or {},
         pace=pace_text(doc["pace"]) if doc.get("pace") else None,
+        labels=((doc.get("defaults") or {}).get("targets") or {}).get("labels") or {},
         timings=doc.get("timings", {}),
         summary=summary,
         results=rows,
