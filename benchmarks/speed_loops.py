@@ -6,6 +6,10 @@ to ONNX (nothing downloads). Every loop runs the same rows (``rows`` units of on
 plain projected gradient ascent:
 
 - ``native``: the torch model, ``model(x)[i, unit_i]`` summed, ``autograd.grad``, step, clip;
+- ``native_proxy``: ProxyGrad written natively: the gradient through a copy of the model whose
+  ReLUs are LeakyReLU(0.3) (ReLU6: slope 0.3 below zero), and the value from a no-grad forward
+  of the model itself, as ProxyGrad needs the true value of every step; its ratio to
+  ``native`` is what the method itself costs, whoever implements it;
 - ``standard`` / ``decoupled`` / ``proxy``: the engine, every row with that method;
 - ``mixed``: the engine with ``best(0.3)``: half the rows standard, half decoupled, one chunk.
 
@@ -16,6 +20,7 @@ less disturbed by other processes on a shared machine than wall time) and wall s
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -28,7 +33,9 @@ from onnx_am.engine.maximizer import AMConfig, maximize
 
 LR = 0.1
 BETA = 0.3
-LOOPS = ("native", "standard", "decoupled", "proxy", "mixed")
+LOOPS = ("native", "standard", "decoupled", "proxy", "mixed", "native_proxy")
+#: Loops that run the native network (no engine, no cross-check).
+NATIVE_LOOPS = ("native", "native_proxy")
 ENGINE_METHODS = {
     "standard": ["standard"],
     "decoupled": [f"decoupled({BETA:g})"],
@@ -134,6 +141,52 @@ def native_ascent(
     return clock
 
 
+class _LeakyReLU6(torch.nn.Module):
+    """ReLU6's proxy: slope ``beta`` below zero, ReLU6 above."""
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x < 0, self.beta * x, x.clamp(max=6.0))
+
+
+def proxy_network(model: torch.nn.Module, beta: float = BETA) -> torch.nn.Module:
+    """A copy of ``model`` with every ``nn.ReLU`` / ``nn.ReLU6`` module replaced by its
+    leaky proxy of slope ``beta`` (the models here use rectifier modules only)."""
+    proxy = copy.deepcopy(model)
+    for parent in list(proxy.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.ReLU6):
+                setattr(parent, name, _LeakyReLU6(beta))
+            elif isinstance(child, torch.nn.ReLU):
+                setattr(parent, name, torch.nn.LeakyReLU(beta))
+    return proxy
+
+
+def native_proxy_ascent(
+    model: torch.nn.Module,
+    proxy: torch.nn.Module,
+    x: torch.Tensor,
+    units: torch.Tensor,
+    steps: int,
+) -> StepClock:
+    """ProxyGrad natively: the proxy's gradient, the true value of every step."""
+    clock = StepClock()
+    x = x.clone()
+    best = torch.full((len(x),), float("-inf"))
+    for _ in range(steps):
+        x.requires_grad_(True)
+        objective = proxy(x).gather(1, units[:, None]).sum()
+        (grad,) = torch.autograd.grad(objective, x)
+        with torch.no_grad():
+            best = torch.maximum(best, model(x).gather(1, units[:, None])[:, 0])
+            x = (x + LR * grad).clamp_(-1.0, 1.0)
+        clock()
+    return clock
+
+
 def engine_run(imported, targets, methods, steps, **config) -> tuple[object, StepClock]:
     """One engine call with a step clock attached."""
     clock = StepClock()
@@ -149,7 +202,7 @@ class Loops:
         self.model = model
         self.path = path
         self.rows = rows or model.rows
-        self.imported = self.native = None  # built on first use (a peak-RSS run needs one)
+        self.imported = self.native = self.proxy = None  # built on first use
         restarts = min(model.restarts, self.rows)
         self.restarts = restarts
         self.classes = self.rows // restarts
@@ -163,6 +216,12 @@ class Loops:
             if self.native is None:
                 self.native = native_model(self.model)
             return native_ascent(self.native, self.x, self.units, steps)
+        if loop == "native_proxy":
+            if self.native is None:
+                self.native = native_model(self.model)
+            if self.proxy is None:
+                self.proxy = proxy_network(self.native)
+            return native_proxy_ascent(self.native, self.proxy, self.x, self.units, steps)
         if self.imported is None:
             self.imported = import_onnx(self.path)
         classes = self.classes // 2 if loop == "mixed" else self.classes
@@ -203,14 +262,14 @@ def time_loops(loops: Loops, steps: int, rounds: int, warmup: bool = True) -> di
 
 def peak_of_loop(loops: Loops, loop: str, steps: int, crosscheck: bool) -> dict:
     """Run one loop in this (fresh) process; its peak RSS and the steps' times."""
-    config = {} if loop == "native" else {"crosscheck": crosscheck}
+    config = {} if loop in NATIVE_LOOPS else {"crosscheck": crosscheck}
     cpu, wall = loops.run(loop, steps, **config).per_step()
     return {
         "model": loops.model.name,
         "loop": loop,
         "rows": loops.rows,
         "steps": steps,
-        "crosscheck": crosscheck and loop != "native",
+        "crosscheck": crosscheck and loop not in NATIVE_LOOPS,
         "cpu_s": cpu,
         "wall_s": wall,
         "peak_rss_mib": peak_rss_mib(),
