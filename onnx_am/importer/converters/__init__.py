@@ -17,6 +17,7 @@ from onnx_am.importer.converters import (  # noqa: F401  (imported for their reg
     pad,
     pooling,
     quantized,
+    quantized_recurrent,
     recurrent,
     reduce,
     resize,

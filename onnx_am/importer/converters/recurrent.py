@@ -113,6 +113,15 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         initial_c: torch.Tensor | None = None,
         p: torch.Tensor | None = None,
     ):
+        directions = range(len(self.directions))
+        return self._run(
+            x, [w[d] for d in directions], [r[d] for d in directions], b, sequence_lens,
+            initial_h, initial_c, p,
+        )  # fmt: skip
+
+    def _run(self, x, ws, rs, b, sequence_lens, initial_h, initial_c, p):
+        """The node's outputs from per-direction weights ``ws`` / ``rs`` (whatever the
+        projections :meth:`_project_inputs` / :meth:`_project_state` take)."""
         if self.layout == 1:
             x = x.transpose(0, 1)
             initial_h = None if initial_h is None else initial_h.transpose(0, 1)
@@ -126,7 +135,7 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         ys, hs, cs = [], [], []
         for d, direction in enumerate(self.directions):
             y, h, c = self._direction(
-                x, w[d], r[d], None if b is None else b[d], h0[d], c0[d],
+                x, ws[d], rs[d], None if b is None else b[d], h0[d], c0[d],
                 None if p is None else p[d], lengths, direction == "reverse", d,
             )  # fmt: skip
             ys.append(y)
@@ -143,7 +152,7 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
     def _direction(self, x, w, r, b, h, c, p, lengths, reverse, index):
         gates = CELLS[self.cell][0] * self.hidden_size
         wb, rb = (None, None) if b is None else (b[:gates], b[gates:])
-        xw = torch.matmul(x, w.t())
+        xw = self._project_inputs(x, w, lengths)
         if wb is not None:
             xw = xw + wb
         acts = list(self.activations[index])
@@ -161,6 +170,14 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
             h, c = new_h, new_c
         return torch.stack(y), h, c
 
+    def _project_inputs(self, x, w, lengths):
+        """``x @ W^T`` for every step at once (``x``: ``[T, B, input]``)."""
+        return torch.matmul(x, w.t())
+
+    def _project_state(self, h, r):
+        """``h @ R^T`` (``h``: ``[B, hidden]``)."""
+        return torch.matmul(h, r.t())
+
     def _pre(self, value: torch.Tensor) -> torch.Tensor:
         return value if self.clip is None else torch.clamp(value, -self.clip, self.clip)
 
@@ -168,7 +185,7 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         size = self.hidden_size
         if self.cell == "GRU":
             return self._gru_step(xw_t, h, r, rb, acts), c
-        hr = torch.matmul(h, r.t())
+        hr = self._project_state(h, r)
         if rb is not None:
             hr = hr + rb
         pre = xw_t + hr
@@ -235,8 +252,12 @@ def _activations(node: OnnxNode, cell: str, directions: int) -> list[list[Activa
     return [built[d * per : (d + 1) * per] for d in range(directions)]
 
 
-def _converter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    cell = node.operation_type
+def recurrent_options(node: OnnxNode, cell: str) -> dict:
+    """The keyword arguments of :class:`OnnxRecurrent` that a node's attributes give.
+
+    Raises:
+        NotImplementedError: an unknown direction or activation, or no ``hidden_size``.
+    """
     direction = node.attributes.get("direction", "forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     if direction not in ("forward", "reverse", "bidirectional"):
@@ -246,17 +267,21 @@ def _converter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         raise NotImplementedError(f"{cell} without hidden_size is not supported")
     directions = 2 if direction == "bidirectional" else 1
     clip = node.attributes.get("clip")
-    module = OnnxRecurrent(
-        cell,
-        int(hidden_size),
-        direction,
-        _activations(node, cell, directions),
-        layout=int(node.attributes.get("layout", 0)),
-        clip=None if clip is None else float(clip),
-        input_forget=bool(node.attributes.get("input_forget", 0)),
-        linear_before_reset=bool(node.attributes.get("linear_before_reset", 0)),
-        outputs=len(node.output_values),
-    )
+    return {
+        "hidden_size": int(hidden_size),
+        "direction": direction,
+        "activations": _activations(node, cell, directions),
+        "layout": int(node.attributes.get("layout", 0)),
+        "clip": None if clip is None else float(clip),
+        "input_forget": bool(node.attributes.get("input_forget", 0)),
+        "linear_before_reset": bool(node.attributes.get("linear_before_reset", 0)),
+        "outputs": len(node.output_values),
+    }
+
+
+def _converter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    cell = node.operation_type
+    module = OnnxRecurrent(cell, **recurrent_options(node, cell))
     return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
 
 
