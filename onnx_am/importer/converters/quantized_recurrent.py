@@ -13,8 +13,10 @@ and what this module emulates, per direction:
   ``DynamicQuantizeLinear`` does; the integer product is exact, and the result is
   ``float(int32) * (x_scale * w_scale)``.
 - At every step the previous hidden state (all batch rows) is quantized the same way, on
-  its own range, and multiplied by R; then the ONNX LSTM equations in float (bias ``Wb + Rb``,
-  activations, ``clip``, ``input_forget``, peepholes), exactly as :class:`OnnxRecurrent`.
+  its own range, and multiplied by R; then the ONNX LSTM equations in float as
+  :class:`OnnxRecurrent` computes them (activations, ``clip``, ``input_forget``, peepholes),
+  with ``Wb + Rb`` added to the sum of both products as onnxruntime orders it, and sigmoid and
+  tanh as onnxruntime computes them (:mod:`.onnxruntime_math`).
 
 Rounding stays in the forward; backward, it is passed straight through and the dynamic scales
 and zero points are held constant, so the gradient is that of an LSTM with the dequantized
@@ -24,9 +26,10 @@ Where the emulation and onnxruntime can differ: onnxruntime splits the batch acr
 when it has more than 4 rows (or at least 2 and ``hidden_size <= 256``) and then quantizes
 the hidden state per chunk of rows; and with ``sequence_lens`` the rows that have ended count
 as zeros in onnxruntime's range, as their last state here. At batch 1 (how onnx-am runs a
-model whose batch rows are not independent, as here) neither applies. Otherwise the two differ
-only by float rounding order and onnxruntime's approximate sigmoid/tanh (about 1e-7), which can
-move a hidden value that sits on a rounding tie by one quantization step.
+model whose batch rows are not independent, as here) neither applies, and the outputs are
+bit-identical to onnxruntime's on the machine this was written on (x86-64 with FMA); where
+MLAS picks other kernels (no FMA, ARM) one float32 ulp can differ, which moves a hidden value
+that sits on a rounding tie by one quantization step.
 """
 
 from __future__ import annotations
@@ -39,24 +42,33 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 
 from onnx_am.importer.converters._registry import register
+from onnx_am.importer.converters.onnxruntime_math import onnxruntime_sigmoid, onnxruntime_tanh
 from onnx_am.importer.converters.quantized import exact_integers, quantize_dynamically
-from onnx_am.importer.converters.recurrent import OnnxRecurrent, recurrent_options
+from onnx_am.importer.converters.recurrent import ACTIVATIONS, OnnxRecurrent, recurrent_options
+
+#: The gate activations, with sigmoid and tanh as onnxruntime computes them.
+ONNXRUNTIME_ACTIVATIONS = {
+    **ACTIVATIONS,
+    "Sigmoid": (lambda x, a, b: onnxruntime_sigmoid(x), None, None),
+    "Tanh": (lambda x, a, b: onnxruntime_tanh(x), None, None),
+}
 
 
 @dataclass(frozen=True)
 class QuantizedWeight:
-    """One direction's integer weight ``[in, out]`` with its scale (scalar or ``[out]``) and
-    zero point (scalar)."""
+    """One direction's integer weight ``[in, out]`` with its scale (scalar or ``[out]``), zero
+    point (scalar) and the float bias added after the product (or ``None``)."""
 
     values: torch.Tensor
     scale: torch.Tensor
     zero_point: torch.Tensor
+    bias: torch.Tensor | None = None
 
     @classmethod
-    def of_direction(cls, values, scale, zero_point, d: int) -> QuantizedWeight:
+    def of_direction(cls, values, scale, zero_point, d: int, bias=None) -> QuantizedWeight:
         """Direction ``d`` of the node's ``[dirs, in, out]`` weight and its parameters."""
         zero = torch.zeros((), dtype=torch.float64) if zero_point is None else zero_point[d]
-        return cls(values[d], scale[d].to(torch.float32), zero.reshape(-1)[0])
+        return cls(values[d], scale[d].to(torch.float32), zero.reshape(-1)[0], bias)
 
 
 def dynamic_quantized_matmul(a: torch.Tensor, weight: QuantizedWeight) -> torch.Tensor:
@@ -98,9 +110,14 @@ class OnnxDynamicQuantizeLSTM(OnnxRecurrent):
         r_zero_point: torch.Tensor | None = None,
     ):
         directions = range(len(self.directions))
+        gates = 4 * self.hidden_size
+        # onnxruntime adds Wb + Rb (summed first) after both products: the bias rides with R.
+        biases = [None if b is None else b[d, :gates] + b[d, gates:] for d in directions]
         ws = [QuantizedWeight.of_direction(w, w_scale, w_zero_point, d) for d in directions]
-        rs = [QuantizedWeight.of_direction(r, r_scale, r_zero_point, d) for d in directions]
-        return self._run(x, ws, rs, b, sequence_lens, initial_h, initial_c, p)
+        rs = [
+            QuantizedWeight.of_direction(r, r_scale, r_zero_point, d, biases[d]) for d in directions
+        ]
+        return self._run(x, ws, rs, None, sequence_lens, initial_h, initial_c, p)
 
     def _project_inputs(self, x, w, lengths):
         if lengths is None:
@@ -110,14 +127,15 @@ class OnnxDynamicQuantizeLSTM(OnnxRecurrent):
         projected = dynamic_quantized_matmul(x[:steps], w)
         return torch.cat([projected, projected.new_zeros(x.shape[0] - steps, *projected.shape[1:])])
 
-    def _project_state(self, h, r):
-        return dynamic_quantized_matmul(h, r)
+    def _preactivation(self, xw_t, h, r, rb):
+        pre = xw_t + dynamic_quantized_matmul(h, r)
+        return pre if r.bias is None else pre + r.bias
 
 
 @register("DynamicQuantizeLSTM", (1,), domain="com.microsoft")
 def _(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     if len(node.input_values) < 12 or not all(node.input_values[8:12:2]):
         raise NotImplementedError("DynamicQuantizeLSTM without W_scale / R_scale")
-    options = recurrent_options(node, "LSTM")
+    options = recurrent_options(node, "LSTM", ONNXRUNTIME_ACTIVATIONS)
     module = OnnxDynamicQuantizeLSTM("LSTM", **options)
     return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
