@@ -56,19 +56,19 @@ ONNXRUNTIME_ACTIVATIONS = {
 
 @dataclass(frozen=True)
 class QuantizedWeight:
-    """One direction's integer weight ``[in, out]`` with its scale (scalar or ``[out]``), zero
-    point (scalar) and the float bias added after the product (or ``None``)."""
+    """One direction's integer weight ``[in, out]`` less its zero point (exact, float64), its
+    scale (scalar or ``[out]``) and the float bias added after the product (or ``None``)."""
 
-    values: torch.Tensor
+    shifted: torch.Tensor
     scale: torch.Tensor
-    zero_point: torch.Tensor
     bias: torch.Tensor | None = None
 
     @classmethod
     def of_direction(cls, values, scale, zero_point, d: int, bias=None) -> QuantizedWeight:
-        """Direction ``d`` of the node's ``[dirs, in, out]`` weight and its parameters."""
-        zero = torch.zeros((), dtype=torch.float64) if zero_point is None else zero_point[d]
-        return cls(values[d], scale[d].to(torch.float32), zero.reshape(-1)[0], bias)
+        """Direction ``d`` of the node's ``[dirs, in, out]`` weight and its parameters (one
+        zero point per direction: the first, as onnxruntime reads it)."""
+        zero = None if zero_point is None else zero_point[d].reshape(-1)[0]
+        return cls(exact_integers(values[d], zero), scale[d].to(torch.float32), bias)
 
 
 def dynamic_quantized_matmul(a: torch.Tensor, weight: QuantizedWeight) -> torch.Tensor:
@@ -83,9 +83,7 @@ def dynamic_quantized_matmul(a: torch.Tensor, weight: QuantizedWeight) -> torch.
         float32 ``[..., out]``; its gradient to ``a`` is that of ``a @ dequantized W``.
     """
     quantized, scale, zero_point = quantize_dynamically(a)
-    product = torch.matmul(
-        exact_integers(quantized, zero_point), exact_integers(weight.values, weight.zero_point)
-    )
+    product = torch.matmul(exact_integers(quantized, zero_point), weight.shifted)
     return product.to(torch.float32) * (scale * weight.scale)
 
 
