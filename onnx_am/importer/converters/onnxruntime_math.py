@@ -90,8 +90,7 @@ class _OnnxruntimeLogistic(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return grad * s * (1 - s)
+        return grad * torch.sigmoid(x) * torch.sigmoid(-x)  # s (1 - s), without cancellation
 
 
 class _OnnxruntimeTanh(torch.autograd.Function):
@@ -103,7 +102,7 @@ class _OnnxruntimeTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         (x,) = ctx.saved_tensors
-        return grad * (1 - torch.tanh(x) ** 2)
+        return grad / torch.cosh(x) ** 2  # 1 - tanh^2, without cancellation (0 past overflow)
 
 
 def onnxruntime_sigmoid(x: torch.Tensor) -> torch.Tensor:
