@@ -63,22 +63,21 @@ _TANH = (
 )  # fmt: skip
 
 
-def _fma(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
-    """``a * b + c`` rounded once to float32 (the product of two float32 is exact in float64)."""
-    return (a.double() * b.double() + c).float()
+def _horner(squared: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
+    """``((c0 * s + c1) * s + c2) ...`` with every multiply-add rounded once to float32, as a
+    fused multiply-add rounds (``squared`` is float64 holding float32 values: the product of
+    two float32 values is exact in float64, the one rounding is the cast back)."""
+    value = (squared * coefficients[0] + coefficients[1]).float()
+    for coefficient in coefficients[2:]:
+        value = torch.addcmul(squared.new_tensor(coefficient), value.double(), squared).float()
+    return value
 
 
 def _rational(x: torch.Tensor, constants) -> torch.Tensor:
     bound, alphas, betas = constants
     value = torch.clamp(x.float(), -bound, bound)
-    squared = value * value
-    p = _fma(squared, torch.full_like(squared, alphas[0]), alphas[1])
-    for alpha in alphas[2:]:
-        p = _fma(p, squared, alpha)
-    q = _fma(squared, torch.full_like(squared, betas[0]), betas[1])
-    for beta in betas[2:]:
-        q = _fma(q, squared, beta)
-    return (p * value) / q
+    squared = (value * value).double()
+    return (_horner(squared, alphas) * value) / _horner(squared, betas)
 
 
 class _OnnxruntimeLogistic(torch.autograd.Function):
