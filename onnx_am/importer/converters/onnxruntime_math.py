@@ -75,7 +75,7 @@ def _horner(squared: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Ten
 
 def _rational(x: torch.Tensor, constants) -> torch.Tensor:
     bound, alphas, betas = constants
-    value = torch.clamp(x.float(), -bound, bound)
+    value = torch.clamp(x, -bound, bound)
     squared = (value * value).double()
     return (_horner(squared, alphas) * value) / _horner(squared, betas)
 
@@ -84,7 +84,7 @@ class _OnnxruntimeLogistic(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):  # noqa: D102
         ctx.save_for_backward(x)
-        return torch.clamp(_rational(x, _LOGISTIC) + 0.5, 0.0, 1.0).to(x.dtype)
+        return torch.clamp(_rational(x, _LOGISTIC) + 0.5, 0.0, 1.0)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
@@ -96,7 +96,7 @@ class _OnnxruntimeTanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):  # noqa: D102
         ctx.save_for_backward(x)
-        return _rational(x, _TANH).to(x.dtype)
+        return _rational(x, _TANH)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
@@ -105,13 +105,15 @@ class _OnnxruntimeTanh(torch.autograd.Function):
 
 
 def onnxruntime_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """onnxruntime's CPU ``Sigmoid`` forward; the true sigmoid's derivative backward."""
-    return _OnnxruntimeLogistic.apply(x)
+    """onnxruntime's CPU float32 ``Sigmoid`` forward; the true sigmoid's derivative backward.
+    Other dtypes (which onnxruntime does not compute with MLAS) get ``torch.sigmoid``."""
+    return _OnnxruntimeLogistic.apply(x) if x.dtype == torch.float32 else torch.sigmoid(x)
 
 
 def onnxruntime_tanh(x: torch.Tensor) -> torch.Tensor:
-    """onnxruntime's CPU ``Tanh`` forward; the true tanh's derivative backward."""
-    return _OnnxruntimeTanh.apply(x)
+    """onnxruntime's CPU float32 ``Tanh`` forward; the true tanh's derivative backward.
+    Other dtypes get ``torch.tanh``."""
+    return _OnnxruntimeTanh.apply(x) if x.dtype == torch.float32 else torch.tanh(x)
 
 
 class OnnxruntimeSigmoid(nn.Module, OnnxToTorchModule):
