@@ -47,6 +47,7 @@ def lstm_model(
     signed = options.pop("signed", True)
     per_column = options.pop("per_column", False)
     states = options.pop("states", False)
+    lengths = options.pop("lengths", None)
     scale_shape = (dirs, gates) if per_column else (dirs,)
     if signed:
         w = rng.integers(-127, 128, (dirs, inputs, gates), dtype=np.int8)
@@ -66,6 +67,10 @@ def lstm_model(
     feeds = {"X": rng.normal(0, 1.5, (steps, batch, inputs)).astype(np.float32)}
     names = ["X", "W", "R", "B", "", "", "", "", "ws", "wz", "rs", "rz"]
     graph_inputs = [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, feeds["X"].shape)]
+    if lengths is not None:
+        names[4] = "lens"
+        feeds["lens"] = np.array(lengths, np.int32)
+        graph_inputs.append(helper.make_tensor_value_info("lens", onnx.TensorProto.INT32, [batch]))
     if states:
         for index, name in ((5, "h0"), (6, "c0")):
             names[index] = name
@@ -106,6 +111,7 @@ CASES = {
     "forward, uint8, per-column scales, states": (
         (5, 1, 7, 6, "forward"), {"signed": False, "per_column": True, "states": True}
     ),
+    "bidirectional, sequence shorter than X": ((6, 1, 5, 4, "bidirectional"), {"lengths": [4]}),
     "reverse, batch 3, clip, input_forget": (
         (4, 3, 5, 6, "reverse"), {"clip": 2.5, "input_forget": 1, "states": True}
     ),

@@ -122,6 +122,8 @@ class OnnxDynamicQuantizeLSTM(OnnxRecurrent):
             return dynamic_quantized_matmul(x, w)
         # onnxruntime quantizes the steps up to the longest sequence only.
         steps = int(lengths.max())
+        if steps == 0:
+            return x.new_zeros(*x.shape[:-1], w.shifted.shape[1])
         projected = dynamic_quantized_matmul(x[:steps], w)
         return torch.cat([projected, projected.new_zeros(x.shape[0] - steps, *projected.shape[1:])])
 
