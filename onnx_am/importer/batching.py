@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from torch import fx
 
 from onnx_am.errors import ImportFailedError
+from onnx_am.importer.module_names import legal_module_names
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,8 @@ def rewrite_fixed_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 def _convert_quietly(model: onnx.ModelProto) -> fx.GraphModule | None:
     try:
-        module = onnx2torch.convert(model, attach_onnx_mapping=True)
+        with legal_module_names():
+            module = onnx2torch.convert(model, attach_onnx_mapping=True)
     except Exception:  # noqa: BLE001 - any failure means "cannot rewrite"
         return None
     module.eval()

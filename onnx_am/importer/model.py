@@ -29,6 +29,7 @@ from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, des
 from onnx_am.importer.limits import PROBE_SECONDS, check_shapes, time_limit
 from onnx_am.importer.loading import ModelSource, load_model
 from onnx_am.importer.metadata import ProducerMetadata, read_metadata
+from onnx_am.importer.module_names import legal_module_names
 from onnx_am.importer.prepare import infer_shapes, prepare_model
 from onnx_am.importer.tensor_map import TensorLocation, build_tensor_map, extract_tensors
 from onnx_am.importer.unsupported import Unsupported, summarize_unsupported
@@ -183,7 +184,8 @@ def _convert(model: onnx.ModelProto) -> fx.GraphModule:
         with warnings.catch_warnings():
             # onnx2torch warns about approximations (Resize nearest modes); parity judges them
             warnings.simplefilter("ignore")
-            module = onnx2torch.convert(model, attach_onnx_mapping=True)
+            with legal_module_names():
+                module = onnx2torch.convert(model, attach_onnx_mapping=True)
     except Exception as exc:
         if not _refused(exc):
             raise

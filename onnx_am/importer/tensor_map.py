@@ -14,6 +14,7 @@ import onnx
 from torch import fx
 
 from onnx_am.errors import TargetError
+from onnx_am.importer.module_names import torch_module_names
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def build_tensor_map(
         module: converted with ``attach_onnx_mapping=True``.
         model: the ONNX model it was converted from (node names must be unique).
     """
-    onnx_names = {node_name: node.name for node_name, node in _torch_names(model)}
+    onnx_names = {node_name: node.name for node_name, node in torch_module_names(model)}
     tensor_map: dict[str, TensorLocation] = {}
     node_names: dict[str, str] = {}
     placeholders = [node for node in module.graph.nodes if node.op == "placeholder"]
@@ -60,16 +61,6 @@ def build_tensor_map(
                     node.name, index if len(outputs) > 1 else None, onnx_names[node.target]
                 )
     return tensor_map, node_names
-
-
-def _torch_names(model: onnx.ModelProto):
-    """Yield (torch module name, ONNX node) the way onnx2torch names modules."""
-    counters: dict[str, int] = {}
-    for node in model.graph.node:
-        base = (f"{node.domain}/" + (node.name.replace(".", "/") or node.op_type)).lstrip("/")
-        count = counters.setdefault(base, 0)
-        counters[base] += 1
-        yield base + (f"_{count}" if count else ""), node
 
 
 def extract_tensors(

@@ -37,7 +37,7 @@ NONLINEAR_OP_TYPES = frozenset(
         "Softplus", "Softsign", "Erf", "Mish", "Swish", "Shrink", "MaxPool", "GlobalMaxPool",
         "LpPool", "MaxRoiPool", "Max", "Min", "Abs", "Sign", "Round", "Floor", "Ceil", "Exp",
         "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos", "ReduceMax", "ReduceMin", "TopK",
-        "LSTM", "GRU", "RNN",
+        "LSTM", "GRU", "RNN", "DynamicQuantizeLSTM",
     }
 )  # fmt: skip
 
@@ -45,7 +45,7 @@ NONLINEAR_OP_TYPES = frozenset(
 UNTOUCHED_REASONS = {
     **{
         op: "recurrent cell: its sigmoid/tanh gates keep their true gradient"
-        for op in ("LSTM", "GRU", "RNN")
+        for op in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
     },
     **{
         op: f"smooth: decoupled only with the opt-in rule {rule!r}"

@@ -3,26 +3,21 @@
 onnx-am computes quantized ops as onnxruntime does (same rounding, exact integer sums), and
 on the tested models the values are identical. But a value that lands on a rounding tie in
 one runtime and a hair off it in the other moves by one quantization step, and that step
-propagates. So when a model quantizes (QuantizeLinear, DynamicQuantizeLinear, QLinear*), the
-tolerance of the parity check and of the onnxruntime cross-check is at least one step of the
-narrowest integer type it quantizes to, relative to the compared tensor's magnitude:
-``2**-8`` for 8-bit, ``2**-16`` for 16-bit types.
+propagates. So when a model quantizes (QuantizeLinear, DynamicQuantizeLinear, QLinear*,
+onnxruntime's DynamicQuantizeLSTM), the tolerance of the parity check and of the onnxruntime
+cross-check is at least one step of the narrowest integer type it quantizes to, relative to
+the compared tensor's magnitude: ``2**-8`` for 8-bit, ``2**-16`` for 16-bit types.
 """
 
 from __future__ import annotations
 
 import onnx
 
-#: Ops whose output is rounded to an integer grid.
-QUANTIZING_OPS = frozenset(
-    {
-        "QuantizeLinear",
-        "DynamicQuantizeLinear",
-        "QLinearConv",
-        "QLinearMatMul",
-        "DynamicQuantizeLSTM",
-    }
-)
+from onnx_am.importer.converters.onnxruntime_math import ROUNDING_OPS
+
+#: Ops whose output is rounded to an integer grid (the graphs the importer also gives
+#: onnxruntime's own sigmoid and tanh, see :mod:`onnx_am.importer.converters.onnxruntime_math`).
+QUANTIZING_OPS = ROUNDING_OPS
 
 #: ONNX element type -> bits.
 _BITS = {

@@ -14,9 +14,11 @@ import warnings
 from onnx_am.importer.converters import (  # noqa: F401  (imported for their registrations)
     activations,
     newer_versions,
+    onnxruntime_math,
     pad,
     pooling,
     quantized,
+    quantized_recurrent,
     recurrent,
     reduce,
     resize,

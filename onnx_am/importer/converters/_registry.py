@@ -28,22 +28,25 @@ Converter = Callable[[OnnxNode, OnnxGraph], OperationConverterResult]
 REGISTERED: list[tuple[str, int]] = []
 
 
-def has_converter(op_type: str, version: int) -> bool:
+def has_converter(op_type: str, version: int, domain: str = defs.ONNX_DOMAIN) -> bool:
     """Whether onnx2torch (or we) can already convert exactly this op version."""
     try:
-        get_converter(operation_type=op_type, version=version)
+        get_converter(operation_type=op_type, version=version, domain=domain)
     except NotImplementedError:
         return False
     return True
 
 
-def register(op_type: str, versions: Iterable[int]) -> Callable[[Converter], Converter]:
-    """Decorator: register ``converter`` for each version that has no converter yet."""
+def register(
+    op_type: str, versions: Iterable[int], domain: str = defs.ONNX_DOMAIN
+) -> Callable[[Converter], Converter]:
+    """Decorator: register ``converter`` for each version (of ``domain``, default the ONNX
+    one, e.g. ``"com.microsoft"`` for onnxruntime's contrib ops) that has no converter yet."""
 
     def deco(converter: Converter) -> Converter:
         for version in versions:
-            if not has_converter(op_type, version):
-                add_converter(operation_type=op_type, version=version)(converter)
+            if not has_converter(op_type, version, domain):
+                add_converter(operation_type=op_type, version=version, domain=domain)(converter)
                 REGISTERED.append((op_type, version))
         return converter
 

@@ -127,20 +127,33 @@ class OnnxDynamicQuantizeLinear(nn.Module, OnnxToTorchModule):
     """
 
     def forward(self, x):  # noqa: D102
-        x = _as_float(x)
-        with torch.no_grad():
-            low = torch.clamp(x.min(), max=0.0)
-            high = torch.clamp(x.max(), min=0.0)
-            scale = (high - low) / 255.0
-            scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-            zero_point = torch.clamp(torch.round(0.0 - low / scale), 0, 255)
-        # The range holds the whole tensor: the clamp only catches rounding at its ends,
-        # so it passes the gradient too.
-        rounded = StraightThroughRound.apply(x / scale) + zero_point
-        return StraightThroughClamp.apply(rounded, 0, 255), scale, zero_point
+        return quantize_dynamically(_as_float(x))
 
 
-def _exact(value: torch.Tensor, zero_point, per_channel_axis: int | None = None):
+def dynamic_parameters(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 ``(scale, zero_point)`` of a tensor's range widened to hold 0, as onnxruntime
+    computes them (``DynamicQuantizeLinear`` and its dynamically quantized GEMMs); constant
+    for the gradient."""
+    with torch.no_grad():
+        low = torch.clamp(x.min(), max=0.0)
+        high = torch.clamp(x.max(), min=0.0)
+        scale = (high - low) / 255.0
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        zero_point = torch.clamp(torch.round(0.0 - low / scale), 0, 255)
+    return scale, zero_point
+
+
+def quantize_dynamically(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x`` as uint8 values (in a float tensor) on the grid of its own range, with the
+    scale and zero point; the gradient passes straight through to ``x``."""
+    scale, zero_point = dynamic_parameters(x)
+    # The range holds the whole tensor: the clamp only catches rounding at its ends,
+    # so it passes the gradient too.
+    rounded = StraightThroughRound.apply(x / scale) + zero_point
+    return StraightThroughClamp.apply(rounded, 0, 255), scale, zero_point
+
+
+def exact_integers(value: torch.Tensor, zero_point, per_channel_axis: int | None = None):
     """``value - zero_point`` in float64 (exact for 8/16-bit integers)."""
     value = value.to(torch.float64)
     if zero_point is None:
@@ -168,8 +181,8 @@ class _IntegerConv(nn.Module):
                 self.explicit += [pads[d], pads[rank + d]]
 
     def accumulate(self, x, w, x_zero_point=None, w_zero_point=None) -> torch.Tensor:
-        x = _exact(x, x_zero_point)
-        w = _exact(w, w_zero_point, per_channel_axis=0)
+        x = exact_integers(x, x_zero_point)
+        w = exact_integers(w, w_zero_point, per_channel_axis=0)
         if self.explicit:
             x = F.pad(x, self.explicit)
         conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[x.dim()]
@@ -206,7 +219,7 @@ class OnnxMatMulInteger(nn.Module, OnnxToTorchModule):
     def forward(self, a, b, a_zero_point=None, b_zero_point=None):  # noqa: D102
         if a_zero_point is not None and a_zero_point.numel() > 1:
             a_zero_point = a_zero_point.reshape(-1, 1)  # one per row of a
-        product = torch.matmul(_exact(a, a_zero_point), _exact(b, b_zero_point))
+        product = torch.matmul(exact_integers(a, a_zero_point), exact_integers(b, b_zero_point))
         return product.to(torch.float32)
 
 
@@ -220,7 +233,7 @@ class OnnxQLinearMatMul(nn.Module, OnnxToTorchModule):
     def forward(self, a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):  # noqa: D102
         if a_zp.numel() > 1:
             a_zp = a_zp.reshape(-1, 1)
-        acc = torch.matmul(_exact(a, a_zp), _exact(b, b_zp)).to(torch.float32)
+        acc = torch.matmul(exact_integers(a, a_zp), exact_integers(b, b_zp)).to(torch.float32)
         if a_scale.numel() > 1:
             a_scale = a_scale.reshape(-1, 1)  # one per row of a
         multiplier = a_scale * b_scale / y_scale

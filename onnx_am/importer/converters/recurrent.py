@@ -14,6 +14,8 @@ module); it reports the node as untouched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from onnx2torch.onnx_graph import OnnxGraph
@@ -53,9 +55,15 @@ CELLS = {
 class Activation(nn.Module):
     """One ONNX recurrent activation with its alpha and beta."""
 
-    def __init__(self, name: str, alpha: float | None = None, beta: float | None = None):
+    def __init__(
+        self,
+        name: str,
+        alpha: float | None = None,
+        beta: float | None = None,
+        table: Mapping[str, tuple] = ACTIVATIONS,
+    ):
         super().__init__()
-        function, default_alpha, default_beta = ACTIVATIONS[name]
+        function, default_alpha, default_beta = table[name]
         self.name = name
         self.function = function
         self.alpha = default_alpha if alpha is None else alpha
@@ -113,6 +121,15 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         initial_c: torch.Tensor | None = None,
         p: torch.Tensor | None = None,
     ):
+        directions = range(len(self.directions))
+        return self._run(
+            x, [w[d] for d in directions], [r[d] for d in directions], b, sequence_lens,
+            initial_h, initial_c, p,
+        )  # fmt: skip
+
+    def _run(self, x, ws, rs, b, sequence_lens, initial_h, initial_c, p):
+        """The node's outputs from per-direction weights ``ws`` / ``rs`` (whatever the
+        projections :meth:`_project_inputs` / :meth:`_preactivation` take)."""
         if self.layout == 1:
             x = x.transpose(0, 1)
             initial_h = None if initial_h is None else initial_h.transpose(0, 1)
@@ -126,7 +143,7 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         ys, hs, cs = [], [], []
         for d, direction in enumerate(self.directions):
             y, h, c = self._direction(
-                x, w[d], r[d], None if b is None else b[d], h0[d], c0[d],
+                x, ws[d], rs[d], None if b is None else b[d], h0[d], c0[d],
                 None if p is None else p[d], lengths, direction == "reverse", d,
             )  # fmt: skip
             ys.append(y)
@@ -143,7 +160,7 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
     def _direction(self, x, w, r, b, h, c, p, lengths, reverse, index):
         gates = CELLS[self.cell][0] * self.hidden_size
         wb, rb = (None, None) if b is None else (b[:gates], b[gates:])
-        xw = torch.matmul(x, w.t())
+        xw = self._project_inputs(x, w, lengths)
         if wb is not None:
             xw = xw + wb
         acts = list(self.activations[index])
@@ -161,6 +178,17 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
             h, c = new_h, new_c
         return torch.stack(y), h, c
 
+    def _project_inputs(self, x, w, lengths):
+        """``x @ W^T`` for every step at once (``x``: ``[T, B, input]``)."""
+        return torch.matmul(x, w.t())
+
+    def _preactivation(self, xw_t, h, r, rb):
+        """``xw_t + (h @ R^T + Rb)``: the gates' input at one step (``h``: ``[B, hidden]``)."""
+        hr = torch.matmul(h, r.t())
+        if rb is not None:
+            hr = hr + rb
+        return xw_t + hr
+
     def _pre(self, value: torch.Tensor) -> torch.Tensor:
         return value if self.clip is None else torch.clamp(value, -self.clip, self.clip)
 
@@ -168,10 +196,7 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         size = self.hidden_size
         if self.cell == "GRU":
             return self._gru_step(xw_t, h, r, rb, acts), c
-        hr = torch.matmul(h, r.t())
-        if rb is not None:
-            hr = hr + rb
-        pre = xw_t + hr
+        pre = self._preactivation(xw_t, h, r, rb)
         if self.cell == "RNN":
             return acts[0](self._pre(pre)), c
         f_act, g_act, h_act = acts
@@ -212,7 +237,9 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         return (1 - z) * candidate + z * h
 
 
-def _activations(node: OnnxNode, cell: str, directions: int) -> list[list[Activation]]:
+def _activations(
+    node: OnnxNode, cell: str, directions: int, table: Mapping[str, tuple]
+) -> list[list[Activation]]:
     """The activations per direction, with alpha/beta consumed in order by those taking them."""
     defaults = CELLS[cell][1]
     names = node.attributes.get("activations")
@@ -225,18 +252,23 @@ def _activations(node: OnnxNode, cell: str, directions: int) -> list[list[Activa
     betas = list(node.attributes.get("activation_beta", []))
     built = []
     for name in names:
-        if name not in ACTIVATIONS:
+        if name not in table:
             raise NotImplementedError(f"{cell} with activation {name!r} is not supported")
-        _, default_alpha, default_beta = ACTIVATIONS[name]
+        _, default_alpha, default_beta = table[name]
         alpha = alphas.pop(0) if default_alpha is not None and alphas else None
         beta = betas.pop(0) if default_beta is not None and betas else None
-        built.append(Activation(name, alpha, beta))
+        built.append(Activation(name, alpha, beta, table))
     per = len(defaults)
     return [built[d * per : (d + 1) * per] for d in range(directions)]
 
 
-def _converter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    cell = node.operation_type
+def recurrent_options(node: OnnxNode, cell: str, table: Mapping[str, tuple] = ACTIVATIONS) -> dict:
+    """The keyword arguments of :class:`OnnxRecurrent` that a node's attributes give, the
+    activations taken from ``table`` (name -> function, default alpha, default beta).
+
+    Raises:
+        NotImplementedError: an unknown direction or activation, or no ``hidden_size``.
+    """
     direction = node.attributes.get("direction", "forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     if direction not in ("forward", "reverse", "bidirectional"):
@@ -246,17 +278,21 @@ def _converter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         raise NotImplementedError(f"{cell} without hidden_size is not supported")
     directions = 2 if direction == "bidirectional" else 1
     clip = node.attributes.get("clip")
-    module = OnnxRecurrent(
-        cell,
-        int(hidden_size),
-        direction,
-        _activations(node, cell, directions),
-        layout=int(node.attributes.get("layout", 0)),
-        clip=None if clip is None else float(clip),
-        input_forget=bool(node.attributes.get("input_forget", 0)),
-        linear_before_reset=bool(node.attributes.get("linear_before_reset", 0)),
-        outputs=len(node.output_values),
-    )
+    return {
+        "hidden_size": int(hidden_size),
+        "direction": direction,
+        "activations": _activations(node, cell, directions, table),
+        "layout": int(node.attributes.get("layout", 0)),
+        "clip": None if clip is None else float(clip),
+        "input_forget": bool(node.attributes.get("input_forget", 0)),
+        "linear_before_reset": bool(node.attributes.get("linear_before_reset", 0)),
+        "outputs": len(node.output_values),
+    }
+
+
+def _converter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    cell = node.operation_type
+    module = OnnxRecurrent(cell, **recurrent_options(node, cell))
     return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
 
 
