@@ -63,7 +63,7 @@ def prepare_model(
         refuse_huge_constants,
         drop_recorded_shapes,
         upgrade_opset,
-        lambda m: fold_where_needed(m, fed=bool(feeds)),
+        lambda m: fold_where_needed(m, fed=bool(feeds), spec=spec),
         constants_to_initializers,
         fold_initializer_identities,
         dequantize_constant_weights,
