@@ -111,3 +111,24 @@ def test_declare_sample_shape_keeps_the_batch_dim() -> None:
     assert dims[0].dim_param == "N" and dims[1].dim_value == 9
     wrong_rank = InputSpec("x", ("N", "L"), "float32", sample_shape=(1, 9), layout="other")
     assert declare_sample_shape(model, wrong_rank) is None
+
+
+def test_only_small_constant_of_shape_folds() -> None:
+    """A fill of shape arithmetic size folds; a large one stays a node (onnxscript's default)."""
+    nodes = [
+        helper.make_node("ConstantOfShape", ["small"], ["pads"], name="fill_small"),
+        helper.make_node("ConstantOfShape", ["large"], ["big"], name="fill_large"),
+        helper.make_node("Pad", ["x", "pads"], ["xp"], name="pad"),
+        helper.make_node("Add", ["xp", "big"], ["y"], name="add"),
+    ]
+    inits = {"small": np.array([4], np.int64), "large": np.array([64, 64], np.int64)}
+    graph = helper.make_graph(
+        nodes, "fills",
+        [helper.make_tensor_value_info("x", F32, ["N", 64])],
+        [helper.make_tensor_value_info("y", F32, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    spec = InputSpec("x", ("N", 64), "float32", sample_shape=(64,), layout="vector")
+    folded, _ = fold_constants(model, spec=spec)
+    assert [n.name for n in folded.graph.node if n.op_type == "ConstantOfShape"] == ["fill_large"]
