@@ -65,7 +65,10 @@ def _join(rows: list[torch.Tensor]) -> torch.Tensor:
 
 
 def decide_batching(
-    module: fx.GraphModule, prepared: onnx.ModelProto, sample_shape: Sequence[int]
+    module: fx.GraphModule,
+    prepared: onnx.ModelProto,
+    sample_shape: Sequence[int],
+    batch_dim: str | None = None,
 ) -> BatchDecision:
     """How batches of inputs of ``sample_shape`` (one sample, no batch dim) run through a graph.
 
@@ -73,6 +76,8 @@ def decide_batching(
         module: the converted graph of ``prepared``.
         prepared: the ONNX model it was converted from; a rewritten copy may be proposed.
         sample_shape: the shape of one input sample.
+        batch_dim: the optimized input's symbolic batch dim; an output declared with it at
+            another axis than 0 (a recurrent state ``[2, batch, 128]``) holds its rows there.
 
     Returns:
         ``dynamic`` when the graph handles batches as it is; ``rewritten`` with the rewritten
@@ -82,7 +87,8 @@ def decide_batching(
     Raises:
         ImportFailedError: the graph cannot even run one sample.
     """
-    if _handles_batches(module, sample_shape):
+    axes = row_axes(prepared, batch_dim)
+    if _handles_batches(module, sample_shape, axes):
         return BatchDecision(BatchSupport.dynamic())
     rewritten, count = rewrite_fixed_batch(prepared)
     if count:
@@ -90,7 +96,7 @@ def decide_batching(
         if (
             candidate is not None
             and _same_at_batch_one(candidate, module, sample_shape)
-            and _handles_batches(candidate, sample_shape)
+            and _handles_batches(candidate, sample_shape, axes)
         ):
             return BatchDecision(
                 BatchSupport("rewritten", f"{count} constant batch-1 Reshape shape(s) rewritten"),
@@ -163,11 +169,26 @@ def _outputs(module: fx.GraphModule, x: torch.Tensor) -> list[torch.Tensor]:
     return list(out) if isinstance(out, tuple | list) else [out]
 
 
-def _handles_batches(module: fx.GraphModule, sample_shape: Sequence[int]) -> bool:
+def row_axes(model: onnx.ModelProto, batch_dim: str | None) -> list[int]:
+    """Per graph output, the axis its rows lie along: where it is declared with ``batch_dim``.
+
+    0 when the output does not name the batch dim (the usual layout).
+    """
+    axes = []
+    for value in model.graph.output:
+        dims = [d.dim_param for d in value.type.tensor_type.shape.dim]
+        axes.append(dims.index(batch_dim) if batch_dim and batch_dim in dims else 0)
+    return axes
+
+
+def _handles_batches(
+    module: fx.GraphModule, sample_shape: Sequence[int], axes: Sequence[int] = ()
+) -> bool:
     """Whether a batch of 2 gives two rows, the second equal to running it alone.
 
     Two forward passes (not three): a graph that hard-codes batch 1 or mixes rows fails
-    the shape check or the comparison of the second row.
+    the shape check or the comparison of the second row. Output ``k`` holds its rows along
+    ``axes[k]`` (0 when not given).
     """
     x = _probe(sample_shape, 2)
     try:
@@ -175,12 +196,24 @@ def _handles_batches(module: fx.GraphModule, sample_shape: Sequence[int]) -> boo
         alone = _outputs(module, x[1:2])
     except Exception:  # noqa: BLE001 - a failing batch run means "not batchable"
         return False
-    for value, row in zip(together, alone, strict=True):
-        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != 2:
+    for k, (value, row) in enumerate(zip(together, alone, strict=True)):
+        axis = axes[k] if k < len(axes) else 0
+        if not _rows_along(value, row, axis):
             return False
-        if value[1:].shape != row.shape or not _close(value[1:], row):
+        if not _close(value.narrow(axis, 1, 1), row):
             return False
     return True
+
+
+def _rows_along(together: torch.Tensor, alone: torch.Tensor, axis: int) -> bool:
+    """Whether ``together`` is 2 rows along ``axis`` where ``alone`` is 1, all else equal."""
+    if not isinstance(together, torch.Tensor) or not isinstance(alone, torch.Tensor):
+        return False
+    if together.dim() == 0 or together.dim() != alone.dim() or axis >= together.dim():
+        return False
+    expected = list(alone.shape)
+    expected[axis] = 2
+    return alone.shape[axis] == 1 and list(together.shape) == expected
 
 
 def _same_at_batch_one(

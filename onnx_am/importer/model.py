@@ -140,7 +140,10 @@ def import_onnx(
     fed = resolve_feeds(original, spec, given)
     with foreign_errors(ImportFailedError, "an ONNX pre-pass failed"):
         prepared, notes = prepare_model(
-            original, spec, {name: feed.value for name, feed in fed.items()}
+            original,
+            spec,
+            {name: feed.value for name, feed in fed.items()},
+            {name: feed.batch_axis for name, feed in fed.items() if feed.batch_axis is not None},
         )
         check_shapes(infer_shapes(prepared, spec))
     if input_shape is None and metadata.image_size and spec.shape[1:] != spec.sample_shape:
@@ -155,7 +158,8 @@ def import_onnx(
         foreign_errors(ImportFailedError, "the converted graph fails"),
         time_limit(PROBE_SECONDS, "running the converted graph on probe inputs"),
     ):
-        decision = decide_batching(module, prepared, spec.sample_shape)
+        batch_dim = spec.shape[0] if spec.shape and isinstance(spec.shape[0], str) else None
+        decision = decide_batching(module, prepared, spec.sample_shape, batch_dim)
     if decision.module is not None:
         prepared, module, notes = decision.prepared, decision.module, [*notes, decision.note]
     with foreign_errors(ImportFailedError, "the converted graph cannot be mapped"):

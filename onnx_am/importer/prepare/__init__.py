@@ -20,6 +20,7 @@ from onnx_am.importer.prepare.constants import (
     fold_initializer_identities,
     refuse_huge_constants,
 )
+from onnx_am.importer.prepare.fed_batch import broadcast_fed_batch
 from onnx_am.importer.prepare.fed_inputs import feeds_to_initializers
 from onnx_am.importer.prepare.folding import fold_constants, fold_where_needed
 from onnx_am.importer.prepare.naming import name_nodes, normalize_domains
@@ -38,6 +39,7 @@ def prepare_model(
     model: onnx.ModelProto,
     spec: InputSpec | None = None,
     feeds: Mapping[str, np.ndarray] | None = None,
+    batch_axes: Mapping[str, int] | None = None,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Run all pre-passes on a copy of ``model``.
 
@@ -46,6 +48,8 @@ def prepare_model(
         spec: the chosen input; with it, ``auto_pad`` is made explicit from inferred shapes.
         feeds: values of the inputs that are not optimized; they become initializers first,
             so every later pass sees them as constants.
+        batch_axes: fed input name -> its axis tied to ``spec``'s batch dim; a value of one
+            row along it is broadcast to the batch (needs ``spec``).
 
     Returns:
         The prepared copy and one note per change.
@@ -63,7 +67,11 @@ def prepare_model(
         refuse_huge_constants,
         drop_recorded_shapes,
         upgrade_opset,
-        lambda m: fold_where_needed(m, fed=bool(feeds)),
+    ]
+    if spec is not None and batch_axes:
+        passes.append(lambda m: broadcast_fed_batch(m, spec, batch_axes))
+    passes += [
+        lambda m: fold_where_needed(m, fed=bool(feeds), spec=spec),
         constants_to_initializers,
         fold_initializer_identities,
         dequantize_constant_weights,
@@ -83,6 +91,7 @@ def prepare_model(
 __all__ = [
     "MAX_CONSTANT_ELEMENTS",
     "Prepass",
+    "broadcast_fed_batch",
     "constants_to_initializers",
     "default_opset",
     "dequantize_constant_weights",
