@@ -1,6 +1,9 @@
 """The ``onnx-am`` command line (installed as the ``onnx_am_cli`` package)."""
 
+import os
 import time
+
+os.environ.setdefault("MKL_CBWR", "AUTO")  # reproducible BLAS, see onnx_am/__init__.py
 
 #: ``ctx.meta`` key: a command already printed its JSON object (an error then adds none).
 JSON_EMITTED_KEY = "onnx_am.json_emitted"

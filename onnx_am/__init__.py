@@ -1,6 +1,17 @@
 """onnx-am: activation maximization for any ONNX model, with decoupled rectifier gradients."""
 
+# ruff: noqa: E402
 from __future__ import annotations
+
+import os
+
+#: Same seed, device and thread count, same numbers in every process: without Conditional
+#: Numerical Reproducibility, MKL (torch's BLAS on x86 CPUs) picks code paths by memory
+#: alignment and splits sums across threads differently from run to run; measured here on
+#: silero-vad (2 threads), one run in three ended at another maximum. It is read when MKL
+#: starts, so it holds when onnx_am (or onnx-am's command line) is imported before torch
+#: computes anything; a value the user set is kept.
+os.environ.setdefault("MKL_CBWR", "AUTO")
 
 from onnx_am.domain import InputDomain, parse_domain
 from onnx_am.engine.maximizer import AMConfig, maximize, run_plan
