@@ -37,6 +37,7 @@ MEASURED = (
     "seconds_per_step",
     "estimated_seconds",
     "spent_seconds",
+    "overhead_seconds",
     "peak_memory_bytes",
     "units_done",
 )
