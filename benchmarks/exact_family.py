@@ -86,7 +86,7 @@ BASES = {
 SCREENED = {
     f"{name}, screened {count}": (*setting, count)
     for name, setting in BASES.items()
-    for count in (96, 192, 384)
+    for count in (96, 192, 384, 576)
 }
 ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED}
 SUCCESS = 0.99
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=list(ALL_CONFIGS),
         metavar="NAME",
         help=f"configurations to run (default: {' '.join(repr(c) for c in CONFIGS)}; also "
-        "'standard, adam cosine' and 'NAME, screened S' for S in 96, 192, 384)",
+        "'standard, adam cosine' and 'NAME, screened S' for S in 96, 192, 384, 576)",
     )
     args = cli.parse_args(argv)
     torch.set_num_threads(args.threads)
