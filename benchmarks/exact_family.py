@@ -9,14 +9,23 @@ counts the best of them, exactly as the ``best`` methods report it.
 The table gives, per configuration and step budget, the share of networks on which the value
 found reaches at least 0.99 of the exact maximum, and the median reach (value / maximum).
 
+Starts are the engine's ``random`` start (box centre plus 10 % noise) unless a configuration
+names ``screened`` (:mod:`onnx_am.engine.starts`): each restart first evaluates ``S`` random
+corners with forward passes only and starts from the best. That is paid for at equal cost: a
+forward counts as a third of a forward + backward step, so every row of a screened
+configuration takes ``ceil(restarts * S / (3 * rows))`` fewer steps.
+
 Run (from the repository root)::
 
-    python -m benchmarks.exact_family [--steps 64 256] [--rows 3]
+    python -m benchmarks.exact_family [--steps 64 256] [--rows 3] [--seeds 0 1 2]
+        [--configs NAME ...] [--only NETWORK ...]
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import statistics
 import time
 
@@ -57,18 +66,46 @@ CONFIGS = {
     "standard, raw": ("raw", "constant", ["standard"]),
     "portfolio, raw": ("raw", "constant", PORTFOLIO),
 }
+#: Run only when asked for by ``--configs``: configurations that screened starts build on
+#: (``standard, adam cosine`` is not in the default set), and those with ``S`` candidates per
+#: restart: name -> (step rule, lr schedule, methods, candidates).
+BASES = {
+    **{
+        name: CONFIGS[name]
+        for name in (
+            "standard",
+            "standard, cosine",
+            "decoupled(0.3), cosine",
+            "portfolio",
+            "portfolio, cosine",
+            "portfolio, adam cosine",
+        )
+    },
+    "standard, adam cosine": ("adam", "cosine", ["standard"]),
+}
+SCREENED = {
+    f"{name}, screened {count}": (*setting, count)
+    for name, setting in BASES.items()
+    for count in (96, 192, 384, 576)
+}
+ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED}
 SUCCESS = 0.99
 
 
-def reach(imported, target: str, setting: tuple, rows: int, steps: int) -> float:
+def reach(imported, target: str, setting: tuple, rows: int, steps: int, seed: int = 0) -> float:
     """Best true value over ``rows`` rows, in one batched call: one method, ``rows`` restarts;
-    or a portfolio, one row per method from the same start (``rows`` must equal its size)."""
-    rule, schedule, methods = setting
+    or a portfolio, one row per method from the same start (``rows`` must equal its size).
+    A screened start's forwards are paid for by fewer steps (see the module docstring)."""
+    rule, schedule, methods, *screened = setting
     restarts = rows // len(methods)
+    screen = screened[0] if screened else 0
+    start = {"start": "screened", "screen": screen} if screen else {"start": "random"}
     config = AMConfig(
-        steps=steps,
+        steps=steps - math.ceil(restarts * screen / (3 * rows)),
         lr=0.1,
+        seed=seed,
         restarts=restarts,
+        **start,
         crosscheck=False,
         lr_schedule=schedule,
         lr_cycles=4,
@@ -83,40 +120,52 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--steps", type=int, nargs="+", default=[64, 256])
     cli.add_argument("--rows", type=int, default=3, help="rows (optimized inputs) per network")
     cli.add_argument("--only", nargs="*", help="run only these networks (names)")
+    cli.add_argument("--seeds", type=int, nargs="+", default=[0], help="start seeds")
+    cli.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(ALL_CONFIGS),
+        metavar="NAME",
+        help=f"configurations to run (default: {' '.join(repr(c) for c in CONFIGS)}; also "
+        "'standard, adam cosine' and 'NAME, screened S' for S in 96, 192, 384, 576)",
+    )
     args = cli.parse_args(argv)
     torch.set_num_threads(args.threads)
     family = json.loads(FAMILY.read_text())["networks"]
     names = args.only or list(family)
+    configs = {name: ALL_CONFIGS[name] for name in (args.configs or CONFIGS)}
     records = []
     started = time.perf_counter()
     for name in names:
         entry = family[name]
         imported = import_onnx(MODELS / entry["file"])
         print(f"{name} ({time.perf_counter() - started:.0f} s)", flush=True)
-        for steps in args.steps:
-            for config, setting in CONFIGS.items():
-                value = reach(imported, entry["target"], setting, args.rows, steps)
-                records.append(
-                    {
-                        "network": name,
-                        "kind": entry["kind"],
-                        "steps": steps,
-                        "config": config,
-                        "value": value,
-                        "max": entry["max"],
-                        "reach": value / entry["max"],
-                    }
-                )
+        for steps, (config, setting), seed in itertools.product(
+            args.steps, configs.items(), args.seeds
+        ):
+            value = reach(imported, entry["target"], setting, args.rows, steps, seed)
+            records.append(
+                {
+                    "network": name,
+                    "kind": entry["kind"],
+                    "steps": steps,
+                    "config": config,
+                    "seed": seed,
+                    "value": value,
+                    "max": entry["max"],
+                    "reach": value / entry["max"],
+                }
+            )
     elapsed = time.perf_counter() - started
-    text = _report(records, args, elapsed)
+    text = _report(records, list(configs), args, elapsed)
     write_results(args.out, "exact_family", text, {"records": records})
     print(text)
 
 
-def _report(records: list[dict], args, elapsed: float) -> str:
+def _report(records: list[dict], configs: list[str], args, elapsed: float) -> str:
     rows = []
     for steps in args.steps:
-        for config in CONFIGS:
+        for config in configs:
             mine = [r for r in records if r["steps"] == steps and r["config"] == config]
             reached = [r["reach"] >= SUCCESS for r in mine]
             failed = sorted({r["kind"] for r in mine if r["reach"] < SUCCESS})
@@ -130,28 +179,53 @@ def _report(records: list[dict], args, elapsed: float) -> str:
                     ", ".join(failed) or "-",
                 ]
             )
-    steps = " ".join(map(str, args.steps))
     kinds = {}
     for record in records:
         kinds.setdefault(record["kind"], set()).add(record["network"])
+    options = [
+        "--steps " + " ".join(map(str, args.steps)),
+        f"--rows {args.rows}",
+        "--seeds " + " ".join(map(str, args.seeds)),
+        "--configs " + " ".join(f"'{c}'" for c in configs) if args.configs else "",
+    ]
+    seeds = len(args.seeds)
     lines = [
         "# Exact-maximum family: reach at equal cost",
         "",
-        f"`{command('exact_family', '--steps ' + steps, f'--rows {args.rows}')}`"
-        f" — {machine_line()}; {elapsed:.0f} s.",
+        f"`{command('exact_family', *options)}` — {machine_line()}; {elapsed:.0f} s.",
         "",
         f"{len({r['network'] for r in records})} networks "
-        f"({', '.join(f'{k}: {len(v)}' for k, v in kinds.items())}); "
+        f"({', '.join(f'{k}: {len(v)}' for k, v in kinds.items())}) x {seeds} start seed(s); "
         f"{args.rows} rows per network for every configuration, lr 0.1 (schedules decay to "
-        f"0.05 x lr; restarts: 4 cosine cycles), starts near the box centre. "
-        f"Success: value >= {SUCCESS} x the exact maximum.",
+        "0.05 x lr; restarts: 4 cosine cycles). Starts near the box centre (mid + 10 % noise), "
+        "except `screened S`: each restart starts from the best of S random corners, evaluated "
+        "by forward passes only and paid for by ceil(restarts x S / (3 x rows)) fewer steps "
+        f"per row. Success: value >= {SUCCESS} x the exact maximum, counted over networks x "
+        "seeds.",
         "",
         markdown_table(
             ["steps", "configuration", "success", "median reach", "worst", "kinds that fail"],
             rows,
         ),
+        "",
+        f"Per network at {args.steps[-1]} steps: reach (value / exact maximum), median over seeds.",
+        "",
+        _per_network(records, configs, args.steps[-1]),
     ]
     return "\n".join(lines)
+
+
+def _per_network(records: list[dict], configs: list[str], steps: int) -> str:
+    reach: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        if r["steps"] == steps:
+            reach.setdefault((r["network"], r["config"]), []).append(r["reach"])
+    networks = list(dict.fromkeys(r["network"] for r in records))
+    rows = [
+        [name, *(f"{statistics.median(reach[(name, c)]):.2f}" for c in configs)]
+        for name in networks
+    ]
+    return markdown_table(["network", *configs], rows)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
 from onnx_am.engine.pace import pace_text
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 from onnx_am.engine.schedules import LR_SCHEDULES
+from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
 from onnx_am.errors import OnnxAmError
 from onnx_am.methods import expand_methods
 
@@ -211,6 +212,22 @@ def _duration(ctx, param, value: str) -> float | None:
     show_default=True,
     help="How the step size changes over the steps: constant (as in the paper), or a decay "
     "to 5 % of --lr (linear, cosine; cosine-restarts: 4 cosine decays).",
+)
+@click.option(
+    "--start",
+    type=click.Choice(START_KINDS),
+    default=DEFAULT_START,
+    show_default=True,
+    help="Start inputs: random (box centre plus 10 % noise), screened (each restart starts "
+    "from the best of --screen random corners of the box, found by forward passes only), "
+    "lower, upper, mid, random_corner, dead.",
+)
+@click.option(
+    "--screen",
+    type=click.IntRange(min=1),
+    default=SCREEN_CANDIDATES,
+    show_default=True,
+    help="Candidates per restart of --start screened (each costs about a third of a step).",
 )
 @click.option(
     "--regularizer",

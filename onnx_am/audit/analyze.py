@@ -417,6 +417,8 @@ def _settings(
         "parameterization": config.parameterization,
         "chunk_rows": chunks.chunk_rows(config.device),
     }
+    if config.start == "screened":  # absent otherwise, so older reports still resume
+        settings["screen"] = config.screen
     # Results do not depend on the engine's rows per step (starts are seeded per target and
     # restart; only float rounding of batched kernels may differ, ~1e-7 relative), so the
     # automatic size, which follows the free memory of the machine, is left out: a report

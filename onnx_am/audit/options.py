@@ -20,6 +20,7 @@ from onnx_am.engine.config import DEFAULT_LR, DEFAULT_SEED, DEFAULT_STEPS, AMCon
 from onnx_am.engine.device import resolve_device
 from onnx_am.engine.plan import RunPlan, checked_config
 from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
+from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES
 from onnx_am.errors import SettingsError
 from onnx_am.importer.feeds import FeedInput
 from onnx_am.importer.model import ImportedModel
@@ -90,6 +91,9 @@ class AnalyzeOptions:
             ``"fourier+decorrelated"`` (image inputs; :mod:`onnx_am.engine.parameterizations`).
         lr_schedule: ``"constant"``, ``"linear"``, ``"cosine"`` or ``"cosine-restarts"``
             (:mod:`onnx_am.engine.schedules`).
+        start: the start inputs (:data:`onnx_am.engine.starts.START_KINDS`): ``"random"``
+            (default) or ``"screened"`` (the best of ``screen`` random corners per restart).
+        screen: candidates per restart of the ``screened`` start.
         regularizers: regularizer strings (``"jitter(8)"``, ``"scale(0.1)"``, ``"tv(0.1)"``;
             :mod:`onnx_am.engine.regularizers`); none by default, as in the paper.
         robust: add lucid's transformation-robustness set
@@ -123,6 +127,8 @@ class AnalyzeOptions:
     parameterization: str = "pixel"
     step_rule: str = DEFAULT_STEP_RULE
     lr_schedule: str = DEFAULT_LR_SCHEDULE
+    start: str = DEFAULT_START
+    screen: int = SCREEN_CANDIDATES
     regularizers: tuple[str, ...] = ()
     robust: bool = False
     max_units: int = DEFAULT_MAX_UNITS
@@ -216,6 +222,8 @@ def analysis_config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
         batch_size=options.batch_size,
         parameterization=options.parameterization,
         lr_schedule=options.lr_schedule,
+        start=options.start,
+        screen=options.screen,
         regularizers=tuple(regularizers),
         **STEP_RULES[options.step_rule],
     )

@@ -169,8 +169,9 @@ def measure_costs(
     """Time real steps, at the first chunk's size and at one row; read the peak memory.
 
     The rest is priced from the step: an engine call's fixed cost (the trivial baselines,
-    a no-grad forward of their rows, and the chunk-size measurement) as a third of a step of
-    that many rows; a result's onnxruntime check and images as half a one-row step.
+    a no-grad forward of their rows, the candidates of a ``screened`` start, and the
+    chunk-size measurement) as a third of a step of that many rows; a result's onnxruntime
+    check and images as half a one-row step.
 
     Args:
         imported: the model.
@@ -194,7 +195,8 @@ def measure_costs(
     if big.rows == small.rows:
         per_row, fixed = big.seconds / big.rows, 0.0
     one_row = fixed + per_row
-    per_call = (fixed + per_row * (3 + config.baseline_corners + len(runs))) / 3
+    screened = config.restarts * config.screen if config.start == "screened" else 0
+    per_call = (fixed + per_row * (3 + config.baseline_corners + len(runs) + screened)) / 3
     per_result = one_row / 2 if config.crosscheck else 0.0
     cost = CostModel(
         step_fixed=fixed,

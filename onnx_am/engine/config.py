@@ -11,7 +11,7 @@ from onnx_am.domain import InputDomain
 from onnx_am.engine.parameterizations import check_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
 from onnx_am.engine.schedules import check_lr_schedule
-from onnx_am.engine.starts import START_KINDS
+from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
 from onnx_am.errors import SettingsError
 from onnx_am.methods import DEFAULT_BETA
 from onnx_am.reference.tolerance import DEFAULT_TOLERANCE
@@ -40,6 +40,7 @@ class AMConfig:
         seed: seeds starts, random corners and jitter.
         start: one of :data:`onnx_am.engine.starts.START_KINDS`.
         init_scale: noise of the ``random`` start, as a fraction of half the range.
+        screen: candidates (forward passes) per restart of the ``screened`` start.
         domain: the raw input box and preprocessing.
         batch_size: rows per chunk (bounds memory); ``None`` (default) picks it from the
             measured activation memory of one row and the free memory
@@ -66,8 +67,9 @@ class AMConfig:
     normalize_grad: bool = False
     restarts: int = 1
     seed: int = DEFAULT_SEED
-    start: str = "random"
+    start: str = DEFAULT_START
     init_scale: float = 0.1
+    screen: int = SCREEN_CANDIDATES
     domain: InputDomain = field(default_factory=InputDomain)
     batch_size: int | None = None
     device: str = "cpu"
@@ -95,6 +97,7 @@ class AMConfig:
                 self.start in START_KINDS,
                 f"unknown start {self.start!r}; choose from {', '.join(START_KINDS)}",
             ),
+            (self.screen >= 1, f"screen must be >= 1 candidate, got {self.screen}"),
             (
                 self.batch_size is None or self.batch_size >= 1,
                 f"batch_size must be >= 1 or None (auto), got {self.batch_size}",

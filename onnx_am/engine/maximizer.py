@@ -124,6 +124,7 @@ def run_plan(
         config.restarts,
         config.seed,
         config.init_scale,
+        config.screen,
     )
     timings["starts"] = time.perf_counter() - tic
 

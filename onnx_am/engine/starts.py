@@ -5,6 +5,14 @@
   other units are optimized with it or how rows are batched;
 - ``lower`` / ``upper`` / ``mid``: constant images;
 - ``random_corner``: every element at a random bound;
+- ``screened``: per restart ``r``, a pool of ``screen`` random corners of the box (every
+  element at a random bound), seeded by ``(seed, r)`` alone, is evaluated with forward passes
+  only (no gradient, batched); each unit starts from the candidate with its highest value.
+  One pool serves every unit of a run, and a unit's pick depends only on its own values, so
+  its start does not depend on the other units or on batching. Cost: ``screen`` forwards per
+  restart, about ``screen / 3`` row-steps (a forward is about a third of a step), whatever the
+  number of units. Measured in ``benchmarks/results/exact_family.md`` and
+  ``am_quality_starts.md``;
 - ``dead``: an input that leaves as many rectifiers as possible inactive on the target's
   path (the hard case for the true gradient, which is zero there). Candidates (lower,
   upper, mid, small random, random corners, negated random images) are ranked by the
@@ -28,7 +36,14 @@ from onnx_am.objectives import Target
 if TYPE_CHECKING:
     from onnx_am.importer.model import ImportedModel
 
-START_KINDS = ("random", "lower", "upper", "mid", "random_corner", "dead")
+START_KINDS = ("random", "lower", "upper", "mid", "random_corner", "dead", "screened")
+#: The start of ``maximize`` and ``analyze`` unless one is asked for (see README "Results":
+#: ``screened`` reaches far more exact maxima but does not help the trained CNNs).
+DEFAULT_START = "random"
+#: Candidates the ``screened`` start evaluates per restart.
+SCREEN_CANDIDATES = 384
+#: Candidates per forward batch of the screen (bounds its memory).
+SCREEN_BATCH = 64
 
 
 #: How many random candidates of each kind the ``dead`` start searches.
@@ -48,17 +63,30 @@ def make_starts(
     restarts: int,
     seed: int = 0,
     init_scale: float = 0.1,
+    screen: int = SCREEN_CANDIDATES,
 ) -> torch.Tensor:
     """Start inputs for every (target, restart), shape ``[targets, restarts, *sample]``.
 
+    Args:
+        kind: one of :data:`START_KINDS`.
+        imported: the model (``dead`` and ``screened`` run it).
+        domain: the raw input box and preprocessing.
+        targets: the units.
+        restarts: starts per unit.
+        seed: seeds every random choice.
+        init_scale: noise of the ``random`` start, as a fraction of half the range.
+        screen: candidates per restart of the ``screened`` start.
+
     Raises:
-        SettingsError: unknown ``kind``.
+        SettingsError: unknown ``kind``, or a ``screened`` start with ``screen < 1``.
     """
     if kind not in START_KINDS:
         raise SettingsError(f"unknown start {kind!r}; choose from {', '.join(START_KINDS)}")
     shape = imported.input.sample_shape
     if kind == "dead":
         return _dead_starts(imported, domain, targets, restarts, seed, init_scale)
+    if kind == "screened":
+        return screened_starts(imported, domain, targets, restarts, seed, screen)
     starts = torch.empty((len(targets), restarts, *shape))
     for t, target in enumerate(targets):
         for r in range(restarts):
@@ -87,6 +115,56 @@ def simple_start(
         return domain.low + bits * (domain.high - domain.low)
     noise = torch.rand(tuple(shape), generator=generator) * 2 - 1
     return domain.project(domain.mid + init_scale * half * noise)
+
+
+def screened_starts(
+    imported: ImportedModel,
+    domain: InputDomain,
+    targets: Sequence[Target],
+    restarts: int,
+    seed: int = 0,
+    screen: int = SCREEN_CANDIDATES,
+) -> torch.Tensor:
+    """Per (target, restart): the candidate of that restart's pool (``screen`` random
+    corners, :func:`screen_pool`) where the target's value is highest; ties go to the
+    earlier candidate.
+
+    Raises:
+        SettingsError: ``screen < 1``.
+    """
+    if screen < 1:
+        raise SettingsError(f"a screened start needs at least 1 candidate, got {screen}")
+    shape = imported.input.sample_shape
+    starts = torch.empty((len(targets), restarts, *shape))
+    for r in range(restarts):
+        pool = screen_pool(shape, domain, seed, r, screen)
+        values = screen_values(imported, domain, targets, pool)
+        starts[:, r] = pool[values.argmax(dim=1)]
+    return starts
+
+
+def screen_pool(
+    shape: Sequence[int], domain: InputDomain, seed: int, restart: int, count: int
+) -> torch.Tensor:
+    """``count`` random corners of the box, seeded by ``(seed, restart)`` only."""
+    generator = torch.Generator().manual_seed(row_seed(seed, "screened", restart))
+    bits = torch.randint(0, 2, (count, *shape), generator=generator).float()
+    return domain.low + bits * (domain.high - domain.low)
+
+
+def screen_values(
+    imported: ImportedModel, domain: InputDomain, targets: Sequence[Target], pool: torch.Tensor
+) -> torch.Tensor:
+    """Every target's value on every candidate, ``[targets, candidates]``, float64; forward
+    passes of the original network in batches of :data:`SCREEN_BATCH`; NaN counts as -inf."""
+    names = list(dict.fromkeys(t.tensor for t in targets))
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(pool), SCREEN_BATCH):
+            x = domain.to_model(pool[i : i + SCREEN_BATCH], imported.input)
+            values = dict(zip(names, imported.run(x, names), strict=True))
+            parts.append(torch.stack([t.value(values[t.tensor]).double().cpu() for t in targets]))
+    return torch.cat(parts, dim=1).nan_to_num(nan=-torch.inf)
 
 
 def _dead_starts(imported, domain, targets, restarts, seed, init_scale) -> torch.Tensor:
