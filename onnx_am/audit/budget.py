@@ -129,15 +129,24 @@ class CostModel:
     def estimate(self, work: Work) -> float:
         """Seconds from the first chunk to the written report (optimize, check, render)."""
         per_unit = work.runs * work.restarts
-        units_per_chunk = max(1, self.chunk_rows // max(1, per_unit))
+        units_per_chunk = self._units_per_chunk(work)
         seconds = 0.0
         left = work.units
         while left > 0:
             units = min(units_per_chunk, left)
             left -= units
-            seconds += self.per_call + self._chunk(units * per_unit, work.steps)
-        results = work.units * work.plans
-        return seconds + results * (self.per_result + self.render) + self.render_fixed
+            seconds += self._chunk(units * per_unit, work.steps)
+        return seconds + self.overhead(work)
+
+    def overhead(self, work: Work) -> float:
+        """The part of :meth:`estimate` outside the steps: each engine call's fixed costs,
+        then per result the cross-check and pictures, and the page."""
+        chunks = -(-work.units // self._units_per_chunk(work))
+        per_result = self.per_result + self.render
+        return chunks * self.per_call + work.units * work.plans * per_result + self.render_fixed
+
+    def _units_per_chunk(self, work: Work) -> int:
+        return max(1, self.chunk_rows // max(1, work.runs * work.restarts))
 
     def _chunk(self, rows: int, steps: int) -> float:
         """One engine call: engine chunks of at most ``batch_size`` rows, ``steps + 1``

@@ -101,10 +101,9 @@ class ChunkedRun:
         not started; the report's ``pace`` object says what that cut.
         """
         self.pace = pace
-        targets, config = self.plan.targets, self.plan.config
-        rows = chunk_rows(config.device)
-        per_unit = len(self.plan.runs) * config.restarts
-        chunks = plan_chunks(targets, per_unit, rows)
+        targets = self.plan.targets
+        per_unit = len(self.plan.runs) * self.plan.config.restarts
+        chunks = self._chunks()
         done = sum(len(chunk) for chunk in chunks if self._finished(chunk))
         base = json.dumps(self.doc.get("settings", {}), sort_keys=True, default=str)
         todo = [chunk for chunk in chunks if not self._finished(chunk)]
@@ -136,12 +135,9 @@ class ChunkedRun:
 
     def pending(self, key: str) -> list[ChunkTask]:
         """The chunks not finished yet, as tasks of the model ``key``, in plan order."""
-        config = self.plan.config
-        rows = chunk_rows(config.device)
-        chunks = plan_chunks(self.plan.targets, len(self.plan.runs) * config.restarts, rows)
         return [
             ChunkTask(key, index, tuple(chunk))
-            for index, chunk in enumerate(chunks)
+            for index, chunk in enumerate(self._chunks())
             if not self._finished(chunk)
         ]
 
@@ -193,6 +189,12 @@ class ChunkedRun:
             for label in self.plan.labels
             if (t, label) in self.results
         ]
+
+    def _chunks(self) -> list[list[Target]]:
+        """The plan's targets in their fixed chunks (the unit of resume)."""
+        config = self.plan.config
+        per_unit = len(self.plan.runs) * config.restarts
+        return plan_chunks(self.plan.targets, per_unit, chunk_rows(config.device))
 
     def _finished(self, chunk: list[Target]) -> bool:
         return all((t, label) in self.results for t in chunk for label in self.plan.labels)

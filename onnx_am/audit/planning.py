@@ -276,16 +276,9 @@ def make_plan(
         cuts=cuts,
         device=config.device,
         targets=tuple(t.name for t in kept),
-        overhead=_overhead(measured.cost, fit_work, -(-fit_work.units // units_per_chunk)),
+        overhead=measured.cost.overhead(fit_work),
     )
     return plan, kept, fit_work
-
-
-def _overhead(cost: CostModel, work: Work, chunks: int) -> float:
-    """Expected seconds of a run outside its steps: the engine calls' fixed costs, then per
-    result the cross-check and pictures, and the page."""
-    results = work.units * work.plans
-    return chunks * cost.per_call + results * (cost.per_result + cost.render) + cost.render_fixed
 
 
 def _peak_memory(device: str) -> int:
