@@ -1,11 +1,16 @@
-"""Start inputs on the trained CNNs, compute-matched: every configuration spends 3 rows per unit.
+"""Starts and defaults on the trained CNNs, compute-matched: every configuration of a table
+spends the same rows per unit.
 
 The digits CNNs of ``models/`` (10 classes + 8 channels of the last convolutional rectifier
-each, as in ``am_quality``) are maximized by each configuration at the same cost: 3 rows
-(optimized inputs) per unit and the same row-steps. A ``screened`` start spends forward
-passes before the first step (a forward costs about a third of a forward + backward step);
-its rows take ``ceil(restarts * candidates / (3 * rows))`` fewer steps, charged as if the
-pool served one unit only (it serves every unit of the run, so this overcharges it).
+each, as in ``am_quality``) are maximized by each configuration at the same cost: the same
+rows (optimized inputs) per unit and the same row-steps. ``--rows 3`` (default) compares start
+settings at 3 rows against ``standard x3``; ``--rows 6`` compares ``analyze``'s default
+(``standard`` and ``decoupled(0.3)`` rows from each of 3 starts, ``best`` = the higher) and
+candidate defaults against ``standard x6``. A ``screened`` start spends forward passes before
+the first step (a forward costs about a third of a forward + backward step); its rows take
+``ceil(forwards / (3 * rows))`` fewer steps, charged as if the pool served one unit only (it
+serves every unit of the run, so this overcharges it). A ``hedged`` start screens every
+restart but the first.
 
 Reported per configuration: the median share of the best value known for the unit (the
 maximum over every configuration and seed here), per target kind; how many units end below
@@ -14,7 +19,7 @@ the worst ratio to it; how many fail to beat a trivial input.
 
 Run (from the repository root)::
 
-    python -m benchmarks.am_quality_starts [--models digits_relu ...] [--seeds 0 1]
+    python -m benchmarks.am_quality_starts [--models digits_relu ...] [--seeds 0 1] [--rows 6]
 """
 
 from __future__ import annotations
@@ -37,11 +42,11 @@ from benchmarks.harness import (
     write_results,
 )
 from onnx_am import AMConfig, import_onnx, maximize
+from onnx_am.engine.starts import screening_forwards
 
-ROWS = 3
 NORMALIZED = {"optimizer": "pga", "normalize_grad": True}
 ADAM = {"optimizer": "adam", "normalize_grad": False}
-#: name -> (methods, restarts, settings); every configuration runs ROWS rows per unit.
+#: name -> (methods, restarts, settings); 3 rows per unit each.
 PLAIN = {
     "standard x3": (["standard"], 3, NORMALIZED),
     "standard x3, cosine": (["standard"], 3, {**NORMALIZED, "lr_schedule": "cosine"}),
@@ -51,7 +56,7 @@ PLAIN = {
     "portfolio, adam cosine": (["portfolio"], 1, {**ADAM, "lr_schedule": "cosine"}),
 }
 #: Each plain configuration with a screened start of 96 or 384 candidates per restart.
-CONFIGS = {
+THREE = {
     **PLAIN,
     **{
         f"{name}, screened {count}": (methods, restarts, {**settings, "screen": count})
@@ -59,26 +64,49 @@ CONFIGS = {
         for count in (96, 384)
     },
 }
-BASELINE = "standard x3"
+#: analyze's default methods: a standard and a decoupled(0.3) row from each start.
+DEFAULT = ["standard", "decoupled(0.3)"]
+HEDGED = {"start": "hedged", "screen": 384}
+#: Six rows per unit: the analyze default and candidate defaults.
+SIX = {
+    "standard x6": (["standard"], 6, NORMALIZED),
+    "default": (DEFAULT, 3, NORMALIZED),
+    "default, cosine": (DEFAULT, 3, {**NORMALIZED, "lr_schedule": "cosine"}),
+    "default, screened 384": (DEFAULT, 3, {**NORMALIZED, "screen": 384}),
+    "default, hedged 384": (DEFAULT, 3, {**NORMALIZED, **HEDGED}),
+    "default, cosine, hedged 384": (DEFAULT, 3, {**NORMALIZED, "lr_schedule": "cosine", **HEDGED}),
+    "standard x6, hedged 384": (["standard"], 6, {**NORMALIZED, **HEDGED}),
+}
+TABLES = {3: THREE, 6: SIX}
+CONFIGS = {**THREE, **SIX}
+BASELINES = {3: "standard x3", 6: "standard x6"}
 
 
 def run_config(
-    imported, targets: list[str], name: str, steps: int, seed: int
+    imported, targets: list[str], name: str, steps: int, seed: int, rows: int
 ) -> tuple[list[float], list[float]]:
     """Per target: the best value of the configuration's rows, and the best trivial input."""
     methods, restarts, settings = CONFIGS[name]
-    screen = settings.get("screen", 0)
+    settings = dict(settings)
+    screen = settings.pop("screen", 0)
+    start = settings.pop("start", "screened" if screen else "random")
+    forwards = screening_forwards(start, restarts, screen)
     config = AMConfig(
         **settings,
-        start="screened" if screen else "random",
-        steps=steps - math.ceil(restarts * screen / (3 * ROWS)),
+        start=start,
+        screen=screen or 1,
+        steps=steps - math.ceil(forwards / (3 * rows)),
         lr=0.1,
         restarts=restarts,
         seed=seed,
         crosscheck=False,
     )
     report = maximize(imported, targets, methods, config)
-    return [r.activation for r in report.results], [b.best for b in report.baselines]
+    best: dict[str, float] = {}  # per target, over its methods (the default has two)
+    for result in report.results:
+        name = result.target.name
+        best[name] = max(best.get(name, -math.inf), result.activation)
+    return list(best.values()), [b.best for b in report.baselines]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,12 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--models", nargs="+", default=DIGITS)
     cli.add_argument("--seeds", type=int, nargs="+", default=[0])
     cli.add_argument("--steps", type=int, default=256)
-    cli.add_argument(
-        "--configs", nargs="+", default=list(PLAIN), choices=list(CONFIGS), metavar="NAME"
-    )
+    cli.add_argument("--rows", type=int, choices=sorted(TABLES), default=3)
+    cli.add_argument("--configs", nargs="+", choices=list(CONFIGS), metavar="NAME")
     args = cli.parse_args(argv)
     torch.set_num_threads(args.threads)
-    configs = list(dict.fromkeys([BASELINE, *args.configs]))
+    table = TABLES[args.rows]
+    asked = args.configs or list(PLAIN if args.rows == 3 else SIX)
+    if unknown := [name for name in asked if name not in table]:
+        cli.error(f"not a {args.rows}-row configuration: {', '.join(unknown)}")
+    configs = list(dict.fromkeys([BASELINES[args.rows], *asked]))
     records = []
     started = time.perf_counter()
     for model in available(args.models):
@@ -100,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{model} ({time.perf_counter() - started:.0f} s)", flush=True)
         for seed in args.seeds:
             for name in configs:
-                values, trivial = run_config(imported, targets, name, args.steps, seed)
+                values, trivial = run_config(imported, targets, name, args.steps, seed, args.rows)
                 for target, value, bar in zip(targets, values, trivial, strict=True):
                     records.append(
                         {
@@ -114,19 +145,21 @@ def main(argv: list[str] | None = None) -> None:
                         }
                     )
     elapsed = time.perf_counter() - started
-    write_results(args.out, "am_quality_starts", "(report pending)", {"records": records})
+    stem = "am_quality_starts" if args.rows == 3 else "am_quality_defaults"
+    write_results(args.out, stem, "(report pending)", {"records": records})
     text = _report(records, configs, args, elapsed)
-    write_results(args.out, "am_quality_starts", text, {"records": records})
+    write_results(args.out, stem, text, {"records": records})
     print(text)
 
 
 def _report(records: list[dict], configs: list[str], args, elapsed: float) -> str:
+    baseline = BASELINES[args.rows]
     best: dict[tuple, float] = {}
     for r in records:
         key = (r["model"], r["target"])
         best[key] = max(best.get(key, -math.inf), r["value"])
     base = {
-        (r["model"], r["target"], r["seed"]): r["value"] for r in records if r["config"] == BASELINE
+        (r["model"], r["target"], r["seed"]): r["value"] for r in records if r["config"] == baseline
     }
     rows = []
     for name in configs:
@@ -154,19 +187,22 @@ def _report(records: list[dict], configs: list[str], args, elapsed: float) -> st
         f"--models {' '.join(args.models)}" if args.models != DIGITS else "",
         f"--seeds {' '.join(map(str, args.seeds))}",
         f"--steps {args.steps}",
+        f"--rows {args.rows}" if args.rows != 3 else "",
         "--configs " + " ".join(f"'{c}'" for c in configs[1:]) if configs[1:] else "",
     ]
     lines = [
-        "# Start inputs on the trained CNNs, compute-matched",
+        "# Start inputs on the trained CNNs, compute-matched"
+        if args.rows == 3
+        else "# Defaults on the trained CNNs, compute-matched",
         "",
         f"`{command('am_quality_starts', *options)}` — {machine_line()}; {elapsed:.0f} s.",
         "",
         f"{len({r['model'] for r in records})} models x 18 units (10 classes, 8 channels of the "
-        f"last conv rectifier) x {len(args.seeds)} seed(s); {ROWS} rows per unit for every "
+        f"last conv rectifier) x {len(args.seeds)} seed(s); {args.rows} rows per unit for every "
         f"configuration, lr 0.1, {args.steps} steps (a screened start's pool is paid for by "
         "fewer steps: a forward counts as a third of a step, charged as if it served one "
         "unit). Share = value / best known for the unit (max over the configurations here). "
-        f"`below {BASELINE}`: units (x seeds) whose value is more than 0.1 % under the "
+        f"`below {baseline}`: units (x seeds) whose value is more than 0.1 % under the "
         "same-cost baseline's (paired by seed; baselines <= 0 left out). `fails trivial`: the "
         "value does not beat the best trivial input (upper, lower, mid, best of 16 random "
         "corners); a screened start is itself the best of many random corners, so it clears "
@@ -178,14 +214,34 @@ def _report(records: list[dict], configs: list[str], args, elapsed: float) -> st
                 "median share, classes",
                 "channels",
                 "all",
-                f"below {BASELINE}",
-                f"worst ratio to {BASELINE}",
+                f"below {baseline}",
+                f"worst ratio to {baseline}",
                 "fails trivial",
             ],
             rows,
         ),
+        "",
+        "Median share per model (all units x seeds):",
+        "",
+        _per_model(records, configs, best),
     ]
     return "\n".join(lines)
+
+
+def _per_model(records: list[dict], configs: list[str], best: dict[tuple, float]) -> str:
+    models = list(dict.fromkeys(r["model"] for r in records))
+    rows = []
+    for model in models:
+        cells = [model]
+        for name in configs:
+            shares = [
+                r["value"] / best[(model, r["target"])]
+                for r in records
+                if r["model"] == model and r["config"] == name and best[(model, r["target"])] > 0
+            ]
+            cells.append(f"{statistics.median(shares):.3f}")
+        rows.append(cells)
+    return markdown_table(["model", *configs], rows)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from benchmarks.harness import (
     write_results,
 )
 from onnx_am import AMConfig, import_onnx, maximize
+from onnx_am.engine.starts import screening_forwards
 
 FAMILY = MODELS / "exact_family.json"
 #: The step rules of ``onnx-am analyze --step-rule``.
@@ -49,6 +50,8 @@ STEP_RULES = {
     "adam": {"optimizer": "adam", "normalize_grad": False},
 }
 PORTFOLIO = ["standard", "decoupled(0.3)", "decoupled(anneal(1.0))"]
+#: analyze's default methods: a standard and a decoupled(0.3) row from each start.
+DEFAULT = ["standard", "decoupled(0.3)"]
 #: name -> (step rule, lr schedule, one gradient method per row). Rows beyond the list repeat
 #: its last method (with their own start seeds).
 CONFIGS = {
@@ -88,7 +91,18 @@ SCREENED = {
     for name, setting in BASES.items()
     for count in (96, 192, 384, 576)
 }
-ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED}
+#: analyze's default and candidate defaults (use with ``--rows 6``: 3 starts x 2 methods),
+#: and hedged starts (restart 0 random, later restarts screened): name -> (step rule, lr
+#: schedule, methods, candidates, start).
+DEFAULTS = {
+    "default": ("normalized", "constant", DEFAULT),
+    "default, cosine": ("normalized", "cosine", DEFAULT),
+    "default, screened 384": ("normalized", "constant", DEFAULT, 384),
+    "default, hedged 384": ("normalized", "constant", DEFAULT, 384, "hedged"),
+    "default, cosine, hedged 384": ("normalized", "cosine", DEFAULT, 384, "hedged"),
+    "standard, hedged 384": ("normalized", "constant", ["standard"], 384, "hedged"),
+}
+ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS}
 SUCCESS = 0.99
 
 
@@ -98,10 +112,10 @@ def reach(imported, target: str, setting: tuple, rows: int, steps: int, seed: in
     A screened start's forwards are paid for by fewer steps (see the module docstring)."""
     rule, schedule, methods, *screened = setting
     restarts = rows // len(methods)
-    screen = screened[0] if screened else 0
-    start = {"start": "screened", "screen": screen} if screen else {"start": "random"}
+    screen, kind = (*screened, "screened")[:2] if screened else (0, "random")
+    start = {"start": kind, "screen": screen} if screen else {"start": "random"}
     config = AMConfig(
-        steps=steps - math.ceil(restarts * screen / (3 * rows)),
+        steps=steps - math.ceil(screening_forwards(kind, restarts, screen) / (3 * rows)),
         lr=0.1,
         seed=seed,
         restarts=restarts,

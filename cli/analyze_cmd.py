@@ -220,14 +220,16 @@ def _duration(ctx, param, value: str) -> float | None:
     show_default=True,
     help="Start inputs: random (box centre plus 10 % noise), screened (each restart starts "
     "from the best of --screen random corners of the box, found by forward passes only), "
-    "lower, upper, mid, random_corner, dead.",
+    "hedged (restart 0 random, later restarts screened), lower, upper, mid, random_corner, "
+    "dead.",
 )
 @click.option(
     "--screen",
     type=click.IntRange(min=1),
     default=SCREEN_CANDIDATES,
     show_default=True,
-    help="Candidates per restart of --start screened (each costs about a third of a step).",
+    help="Candidates per screened restart of --start screened / hedged (each costs about a "
+    "third of a step).",
 )
 @click.option(
     "--regularizer",

@@ -99,5 +99,31 @@ def test_analyze_takes_the_start_from_its_options_and_the_command_line():
     config = analysis_config(AnalyzeOptions(start="screened", screen=8), InputDomain())
     assert (config.start, config.screen) == ("screened", 8)
     text = CliRunner().invoke(analyze_command, ["--help"]).output
-    assert "--start [random|lower|upper|mid|random_corner|dead|screened]" in text
+    assert "--start [random|lower|upper|mid|random_corner|dead|screened|hedged]" in text
     assert "--screen" in text
+
+
+def test_hedged_start_keeps_the_centre_for_restart_0_and_screens_the_others(narrow):
+    """Restart 0 is the random start exactly, restarts 1.. the screened ones exactly; the
+    narrow maximum is still found (by a screened restart)."""
+    domain = InputDomain()
+    targets = parse_targets(["y:0"], narrow, 64)
+    hedged = make_starts("hedged", narrow, domain, targets, 3, seed=5, screen=64)
+    random = make_starts("random", narrow, domain, targets, 3, seed=5)
+    screened = make_starts("screened", narrow, domain, targets, 3, seed=5, screen=64)
+    assert torch.equal(hedged[:, 0], random[:, 0])
+    assert torch.equal(hedged[:, 1:], screened[:, 1:])
+    config = AMConfig(steps=20, normalize_grad=True, restarts=3, crosscheck=False)
+    found = maximize(
+        narrow, ["y:0"], ["standard"], AMConfig(**{**config.__dict__, "start": "hedged"})
+    )
+    assert found.results[0].activation == pytest.approx(WIDTH, rel=1e-6)
+
+
+def test_screening_forwards_are_priced_per_screened_restart():
+    from onnx_am.engine.starts import screening_forwards
+
+    assert screening_forwards("random", 3, 384) == 0
+    assert screening_forwards("screened", 3, 384) == 3 * 384
+    assert screening_forwards("hedged", 3, 384) == 2 * 384
+    assert screening_forwards("hedged", 1, 384) == 0

@@ -57,6 +57,7 @@ from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir
 from onnx_am.domain import InputDomain
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import UnitResult
+from onnx_am.engine.starts import SCREENING_FROM
 from onnx_am.importer.model import ImportedModel, import_onnx
 from onnx_am.methods import method_label
 from onnx_am.reference.parity import ParityResult, check_parity
@@ -417,7 +418,7 @@ def _settings(
         "parameterization": config.parameterization,
         "chunk_rows": chunks.chunk_rows(config.device),
     }
-    if config.start == "screened":  # absent otherwise, so older reports still resume
+    if config.start in SCREENING_FROM:  # absent otherwise, so older reports still resume
         settings["screen"] = config.screen
     # Results do not depend on the engine's rows per step (starts are seeded per target and
     # restart; only float rounding of batched kernels may differ, ~1e-7 relative), so the

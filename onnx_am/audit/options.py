@@ -92,8 +92,9 @@ class AnalyzeOptions:
         lr_schedule: ``"constant"``, ``"linear"``, ``"cosine"`` or ``"cosine-restarts"``
             (:mod:`onnx_am.engine.schedules`).
         start: the start inputs (:data:`onnx_am.engine.starts.START_KINDS`): ``"random"``
-            (default) or ``"screened"`` (the best of ``screen`` random corners per restart).
-        screen: candidates per restart of the ``screened`` start.
+            (default), ``"screened"`` (the best of ``screen`` random corners per restart) or
+            ``"hedged"`` (restart 0 random, later restarts screened).
+        screen: candidates per screened restart of the ``screened`` / ``hedged`` start.
         regularizers: regularizer strings (``"jitter(8)"``, ``"scale(0.1)"``, ``"tv(0.1)"``;
             :mod:`onnx_am.engine.regularizers`); none by default, as in the paper.
         robust: add lucid's transformation-robustness set

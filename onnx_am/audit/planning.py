@@ -20,6 +20,7 @@ import torch
 from onnx_am.audit.budget import CostModel, Cut, Work, fit_budget, format_duration, spread
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.probe import time_steps
+from onnx_am.engine.starts import screening_forwards
 from onnx_am.errors import BudgetError
 from onnx_am.objectives import Target
 
@@ -195,7 +196,7 @@ def measure_costs(
     if big.rows == small.rows:
         per_row, fixed = big.seconds / big.rows, 0.0
     one_row = fixed + per_row
-    screened = config.restarts * config.screen if config.start == "screened" else 0
+    screened = screening_forwards(config.start, config.restarts, config.screen)
     per_call = (fixed + per_row * (3 + config.baseline_corners + len(runs) + screened)) / 3
     per_result = one_row / 2 if config.crosscheck else 0.0
     cost = CostModel(

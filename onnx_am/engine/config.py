@@ -40,7 +40,8 @@ class AMConfig:
         seed: seeds starts, random corners and jitter.
         start: one of :data:`onnx_am.engine.starts.START_KINDS`.
         init_scale: noise of the ``random`` start, as a fraction of half the range.
-        screen: candidates (forward passes) per restart of the ``screened`` start.
+        screen: candidates (forward passes) per screened restart of the ``screened`` and
+            ``hedged`` starts.
         domain: the raw input box and preprocessing.
         batch_size: rows per chunk (bounds memory); ``None`` (default) picks it from the
             measured activation memory of one row and the free memory

@@ -13,6 +13,10 @@
   restart, about ``screen / 3`` row-steps (a forward is about a third of a step), whatever the
   number of units. Measured in ``benchmarks/results/exact_family.md`` and
   ``am_quality_starts.md``;
+- ``hedged``: restart 0 the ``random`` start, every later restart ``screened``: a unit keeps
+  the centre start that serves trained CNNs best and also gets starts from the best corners
+  (which find narrow and dead regions). Costs ``screen`` forwards per restart after the
+  first;
 - ``dead``: an input that leaves as many rectifiers as possible inactive on the target's
   path (the hard case for the true gradient, which is zero there). Candidates (lower,
   upper, mid, small random, random corners, negated random images) are ranked by the
@@ -36,7 +40,9 @@ from onnx_am.objectives import Target
 if TYPE_CHECKING:
     from onnx_am.importer.model import ImportedModel
 
-START_KINDS = ("random", "lower", "upper", "mid", "random_corner", "dead", "screened")
+START_KINDS = ("random", "lower", "upper", "mid", "random_corner", "dead", "screened", "hedged")
+#: The starts that screen a pool of corners, and from which restart on.
+SCREENING_FROM = {"screened": 0, "hedged": 1}
 #: The start of ``maximize`` and ``analyze`` unless one is asked for (see README "Results":
 #: ``screened`` reaches far more exact maxima but does not help the trained CNNs).
 DEFAULT_START = "random"
@@ -75,24 +81,32 @@ def make_starts(
         restarts: starts per unit.
         seed: seeds every random choice.
         init_scale: noise of the ``random`` start, as a fraction of half the range.
-        screen: candidates per restart of the ``screened`` start.
+        screen: candidates per restart of the ``screened`` and ``hedged`` starts.
 
     Raises:
-        SettingsError: unknown ``kind``, or a ``screened`` start with ``screen < 1``.
+        SettingsError: unknown ``kind``, or a screening start with ``screen < 1``.
     """
     if kind not in START_KINDS:
         raise SettingsError(f"unknown start {kind!r}; choose from {', '.join(START_KINDS)}")
     shape = imported.input.sample_shape
     if kind == "dead":
         return _dead_starts(imported, domain, targets, restarts, seed, init_scale)
-    if kind == "screened":
-        return screened_starts(imported, domain, targets, restarts, seed, screen)
+    first = SCREENING_FROM.get(kind, restarts)
     starts = torch.empty((len(targets), restarts, *shape))
     for t, target in enumerate(targets):
-        for r in range(restarts):
+        for r in range(first):
             generator = torch.Generator().manual_seed(row_seed(seed, target.name, r))
-            starts[t, r] = simple_start(kind, shape, domain, generator, init_scale)
+            simple = "random" if kind == "hedged" else kind
+            starts[t, r] = simple_start(simple, shape, domain, generator, init_scale)
+    if first < restarts:
+        screened = range(first, restarts)
+        starts[:, first:] = screened_starts(imported, domain, targets, screened, seed, screen)
     return starts
+
+
+def screening_forwards(kind: str, restarts: int, screen: int) -> int:
+    """Forward passes a start of ``kind`` spends screening candidates (0 for most kinds)."""
+    return max(0, restarts - SCREENING_FROM.get(kind, restarts)) * screen
 
 
 def simple_start(
@@ -121,25 +135,27 @@ def screened_starts(
     imported: ImportedModel,
     domain: InputDomain,
     targets: Sequence[Target],
-    restarts: int,
+    restarts: int | range,
     seed: int = 0,
     screen: int = SCREEN_CANDIDATES,
 ) -> torch.Tensor:
     """Per (target, restart): the candidate of that restart's pool (``screen`` random
     corners, :func:`screen_pool`) where the target's value is highest; ties go to the
-    earlier candidate.
+    earlier candidate. ``restarts``: a count, or the range of restart indices to screen
+    (shape ``[targets, len(restarts), *sample]``).
 
     Raises:
         SettingsError: ``screen < 1``.
     """
     if screen < 1:
         raise SettingsError(f"a screened start needs at least 1 candidate, got {screen}")
+    restarts = range(restarts) if isinstance(restarts, int) else restarts
     shape = imported.input.sample_shape
-    starts = torch.empty((len(targets), restarts, *shape))
-    for r in range(restarts):
+    starts = torch.empty((len(targets), len(restarts), *shape))
+    for i, r in enumerate(restarts):
         pool = screen_pool(shape, domain, seed, r, screen)
         values = screen_values(imported, domain, targets, pool)
-        starts[:, r] = pool[values.argmax(dim=1)]
+        starts[:, i] = pool[values.argmax(dim=1)]
     return starts
 
 
