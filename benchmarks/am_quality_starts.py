@@ -5,8 +5,9 @@ The digits CNNs of ``models/`` (10 classes + 8 channels of the last convolutiona
 each, as in ``am_quality``) are maximized by each configuration at the same cost: the same
 rows (optimized inputs) per unit and the same row-steps. ``--rows 3`` (default) compares start
 settings at 3 rows against ``standard x3``; ``--rows 6`` compares ``analyze``'s default
-(``standard`` and ``decoupled(0.3)`` rows from each of 3 starts, ``best`` = the higher) and
-candidate defaults against ``standard x6``. A ``screened`` start spends forward passes before
+(``standard + anneal(0.3)``: a standard and a ``decoupled(anneal(0.3))`` row from each of 3
+starts, ``best`` = the higher), the ``standard + decoupled(0.3)`` pairing it replaced, and
+other candidates against ``standard x6``. A ``screened`` start spends forward passes before
 the first step (a forward costs about a third of a forward + backward step); its rows take
 ``ceil(forwards / (3 * rows))`` fewer steps, charged as if the pool served one unit only (it
 serves every unit of the run, so this overcharges it). A ``hedged`` start screens every
@@ -64,19 +65,35 @@ THREE = {
         for count in (96, 384)
     },
 }
-#: analyze's default methods: a standard and a decoupled(0.3) row from each start.
-DEFAULT = ["standard", "decoupled(0.3)"]
+#: A standard and a decoupled(0.3) row from each start (analyze's default until issue 15).
+PAIRED = ["standard", "decoupled(0.3)"]
+#: analyze's default: the decoupled row's beta falls from 0.3 to the forward slope over the run.
+ANNEALED = ["standard", "decoupled(anneal(0.3))"]
 HEDGED = {"start": "hedged", "screen": 384}
-#: Six rows per unit: the analyze default and candidate defaults.
+COSINE = {**NORMALIZED, "lr_schedule": "cosine"}
+ADAM_COSINE = {**ADAM, "lr_schedule": "cosine"}
+#: Six rows per unit: analyze's default, the pairing it replaced, and candidates.
 SIX = {
     "standard x6": (["standard"], 6, NORMALIZED),
-    "default": (DEFAULT, 3, NORMALIZED),
-    "default, cosine": (DEFAULT, 3, {**NORMALIZED, "lr_schedule": "cosine"}),
-    "default, screened 384": (DEFAULT, 3, {**NORMALIZED, "screen": 384}),
-    "default, hedged 384": (DEFAULT, 3, {**NORMALIZED, **HEDGED}),
-    "default, cosine, hedged 384": (DEFAULT, 3, {**NORMALIZED, "lr_schedule": "cosine", **HEDGED}),
+    "standard + decoupled(0.3)": (PAIRED, 3, NORMALIZED),
+    "standard + decoupled(0.3), cosine": (PAIRED, 3, COSINE),
+    "standard + decoupled(0.3), adam cosine": (PAIRED, 3, ADAM_COSINE),
+    "standard + decoupled(0.3), screened 384": (PAIRED, 3, {**NORMALIZED, "screen": 384}),
+    "standard + decoupled(0.3), hedged 384": (PAIRED, 3, {**NORMALIZED, **HEDGED}),
+    "standard + decoupled(0.3), adam cosine, hedged 384": (PAIRED, 3, {**ADAM_COSINE, **HEDGED}),
+    "standard + anneal(0.3)": (ANNEALED, 3, NORMALIZED),
+    "standard + anneal(0.3), cosine": (ANNEALED, 3, COSINE),
+    "standard + anneal(0.3), hedged 384": (ANNEALED, 3, {**NORMALIZED, **HEDGED}),
+    "standard + anneal(0.3), cosine, hedged 384": (ANNEALED, 3, {**COSINE, **HEDGED}),
     "standard x6, hedged 384": (["standard"], 6, {**NORMALIZED, **HEDGED}),
 }
+#: Run with ``--rows 6`` unless ``--configs`` says otherwise.
+SIX_DEFAULT = [
+    "standard + decoupled(0.3)",
+    "standard + anneal(0.3)",
+    "standard + anneal(0.3), hedged 384",
+    "standard + decoupled(0.3), adam cosine, hedged 384",
+]
 TABLES = {3: THREE, 6: SIX}
 CONFIGS = {**THREE, **SIX}
 BASELINES = {3: "standard x3", 6: "standard x6"}
@@ -119,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     args = cli.parse_args(argv)
     torch.set_num_threads(args.threads)
     table = TABLES[args.rows]
-    asked = args.configs or list(PLAIN if args.rows == 3 else SIX)
+    asked = args.configs or list(PLAIN if args.rows == 3 else SIX_DEFAULT)
     if unknown := [name for name in asked if name not in table]:
         cli.error(f"not a {args.rows}-row configuration: {', '.join(unknown)}")
     configs = list(dict.fromkeys([BASELINES[args.rows], *asked]))
@@ -146,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
     elapsed = time.perf_counter() - started
     stem = "am_quality_starts" if args.rows == 3 else "am_quality_defaults"
+    stem += "" if args.steps == 256 else f"_{args.steps}"
     write_results(args.out, stem, "(report pending)", {"records": records})
     text = _report(records, configs, args, elapsed)
     write_results(args.out, stem, text, {"records": records})

@@ -82,7 +82,7 @@ def _duration(ctx, param, value: str) -> float | None:
     multiple=True,
     metavar="METHOD",
     help="Gradient method (repeatable): standard, decoupled(0.3), proxy(0.6), best, "
-    "decoupled(anneal(1.0)). Default: "
+    "decoupled(anneal(1.0)), best(anneal(0.3)). Default: "
     + " + ".join(plan.label for plan in expand_methods(DEFAULT_METHODS))
     + ".",
 )

@@ -126,6 +126,9 @@ class GradientMethod:
 
 STANDARD = GradientMethod("standard")
 
+#: The argument of ``best(anneal(beta))``, after ``best(``.
+_ANNEALED_RE = re.compile(r"^anneal\(([^,()]+)\)\)$")
+
 _METHOD_RE = re.compile(r"^(standard|decoupled|proxy)(?:\((.*)\))?$")
 
 
@@ -178,11 +181,16 @@ class MethodPlan:
     runs: tuple[GradientMethod, ...]
 
 
-def best_plan(beta: float = DEFAULT_BETA) -> MethodPlan:
-    """``best(beta)``: standard and ``decoupled(beta)`` rows, per unit the higher true value."""
-    return MethodPlan(
-        f"best({format_slope(beta)})", "best", beta, (STANDARD, GradientMethod("decoupled", beta))
-    )
+def best_plan(beta: float = DEFAULT_BETA, *, annealed: bool = False) -> MethodPlan:
+    """``best(beta)``: standard and ``decoupled(beta)`` rows, per unit the higher true value.
+
+    ``annealed``: ``best(anneal(beta))``, whose decoupled row is ``decoupled(anneal(beta))``:
+    its backward slope falls linearly from ``beta`` to each rectifier's forward slope over
+    the run, so it explores behind inactive units early and ends on the true gradient.
+    """
+    decoupled = GradientMethod("decoupled", beta, anneal_to_alpha=annealed)
+    label = "best" + decoupled.label.removeprefix("decoupled")
+    return MethodPlan(label, "best", None if annealed else beta, (STANDARD, decoupled))
 
 
 #: Start slope of the portfolio's annealed row: ``decoupled(anneal(1.0))`` goes from 1.0 (the
@@ -267,6 +275,8 @@ def _plans_for(method: object, default_beta: float, slopes: tuple[float, ...]) -
     if rest.endswith(")") and "," in rest and "(" not in rest:
         pieces = rest[:-1].split(",")
         return [plan for b in pieces for plan in _plans_for(f"{head}({b})", default_beta, ())]
+    if head == "best" and (annealed := _ANNEALED_RE.match(rest)):
+        return [best_plan(_slope(annealed.group(1), text), annealed=True)]
     if head == "best" and rest.endswith(")"):
         return [best_plan(_slope(rest[:-1], text))]
     if head == "portfolio" and rest.endswith(")"):

@@ -20,6 +20,8 @@ from onnx_am.errors import ReportError, SettingsError
 from onnx_am.methods import DEFAULT_BETA
 
 FAST = dict(steps=6, restarts=1)
+#: The labels of analyze's default methods (standard, the annealed decoupled row, their best).
+DEFAULT_LABELS = ("standard", "decoupled(anneal(0.3->alpha))", "best(anneal(0.3->alpha))")
 RESULT_KEYS = {
     "target",
     "unit",
@@ -77,13 +79,14 @@ def test_end_to_end_report_schema_images_and_html(cnn, tmp_path):
     assert [r["rewritten"] for r in [doc["rewrites"]]][0][0]["op_type"] == "Relu"
     assert {"settings", "timings", "baselines"} <= set(doc)
     assert [(r["target"], r["method"]) for r in doc["results"]] == [
-        (f"logits:{u}", m) for u in range(3) for m in ("standard", "decoupled(0.3)", "best(0.3)")
+        (f"logits:{u}", m) for u in range(3) for m in DEFAULT_LABELS
     ]
     by_unit: dict[str, dict[str, float]] = {}
     for entry in doc["results"]:
         by_unit.setdefault(entry["target"], {})[entry["method"]] = entry["activation"]
     for values in by_unit.values():  # best keeps the higher true value of the two it ran
-        assert values["best(0.3)"] == max(values["standard"], values["decoupled(0.3)"])
+        standard, annealed, best = DEFAULT_LABELS
+        assert values[best] == max(values[standard], values[annealed])
     for entry, result in zip(doc["results"], report.results, strict=True):
         assert RESULT_KEYS <= set(entry)
         assert abs(entry["activation"] - entry["activation_onnxruntime"]) < 1e-3
@@ -160,7 +163,7 @@ class Interrupt:
 
 
 def test_resume_after_interruption_gives_the_same_report(cnn, tmp_path, monkeypatch):
-    runs = 2  # standard and decoupled(0.3) rows; best(0.3) shares them
+    runs = 2  # standard and annealed decoupled rows; best shares them
     monkeypatch.setattr(chunks_module, "CHUNK_ROWS", runs)  # one unit per chunk
     options = AnalyzeOptions(**FAST)
     whole = analyze(cnn, options, tmp_path / "whole")
@@ -195,7 +198,9 @@ def test_bare_methods_take_each_slope_and_the_one_default_beta():
     def labels(methods=(), slopes=()):
         return [p.label for p in plan_methods(methods, slopes, DEFAULT_BETA)]
 
-    assert labels() == ["standard", "decoupled(0.3)", "best(0.3)"]
+    assert labels() == list(DEFAULT_LABELS)
+    annealed = plan_methods((), (), DEFAULT_BETA)[1].runs[0]
+    assert annealed.anneal_to_alpha and annealed.beta == DEFAULT_BETA
     assert labels(slopes=(0.1, 0.3)) == ["standard", "decoupled(0.1)", "decoupled(0.3)"]
     assert labels(("proxy", "decoupled(0.5)"), (0.6,)) == ["proxy(0.6)", "decoupled(0.5)"]
     exact = plan_methods(("decoupled",), (0.123456789,), DEFAULT_BETA)

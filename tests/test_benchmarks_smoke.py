@@ -270,3 +270,25 @@ def test_harness_writes_markdown_and_json_and_names_the_command(tmp_path: Path):
     assert json.loads((tmp_path / "out" / "x.json").read_text()) == {"value": 1.5}
     assert harness.command("speed", "--quick", "") == "python -m benchmarks.speed --quick"
     assert harness.parser(speed.__doc__).parse_args([]).out == harness.RESULTS
+
+
+def test_defaults_table_compares_at_the_defaults_cost(tmp_path: Path):
+    """``am_quality_starts --rows 6``: the default's two methods count as one unit's best,
+    against standard x6, and a hedged start's screen is paid for by fewer steps."""
+    from benchmarks import am_quality_starts
+
+    am_quality_starts.main(
+        ["--models", "digits_relu", "--steps", "48", "--rows", "6", "--out", str(tmp_path)]
+        + ["--configs", "standard + anneal(0.3)", "standard + anneal(0.3), hedged 384"]
+    )
+    text = (tmp_path / "am_quality_defaults_48.md").read_text()
+    assert "below standard x6" in text and "| digits_relu |" in text
+    records = json.loads((tmp_path / "am_quality_defaults_48.json").read_text())["records"]
+    assert {r["config"] for r in records} == {
+        "standard x6",
+        "standard + anneal(0.3)",
+        "standard + anneal(0.3), hedged 384",
+    }
+    assert len(records) == 3 * 18  # one value per unit (the best of its rows), 18 units
+    with pytest.raises(SystemExit):
+        am_quality_starts.main(["--rows", "6", "--configs", "portfolio"])  # a 3-row config

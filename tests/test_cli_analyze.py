@@ -57,7 +57,11 @@ def test_json_goes_to_stdout_alone(cnn, tmp_path):
     doc = json.loads(result.stdout)
     assert doc == json.loads((out / "report.json").read_text())
     methods = {r["method"] for r in doc["results"]}
-    assert methods == {"standard", "decoupled(0.3)", "best(0.3)"}  # the defaults
+    assert methods == {
+        "standard",
+        "decoupled(anneal(0.3->alpha))",
+        "best(anneal(0.3->alpha))",
+    }  # the defaults
     assert doc["status"] == "complete" and len(doc["results"]) == 2 * len(methods)
 
 

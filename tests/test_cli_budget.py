@@ -50,7 +50,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(wide, tmp_path):
     assert result.exit_code == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["units"] == 24 and plan["steps"] == 7 and plan["cuts"] == []
-    assert plan["runs"] == ["standard", "decoupled(0.3)"] and plan["rows"] == 24 * 2 * 3
+    assert (
+        plan["runs"] == ["standard", "decoupled(anneal(0.3->alpha))"] and plan["rows"] == 24 * 2 * 3
+    )
     assert plan["seconds_per_step"] > 0 and plan["peak_memory_bytes"] > 0
     for words in ("targets: logits (24)", "estimated time", "peak memory", "time budget 15m"):
         assert words in result.stderr
@@ -69,7 +71,11 @@ def test_the_budget_cuts_in_order_and_says_so_everywhere(wide, tmp_path, monkeyp
     assert cuts == [("units", 24, 3), ("restarts", 3, 1), ("steps", 256, 64)]
     assert doc["settings"]["steps"] == 64 and doc["settings"]["asked_steps"] == 256
     assert doc["settings"]["targets"] == ["logits:0", "logits:12", "logits:23"]  # spread
-    assert {r["method"] for r in doc["results"]} == {"standard", "decoupled(0.3)", "best(0.3)"}
+    assert {r["method"] for r in doc["results"]} == {
+        "standard",
+        "decoupled(anneal(0.3->alpha))",
+        "best(anneal(0.3->alpha))",
+    }
     assert len(doc["results"][0]["trace"]) == 65
     html = (out / "index.html").read_text()
     assert "Cut to fit the time budget" in html and "restarts 3 &rarr; 1" in html

@@ -27,6 +27,29 @@ def test_portfolio_expands_to_three_runs_and_parses_its_slope():
     assert other.runs[0] is STANDARD
 
 
+def test_annealed_best_pairs_standard_with_the_annealed_row_and_shares_its_rows():
+    """analyze's default: ``best(anneal(0.3))`` runs the same rows as standard and
+    ``decoupled(anneal(0.3))`` (one row each per start), and has no single slope."""
+    from onnx_am.errors import MethodError
+    from onnx_am.methods import distinct_runs
+
+    plans = expand_methods(["standard", "decoupled(anneal(0.3))", "best(anneal(0.3))"])
+    assert [p.label for p in plans] == [
+        "standard",
+        "decoupled(anneal(0.3->alpha))",
+        "best(anneal(0.3->alpha))",
+    ]
+    best = plans[2]
+    assert best.kind == "best" and best.beta is None and best.runs[0] is STANDARD
+    assert best.runs[1].anneal_to_alpha and best.runs[1].beta == 0.3
+    assert [method_label(m) for m in distinct_runs(plans)] == [
+        "standard",
+        "decoupled(anneal(0.3->alpha))",
+    ]
+    with pytest.raises(MethodError, match="best\\(anneal\\(x\\)\\)"):
+        expand_methods("best(anneal(x))")
+
+
 @pytest.mark.parametrize("name", ["dead2_d8_relu", "peak_d6_relu"])
 def test_portfolio_is_the_best_of_its_rows_and_never_below_standard(name):
     imported = import_onnx(ROOT / "models" / FAMILY[name]["file"])
