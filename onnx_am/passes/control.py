@@ -93,9 +93,11 @@ class SlopeControl:
             )
             built = self._built[index]
             if built is None or built[0] != key:
-                backward = _slope_tensor([slopes[i] for i in layout], module.alpha)
+                backward = _slope_tensor(slopes, layout, module.alpha)
                 forward = _slope_tensor(
-                    [slopes[i] if proxy[i] else None for i in layout], module.alpha
+                    [s if p else None for s, p in zip(slopes, proxy, strict=True)],
+                    layout,
+                    module.alpha,
                 )
                 built = self._built[index] = (key, forward, backward)
             module.set_slopes(built[1], built[2])
@@ -217,14 +219,19 @@ def _check_finite(beta: float, record: RewriteRecord) -> float:
     return float(beta)
 
 
-def _slope_tensor(rows: list[RowSlope], alpha: Alpha) -> torch.Tensor | None:
-    """``(N,)`` NaN-padded slopes, or ``(N, *alpha.shape)`` when some row is per channel."""
-    if all(row is None for row in rows):
+def _slope_tensor(
+    slopes: list[RowSlope], layout: tuple[int, ...], alpha: Alpha
+) -> torch.Tensor | None:
+    """Row ``i`` gets ``slopes[layout[i]]`` (one slope per distinct method): ``(N,)``
+    NaN-padded slopes, or ``(N, *alpha.shape)`` when some slope is per channel. Decided per
+    method, not per row: a schedule builds these every step."""
+    if all(slope is None for slope in slopes):
         return None
-    if not any(isinstance(row, np.ndarray) for row in rows):
-        return torch.tensor([math.nan if row is None else row for row in rows], dtype=torch.float64)
-    table = np.full((len(rows), *np.shape(alpha)), np.nan)
-    for index, row in enumerate(rows):
-        if row is not None:
-            table[index] = row
+    if not any(isinstance(slope, np.ndarray) for slope in slopes):
+        values = [math.nan if slope is None else slope for slope in slopes]
+        return torch.tensor([values[i] for i in layout], dtype=torch.float64)
+    table = np.full((len(layout), *np.shape(alpha)), np.nan)
+    for row, index in enumerate(layout):
+        if slopes[index] is not None:
+            table[row] = slopes[index]
     return torch.from_numpy(table)

@@ -28,6 +28,8 @@ made NaN.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -178,14 +180,15 @@ class SlopePlan:
     def __init__(self, node: str, forward: torch.Tensor | None, backward: torch.Tensor | None):
         self.node = node
         self.rows = (forward if forward is not None else backward).shape[0]
-        proxy_rows = _rows_where(forward, all, self.rows)
-        any_proxy = bool(_rows_where(forward, any, self.rows).any())
+        proxy_rows, some_proxy = _rows_set(forward, self.rows)
+        all_backward, some_backward = _rows_set(backward, self.rows)
+        any_proxy = any(some_proxy)
         # A row with a forward slope takes its gradient from the proxy op: its backward
         # slope is never used, so only the other rows count for the redirect.
-        redirect = bool((_rows_where(backward, any, self.rows) & ~proxy_rows).any())
-        if bool(proxy_rows.all()):
+        redirect = any(b and not p for b, p in zip(some_backward, proxy_rows, strict=True))
+        if all(proxy_rows):
             self.path, self.forward, self.backward = "proxy", _uniform(forward), None
-        elif not any_proxy and bool(_rows_where(backward, all, self.rows).all()):
+        elif not any_proxy and all(all_backward):
             self.path, self.forward, self.backward = "decoupled", None, _uniform(backward)
         else:
             self.path = "mixed"
@@ -262,23 +265,32 @@ class SlopePlan:
         return slope.view(-1, *_channel_shape(tuple(slope.shape[1:]), x.dim(), self.node))
 
 
-def _rows_where(slope: torch.Tensor | None, how, rows: int) -> torch.Tensor:
-    """Per row: whether ``how`` (``all``/``any``) of its entries are set (not NaN)."""
+# The helpers below read per-row (1-D) slopes as Python lists, one transfer each: a schedule
+# makes new slope tensors every step, and a tensor op per fact costs microseconds each.
+
+
+def _rows_set(slope: torch.Tensor | None, rows: int) -> tuple[list[bool], list[bool]]:
+    """Per row: whether all, and whether any, of its entries are set (not NaN)."""
     if slope is None:
-        return torch.zeros(rows, dtype=torch.bool)
+        return [False] * rows, [False] * rows
+    if slope.dim() == 1:
+        finite = [not math.isnan(value) for value in slope.tolist()]
+        return finite, finite
     finite = ~torch.isnan(slope).reshape(slope.shape[0], -1)
-    return finite.all(1) if how is all else finite.any(1)
+    return finite.all(1).tolist(), finite.any(1).tolist()
 
 
 def _common_value(slope: torch.Tensor) -> float | None:
     """The one value of all set (non-NaN) entries, or ``None`` if they differ."""
-    values = slope[~torch.isnan(slope)]
-    first = values.reshape(-1)[0]
-    return float(first) if bool((values == first).all()) else None
+    values = [v for v in slope.reshape(-1).tolist() if not math.isnan(v)]
+    return values[0] if all(v == values[0] for v in values) else None
 
 
 def _uniform(slope: torch.Tensor) -> Slope:
-    """A float when every entry is the same, else the tensor itself."""
+    """A float when every entry is the same (none NaN), else the tensor itself."""
+    if slope.dim() == 1:
+        values = slope.tolist()
+        return values[0] if all(v == values[0] for v in values) else slope
     flat = slope.reshape(-1)
     return float(flat[0]) if bool((flat == flat[0]).all()) else slope
 

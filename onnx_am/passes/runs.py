@@ -60,10 +60,12 @@ def find_runs(
     """
     if any(t is not None and t.dim() != 1 for t in (forward, backward)):
         return None
+    # One transfer per tensor: indexing a tensor row by row costs microseconds per row, and a
+    # schedule makes new slopes (so new runs) every step.
+    proxies = [None] * rows if forward is None else forward.tolist()
+    decoupleds = [None] * rows if backward is None else backward.tolist()
     keys = []
-    for row in range(rows):
-        proxy = None if forward is None else float(forward[row])
-        decoupled = None if backward is None else float(backward[row])
+    for proxy, decoupled in zip(proxies, decoupleds, strict=True):
         if proxy is not None and not math.isnan(proxy):
             keys.append(("proxy", proxy))
         elif decoupled is not None and not math.isnan(decoupled):
@@ -71,12 +73,14 @@ def find_runs(
         else:
             keys.append(("alpha", 0.0))
     runs: list[Run] = []
-    for row, key in enumerate(keys):
-        if runs and (runs[-1].kind, runs[-1].slope) == key:
-            runs[-1] = Run(runs[-1].start, row + 1, *key)
-        else:
-            runs.append(Run(row, row + 1, *key))
-    return tuple(runs) if len(runs) <= MAX_RUNS else None
+    start = 0
+    for row in range(1, rows + 1):
+        if row == rows or keys[row] != keys[start]:
+            if len(runs) == MAX_RUNS:
+                return None
+            runs.append(Run(start, row, *keys[start]))
+            start = row
+    return tuple(runs)
 
 
 class RunRule:
