@@ -1,9 +1,10 @@
 """Speed benchmark: every loop against native torch on the same rows, per model, in one run.
 
 - step time (:mod:`benchmarks.speed_loops`): per model, native torch standard gradient ascent
-  and the engine with standard, decoupled(0.3), proxy(0.3) and mixed (``best(0.3)``: half the
-  rows standard, half decoupled, one chunk) rows, all on the same rows, interleaved rounds in
-  one process; every ratio is against native standard. Models: ``digits_relu`` and
+  and the engine with standard, decoupled(0.3), proxy(0.3), mixed (``best(0.3)``: half the
+  rows standard, half decoupled, one chunk) and default (``best(anneal(0.3))``, analyze's
+  default: half standard, half annealed, whose slopes change every step) rows, all on the same
+  rows, interleaved rounds in one process; every ratio is against native standard. Models: ``digits_relu`` and
   ``digits_deep_relu`` (10 ReLUs, residual) from ``models/`` at 64 rows; torchvision
   ResNet-50 and MobileNetV2 (ReLU6), built in code with seeded random weights and exported to
   ONNX in a temporary folder, at 16 rows;
@@ -62,6 +63,7 @@ LOOP_LABELS = {
     "decoupled": f"engine decoupled({BETA:g})",
     "proxy": f"engine proxy({BETA:g})",
     "mixed": f"engine best({BETA:g}): standard + decoupled rows, one chunk",
+    "default": f"engine best(anneal({BETA:g})), analyze's default: standard + annealed rows",
     "native_proxy": f"native torch, proxy({BETA:g}): proxy gradient + true value per step",
 }
 #: The targets of the issue: engine loop / native standard, on the same rows.

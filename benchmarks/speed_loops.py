@@ -33,7 +33,7 @@ from onnx_am.engine.maximizer import AMConfig, maximize
 
 LR = 0.1
 BETA = 0.3
-LOOPS = ("native", "standard", "decoupled", "proxy", "mixed", "native_proxy")
+LOOPS = ("native", "standard", "decoupled", "proxy", "mixed", "default", "native_proxy")
 #: Loops that run the native network (no engine, no cross-check).
 NATIVE_LOOPS = ("native", "native_proxy")
 ENGINE_METHODS = {
@@ -41,6 +41,8 @@ ENGINE_METHODS = {
     "decoupled": [f"decoupled({BETA:g})"],
     "proxy": [f"proxy({BETA:g})"],
     "mixed": [f"best({BETA:g})"],
+    # analyze's default rows: standard + decoupled(anneal(beta)), whose slopes change each step
+    "default": [f"best(anneal({BETA:g}))"],
 }
 
 
@@ -224,7 +226,7 @@ class Loops:
             return native_proxy_ascent(self.native, self.proxy, self.x, self.units, steps)
         if self.imported is None:
             self.imported = import_onnx(self.path)
-        classes = self.classes // 2 if loop == "mixed" else self.classes
+        classes = self.classes // 2 if loop in ("mixed", "default") else self.classes
         output = self.imported.output_names[0]
         targets = [f"{output}:{i}" for i in range(classes)]
         settings = {"restarts": self.restarts, "batch_size": self.rows, "crosscheck": False}

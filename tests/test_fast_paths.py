@@ -93,6 +93,10 @@ def _forced_mixed(scalar: bool):
     return init
 
 
+def _read_from_tensors(cls, node, forward, backward, keys, layout):
+    return cls(node, forward, backward)
+
+
 @pytest.fixture
 def reference(monkeypatch):
     """``reference(mode)``: from now on in the test, modules and plans built afterwards run
@@ -104,6 +108,8 @@ def reference(monkeypatch):
             monkeypatch.setattr(DecoupledRectifier, "forward", original_forward)
         elif mode in ("mixed", "mixed-where-free"):
             monkeypatch.setattr(SlopePlan, "__init__", _forced_mixed(mode == "mixed"))
+            # The control's per-method plans go through the forced __init__ too.
+            monkeypatch.setattr(SlopePlan, "of_methods", classmethod(_read_from_tensors))
 
     return switch
 
@@ -331,3 +337,35 @@ def test_engine_chunks_are_grouped_by_method_into_runs(monkeypatch):
     config = AMConfig(steps=2, restarts=2, batch_size=8, crosscheck=False)
     maximize(imported, ["logits:0", "logits:1"], ["best(0.3)"], config)
     assert seen == {("alpha", "decoupled")}
+
+
+def _same_slope(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return a is b
+    return a == b
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("case", [*CASES, *MIXED, "annealed", "annealed best"])
+def test_plans_worked_out_per_method_equal_those_read_from_the_tensors(op, case):
+    """SlopeControl hands each module a plan built per method (SlopePlan.of_methods); it is
+    the plan the module would read from its slope tensors, at every step of a schedule."""
+    _, result, _ = setup(op)
+    annealed = parse_method("decoupled(anneal(0.3))")
+    methods = {
+        **CASES,
+        **MIXED,
+        "annealed": [annealed] * BATCH,
+        "annealed best": [STANDARD, annealed] * (BATCH // 2),
+    }[case]
+    for step in (0, 2, 4):
+        result.control.set_rows(methods, step=step, total_steps=5)
+        for _, module in result.control._entries:
+            given = module.plan()
+            if given is None:
+                continue
+            read = SlopePlan(module.node, module.forward_slope, module.backward_slope)
+            assert (given.path, given.rows, given.runs) == (read.path, read.rows, read.runs)
+            assert given.backward_scalar == read.backward_scalar
+            assert _same_slope(given.forward, read.forward)
+            assert _same_slope(given.backward, read.backward)

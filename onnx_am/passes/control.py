@@ -18,7 +18,7 @@ import torch
 from onnx_am.errors import PassError
 from onnx_am.methods import GradientMethod
 from onnx_am.passes.base import RewriteRecord
-from onnx_am.passes.rectifier import Alpha, DecoupledRectifier
+from onnx_am.passes.rectifier import Alpha, DecoupledRectifier, SlopePlan
 
 #: A row's slope: ``None`` (the module's own alpha), a float, or one per channel.
 RowSlope = float | np.ndarray | None
@@ -80,8 +80,8 @@ class SlopeControl:
         last = self._last_set
         if last is not None and last[0] is methods and last[1] == depends:
             # The same tuple, and its slopes do not change with the step: the same tensors.
-            for (_, module), (forward, backward) in zip(self._entries, last[2], strict=True):
-                module.set_slopes(forward, backward)
+            for (_, module), slopes in zip(self._entries, last[2], strict=True):
+                module.set_slopes(*slopes)
             return
         proxy = [proxy_forward and method.kind == "proxy" for method in distinct]
         for index, (record, module) in enumerate(self._entries):
@@ -99,8 +99,9 @@ class SlopeControl:
                     layout,
                     module.alpha,
                 )
-                built = self._built[index] = (key, forward, backward)
-            module.set_slopes(built[1], built[2])
+                plan = _plan(record.node, forward, backward, slopes, proxy, layout)
+                built = self._built[index] = (key, forward, backward, plan)
+            module.set_slopes(*built[1:])
         if isinstance(methods, tuple):
             self._last_set = (methods, depends, [built[1:] for built in self._built])
 
@@ -217,6 +218,25 @@ def _check_finite(beta: float, record: RewriteRecord) -> float:
     if not math.isfinite(beta):
         raise PassError(f"slope {beta!r} for node {record.node!r} ({record.op_type}) is not finite")
     return float(beta)
+
+
+def _plan(
+    node: str,
+    forward: torch.Tensor | None,
+    backward: torch.Tensor | None,
+    slopes: list[RowSlope],
+    proxy: list[bool],
+    layout: tuple[int, ...],
+) -> SlopePlan | None:
+    """The modules' :class:`SlopePlan` of float slopes, worked out per method (``None`` when
+    a slope is per channel, or no row has one: the module then derives it itself)."""
+    if (forward is None and backward is None) or any(isinstance(s, np.ndarray) for s in slopes):
+        return None
+    keys = [
+        ("alpha", 0.0) if s is None else ("proxy" if p else "decoupled", s)
+        for s, p in zip(slopes, proxy, strict=True)
+    ]
+    return SlopePlan.of_methods(node, forward, backward, keys, layout)
 
 
 def _slope_tensor(

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional
 
 from onnx_am.errors import PassError
-from onnx_am.passes.runs import Run, RunPlan, RunRule, RunsGradient, find_runs
+from onnx_am.passes.runs import MAX_RUNS, Run, RunPlan, RunRule, RunsGradient, find_runs
 
 #: A forward slope: one float, or one per channel (PRelu) in the slope's ONNX shape.
 Alpha = float | np.ndarray
@@ -200,6 +200,53 @@ class SlopePlan:
         self.runs = find_runs(forward, backward, self.rows)
         self._cache: dict[tuple, object] = {}
 
+    @classmethod
+    def of_methods(
+        cls,
+        node: str,
+        forward: torch.Tensor | None,
+        backward: torch.Tensor | None,
+        keys: list[tuple[str, float]],
+        layout: tuple[int, ...],
+    ) -> SlopePlan:
+        """The plan of ``(forward, backward)`` from what they were built of, without reading
+        them: row ``r`` uses method ``layout[r]``, whose ``keys`` entry is ``("proxy",
+        beta)``, ``("decoupled", beta)`` or ``("alpha", 0.0)`` (one float slope per method).
+
+        The same plan as ``SlopePlan(node, forward, backward)`` (``tests/test_fast_paths.py``)
+        at a cost per method instead of per row: a schedule makes new slopes every step.
+        """
+        plan = cls.__new__(cls)
+        plan.node, plan.rows, plan._cache = node, len(layout), {}
+        used = [keys[i] for i in dict.fromkeys(layout)]
+        kinds = {kind for kind, _ in used}
+
+        def single(kind: str, tensor: torch.Tensor) -> Slope:
+            values = {value for k, value in used if k == kind}
+            return values.pop() if len(values) == 1 else tensor
+
+        plan.backward_scalar = None
+        if kinds == {"proxy"}:
+            plan.path, plan.forward, plan.backward = "proxy", single("proxy", forward), None
+        elif kinds == {"decoupled"}:
+            plan.path, plan.forward = "decoupled", None
+            plan.backward = single("decoupled", backward)
+        else:
+            plan.path = "mixed"
+            plan.forward = forward if "proxy" in kinds else None
+            plan.backward = backward if "decoupled" in kinds else None
+            if plan.backward is not None:  # every set entry counts, proxy rows' too
+                values = {value for kind, value in used if kind != "alpha"}
+                plan.backward_scalar = values.pop() if len(values) == 1 else None
+        runs: list[Run] = []
+        start = 0
+        for row in range(1, plan.rows + 1):
+            if row == plan.rows or keys[layout[row]] != keys[layout[start]]:
+                runs.append(Run(start, row, *keys[layout[start]]))
+                start = row
+        plan.runs = tuple(runs) if len(runs) <= MAX_RUNS else None
+        return plan
+
     def check(self, x: torch.Tensor) -> None:
         """Raise :class:`PassError` unless ``x`` has one row per slope row."""
         if x.dim() == 0 or x.shape[0] != self.rows:
@@ -257,12 +304,20 @@ class SlopePlan:
 
     def _convert(self, slope: Slope, x: torch.Tensor) -> Slope:
         if not isinstance(slope, torch.Tensor):
-            # Rounded to x's precision, as a one-element tensor of that dtype would be.
+            # Rounded to x's precision, as a one-element tensor of that dtype would be (numpy
+            # rounds the same way, in a fraction of the time: this runs per step with a schedule).
+            rounding = _NUMPY_FLOATS.get(x.dtype)
+            if rounding is not None:
+                return float(rounding(slope))
             return torch.tensor(slope, dtype=x.dtype).item()
         slope = slope.to(dtype=x.dtype, device=x.device)
         if slope.dim() == 1:
             return slope.view(-1, *([1] * (x.dim() - 1)))
         return slope.view(-1, *_channel_shape(tuple(slope.shape[1:]), x.dim(), self.node))
+
+
+#: The numpy scalar types that round a Python float as a torch tensor of that dtype does.
+_NUMPY_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
 
 # The helpers below read per-row (1-D) slopes as Python lists, one transfer each: a schedule
@@ -354,11 +409,19 @@ class DecoupledRectifier(nn.Module):
         op with two inputs, which then takes the general path."""
         return None
 
-    def set_slopes(self, forward: torch.Tensor | None, backward: torch.Tensor | None) -> None:
-        """Assign both slope attributes (cheaper than two ``nn.Module`` attribute sets)."""
+    def set_slopes(
+        self,
+        forward: torch.Tensor | None,
+        backward: torch.Tensor | None,
+        plan: SlopePlan | None = None,
+    ) -> None:
+        """Assign both slope attributes (cheaper than two ``nn.Module`` attribute sets), and
+        their :class:`SlopePlan` when the caller already has it."""
         # Neither is a parameter, buffer or child, so plain instance attributes are exact.
         self.__dict__["forward_slope"] = forward
         self.__dict__["backward_slope"] = backward
+        if plan is not None:
+            self.__dict__["_planned"] = (forward, backward, plan)
 
     def plan(self) -> SlopePlan | None:
         """The :class:`SlopePlan` of the current slope tensors (``None`` when both are unset)."""
