@@ -60,7 +60,11 @@ PLAIN = {
 THREE = {
     **PLAIN,
     **{
-        f"{name}, screened {count}": (methods, restarts, {**settings, "screen": count})
+        f"{name}, screened {count}": (
+            methods,
+            restarts,
+            {**settings, "start": "screened", "screen": count},
+        )
         for name, (methods, restarts, settings) in PLAIN.items()
         for count in (96, 384)
     },
@@ -69,6 +73,7 @@ THREE = {
 PAIRED = ["standard", "decoupled(0.3)"]
 #: analyze's default: the decoupled row's beta falls from 0.3 to the forward slope over the run.
 ANNEALED = ["standard", "decoupled(anneal(0.3))"]
+SCREENED = {"start": "screened", "screen": 384}
 HEDGED = {"start": "hedged", "screen": 384}
 COSINE = {**NORMALIZED, "lr_schedule": "cosine"}
 ADAM_COSINE = {**ADAM, "lr_schedule": "cosine"}
@@ -78,7 +83,7 @@ SIX = {
     "standard + decoupled(0.3)": (PAIRED, 3, NORMALIZED),
     "standard + decoupled(0.3), cosine": (PAIRED, 3, COSINE),
     "standard + decoupled(0.3), adam cosine": (PAIRED, 3, ADAM_COSINE),
-    "standard + decoupled(0.3), screened 384": (PAIRED, 3, {**NORMALIZED, "screen": 384}),
+    "standard + decoupled(0.3), screened 384": (PAIRED, 3, {**NORMALIZED, **SCREENED}),
     "standard + decoupled(0.3), hedged 384": (PAIRED, 3, {**NORMALIZED, **HEDGED}),
     "standard + decoupled(0.3), adam cosine, hedged 384": (PAIRED, 3, {**ADAM_COSINE, **HEDGED}),
     "standard + anneal(0.3)": (ANNEALED, 3, NORMALIZED),
@@ -104,14 +109,11 @@ def run_config(
 ) -> tuple[list[float], list[float]]:
     """Per target: the best value of the configuration's rows, and the best trivial input."""
     methods, restarts, settings = CONFIGS[name]
-    settings = dict(settings)
-    screen = settings.pop("screen", 0)
-    start = settings.pop("start", "screened" if screen else "random")
-    forwards = screening_forwards(start, restarts, screen)
+    forwards = screening_forwards(
+        settings.get("start", "random"), restarts, settings.get("screen", 0)
+    )
     config = AMConfig(
         **settings,
-        start=start,
-        screen=screen or 1,
         steps=steps - math.ceil(forwards / (3 * rows)),
         lr=0.1,
         restarts=restarts,

@@ -54,6 +54,8 @@ PORTFOLIO = ["standard", "decoupled(0.3)", "decoupled(anneal(1.0))"]
 PAIRED = ["standard", "decoupled(0.3)"]
 #: analyze's default: the decoupled row's beta falls from 0.3 to the forward slope over the run.
 ANNEALED = ["standard", "decoupled(anneal(0.3))"]
+#: A hedged start's (candidates, start) in a configuration tuple.
+HEDGED = (384, "hedged")
 #: name -> (step rule, lr schedule, one gradient method per row). Rows beyond the list repeat
 #: its last method (with their own start seeds).
 CONFIGS = {
@@ -101,19 +103,13 @@ DEFAULTS = {
     "standard + decoupled(0.3), cosine": ("normalized", "cosine", PAIRED),
     "standard + decoupled(0.3), adam cosine": ("adam", "cosine", PAIRED),
     "standard + decoupled(0.3), screened 384": ("normalized", "constant", PAIRED, 384),
-    "standard + decoupled(0.3), hedged 384": ("normalized", "constant", PAIRED, 384, "hedged"),
-    "standard + decoupled(0.3), adam cosine, hedged 384": (
-        *("adam", "cosine", PAIRED),
-        *(384, "hedged"),
-    ),
+    "standard + decoupled(0.3), hedged 384": ("normalized", "constant", PAIRED, *HEDGED),
+    "standard + decoupled(0.3), adam cosine, hedged 384": ("adam", "cosine", PAIRED, *HEDGED),
     "standard + anneal(0.3)": ("normalized", "constant", ANNEALED),
     "standard + anneal(0.3), cosine": ("normalized", "cosine", ANNEALED),
-    "standard + anneal(0.3), hedged 384": ("normalized", "constant", ANNEALED, 384, "hedged"),
-    "standard + anneal(0.3), cosine, hedged 384": (
-        *("normalized", "cosine", ANNEALED),
-        *(384, "hedged"),
-    ),
-    "standard, hedged 384": ("normalized", "constant", ["standard"], 384, "hedged"),
+    "standard + anneal(0.3), hedged 384": ("normalized", "constant", ANNEALED, *HEDGED),
+    "standard + anneal(0.3), cosine, hedged 384": ("normalized", "cosine", ANNEALED, *HEDGED),
+    "standard, hedged 384": ("normalized", "constant", ["standard"], *HEDGED),
 }
 ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS}
 SUCCESS = 0.99
@@ -125,7 +121,8 @@ def reach(imported, target: str, setting: tuple, rows: int, steps: int, seed: in
     A screened start's forwards are paid for by fewer steps (see the module docstring)."""
     rule, schedule, methods, *screened = setting
     restarts = rows // len(methods)
-    screen, kind = (*screened, "screened")[:2] if screened else (0, "random")
+    screen = screened[0] if screened else 0
+    kind = screened[1] if len(screened) > 1 else ("screened" if screen else "random")
     start = {"start": kind, "screen": screen} if screen else {"start": "random"}
     config = AMConfig(
         steps=steps - math.ceil(screening_forwards(kind, restarts, screen) / (3 * rows)),

@@ -4,10 +4,10 @@
   and the engine with standard, decoupled(0.3), proxy(0.3), mixed (``best(0.3)``: half the
   rows standard, half decoupled, one chunk) and default (``best(anneal(0.3))``, analyze's
   default: half standard, half annealed, whose slopes change every step) rows, all on the same
-  rows, interleaved rounds in one process; every ratio is against native standard. Models: ``digits_relu`` and
-  ``digits_deep_relu`` (10 ReLUs, residual) from ``models/`` at 64 rows; torchvision
-  ResNet-50 and MobileNetV2 (ReLU6), built in code with seeded random weights and exported to
-  ONNX in a temporary folder, at 16 rows;
+  rows, interleaved rounds in one process; every ratio is against native standard. Models:
+  ``digits_relu`` and ``digits_deep_relu`` (10 ReLUs, residual) from ``models/`` at 64 rows;
+  torchvision ResNet-50 and MobileNetV2 (ReLU6), built in code with seeded random weights and
+  exported to ONNX in a temporary folder, at 16 rows;
 - peak memory (VmHWM) of ResNet-50 and MobileNetV2: each loop in a fresh process (engine runs
   with the onnxruntime cross-check on, as ``maximize`` runs by default);
 - 64 units batched in one call vs one row at a time (``batch_size=1``): units per second;

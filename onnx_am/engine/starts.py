@@ -92,11 +92,11 @@ def make_starts(
     if kind == "dead":
         return _dead_starts(imported, domain, targets, restarts, seed, init_scale)
     first = SCREENING_FROM.get(kind, restarts)
+    simple = "random" if kind == "hedged" else kind  # the start of the unscreened restarts
     starts = torch.empty((len(targets), restarts, *shape))
     for t, target in enumerate(targets):
         for r in range(first):
             generator = torch.Generator().manual_seed(row_seed(seed, target.name, r))
-            simple = "random" if kind == "hedged" else kind
             starts[t, r] = simple_start(simple, shape, domain, generator, init_scale)
     if first < restarts:
         screened = range(first, restarts)

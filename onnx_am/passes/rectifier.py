@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional
 
 from onnx_am.errors import PassError
-from onnx_am.passes.runs import MAX_RUNS, Run, RunPlan, RunRule, RunsGradient, find_runs
+from onnx_am.passes.runs import Run, RunPlan, RunRule, RunsGradient, find_runs, runs_of
 
 #: A forward slope: one float, or one per channel (PRelu) in the slope's ONNX shape.
 Alpha = float | np.ndarray
@@ -238,13 +238,7 @@ class SlopePlan:
             if plan.backward is not None:  # every set entry counts, proxy rows' too
                 values = {value for kind, value in used if kind != "alpha"}
                 plan.backward_scalar = values.pop() if len(values) == 1 else None
-        runs: list[Run] = []
-        start = 0
-        for row in range(1, plan.rows + 1):
-            if row == plan.rows or keys[layout[row]] != keys[layout[start]]:
-                runs.append(Run(start, row, *keys[layout[start]]))
-                start = row
-        plan.runs = tuple(runs) if len(runs) <= MAX_RUNS else None
+        plan.runs = runs_of([keys[i] for i in layout])
         return plan
 
     def check(self, x: torch.Tensor) -> None:

@@ -26,6 +26,7 @@ zero), so values and gradients equal the general path's (see ``tests/test_fast_p
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -72,10 +73,16 @@ def find_runs(
             keys.append(("decoupled", decoupled))
         else:
             keys.append(("alpha", 0.0))
+    return runs_of(keys)
+
+
+def runs_of(keys: Sequence[tuple[str, float]]) -> tuple[Run, ...] | None:
+    """The runs of equal consecutive ``(kind, slope)`` row keys, or ``None`` when there are
+    more than :data:`MAX_RUNS`."""
     runs: list[Run] = []
     start = 0
-    for row in range(1, rows + 1):
-        if row == rows or keys[row] != keys[start]:
+    for row in range(1, len(keys) + 1):
+        if row == len(keys) or keys[row] != keys[start]:
             if len(runs) == MAX_RUNS:
                 return None
             runs.append(Run(start, row, *keys[start]))
