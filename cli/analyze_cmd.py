@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import onnx_am_cli
 from onnx_am_cli.inspect_cmd import FEED_HELP, parse_feeds
-from onnx_am_cli.params import FLOATS, SHAPE
+from onnx_am_cli.params import FLOATS, REQUIREMENT, SHAPE
 from onnx_am_cli.progress import LINE_INTERVAL, ProgressBar, ProgressLines
 from onnx_am_cli.signals import GracefulStop
 
@@ -33,6 +33,7 @@ from onnx_am.audit.analyze import (
     estimate_analysis,
 )
 from onnx_am.audit.budget import DEFAULT_TIME_BUDGET, format_duration, parse_duration
+from onnx_am.audit.gate import REQUIREMENT_EXIT_CODE, check_requirements
 from onnx_am.audit.kept import what_was_kept
 from onnx_am.audit.many import DEFAULT_ROOT, analyze_many
 from onnx_am.audit.options import DEFAULT_LR_SCHEDULE
@@ -286,6 +287,19 @@ def _duration(ctx, param, value: str) -> float | None:
     "(default ./onnx-am-report/).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
+@click.option(
+    "--require",
+    "requirements",
+    type=REQUIREMENT,
+    multiple=True,
+    metavar="EXPR",
+    help="A condition the audit must meet, for CI: FIELD OP NUMBER, e.g. 'white <= 0.2', "
+    "'agrees == 1', 'beats_trivial >= 0.99', 'decoupled.rescued == 0' (fields: units, "
+    "results, parity, shares agrees / beats_trivial / white / saturated, also per method "
+    "kind as standard.white; counts decoupled.better / worse / tie / rescued / "
+    "white_cleared / white_caused). Repeatable; when one fails the report is still "
+    f"written and the exit code is {REQUIREMENT_EXIT_CODE}.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted report (same settings).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout (only that).")
 @click.option("--quiet", "-q", is_flag=True, help="No plan, no progress, no summary.")
@@ -315,6 +329,7 @@ def analyze_command(
     workers,
     ray_address,
     worker_threads,
+    requirements,
     **kwargs,
 ) -> None:
     """Audit MODEL: maximize its units with standard and decoupled gradients, cross-check
@@ -330,9 +345,9 @@ def analyze_command(
     a minute; --resume continues exactly where it stopped.
 
     Exit codes: 0 ok; 2 usage or input error, or a budget too small for one unit; 3
-    onnxruntime disagrees (report still written); 130 / 143 / 129 stopped by SIGINT /
-    SIGTERM / SIGHUP (continue with --resume). With several models, 2 also when one could
-    not be audited.
+    onnxruntime disagrees (report still written); 4 a --require failed (report still
+    written); 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP (continue with
+    --resume). With several models, 2 also when one could not be audited.
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
     for name in ("targets", "layers", "methods", "regularizers"):
@@ -377,9 +392,24 @@ def analyze_command(
         if bar:
             bar.clear()
     if many:
+        gate_failed = any(
+            _gate(report.doc, requirements, name) for name, report in outcome.reports.items()
+        )
         _finish_many(outcome, as_json, quiet)
     else:
+        gate_failed = _gate(outcome.doc, requirements, None)
         _finish_one(outcome, as_json, quiet)
+    if gate_failed:
+        sys.exit(REQUIREMENT_EXIT_CODE)
+
+
+def _gate(doc: dict, requirements, name: str | None) -> bool:
+    """Print each failed requirement (one line each, also with --quiet); True if any did."""
+    failed = [c for c in check_requirements(requirements, doc) if not c.passed]
+    for check in failed:
+        where = f"{name}: " if name else ""
+        click.echo(f"onnx-am: {where}requirement {check.describe()}", err=True)
+    return bool(failed)
 
 
 def _executor(workers: int | None, address: str | None, threads: int | None, device: str):

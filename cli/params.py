@@ -3,6 +3,7 @@
 ``SHAPE``: a tensor shape in the grammar of :func:`onnx_am.importer.input_spec.parse_shape`
 (``1,3,32,32``, ``1x3x32x32`` or ``1 3 32 32``; positive ints), used by every command's
 ``--input-shape``. ``FLOATS``: a comma-separated list of finite numbers (``0.1,0.3``).
+``REQUIREMENT``: a ``--require`` expression (``white <= 0.2``, :mod:`onnx_am.audit.gate`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 
 import click
 
+from onnx_am.audit.gate import Requirement, parse_requirement
+from onnx_am.errors import OnnxAmError
 from onnx_am.importer.input_spec import parse_shape
 
 
@@ -46,5 +49,20 @@ class FloatsType(click.ParamType):
         return numbers
 
 
+class RequirementType(click.ParamType):
+    """``FIELD OP NUMBER`` -> :class:`onnx_am.audit.gate.Requirement`."""
+
+    name = "expr"
+
+    def convert(self, value, param, ctx) -> Requirement:
+        if isinstance(value, Requirement):
+            return value
+        try:
+            return parse_requirement(str(value))
+        except OnnxAmError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 SHAPE = ShapeType()
 FLOATS = FloatsType()
+REQUIREMENT = RequirementType()

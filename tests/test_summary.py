@@ -65,7 +65,8 @@ def test_tie_is_relative():
 
 
 def test_terminal_lines_name_the_counts():
-    [line] = summary_lines(summarize(ENTRIES))
+    line, saturation = summary_lines(summarize(ENTRIES))
+    assert saturation.startswith("white / saturated results")
     assert line.startswith("decoupled(0.3) vs standard on 4 unit(s): better 2, worse 1, tie 1")
     assert "rescued 1 unit(s)" in line
 
@@ -124,3 +125,37 @@ def test_page_names_untouched_nodes_and_states_the_parity_rule():
     assert "passed" in parity and "&times; max |output|" in parity and "allowed 0.001701" in parity
     assert "[batch, 3, 8, 8]" in html and "unk__54" not in html
     assert "time: render" in html and "time: total" in html
+
+
+def _shaded(target, method, white, saturation):
+    return {**_row(target, method, 1.0), "white": white, "saturation": saturation}
+
+
+def test_white_and_saturated_counts_per_method_and_changes_per_unit():
+    entries = [
+        _shaded("a:0", "standard", 0.9, 1.0),  # white and saturated
+        _shaded("a:0", "decoupled(0.3)", 0.1, 0.2),  # cleared
+        _shaded("a:1", "standard", 0.49, 0.95),  # saturated, not white (below 0.5)
+        _shaded("a:1", "decoupled(0.3)", 0.5, 0.5),  # white at exactly the threshold: caused
+        _shaded("a:2", "standard", 0.0, 0.0),
+        _shaded("a:2", "decoupled(0.3)", 0.0, 0.89),
+    ]
+    summary = summarize(entries)
+    counts = {m["method"]: m for m in summary["saturation"]["methods"]}
+    assert (counts["standard"]["white"], counts["standard"]["saturated"]) == (1, 2)
+    assert (counts["decoupled(0.3)"]["white"], counts["decoupled(0.3)"]["saturated"]) == (1, 0)
+    assert counts["standard"]["results"] == 3 and counts["standard"]["kind"] == "standard"
+    [decoupled] = summary["methods"]
+    assert decoupled["white_cleared"] == ["a:0"] and decoupled["white_caused"] == ["a:1"]
+    text = " ".join(summary_lines(summary))
+    assert "white cleared on 1, caused on 1 unit(s)" in text
+    assert "standard 1 white, 2 saturated of 3" in text
+
+
+def test_page_shows_white_and_saturated_counts():
+    entries = [_shaded("a:0", "standard", 0.9, 1.0), _shaded("a:0", "decoupled(0.3)", 0.0, 0.0)]
+    doc = {"model": {"name": "m"}, "results": entries, "summary": summarize(entries)}
+    html = render_html(doc, [])
+    row = re.search(r'id="saturation-table".*?<tr data-method="standard">(.*?)</tr>', html, re.S)
+    assert 'data-field="white">1<' in row.group(1)
+    assert "white cleared on 1 unit(s), caused on 0" in html
