@@ -72,7 +72,8 @@ def convert_graph(
 
     Args:
         source: path, serialized bytes or ``ModelProto``.
-        feeds: values for some inputs, by name; they are folded into the graph as constants.
+        feeds: values for some inputs, by name, cast to the input's declared type; they are
+            folded into the graph as constants.
 
     Returns:
         The :class:`ConvertedGraph`.
@@ -86,12 +87,7 @@ def convert_graph(
     original = load_model(source)
     initializers = {tensor.name for tensor in original.graph.initializer}
     inputs = [v.name for v in original.graph.input if v.name not in initializers]
-    fed = {name: np.asarray(value) for name, value in (feeds or {}).items()}
-    for name in fed:
-        if name not in inputs:
-            raise InputSpecError(
-                f"feed {shown(name)} is not a graph input (inputs: {', '.join(inputs)})"
-            )
+    fed = {name: _as_declared(original, name, value) for name, value in (feeds or {}).items()}
     with foreign_errors(ImportFailedError, "an ONNX pre-pass failed"):
         prepared, notes = prepare_model(original, None, fed)
     module = _convert(prepared)
@@ -104,3 +100,16 @@ def convert_graph(
         feeds=fed,
         notes=notes,
     )
+
+
+def _as_declared(model: onnx.ModelProto, name: str, value: np.ndarray) -> np.ndarray:
+    """``value`` as an array of the declared element type of graph input ``name``."""
+    declared = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    if name not in declared or name in initializers:
+        listing = ", ".join(n for n in declared if n not in initializers)
+        raise InputSpecError(f"feed {shown(name)} is not a graph input (inputs: {listing})")
+    array = np.asarray(value)
+    if declared[name]:
+        array = array.astype(onnx.helper.tensor_dtype_to_np_dtype(declared[name]))
+    return array
