@@ -1,9 +1,12 @@
-"""Ops of transformer exports that onnx2torch lacks: OneHot, Trilu, onnxruntime's Gelu family.
+"""Ops of transformer exports that onnx2torch lacks or gets wrong: OneHot, Trilu, CumSum,
+onnxruntime's Gelu family.
 
 ``OneHot`` builds the one-hot of a byte or token input inside the graph (torch's legacy
 exporter writes ``F.one_hot`` this way); ``Trilu`` makes causal masks; ``com.microsoft``
 ``Gelu`` / ``FastGelu`` / ``BiasGelu`` are what onnxruntime's transformer optimizer fuses the
-GELU subgraphs into. They convert to :class:`~onnx_am.importer.converters.activations.
+GELU subgraphs into. onnx2torch's ``CumSum`` reads a missing ``reverse`` attribute as 1
+(the ONNX default is 0), so a mask's running sum (padding-aware position ids) came out
+reversed; it is replaced. They convert to :class:`~onnx_am.importer.converters.activations.
 OnnxGelu` (with a bias added first where the op has one), so the opt-in decoupled ``gelu``
 rule applies to them.
 """
@@ -11,6 +14,7 @@ rule applies to them.
 from __future__ import annotations
 
 import torch
+from onnx2torch.node_converters.cumsum import OnnxCumSum
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import (
@@ -21,7 +25,7 @@ from onnx2torch.utils.common import (
 )
 from torch import nn
 
-from onnx_am.importer.converters._registry import register
+from onnx_am.importer.converters._registry import Converter, register, replace
 from onnx_am.importer.converters.activations import OnnxGelu
 
 MICROSOFT = "com.microsoft"
@@ -83,6 +87,15 @@ def _(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
 @register("Trilu", (14,))
 def _(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return _result(OnnxTrilu(bool(node.attributes.get("upper", 1))), node)
+
+
+@replace("CumSum", (11, 14))
+def _(
+    node: OnnxNode, graph: OnnxGraph, fallback: Converter | None = None
+) -> OperationConverterResult:
+    exclusive = bool(node.attributes.get("exclusive", 0))
+    reverse = bool(node.attributes.get("reverse", 0))
+    return _result(OnnxCumSum(exclusive, reverse), node)
 
 
 def _gelu(node: OnnxNode, approximate: str) -> OperationConverterResult:
