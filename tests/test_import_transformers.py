@@ -126,3 +126,10 @@ def test_float64_gradient_through_the_embeddings(name):
 
     assert output(weight).dtype == torch.float64
     assert torch.autograd.gradcheck(output, (weight,), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_benchmark_row_without_network():
+    from benchmarks.transformer_models import evaluate
+
+    row = evaluate(MODELS / "bytes_sig_legacy.onnx", high=255)
+    assert row["parity"] == "passed" and row["gelu"] == 1 and row["inputs"] == "bytes int32"
