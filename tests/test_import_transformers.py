@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from onnx_am.errors import InputSpecError
+from onnx_am.errors import InputSpecError, TargetError
 from onnx_am.importer.graph import convert_graph
 from onnx_am.reference.graph_parity import check_graph_parity, run_onnxruntime
 
@@ -133,3 +133,20 @@ def test_benchmark_row_without_network():
 
     row = evaluate(MODELS / "bytes_sig_legacy.onnx", high=255)
     assert row["parity"] == "passed" and row["gelu"] == 1 and row["inputs"] == "bytes int32"
+
+
+def test_intermediate_tensors_match_onnxruntime():
+    graph = convert_graph(MODELS / "bert_trigger_legacy.onnx")
+    names = [
+        "/model/bert/embeddings/word_embeddings/Gather_output_0",
+        "/model/bert/embeddings/LayerNorm/LayerNormalization_output_0",
+    ]
+    inputs = sample_inputs(graph.input_names)
+    with torch.no_grad():
+        got = graph.run(inputs, names)
+    want = run_onnxruntime(graph, inputs, names=names)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == (3, 16, 32)
+        np.testing.assert_allclose(a.numpy(), b, atol=1e-5)
+    with pytest.raises(TargetError, match="no tensor named"):
+        graph.run(inputs, ["/model/bert/embeddings/Nope"])

@@ -23,6 +23,7 @@ from onnx_am.importer.guard import foreign_errors
 from onnx_am.importer.loading import ModelSource, load_model
 from onnx_am.importer.model import _convert
 from onnx_am.importer.prepare import prepare_model
+from onnx_am.importer.tensor_map import TensorLocation, build_tensor_map, extract_tensors
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class ConvertedGraph:
         output_names: the graph outputs, in order.
         feeds: the fed inputs' values (onnxruntime is given them too).
         notes: what the pre-passes changed, one line each.
+        tensor_map: ONNX tensor name -> where the torch graph produces it.
+        node_names: torch module name -> ONNX node name.
     """
 
     original: onnx.ModelProto
@@ -46,12 +49,27 @@ class ConvertedGraph:
     output_names: list[str]
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tensor_map: dict[str, TensorLocation] = field(default_factory=dict)
+    node_names: dict[str, str] = field(default_factory=dict)
 
-    def run(self, inputs: Mapping[str, np.ndarray | torch.Tensor]) -> list[torch.Tensor]:
-        """The graph outputs for ``inputs`` (every name of :attr:`input_names`).
+    def extractor(self, names: list[str]) -> fx.GraphModule:
+        """A graph module taking :attr:`input_names` (positional) and returning the named
+        ONNX tensors (a tuple); only what they depend on is computed.
+
+        Raises:
+            TargetError: a name is not an ONNX tensor of the model.
+        """
+        return extract_tensors(self.module, self.tensor_map, names)
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray | torch.Tensor], names: list[str] | None = None
+    ) -> list[torch.Tensor]:
+        """The graph outputs (or the named ONNX tensors) for ``inputs`` (every name of
+        :attr:`input_names`).
 
         Raises:
             InputSpecError: an input is missing or unknown.
+            TargetError: a name is not an ONNX tensor of the model.
         """
         missing = [name for name in self.input_names if name not in inputs]
         unknown = [name for name in inputs if name not in self.input_names]
@@ -61,7 +79,7 @@ class ConvertedGraph:
                 f"missing {missing or 'none'}, unknown {unknown or 'none'}"
             )
         args = [torch.as_tensor(np.asarray(inputs[name])) for name in self.input_names]
-        outputs = self.module(*args)
+        outputs = self.extractor(names)(*args) if names else self.module(*args)
         return list(outputs) if isinstance(outputs, tuple | list) else [outputs]
 
 
@@ -91,6 +109,8 @@ def convert_graph(
     with foreign_errors(ImportFailedError, "an ONNX pre-pass failed"):
         prepared, notes = prepare_model(original, None, fed)
     module = _convert(prepared)
+    with foreign_errors(ImportFailedError, "the converted graph cannot be mapped"):
+        tensor_map, node_names = build_tensor_map(module, prepared)
     return ConvertedGraph(
         original=original,
         prepared=prepared,
@@ -99,6 +119,8 @@ def convert_graph(
         output_names=[v.name for v in original.graph.output],
         feeds=fed,
         notes=notes,
+        tensor_map=tensor_map,
+        node_names=node_names,
     )
 
 

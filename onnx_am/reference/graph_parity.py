@@ -18,12 +18,15 @@ from onnx_am.importer.graph import ConvertedGraph
 from onnx_am.importer.guard import foreign_errors
 from onnx_am.reference.parity import ParityResult, _compare
 from onnx_am.reference.quantized import effective_tolerance
-from onnx_am.reference.runtime import _refuse_external
+from onnx_am.reference.runtime import _refuse_external, expose_tensors
 from onnx_am.reference.tolerance import DEFAULT_TOLERANCE
 
 
 def run_onnxruntime(
-    graph: ConvertedGraph, inputs: Mapping[str, np.ndarray], fuse: bool = True
+    graph: ConvertedGraph,
+    inputs: Mapping[str, np.ndarray],
+    fuse: bool = True,
+    names: list[str] | None = None,
 ) -> list[np.ndarray]:
     """The original model's outputs under onnxruntime for ``inputs`` plus the graph's feeds.
 
@@ -35,21 +38,25 @@ def run_onnxruntime(
             int8 weight-only ``DequantizeLinear -> MatMul`` into ``MatMulNBits`` with
             ``accuracy_level=4``, which quantizes the activations to int8 too (about 0.7 %
             of the logits' scale on ``bert_trigger_w8.onnx``).
+        names: ONNX tensors to return (intermediate ones included); default the outputs.
 
     Raises:
         ModelLoadError: onnxruntime cannot load or run the model.
+        TargetError: a name is not a tensor of the model.
     """
     _refuse_external(graph.original)
+    wanted = names or graph.output_names
+    model = expose_tensors(graph.original, wanted)
     options = ort.SessionOptions()
     options.log_severity_level = 4
     if not fuse:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     with foreign_errors(ModelLoadError, "onnxruntime cannot run the model"):
         session = ort.InferenceSession(
-            graph.original.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
         fed = {**graph.feeds, **{name: np.asarray(v) for name, v in inputs.items()}}
-        return session.run(graph.output_names, fed)
+        return session.run(wanted, fed)
 
 
 def check_graph_parity(
