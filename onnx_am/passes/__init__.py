@@ -11,6 +11,7 @@ from __future__ import annotations
 from onnx_am.passes import (  # noqa: F401  (register rules)
     clip,
     gelu,
+    gelu_subgraph,
     hardsigmoid,
     hardswish,
     leaky_relu,

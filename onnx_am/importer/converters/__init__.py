@@ -23,6 +23,7 @@ from onnx_am.importer.converters import (  # noqa: F401  (imported for their reg
     reduce,
     resize,
     split,
+    transformer_ops,
 )
 from onnx_am.importer.converters._registry import REGISTERED, has_converter
 
