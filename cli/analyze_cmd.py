@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import click
-import onnx_am_cli
+from onnx_am_cli import START_KEY
 from onnx_am_cli.inspect_cmd import FEED_HELP, parse_feeds
 from onnx_am_cli.params import FLOATS, SHAPE
 from onnx_am_cli.progress import LINE_INTERVAL, ProgressBar, ProgressLines
@@ -41,6 +41,7 @@ from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.domain import PRESETS
 from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
+from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import pace_text
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 from onnx_am.engine.schedules import LR_SCHEDULES
@@ -338,12 +339,13 @@ def analyze_command(
     for name in ("targets", "layers", "methods", "regularizers"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions(**kwargs)
+    deadline = _deadline(options.time_budget)  # the one deadline of the whole command
     many = len(models) > 1 or Path(models[0]).is_dir()
     out_dir = out or (DEFAULT_ROOT if many else default_out_dir(models[0]))
     if dry_run:
         if many:
             raise click.UsageError("--dry-run takes one model")
-        _dry_run(models[0], options, as_json, quiet, verbose)
+        _dry_run(models[0], options, deadline, as_json, quiet, verbose)
         return
     # The default (one model, no --workers/--ray): main's checkpointed path, no executor.
     # --workers/--ray/several models: the executor path of issue 13, without checkpoints.
@@ -352,20 +354,17 @@ def analyze_command(
     bar = ProgressBar() if not quiet and sys.stderr.isatty() else None
     lines = None
     if not quiet and bar is None:
-        lines = ProgressLines(progress_interval, started=onnx_am_cli.BUDGET_START)
+        lines = ProgressLines(progress_interval, started=deadline.start)
     progress = _progress(bar, lines, verbose, quiet, stop)
     try:
         with stop, lines or nullcontext(), executor or nullcontext():
             if many:
-                outcome = analyze_many(models, options, out_dir, progress, executor)
+                outcome = analyze_many(
+                    models, options, out_dir, progress, executor, deadline=deadline
+                )
             else:
                 outcome = analyze(
-                    models[0],
-                    options,
-                    out_dir,
-                    progress=progress,
-                    executor=executor,
-                    clock_start=onnx_am_cli.BUDGET_START,
+                    models[0], options, out_dir, progress, executor, deadline=deadline
                 )
     except KeyboardInterrupt:
         if bar:
@@ -380,6 +379,13 @@ def analyze_command(
         _finish_many(outcome, as_json, quiet)
     else:
         _finish_one(outcome, as_json, quiet)
+
+
+def _deadline(budget: float | None) -> Deadline:
+    """The command's deadline: from when the program started (``main`` passes it), else
+    from now."""
+    start = (click.get_current_context().find_root().obj or {}).get(START_KEY)
+    return Deadline.starting_now(budget, start=start)
 
 
 def _executor(workers: int | None, address: str | None, threads: int | None, device: str):
@@ -451,11 +457,11 @@ def _summary(report) -> None:
     click.echo(f"report: {report.out_dir / HTML_FILE}")
 
 
-def _dry_run(model, options: AnalyzeOptions, as_json: bool, quiet: bool, verbose: bool) -> None:
+def _dry_run(
+    model, options: AnalyzeOptions, deadline: Deadline, as_json: bool, quiet: bool, verbose: bool
+) -> None:
     progress = _progress(None, None, verbose, quiet, stop=None)  # prints notes and the plan
-    plan = estimate_analysis(
-        model, options, progress=progress, clock_start=onnx_am_cli.BUDGET_START
-    )
+    plan = estimate_analysis(model, options, progress=progress, deadline=deadline)
     if as_json:
         click.echo(json.dumps(plan.to_dict(), indent=1))
 

@@ -96,8 +96,8 @@ _register()
 def main() -> None:
     import onnx_am_cli
 
-    onnx_am_cli.BUDGET_START = onnx_am_cli.STARTED  # loading torch counts against the budget
-    cli(prog_name="onnx-am")
+    # the command's deadline starts when this program did: loading torch counts too
+    cli(prog_name="onnx-am", obj={onnx_am_cli.START_KEY: onnx_am_cli.STARTED})
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ MEASURED = (
     "estimated_seconds",
     "spent_seconds",
     "overhead_seconds",
+    "kept_for_other_models_seconds",
     "peak_memory_bytes",
     "units_done",
 )

@@ -183,7 +183,9 @@ class Fit:
     seconds: float
 
 
-def fit_budget(work: Work, cost: CostModel, budget: float | None, spent: float = 0.0) -> Fit:
+def fit_budget(
+    work: Work, cost: CostModel, budget: float | None, spent: float = 0.0, others: float = 0.0
+) -> Fit:
     """Reduce ``work`` in the module's stated order until its estimate fits.
 
     Args:
@@ -191,6 +193,7 @@ def fit_budget(work: Work, cost: CostModel, budget: float | None, spent: float =
         cost: the measured cost model.
         budget: the whole run's budget in seconds; None for no budget.
         spent: seconds already spent (import, parity check, timing).
+        others: seconds of the budget kept for the other models of the same command.
 
     Returns:
         The :class:`Fit` (no cuts when it already fits or there is no budget).
@@ -201,7 +204,7 @@ def fit_budget(work: Work, cost: CostModel, budget: float | None, spent: float =
     """
     if budget is None:
         return Fit(work, (), cost.estimate(work))
-    limit = MARGIN * (budget - spent)
+    limit = MARGIN * (budget - spent - others)
     fitted = work
     for what, floor in (
         ("units", min(work.units, UNIT_FLOOR)),
@@ -216,10 +219,12 @@ def fit_budget(work: Work, cost: CostModel, budget: float | None, spent: float =
     seconds = cost.estimate(fitted)
     if seconds <= limit:
         return Fit(fitted, _cuts(work, fitted), seconds)
-    smallest = _round_up(spent + seconds / MARGIN)
+    smallest = _round_up(spent + others + seconds / MARGIN)
+    kept = f", {format_duration(others)} are kept for the other models" if others else ""
     raise BudgetError(
         f"time budget {format_duration(budget)} cannot hold even one unit: "
-        f"{format_duration(spent)} went to import and timing, and one unit at 1 restart and "
+        f"{format_duration(spent)} went to import and timing{kept}, and one unit at 1 "
+        f"restart and "
         f"{fitted.steps} steps takes about {format_duration(seconds)} more; the smallest "
         f"budget that can is --time-budget {format_duration(smallest)}",
         smallest=smallest,

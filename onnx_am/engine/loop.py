@@ -30,7 +30,6 @@ trace is then shorter.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -175,13 +174,13 @@ def _paced_chunk(context: LoopContext, rows_left: int, x0, *args):
     steps = pace.steps_for(rows_left, config.steps)
     context.config = replace(config, steps=steps)  # schedules run over the shorter horizon
     context.total_steps -= config.steps - steps
-    tic = time.monotonic()
+    tic = pace.now()
     try:
         value, image, trace = run_chunk(context, x0, *args)
     finally:
         context.config = config
     ran = trace.shape[0] - 1
-    pace.observe(len(x0), ran, time.monotonic() - tic)
+    pace.observe(len(x0), ran, pace.now() - tic)
     context.total_steps -= steps - ran
     return value, image, trace
 
