@@ -428,6 +428,9 @@ def _finish_many(outcome, as_json: bool, quiet: bool) -> None:
             parity = "passed" if report.parity.passed else "FAILED"
             click.echo(f"{name}: {len(report.results)} result(s); parity {parity}")
         click.echo(f"index: {outcome.root / INDEX_HTML}")
+    for name, report in outcome.reports.items():  # nothing is cut silently
+        if report.doc.get("pace"):
+            click.echo(f"onnx-am: {name}: {pace_text(report.doc['pace'])}", err=True)
     for name, error in outcome.errors.items():
         click.echo(f"onnx-am: {name}: could not be audited: {error}", err=True)
     disagree = [n for n, r in outcome.reports.items() if r.exit_code]

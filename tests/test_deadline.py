@@ -4,18 +4,19 @@ it, and the pace applies on every executor. Clocks here are counters, never the 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch_models import export_random
 
 import onnx_am.audit.pipeline as pipeline_module
-from onnx_am.audit.analyze import AnalyzeOptions, analyze
+from onnx_am.audit.analyze import AnalyzeOptions, analyze, audit_paces
 from onnx_am.audit.budget import MARGIN, CostModel
 from onnx_am.audit.executor import LocalExecutor, PaceLease
 from onnx_am.audit.many import analyze_many
 from onnx_am.audit.pipeline import BudgetShare
-from onnx_am.audit.planning import Measured
+from onnx_am.audit.planning import AnalyzePlan, Measured
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
 
@@ -181,3 +182,44 @@ def test_a_lease_carries_the_pace_to_another_process():
     assert pace.steps_cap == 32 and pace.stopped_early == 1
     pace.observe(rows=4, steps=9, seconds=8.0, sharing=2)
     assert pace.seconds_per_row_step == pytest.approx(0.1)
+
+
+def planned(estimate: float, overhead: float):
+    return AnalyzePlan(
+        tensors={}, units=1, units_asked=1, methods=(), runs=(), restarts=1, steps=64, rows=1,
+        chunks=1, chunk_rows=64, batch_size=1, seconds_per_step=0.1, estimate=estimate,
+        spent=0.0, peak_memory=0, budget=100.0, overhead=overhead,
+    )  # fmt: skip
+
+
+def test_each_audit_steps_in_its_own_slice_of_what_is_left():
+    """60 s left, 30 s of them for pictures and pages: the 30 s of steps are split 1:2 as
+    planned, so a first model that runs slow cannot take the second one's time."""
+    clock = Ticking(tick=0.0)
+    clock.now = 40.0
+    deadline = Deadline(100.0, 0.0, clock)
+    audits = [
+        SimpleNamespace(key="a", plan=planned(estimate=15.0, overhead=10.0)),  # 5 s of steps
+        SimpleNamespace(key="b", plan=planned(estimate=30.0, overhead=20.0)),  # 10 s
+    ]
+    paces = audit_paces(audits, deadline)
+    assert paces["a"].left() == pytest.approx(10.0)  # a third of the 30 s of steps
+    assert paces["b"].left() == pytest.approx(30.0)  # all of them
+    assert audit_paces(audits, Deadline(None, 0.0, clock)) == {"a": None, "b": None}
+
+
+def test_a_model_whose_even_part_is_too_small_takes_what_is_left(nets, tmp_path, monkeypatch):
+    """A third of 12 s cannot hold one unit (4 s with the fixed costs, at a 0.85 margin):
+    the first model takes what is left instead, and the later ones find nothing."""
+    fixed_costs(monkeypatch)
+    deadline = Deadline.starting_now(12.0, Ticking(tick=0.0))
+    plans = []
+
+    def progress(event):
+        if event.phase == "plan" and event.plan is not None:
+            plans.append(event.plan)
+
+    options = AnalyzeOptions(steps=16, restarts=1, time_budget=12.0)
+    outcome = analyze_many(nets, options, tmp_path / "out", progress, deadline=deadline)
+    assert list(outcome.reports) == ["net0"] and plans[0].others == 0.0
+    assert set(outcome.errors) == {"net1", "net2"}

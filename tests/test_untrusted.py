@@ -1,4 +1,4 @@
-"""Hostile models found by the fuzzer (benchmarks/fuzz.py), each rebuilt here in small.
+"""Hostile models found by the fuzzer (fuzz/campaign.py), each rebuilt here in small.
 
 Every one used to escape as a non-onnx-am exception (exit 1), a hang, a blow-up or a
 segfault; each must now be refused with one clean ``OnnxAmError`` line.

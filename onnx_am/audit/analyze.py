@@ -237,14 +237,24 @@ def prepare_audit(
 
 
 def audit_paces(audits: list[Audit], deadline: Deadline) -> dict[str, Pace | None]:
-    """The pace of each audit of a command whose chunks run in the order of ``audits``:
-    an audit's steps end before what every audit still does after them (pictures, pages)
-    and before the steps of the audits after it."""
+    """The pace of each audit of a command whose chunks run in the order of ``audits``.
+
+    What is left of ``deadline`` now, less what every audit still does after its steps
+    (pictures, pages), is the time of the steps; it is split among the audits in proportion
+    to their planned step time, in order: an audit's steps end when its slice and the
+    earlier ones are used up, so an audit that runs slower than planned is cut within its
+    slice and never takes the next one's.
+    """
+    if deadline.budget is None:
+        return {audit.key: None for audit in audits}
     overhead = sum(audit.plan.overhead for audit in audits)
-    paces = {}
-    for position, audit in enumerate(audits):
-        later = sum(other.plan.step_seconds for other in audits[position + 1 :])
-        paces[audit.key] = audit.plan.pace(deadline, overhead - audit.plan.overhead + later)
+    planned = sum(audit.plan.step_seconds for audit in audits)
+    steps_left = deadline.left() - overhead
+    paces, through = {}, 0.0
+    for audit in audits:
+        through += audit.plan.step_seconds
+        after = steps_left * (1.0 - through / planned) if planned > 0 else 0.0
+        paces[audit.key] = audit.plan.pace(deadline, overhead - audit.plan.overhead + after)
     return paces
 
 

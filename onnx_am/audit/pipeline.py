@@ -23,6 +23,7 @@ from onnx_am.audit.planning import AnalyzePlan, make_plan, measure_costs
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.plan import RunPlan
+from onnx_am.errors import BudgetError
 from onnx_am.importer.model import ImportedModel, import_onnx
 from onnx_am.methods import method_label
 
@@ -55,7 +56,8 @@ class BudgetShare:
     The models are planned one after another and their chunks run together afterwards, so a
     model plans against what is left, less what the earlier models' plans will still need
     (``committed``), split evenly with the ``models_after`` models still to plan (whose own
-    import and timing then come out of their parts).
+    import and timing then come out of their parts). A model whose even part cannot hold one
+    unit takes all that the earlier plans left (the later models then may find none).
 
     Attributes:
         models_after: models still to plan after this one.
@@ -64,6 +66,10 @@ class BudgetShare:
 
     models_after: int = 0
     committed: float = 0.0
+
+    def alone(self) -> BudgetShare:
+        """The share of this model if no model came after it."""
+        return BudgetShare(0, self.committed)
 
     def kept_for_others(self, left: float | None) -> float:
         """Seconds of ``left`` that this model leaves to the others (0 without a budget)."""
@@ -141,17 +147,21 @@ class AuditPipeline:
         )
         budget, spent = self.deadline.budget, self.deadline.spent()  # one reading
         left = None if budget is None else budget - spent
-        budget_plan, kept, work = make_plan(
-            asked.targets,
-            asked.labels,
-            [method_label(m) for m in asked.runs],
-            config,
-            measured,
-            budget,
-            spent,
-            fixed_work=resumed,
-            others=share.kept_for_others(left),
-        )
+        methods = [method_label(m) for m in asked.runs]
+
+        def plan(others: float):
+            return make_plan(
+                asked.targets, asked.labels, methods, config, measured, budget, spent,
+                fixed_work=resumed, others=others,
+            )  # fmt: skip
+
+        try:
+            budget_plan, kept, work = plan(share.kept_for_others(left))
+        except BudgetError:
+            if not share.models_after:
+                raise
+            # its even part cannot hold one unit: it takes what the earlier plans left
+            budget_plan, kept, work = plan(share.alone().kept_for_others(left))
         return budget_plan, fitted(asked, kept, work)
 
 
