@@ -321,18 +321,18 @@ def test_proxy_rows_whose_slopes_are_the_originals_skip_the_second_forward(monke
     assert len(calls) == config.steps + 1
 
 
-def test_engine_chunks_are_grouped_by_method_into_runs(monkeypatch):
-    """best's standard and decoupled rows come as two runs, whatever the row layout."""
-    from onnx_am.passes import runs as runs_module
+def test_engine_batches_are_grouped_by_method_into_spans(monkeypatch):
+    """best's standard and decoupled rows come as two spans, whatever the row layout."""
+    from onnx_am.passes import spans as spans_module
 
     seen = set()
-    original = runs_module.RunsGradient.forward
+    original = spans_module.SpansGradient.forward
 
     def spy(ctx, x, module, plan):
-        seen.add(tuple(run.kind for run in plan.runs))
+        seen.add(tuple(span.kind for span in plan.spans))
         return original(ctx, x, module, plan)
 
-    monkeypatch.setattr(runs_module.RunsGradient, "forward", staticmethod(spy))
+    monkeypatch.setattr(spans_module.SpansGradient, "forward", staticmethod(spy))
     imported = import_onnx(tiny_cnn())
     config = AMConfig(steps=2, restarts=2, batch_size=8, crosscheck=False)
     maximize(imported, ["logits:0", "logits:1"], ["best(0.3)"], config)
@@ -365,7 +365,7 @@ def test_plans_worked_out_per_method_equal_those_read_from_the_tensors(op, case)
             if given is None:
                 continue
             read = SlopePlan(module.node, module.forward_slope, module.backward_slope)
-            assert (given.path, given.rows, given.runs) == (read.path, read.rows, read.runs)
+            assert (given.path, given.rows, given.spans) == (read.path, read.rows, read.spans)
             assert given.backward_scalar == read.backward_scalar
             assert _same_slope(given.forward, read.forward)
             assert _same_slope(given.backward, read.backward)
