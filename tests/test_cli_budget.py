@@ -23,6 +23,9 @@ from onnx_am.audit.budget import CostModel
 from onnx_am.audit.planning import Measured
 from onnx_am.engine.checkpoint import read_checkpoint
 
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory) -> str:

@@ -21,6 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 from fuzz import campaign as fuzz  # noqa: E402
 
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs inotify")
 
 #: Cases of the short run: every mutator family 30 times over the small seeds.

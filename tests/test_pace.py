@@ -117,6 +117,7 @@ def test_analyze_ends_in_time_and_says_what_it_cut(wide, tmp_path, monkeypatch):
     assert "During the run" in (out / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_the_command_line_says_what_the_pace_cut(wide, tmp_path, monkeypatch):
     """The CLI prints the pace's cuts on stderr (its deadline's clock is the real one; the
     pace is told the run is far slower than planned, so nothing depends on timing)."""

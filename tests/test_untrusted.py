@@ -359,6 +359,7 @@ def test_one_line_summarizes() -> None:
     assert "\n" not in text and len(text) <= 300 and text.startswith("a b x")
 
 
+@pytest.mark.slow
 def test_onnxruntime_logging_stays_off_stderr(tmp_path, make_model) -> None:
     """A model onnxruntime refuses at load: our one line, not its coloured log line first."""
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
