@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 from onnx_am_cli import START_KEY
-from onnx_am_cli.inspect_cmd import FEED_HELP, parse_feeds
-from onnx_am_cli.params import FLOATS, SHAPE
+from onnx_am_cli.options import import_options, library_value
+from onnx_am_cli.params import FLOATS
 from onnx_am_cli.progress import LINE_INTERVAL, ProgressBar, ProgressLines
 from onnx_am_cli.signals import GracefulStop
 
@@ -46,18 +46,10 @@ from onnx_am.engine.pace import pace_text
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
-from onnx_am.errors import OnnxAmError
 from onnx_am.methods import expand_methods
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT; SIGTERM 143, SIGHUP 129).
 EXIT_INTERRUPTED = 130
-
-
-def _duration(ctx, param, value: str) -> float | None:
-    try:
-        return parse_duration(value)
-    except OnnxAmError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("analyze")
@@ -121,16 +113,7 @@ def _duration(ctx, param, value: str) -> float | None:
     show_default=True,
     help="Seed of the starts; the same seed gives the same report, also after --resume.",
 )
-@click.option("--input", "input_name", metavar="NAME", help="Input to optimize, if several.")
-@click.option(
-    "--input-shape",
-    type=SHAPE,
-    metavar="N,C,H,W",
-    help="Full input shape, to fill symbolic dims.",
-)
-@click.option(
-    "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=VALUE", help=FEED_HELP
-)
+@import_options
 @click.option(
     "--preset",
     type=click.Choice(list(PRESETS)),
@@ -177,7 +160,7 @@ def _duration(ctx, param, value: str) -> float | None:
     "--time-budget",
     default=format_duration(DEFAULT_TIME_BUDGET),
     show_default=True,
-    callback=_duration,
+    callback=library_value(parse_duration),
     metavar="DURATION",
     help="Wall time the whole run may take: 90s, 10m, 2h, 1h30m, or none. To fit, the plan "
     "cuts units (down to 8, always keeping every method), then restarts, then steps (down to "

@@ -47,6 +47,10 @@ class OnnxAmGroup(click.Group):
             if _verbose(ctx):
                 raise
             _fail(ctx, "MemoryError", "out of memory", 2)
+        except click.UsageError as exc:  # a bad value click checked: one line, as ours
+            if _verbose(ctx) or exc.ctx is None:
+                raise
+            _fail(ctx, "UsageError", exc.format_message(), exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug or an input we did not foresee

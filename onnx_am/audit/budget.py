@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from onnx_am.engine.pace import MIN_STEPS, STEP_QUANTUM  # the fewest steps; steps' multiple
-from onnx_am.errors import BudgetError, OnnxAmError
+from onnx_am.errors import BudgetError, SettingsError
 
 #: Default time budget of ``analyze`` in seconds: a zero-config audit of a ResNet-50-class
 #: model on a 2-core machine returns a report within about 15 minutes.
@@ -46,19 +46,19 @@ def parse_duration(text: str) -> float | None:
     """``"90s"``, ``"10m"``, ``"2h"``, ``"1h30m"`` in seconds; ``"none"`` is no budget (None).
 
     Raises:
-        OnnxAmError: anything else, or a zero duration.
+        SettingsError: anything else, or a zero duration.
     """
     cleaned = text.strip().lower().replace(" ", "")
     if cleaned in ("none", "off", "unlimited"):
         return None
     parts = _DURATION.findall(cleaned)
     if not parts or "".join(n + u for n, u in parts) != cleaned:
-        raise OnnxAmError(
+        raise SettingsError(
             f"time budget {text!r} is not a duration like 90s, 10m, 2h, 1h30m or none"
         )
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     if seconds <= 0:
-        raise OnnxAmError(f"time budget {text!r} must be longer than zero (or none)")
+        raise SettingsError(f"time budget {text!r} must be longer than zero (or none)")
     return seconds
 
 
