@@ -274,6 +274,32 @@ def test_fixed_beta_keeps_tensors_and_plans_a_schedule_rebuilds_them():
     assert module.backward_slope is not tensor and module.plan().path == "mixed"
 
 
+def test_the_layout_is_keyed_by_values_so_a_list_takes_the_fast_path(monkeypatch):
+    """A list, or a new tuple of equal methods, is the same row layout as the engine's tuple:
+    the second call reuses the built tensors without working out any slope again."""
+    from onnx_am.passes import control as control_module
+
+    _, result, _ = setup("relu")
+    control = result.control
+    methods = [parse_method("decoupled(0.3)"), STANDARD] * (BATCH // 2)
+    control.set_rows(list(methods))
+    module = control._entries[0][1]
+    tensors = (module.forward_slope, module.backward_slope)
+    worked_out = []
+    real = control_module._row_slope
+    monkeypatch.setattr(control_module, "_row_slope", lambda *a: worked_out.append(a) or real(*a))
+    for again in (list(methods), tuple(methods), [parse_method("decoupled(0.3)"), STANDARD] * 3):
+        control.set_standard()
+        control.set_rows(again)
+        assert (module.forward_slope, module.backward_slope) == tensors
+    assert worked_out == []  # every call took the fast path
+    key = control_module.method_key
+    assert key(parse_method("decoupled(0.3)")) == key(methods[0])
+    assert key(parse_method("decoupled(0.4)")) != key(methods[0])
+    annealed = parse_method("decoupled(anneal(0.3))")
+    assert key(annealed) != key(methods[0])
+
+
 def test_a_row_count_mismatch_still_fails_on_the_fast_paths():
     _, result, extractor = setup("relu")
     x, _ = data()
