@@ -124,8 +124,8 @@ def test_many_models_share_one_budget(nets, tmp_path, monkeypatch):
 
 
 def test_a_later_model_that_finds_no_time_left_gets_an_error_row(nets, tmp_path, monkeypatch):
-    """Planning the first model takes (on this clock) longer than the budget: the later
-    models are refused with the budget's one-line error; the first is still written."""
+    """Planning the first model takes (on this clock) all of the budget: the later models
+    are refused with the budget's one-line error, unimported; the first is still written."""
     fixed_costs(monkeypatch)
     clock = Ticking(tick=0.0)
     deadline = Deadline.starting_now(60.0, clock)
@@ -138,7 +138,7 @@ def test_a_later_model_that_finds_no_time_left_gets_an_error_row(nets, tmp_path,
     outcome = analyze_many(nets, options, tmp_path / "out", progress, deadline=deadline)
     assert list(outcome.reports) == ["net0"]
     assert set(outcome.errors) == {"net1", "net2"}
-    assert all("cannot hold even one unit" in e for e in outcome.errors.values())
+    assert all("was used up before net" in e for e in outcome.errors.values())
     assert outcome.exit_code == 2
 
 
@@ -223,3 +223,15 @@ def test_a_model_whose_even_part_is_too_small_takes_what_is_left(nets, tmp_path,
     outcome = analyze_many(nets, options, tmp_path / "out", progress, deadline=deadline)
     assert list(outcome.reports) == ["net0"] and plans[0].others == 0.0
     assert set(outcome.errors) == {"net1", "net2"}
+
+
+def test_a_model_is_not_even_imported_once_the_deadline_has_passed(nets, tmp_path):
+    clock = Ticking(tick=0.0)
+    clock.now = 100.0
+    deadline = Deadline(60.0, 0.0, clock)
+    events = []
+    options = AnalyzeOptions(steps=16, restarts=1, time_budget=60.0)
+    outcome = analyze_many(nets, options, tmp_path / "out", events.append, deadline=deadline)
+    assert not outcome.reports and len(outcome.errors) == 3
+    assert all("was used up before net" in error for error in outcome.errors.values())
+    assert not [e for e in events if e.phase == "import"]

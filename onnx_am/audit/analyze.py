@@ -132,6 +132,8 @@ def analyze(
     notify = progress or (lambda event: None)
     deadline = deadline or Deadline.starting_now(options.time_budget)
     pipeline = AuditPipeline(options, deadline, notify)
+    if executor is not None:
+        executor.prepare()  # e.g. Ray workers, started before the plan counts the time left
     audit = prepare_audit(pipeline, model_path, out_dir or default_out_dir(model_path))
     if executor is None:  # the default: here, chunk by chunk, checkpointed
         tic = time.perf_counter()

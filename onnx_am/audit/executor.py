@@ -139,6 +139,10 @@ class ChunkExecutor(Protocol):
         paces: Paces | None = None,
     ) -> Iterator[tuple[ChunkTask, MaximizeReport]]: ...
 
+    def prepare(self) -> None:
+        """Get ready to run (e.g. start workers); called before any model is planned, so that
+        the time it takes counts against the deadline like the rest."""
+
     def close(self) -> None: ...
 
 
@@ -181,6 +185,9 @@ class LocalExecutor:
                 work.imported, work.rewrite, work.recipe, task.targets, progress, pace
             )
             yield task, found
+
+    def prepare(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -132,6 +132,8 @@ def analyze_many(
     names = report_names(models)
     outcome = ManyReport(root)
     audits = []
+    executor = executor or LocalExecutor()
+    executor.prepare()  # e.g. Ray workers, started before the plans count the time left
     pipeline = AuditPipeline(options, deadline, notify)
     for position, (model, name) in enumerate(zip(models, names, strict=True)):
         committed = sum(audit.plan.estimate for audit in audits)
@@ -144,7 +146,7 @@ def analyze_many(
             outcome.errors[name] = str(exc)
     rows = _rows(models, names, {a.key: a for a in audits}, outcome.errors)
     index.write(rows)
-    run_audits(audits, executor or LocalExecutor(), notify, deadline)
+    run_audits(audits, executor, notify, deadline)
     for audit in audits:
         outcome.reports[audit.key] = finish_audit(audit, notify)
     docs = {name: report.doc for name, report in outcome.reports.items()}

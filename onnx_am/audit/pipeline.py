@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnx_am.audit import chunks
-from onnx_am.audit.budget import Work
+from onnx_am.audit.budget import Work, format_duration
 from onnx_am.audit.defaults import AnalysisDefaults
 from onnx_am.audit.options import AnalyzeOptions, ImportSettings, choose_defaults, plan_analysis
 from onnx_am.audit.planning import AnalyzePlan, make_plan, measure_costs
@@ -115,8 +115,16 @@ class AuditPipeline:
         """Import the model and parse every option against it, once.
 
         Raises:
+            BudgetError: the deadline has passed already (nothing is imported).
             OnnxAmError: unreadable model, bad settings, targets or methods.
         """
+        if self.deadline.expired():
+            spent = self.deadline.spent()
+            raise BudgetError(
+                f"time budget {format_duration(self.deadline.budget)} was used up before "
+                f"{Path(str(source)).name} was started ({format_duration(spent)} spent)",
+                smallest=spent,
+            )
         self.notify(AnalyzeProgress("import"))
         imported = import_model(source, self.imports)
         defaults = choose_defaults(self.options, imported)

@@ -197,6 +197,11 @@ class RayExecutor:
         except RayActorError as exc:
             raise DistributedError(f"a Ray worker could not be started: {exc}") from exc
 
+    def prepare(self) -> None:
+        """Start Ray and the workers before the plans (their start counts against the
+        deadline); see :meth:`start_workers`."""
+        self.start_workers()
+
     def stop_workers(self) -> None:
         """Stop the workers (the next :meth:`run` starts new ones); Ray keeps running."""
         for actor in self.actors:
