@@ -57,7 +57,8 @@ class BudgetShare:
     model plans against what is left, less what the earlier models' plans will still need
     (``committed``), split evenly with the ``models_after`` models still to plan (whose own
     import and timing then come out of their parts). A model whose even part cannot hold one
-    unit takes all that the earlier plans left (the later models then may find none).
+    unit takes from the later models' parts what it lacks for one unit (as the budget
+    error's smallest budget says, rounded up), never more than the earlier plans left.
 
     Attributes:
         models_after: models still to plan after this one.
@@ -163,13 +164,16 @@ class AuditPipeline:
                 fixed_work=resumed, others=others,
             )  # fmt: skip
 
+        even = share.kept_for_others(left)
         try:
-            budget_plan, kept, work = plan(share.kept_for_others(left))
-        except BudgetError:
+            budget_plan, kept, work = plan(even)
+        except BudgetError as exc:
             if not share.models_after:
                 raise
-            # its even part cannot hold one unit: it takes what the earlier plans left
-            budget_plan, kept, work = plan(share.alone().kept_for_others(left))
+            # Its even part cannot hold one unit: it takes from the later models' parts what
+            # the smallest budget that could (rounded up) lacks, never from earlier plans.
+            lacking = exc.smallest - budget
+            budget_plan, kept, work = plan(max(share.alone().kept_for_others(left), even - lacking))
         return budget_plan, fitted(asked, kept, work)
 
 
