@@ -1,6 +1,6 @@
 """Ways to write a decoupled ReLU (forward ``relu``, backward slope ``beta`` below 0), timed.
 
-Why :mod:`onnx_am.passes.runs` is a ``torch.autograd.Function`` that saves the output. Every
+Why :mod:`onnx_am.passes.spans` is a ``torch.autograd.Function`` that saves the output. Every
 variant gives bit-identical values and the same gradient; they differ in Python calls per
 step, elementwise passes and what they keep for the backward:
 

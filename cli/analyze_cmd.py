@@ -10,9 +10,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import click
-import onnx_am_cli
-from onnx_am_cli.inspect_cmd import FEED_HELP, parse_feeds
-from onnx_am_cli.params import FLOATS, REQUIREMENT, SHAPE
+from onnx_am_cli import START_KEY
+from onnx_am_cli.options import import_options, library_value
+from onnx_am_cli.params import FLOATS, REQUIREMENT
 from onnx_am_cli.progress import LINE_INTERVAL, ProgressBar, ProgressLines
 from onnx_am_cli.signals import GracefulStop
 
@@ -42,22 +42,15 @@ from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
 from onnx_am.domain import PRESETS
 from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
+from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import pace_text
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
 from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
-from onnx_am.errors import OnnxAmError
 from onnx_am.methods import expand_methods
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT; SIGTERM 143, SIGHUP 129).
 EXIT_INTERRUPTED = 130
-
-
-def _duration(ctx, param, value: str) -> float | None:
-    try:
-        return parse_duration(value)
-    except OnnxAmError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("analyze")
@@ -121,16 +114,7 @@ def _duration(ctx, param, value: str) -> float | None:
     show_default=True,
     help="Seed of the starts; the same seed gives the same report, also after --resume.",
 )
-@click.option("--input", "input_name", metavar="NAME", help="Input to optimize, if several.")
-@click.option(
-    "--input-shape",
-    type=SHAPE,
-    metavar="N,C,H,W",
-    help="Full input shape, to fill symbolic dims.",
-)
-@click.option(
-    "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=VALUE", help=FEED_HELP
-)
+@import_options
 @click.option(
     "--preset",
     type=click.Choice(list(PRESETS)),
@@ -177,7 +161,7 @@ def _duration(ctx, param, value: str) -> float | None:
     "--time-budget",
     default=format_duration(DEFAULT_TIME_BUDGET),
     show_default=True,
-    callback=_duration,
+    callback=library_value(parse_duration),
     metavar="DURATION",
     help="Wall time the whole run may take: 90s, 10m, 2h, 1h30m, or none. To fit, the plan "
     "cuts units (down to 8, always keeping every method), then restarts, then steps (down to "
@@ -353,12 +337,13 @@ def analyze_command(
     for name in ("targets", "layers", "methods", "regularizers"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions(**kwargs)
+    deadline = _deadline(options.time_budget)  # the one deadline of the whole command
     many = len(models) > 1 or Path(models[0]).is_dir()
     out_dir = out or (DEFAULT_ROOT if many else default_out_dir(models[0]))
     if dry_run:
         if many:
             raise click.UsageError("--dry-run takes one model")
-        _dry_run(models[0], options, as_json, quiet, verbose)
+        _dry_run(models[0], options, deadline, as_json, quiet, verbose)
         return
     # The default (one model, no --workers/--ray): main's checkpointed path, no executor.
     # --workers/--ray/several models: the executor path of issue 13, without checkpoints.
@@ -367,20 +352,17 @@ def analyze_command(
     bar = ProgressBar() if not quiet and sys.stderr.isatty() else None
     lines = None
     if not quiet and bar is None:
-        lines = ProgressLines(progress_interval, started=onnx_am_cli.BUDGET_START)
+        lines = ProgressLines(progress_interval, started=deadline.start)
     progress = _progress(bar, lines, verbose, quiet, stop)
     try:
         with stop, lines or nullcontext(), executor or nullcontext():
             if many:
-                outcome = analyze_many(models, options, out_dir, progress, executor)
+                outcome = analyze_many(
+                    models, options, out_dir, progress, executor, deadline=deadline
+                )
             else:
                 outcome = analyze(
-                    models[0],
-                    options,
-                    out_dir,
-                    progress=progress,
-                    executor=executor,
-                    clock_start=onnx_am_cli.BUDGET_START,
+                    models[0], options, out_dir, progress, executor, deadline=deadline
                 )
     except KeyboardInterrupt:
         if bar:
@@ -410,6 +392,13 @@ def _gate(doc: dict, requirements, name: str | None) -> bool:
         where = f"{name}: " if name else ""
         click.echo(f"onnx-am: {where}requirement {check.describe()}", err=True)
     return bool(failed)
+
+
+def _deadline(budget: float | None) -> Deadline:
+    """The command's deadline: from when the program started (``main`` passes it), else
+    from now."""
+    start = (click.get_current_context().find_root().obj or {}).get(START_KEY)
+    return Deadline.starting_now(budget, start=start)
 
 
 def _executor(workers: int | None, address: str | None, threads: int | None, device: str):
@@ -452,6 +441,9 @@ def _finish_many(outcome, as_json: bool, quiet: bool) -> None:
             parity = "passed" if report.parity.passed else "FAILED"
             click.echo(f"{name}: {len(report.results)} result(s); parity {parity}")
         click.echo(f"index: {outcome.root / INDEX_HTML}")
+    for name, report in outcome.reports.items():  # nothing is cut silently
+        if report.doc.get("pace"):
+            click.echo(f"onnx-am: {name}: {pace_text(report.doc['pace'])}", err=True)
     for name, error in outcome.errors.items():
         click.echo(f"onnx-am: {name}: could not be audited: {error}", err=True)
     disagree = [n for n, r in outcome.reports.items() if r.exit_code]
@@ -481,11 +473,11 @@ def _summary(report) -> None:
     click.echo(f"report: {report.out_dir / HTML_FILE}")
 
 
-def _dry_run(model, options: AnalyzeOptions, as_json: bool, quiet: bool, verbose: bool) -> None:
+def _dry_run(
+    model, options: AnalyzeOptions, deadline: Deadline, as_json: bool, quiet: bool, verbose: bool
+) -> None:
     progress = _progress(None, None, verbose, quiet, stop=None)  # prints notes and the plan
-    plan = estimate_analysis(
-        model, options, progress=progress, clock_start=onnx_am_cli.BUDGET_START
-    )
+    plan = estimate_analysis(model, options, progress=progress, deadline=deadline)
     if as_json:
         click.echo(json.dumps(plan.to_dict(), indent=1))
 

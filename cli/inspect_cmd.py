@@ -10,46 +10,19 @@ import json
 
 import click
 from onnx_am_cli import JSON_EMITTED_KEY
-from onnx_am_cli.params import SHAPE
+from onnx_am_cli.options import import_options
 
 from onnx_am.audit.inspection import InspectReport, inspect_model, inspect_unimportable
-from onnx_am.errors import ImportFailedError, InputSpecError, ParityError, UnsupportedOpError
-from onnx_am.importer.feeds import FeedValue, parse_feed
+from onnx_am.errors import ImportFailedError, ParityError, UnsupportedOpError
+from onnx_am.importer.feeds import FeedValue
 from onnx_am.importer.loading import load_model
 from onnx_am.importer.model import import_onnx
-
-
-def parse_feeds(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
-    """Repeated ``--feed NAME=VALUE`` -> ``{name: FeedValue}`` (a name given twice is an error)."""
-    feeds: dict[str, FeedValue] = {}
-    for text in values or ():
-        feed = parse_feed(text)
-        if feed.name in feeds:
-            raise InputSpecError(f"--feed {feed.name}=... is given twice")
-        feeds[feed.name] = feed
-    return feeds
-
-
-FEED_HELP = (
-    "Value of an input that is not optimized (repeatable): a number broadcast to its "
-    "declared shape (sr=16000, state=0), a number and a shape (state=0:2,1,128), or a .npy "
-    "file (state=state.npy). Float inputs not given are fed zeros."
-)
 
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("--input", "input_name", metavar="NAME", help="Input to optimize, if several.")
-@click.option(
-    "--input-shape",
-    type=SHAPE,
-    metavar="SHAPE",
-    help="Full input shape (1,3,32,32 or 1x3x32x32), to fill symbolic dims.",
-)
-@click.option(
-    "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=VALUE", help=FEED_HELP
-)
+@import_options
 @click.option("--no-parity", is_flag=True, help="Skip the onnxruntime comparison.")
 @click.option("--verbose", "-v", is_flag=True, help="Tracebacks on errors.")
 def inspect_command(

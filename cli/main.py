@@ -47,6 +47,10 @@ class OnnxAmGroup(click.Group):
             if _verbose(ctx):
                 raise
             _fail(ctx, "MemoryError", "out of memory", 2)
+        except click.UsageError as exc:  # a bad value click checked: one line, as ours
+            if _verbose(ctx) or exc.ctx is None:
+                raise
+            _fail(ctx, "UsageError", exc.format_message(), exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug or an input we did not foresee
@@ -96,8 +100,8 @@ _register()
 def main() -> None:
     import onnx_am_cli
 
-    onnx_am_cli.BUDGET_START = onnx_am_cli.STARTED  # loading torch counts against the budget
-    cli(prog_name="onnx-am")
+    # the command's deadline starts when this program did: loading torch counts too
+    cli(prog_name="onnx-am", obj={onnx_am_cli.START_KEY: onnx_am_cli.STARTED})
 
 
 if __name__ == "__main__":

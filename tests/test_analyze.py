@@ -19,6 +19,9 @@ from onnx_am.audit.summary import summarize
 from onnx_am.errors import ReportError, SettingsError
 from onnx_am.methods import DEFAULT_BETA
 
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 FAST = dict(steps=6, restarts=1)
 #: The labels of analyze's default methods (standard, the annealed decoupled row, their best).
 DEFAULT_LABELS = ("standard", "decoupled(anneal(0.3->alpha))", "best(anneal(0.3->alpha))")

@@ -270,6 +270,7 @@ def _subprocess(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_subprocess_missing_file(tmp_path: Path) -> None:
     done = _subprocess(["inspect", str(tmp_path / "nope.onnx")])
     assert done.returncode == 2
@@ -277,6 +278,7 @@ def test_subprocess_missing_file(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_subprocess_unsupported_ops(tmp_path: Path, make_model) -> None:
     path = _save(_unsupported_model(make_model), tmp_path / "unsupported.onnx")
     done = _subprocess(["inspect", str(path)])
@@ -286,6 +288,7 @@ def test_subprocess_unsupported_ops(tmp_path: Path, make_model) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_truncated_torch_export(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     torch.onnx.export(torch.nn.Linear(4, 2).eval(), (torch.zeros(1, 4),), buffer, dynamo=False)

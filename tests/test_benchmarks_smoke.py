@@ -20,6 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 from benchmarks import am_quality, harness, speed
 from benchmarks import am_quality_report as rep
 
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

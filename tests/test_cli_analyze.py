@@ -18,6 +18,9 @@ from torch_models import export_random
 import onnx_am.audit.analyze as analyze_module
 from onnx_am.reference.parity import ParityResult
 
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 FAST = ["--steps", "5", "--restarts", "1"]
 
 

@@ -17,11 +17,14 @@ from onnx_am_cli.progress import ProgressLines
 from onnx_am_cli.signals import GracefulStop
 from torch_models import export_random
 
-import onnx_am.audit.analyze as analyze_module
+import onnx_am.audit.pipeline as pipeline_module
 from onnx_am.audit.analyze import AnalyzeOptions, AnalyzeProgress, analyze
 from onnx_am.audit.budget import CostModel
 from onnx_am.audit.planning import Measured
 from onnx_am.engine.checkpoint import read_checkpoint
+
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def slow_machine(monkeypatch, seconds_per_row_step: float = 1.0) -> None:
     """Measured costs as on a machine where one row-step takes ``seconds_per_row_step``."""
     cost = CostModel(0.0, seconds_per_row_step, batch_size=16, chunk_rows=64)
     measured = Measured(cost, 16, 16 * seconds_per_row_step, 2**30)
-    monkeypatch.setattr(analyze_module, "measure_costs", lambda *a, **k: measured)
+    monkeypatch.setattr(pipeline_module, "measure_costs", lambda *a, **k: measured)
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(wide, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -11,6 +13,8 @@ from onnx_am_cli.main import cli
 from onnx_am_cli.params import FLOATS, SHAPE
 
 from onnx_am.importer.input_spec import parse_shape
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @pytest.mark.parametrize(
@@ -58,3 +62,31 @@ def test_a_bad_shape_is_a_usage_error_in_both_commands(command, tmp_path):
     model = tmp_path / "missing.onnx"
     result = CliRunner().invoke(cli, [command, str(model), "--input-shape", "1x0x6x6"])
     assert result.exit_code == 2 and "is not a shape" in result.output
+
+
+def test_every_bad_value_is_one_line_and_exit_2():
+    """A bad duration, a bad feed and a value click checks all read alike: one line on
+    stderr, exit code 2 (no usage block)."""
+    model = str(MODELS / "digits_relu.onnx")
+    cases = [
+        ["analyze", model, "--time-budget", "soon"],
+        ["analyze", model, "--feed", "x"],
+        ["analyze", model, "--steps", "0"],
+        ["inspect", model, "--feed", "x"],
+        ["inspect", model, "--input-shape", "abc"],
+    ]
+    for args in cases:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("onnx-am: error: "), (args, lines)
+
+
+def test_analyze_and_inspect_share_one_declaration_of_the_import_options():
+    names = {"input_name", "input_shape", "feeds"}
+
+    def declared(command):
+        return {p.name: (p.opts, p.help) for p in command.params if p.name in names}
+
+    assert declared(analyze_command) == declared(inspect_command)
+    assert set(declared(inspect_command)) == names

@@ -108,6 +108,7 @@ def test_exported_cnn_rewrites_rectifiers_exactly_and_lists_the_rest():
     assert not torch.equal(imported.run(x, module=result.module)[0], imported.run(x)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ON_DISK, ids=[p.name for p in ON_DISK])
 def test_models_on_disk_rewritten_exactly(path):
     try:

@@ -41,6 +41,7 @@ def test_chunks_are_larger_on_a_gpu():
     assert memory.max_batch("cuda:0") == memory.MAX_BATCH_CUDA > memory.MAX_BATCH
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_runs_on_the_cpu_with_a_tiny_model(tmp_path):
     from benchmarks.gpu import main
 

@@ -16,7 +16,7 @@ from onnx_am.engine.maximizer import AMConfig, maximize
 from onnx_am.objectives import parse_targets
 from onnx_am.reference.crosscheck import crosscheck
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 TOYS = json.loads((ROOT / "models" / "toy_functions.json").read_text())["functions"]

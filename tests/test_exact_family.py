@@ -13,6 +13,9 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY = json.loads((ROOT / "models" / "exact_family.json").read_text())["networks"]
 

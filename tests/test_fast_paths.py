@@ -274,6 +274,32 @@ def test_fixed_beta_keeps_tensors_and_plans_a_schedule_rebuilds_them():
     assert module.backward_slope is not tensor and module.plan().path == "mixed"
 
 
+def test_the_layout_is_keyed_by_values_so_a_list_takes_the_fast_path(monkeypatch):
+    """A list, or a new tuple of equal methods, is the same row layout as the engine's tuple:
+    the second call reuses the built tensors without working out any slope again."""
+    from onnx_am.passes import control as control_module
+
+    _, result, _ = setup("relu")
+    control = result.control
+    methods = [parse_method("decoupled(0.3)"), STANDARD] * (BATCH // 2)
+    control.set_rows(list(methods))
+    module = control._entries[0][1]
+    tensors = (module.forward_slope, module.backward_slope)
+    worked_out = []
+    real = control_module._row_slope
+    monkeypatch.setattr(control_module, "_row_slope", lambda *a: worked_out.append(a) or real(*a))
+    for again in (list(methods), tuple(methods), [parse_method("decoupled(0.3)"), STANDARD] * 3):
+        control.set_standard()
+        control.set_rows(again)
+        assert (module.forward_slope, module.backward_slope) == tensors
+    assert worked_out == []  # every call took the fast path
+    key = control_module.method_key
+    assert key(parse_method("decoupled(0.3)")) == key(methods[0])
+    assert key(parse_method("decoupled(0.4)")) != key(methods[0])
+    annealed = parse_method("decoupled(anneal(0.3))")
+    assert key(annealed) != key(methods[0])
+
+
 def test_a_row_count_mismatch_still_fails_on_the_fast_paths():
     _, result, extractor = setup("relu")
     x, _ = data()
@@ -321,18 +347,18 @@ def test_proxy_rows_whose_slopes_are_the_originals_skip_the_second_forward(monke
     assert len(calls) == config.steps + 1
 
 
-def test_engine_chunks_are_grouped_by_method_into_runs(monkeypatch):
-    """best's standard and decoupled rows come as two runs, whatever the row layout."""
-    from onnx_am.passes import runs as runs_module
+def test_engine_batches_are_grouped_by_method_into_spans(monkeypatch):
+    """best's standard and decoupled rows come as two spans, whatever the row layout."""
+    from onnx_am.passes import spans as spans_module
 
     seen = set()
-    original = runs_module.RunsGradient.forward
+    original = spans_module.SpansGradient.forward
 
     def spy(ctx, x, module, plan):
-        seen.add(tuple(run.kind for run in plan.runs))
+        seen.add(tuple(span.kind for span in plan.spans))
         return original(ctx, x, module, plan)
 
-    monkeypatch.setattr(runs_module.RunsGradient, "forward", staticmethod(spy))
+    monkeypatch.setattr(spans_module.SpansGradient, "forward", staticmethod(spy))
     imported = import_onnx(tiny_cnn())
     config = AMConfig(steps=2, restarts=2, batch_size=8, crosscheck=False)
     maximize(imported, ["logits:0", "logits:1"], ["best(0.3)"], config)
@@ -365,7 +391,7 @@ def test_plans_worked_out_per_method_equal_those_read_from_the_tensors(op, case)
             if given is None:
                 continue
             read = SlopePlan(module.node, module.forward_slope, module.backward_slope)
-            assert (given.path, given.rows, given.runs) == (read.path, read.rows, read.runs)
+            assert (given.path, given.rows, given.spans) == (read.path, read.rows, read.spans)
             assert given.backward_scalar == read.backward_scalar
             assert _same_slope(given.forward, read.forward)
             assert _same_slope(given.backward, read.backward)

@@ -19,7 +19,10 @@ from onnx_am.reference.runtime import OnnxRuntimeRunner
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import fuzz  # noqa: E402
+from fuzz import campaign as fuzz  # noqa: E402
+
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs inotify")
 

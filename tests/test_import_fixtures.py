@@ -27,6 +27,7 @@ def imported_fixture(path: Path):
     return import_onnx(path, input_shape=SHAPES.get(path.name))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS, ids=[p.name for p in PATHS])
 def test_fixture_imports_with_parity(path: Path) -> None:
     imported = imported_fixture(path)

@@ -100,6 +100,7 @@ def dynamo_models(tmp_path_factory) -> dict[int, Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opset", [18, 20])
 def test_torch_dynamo_exporter_with_external_data(opset: int, dynamo_models) -> None:
     path = dynamo_models[opset]

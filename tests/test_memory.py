@@ -100,6 +100,7 @@ def _run(imported, **settings):
     return maximize(imported, ["logits:0-2", "act2:1"], ["standard", "best"], config)
 
 
+@pytest.mark.slow
 def test_auto_gives_the_same_results_as_that_size_given(cnn, monkeypatch):
     measured = []
     measure = memory.activation_bytes_per_row
@@ -136,6 +137,7 @@ def test_default_is_auto_and_bad_sizes_are_refused(cnn):
         _run(cnn, batch_size=0)
 
 
+@pytest.mark.slow
 def test_analyze_compares_the_batch_size_only_when_given(tmp_path):
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     model = export_random(net, (1, 2, 2), tmp_path / "lin.onnx")
@@ -156,6 +158,7 @@ def test_analyze_compares_the_batch_size_only_when_given(tmp_path):
     assert analyze("bad", "--batch-size", "0").exit_code == 2
 
 
+@pytest.mark.slow
 def test_memory_benchmark_smoke(tmp_path):
     """benchmarks.memory's functions on a tiny model, so the benchmark does not rot."""
     from benchmarks import memory as bench

@@ -190,6 +190,7 @@ def test_logits_only_inside_an_if_branch_are_not_chosen(make_model) -> None:
     assert choice.tensor == "y" and choice.reason == ""  # ... but onnxruntime cannot read z
 
 
+@pytest.mark.slow
 def test_class_names_from_metadata_label_the_page(tmp_path, make_model) -> None:
     from click.testing import CliRunner
     from onnx_am_cli.main import cli

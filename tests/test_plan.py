@@ -50,6 +50,7 @@ def relu_output(path: str) -> str:
     return next(n.output[0] for n in model.graph.node if n.op_type == "Relu")
 
 
+@pytest.mark.slow
 def test_one_parse_and_one_probe_for_a_run_of_many_chunks(cnn, tmp_path, monkeypatch):
     monkeypatch.setattr(chunks_module, "CHUNK_ROWS", 4)  # 4 runs x 1 restart: a unit a chunk
     expands = count_calls(monkeypatch, "onnx_am.methods", "expand_methods")

@@ -68,6 +68,7 @@ def test_portfolio_is_the_best_of_its_rows_and_never_below_standard(name):
     assert alone.activation == portfolio.activation
 
 
+@pytest.mark.slow
 def test_robust_transforms_report_both_activations_and_keep_values_true(tmp_path):
     from onnx_am.audit.analyze import AnalyzeOptions, analyze
 

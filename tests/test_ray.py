@@ -29,6 +29,9 @@ else:
 
 from onnx_am.audit.ray_executor import RayExecutor  # noqa: E402
 
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 OPTIONS = AnalyzeOptions(steps=8, restarts=1, methods=("standard", "decoupled(0.3)"))
 
 
@@ -38,6 +41,7 @@ MEASURED = (
     "estimated_seconds",
     "spent_seconds",
     "overhead_seconds",
+    "kept_for_other_models_seconds",
     "peak_memory_bytes",
     "units_done",
 )

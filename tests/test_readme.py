@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a whole audit of a sample model
 def test_python_api_example_runs(monkeypatch, capsys):
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Python API", 1)[1]

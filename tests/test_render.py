@@ -176,6 +176,7 @@ def test_contact_sheet_pages_hold_at_most_sheet_panels_panels():
     assert [r.target.name for r in pages[1][:1]] == [f"logits:{per_page}"]
 
 
+@pytest.mark.slow
 def test_convergence_is_split_into_pages_not_cut(tmp_path):
     results = [make_result(f"logits:{u}", m) for u in range(42) for m in ("standard", "best")]
     pages = convergence_pages(results)

@@ -19,6 +19,9 @@ import pytest
 
 from onnx_am.audit.analyze import AnalyzeOptions, analyze
 
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 MODEL = ROOT / "models" / "toy_relu_dead_d8.onnx"

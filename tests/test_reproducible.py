@@ -6,6 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+#: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow
+
 
 def _mkl_cbwr_after_import(module: str, preset: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}

@@ -1,4 +1,4 @@
-"""Hostile models found by the fuzzer (benchmarks/fuzz.py), each rebuilt here in small.
+"""Hostile models found by the fuzzer (fuzz/campaign.py), each rebuilt here in small.
 
 Every one used to escape as a non-onnx-am exception (exit 1), a hang, a blow-up or a
 segfault; each must now be refused with one clean ``OnnxAmError`` line.
@@ -359,6 +359,7 @@ def test_one_line_summarizes() -> None:
     assert "\n" not in text and len(text) <= 300 and text.startswith("a b x")
 
 
+@pytest.mark.slow
 def test_onnxruntime_logging_stays_off_stderr(tmp_path, make_model) -> None:
     """A model onnxruntime refuses at load: our one line, not its coloured log line first."""
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]

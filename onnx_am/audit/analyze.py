@@ -33,7 +33,7 @@ from onnx_am.audit.executor import (
     ChunkRecipe,
     ChunkTask,
     ModelWork,
-    portable_feeds,
+    portable_imports,
 )
 from onnx_am.audit.options import (
     DEFAULT_INPUT_RANGE,
@@ -46,20 +46,20 @@ from onnx_am.audit.options import (
     DEFAULT_STEPS,
     STEP_RULES,
     AnalyzeOptions,
-    choose_defaults,
-    plan_analysis,
     plan_targets,
 )
-from onnx_am.audit.planning import AnalyzePlan, make_plan, measure_costs
+from onnx_am.audit.pipeline import WHOLE, AuditPipeline, BudgetShare, fitted, rewrite_for
+from onnx_am.audit.planning import AnalyzePlan
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback
 from onnx_am.audit.render.images import DisplayDomain
 from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir
 from onnx_am.domain import InputDomain
+from onnx_am.engine.deadline import Deadline
+from onnx_am.engine.pace import Pace
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import UnitResult
 from onnx_am.engine.starts import SCREENING_FROM
-from onnx_am.importer.model import ImportedModel, import_onnx
-from onnx_am.methods import method_label
+from onnx_am.importer.model import ImportedModel
 from onnx_am.reference.parity import ParityResult, check_parity
 
 
@@ -101,7 +101,7 @@ def analyze(
     progress: ProgressCallback | None = None,
     executor: ChunkExecutor | None = None,
     *,
-    clock_start: float | None = None,
+    deadline: Deadline | None = None,
 ) -> AnalyzeReport:
     """Audit a model and write the report directory.
 
@@ -116,8 +116,9 @@ def analyze(
         executor: where the chunks run (default: here, one after another, checkpointed); e.g.
             a :class:`~onnx_am.audit.ray_executor.RayExecutor` (no checkpoints: a chunk
             stopped midway runs again on resume). The caller closes it.
-        clock_start: when the time budget started, a ``time.monotonic()`` value (the command
-            line passes its own start, so that loading torch counts too); default: now.
+        deadline: the command's :class:`~onnx_am.engine.deadline.Deadline` (the command line
+            starts it before loading torch, so that loading counts too); default: the
+            options' ``time_budget``, starting now. Its budget is the one used.
 
     Returns:
         The :class:`AnalyzeReport`; its ``exit_code`` is 3 when onnxruntime disagrees.
@@ -129,14 +130,17 @@ def analyze(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
-    target = out_dir or default_out_dir(model_path)
-    audit = prepare_audit(model_path, options, target, notify, clock_start=clock_start)
+    deadline = deadline or Deadline.starting_now(options.time_budget)
+    pipeline = AuditPipeline(options, deadline, notify)
+    if executor is not None:
+        executor.prepare()  # e.g. Ray workers, started before the plan counts the time left
+    audit = prepare_audit(pipeline, model_path, out_dir or default_out_dir(model_path))
     if executor is None:  # the default: here, chunk by chunk, checkpointed
         tic = time.perf_counter()
-        audit.run.optimize(notify, audit.plan.pace(audit.budget_start))
+        audit.run.optimize(notify, audit.plan.pace(deadline))
         audit.timings["optimize"] = time.perf_counter() - tic
     else:  # workers: no checkpoints (issue 13; see run_audits)
-        run_audits([audit], executor, notify)
+        run_audits([audit], executor, notify, deadline)
     return finish_audit(audit, notify)
 
 
@@ -151,8 +155,7 @@ class Audit:
         parity: torch vs onnxruntime on random inputs.
         timings: seconds per phase so far.
         started: when the audit started (``time.perf_counter``).
-        plan: the run fitted to the time budget.
-        budget_start: when the time budget started (``time.monotonic``).
+        plan: the run fitted to its share of the deadline.
     """
 
     key: str
@@ -162,36 +165,31 @@ class Audit:
     timings: dict[str, float]
     started: float
     plan: AnalyzePlan
-    budget_start: float = 0.0
 
 
 def prepare_audit(
+    pipeline: AuditPipeline,
     model_path: str | Path,
-    options: AnalyzeOptions,
     out_dir: str | Path,
-    notify: ProgressCallback,
     key: str | None = None,
-    *,
-    clock_start: float | None = None,
+    share: BudgetShare = WHOLE,
 ) -> Audit:
     """Everything before the chunks: import, options, the report (resumed if asked), parity,
-    the rectifier rewrite, timing and fitting to the budget, the results of a resumed report;
-    ``report.json`` gets the plan.
+    the rectifier rewrite, timing and fitting to the deadline (``share``: this model's part
+    of it), the results of a resumed report; ``report.json`` gets the plan.
 
     Args:
+        pipeline: the options, the deadline and the progress callback of the command.
         key: names the model among those of one run (default: the report directory).
-        clock_start: as :func:`analyze`.
 
     Raises:
         OnnxAmError: as :func:`analyze`.
     """
+    options, notify = pipeline.options, pipeline.notify
     started = time.perf_counter()
-    budget_start = time.monotonic() if clock_start is None else clock_start
     timings: dict[str, float] = {}
-    notify(AnalyzeProgress("import"))
-    imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
-    defaults = choose_defaults(options, imported)
-    asked = plan_analysis(options, imported, defaults)  # every option parsed here, once
+    loaded = pipeline.load(model_path)
+    imported, defaults, asked = loaded.imported, loaded.defaults, loaded.asked
     timings["import"] = time.perf_counter() - started
 
     model = model_summary(model_path, imported)
@@ -200,7 +198,7 @@ def prepare_audit(
     if resumed is None:  # a fresh run: the settings as asked (a budget cut is checked below)
         report.check_resumable(model["sha256"], _settings(options, asked, asked, imported))
     else:  # other settings are refused before any time goes to timing
-        kept = _fitted(asked, spread(list(asked.targets), resumed.units), resumed)
+        kept = fitted(asked, spread(list(asked.targets), resumed.units), resumed)
         report.check_resumable(model["sha256"], _settings(options, kept, asked, imported))
     notify(AnalyzeProgress("plan", notes=tuple(defaults.notes)))  # every check passed
 
@@ -209,10 +207,9 @@ def prepare_audit(
     domain = asked.config.domain
     parity = _parity(imported, domain)
     timings["parity"] = time.perf_counter() - tic
-    rewrite = _rewrite(imported, asked)
-    notify(AnalyzeProgress("timing"))
+    rewrite = rewrite_for(imported, asked)
     tic = time.perf_counter()
-    budget_plan, plan = _fit(imported, asked, options, rewrite, budget_start, resumed)
+    budget_plan, plan = pipeline.fit(loaded, rewrite, resumed, share)
     timings["timing"] = time.perf_counter() - tic
     settings = _settings(options, plan, asked, imported)
     report.check_resumable(model["sha256"], settings)
@@ -236,24 +233,44 @@ def prepare_audit(
     report.write_json(REPORT_FILE, run.document("running"))  # the plan, before any step
 
     key = key or str(report.root)
-    recipe = ChunkRecipe(
-        key,
-        options.input_name,
-        options.input_shape,
-        portable_feeds(imported),
-        plan.with_targets(()),
-        plan.needs_rewrite,
-    )
+    recipe = ChunkRecipe(key, portable_imports(pipeline.imports, imported), plan.with_targets(()))
     work = ModelWork(recipe, imported, rewrite)
-    return Audit(key, run, work, parity, timings, started, budget_plan, budget_start)
+    return Audit(key, run, work, parity, timings, started, budget_plan)
 
 
-def run_audits(audits: list[Audit], executor: ChunkExecutor, notify: ProgressCallback) -> None:
-    """Run the unfinished chunks of every audit on ``executor``; each audit's report is
-    written after every chunk of it that finishes. Units in progress events count over all
-    audits. No checkpoints here (issue 13 reconciled with issue 12): a chunk stopped midway
-    runs again from its start on resume."""
+def audit_paces(audits: list[Audit], deadline: Deadline) -> dict[str, Pace | None]:
+    """The pace of each audit of a command whose chunks run in the order of ``audits``.
+
+    What is left of ``deadline`` now, less what every audit still does after its steps
+    (pictures, pages), is the time of the steps; it is split among the audits in proportion
+    to their planned step time, in order: an audit's steps end when its slice and the
+    earlier ones are used up, so an audit that runs slower than planned is cut within its
+    slice and never takes the next one's.
+    """
+    if deadline.budget is None:
+        return {audit.key: None for audit in audits}
+    overhead = sum(audit.plan.overhead for audit in audits)
+    planned = sum(audit.plan.step_seconds for audit in audits)
+    steps_left = deadline.left() - overhead
+    paces, through = {}, 0.0
+    for audit in audits:
+        through += audit.plan.step_seconds
+        after = steps_left * (1.0 - through / planned) if planned > 0 else 0.0
+        paces[audit.key] = audit.plan.pace(deadline, overhead - audit.plan.overhead + after)
+    return paces
+
+
+def run_audits(
+    audits: list[Audit], executor: ChunkExecutor, notify: ProgressCallback, deadline: Deadline
+) -> None:
+    """Run the unfinished chunks of every audit on ``executor``, paced by ``deadline``
+    (:func:`audit_paces`); each audit's report is written after every chunk of it that
+    finishes. Units in progress events count over all audits. No checkpoints here (issue 13
+    reconciled with issue 12): a chunk stopped midway runs again from its start on resume."""
     by_key = {audit.key: audit for audit in audits}
+    paces = audit_paces(audits, deadline)
+    for audit in audits:
+        audit.run.pace = paces[audit.key]
     tasks = [task for audit in audits for task in audit.run.pending(audit.key)]
     total = sum(len(audit.run.plan.targets) for audit in audits)
     done = total - sum(len(task.targets) for task in tasks)
@@ -262,7 +279,8 @@ def run_audits(audits: list[Audit], executor: ChunkExecutor, notify: ProgressCal
     def on_step(task: ChunkTask, step: int, steps: int) -> None:
         notify(AnalyzeProgress("optimize", done, total, step, steps, len(task.targets)))
 
-    for task, found in executor.run({a.key: a.work for a in audits}, tasks, on_step):
+    works = {a.key: a.work for a in audits}
+    for task, found in executor.run(works, tasks, on_step, paces):
         by_key[task.model].run.accept(found)
         done += len(task.targets)
         notify(AnalyzeProgress("optimize", done, total))
@@ -286,7 +304,7 @@ def estimate_analysis(
     options: AnalyzeOptions | None = None,
     progress: ProgressCallback | None = None,
     *,
-    clock_start: float | None = None,
+    deadline: Deadline | None = None,
 ) -> AnalyzePlan:
     """What :func:`analyze` would do with these options, what it would cut and cost: the model
     is imported and a few steps are timed; nothing is written (``--dry-run``).
@@ -296,48 +314,12 @@ def estimate_analysis(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
-    started = time.monotonic() if clock_start is None else clock_start
-    notify(AnalyzeProgress("import"))
-    imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
-    asked = plan_analysis(options, imported)
-    rewrite = _rewrite(imported, asked)
-    notify(AnalyzeProgress("timing"))
-    budget_plan, _ = _fit(imported, asked, options, rewrite, started, None)
+    deadline = deadline or Deadline.starting_now(options.time_budget)
+    pipeline = AuditPipeline(options, deadline, notify)
+    loaded = pipeline.load(model_path)
+    budget_plan, _ = pipeline.fit(loaded, rewrite_for(loaded.imported, loaded.asked))
     notify(AnalyzeProgress("plan", plan=budget_plan))
     return budget_plan
-
-
-def _fit(
-    imported: ImportedModel,
-    asked: RunPlan,
-    options: AnalyzeOptions,
-    rewrite,
-    started: float,
-    resumed: Work | None,
-) -> tuple[AnalyzePlan, RunPlan]:
-    """Time real steps and fit the run to the budget (``started``: ``time.monotonic()`` at
-    its start); a resumed report keeps its work. Returns the plan and the run to do."""
-    config = asked.config
-    measured = measure_costs(
-        imported, config, asked.targets, asked.runs, chunks.chunk_rows(config.device), rewrite
-    )
-    budget_plan, kept, work = make_plan(
-        asked.targets,
-        asked.labels,
-        [method_label(m) for m in asked.runs],
-        config,
-        measured,
-        options.time_budget,
-        time.monotonic() - started,
-        fixed_work=resumed,
-    )
-    return budget_plan, _fitted(asked, kept, work)
-
-
-def _fitted(asked: RunPlan, targets, work: Work) -> RunPlan:
-    """``asked`` cut to ``targets`` and the work's restarts and steps."""
-    config = replace(asked.config, restarts=work.restarts, steps=work.steps)
-    return replace(asked, targets=tuple(targets), config=config)
 
 
 def _asked_work(asked: RunPlan) -> Work:
@@ -432,15 +414,6 @@ def _settings(
 def _parity(imported: ImportedModel, domain: InputDomain) -> ParityResult:
     low, high = domain.bounds(imported.input)
     return check_parity(imported, low=float(low.min()), high=float(high.max()))
-
-
-def _rewrite(imported: ImportedModel, plan: RunPlan):
-    """The rectifier rewrite every chunk shares; ``None`` when every row is standard."""
-    if not plan.needs_rewrite:
-        return None
-    from onnx_am.passes import decouple_rectifiers
-
-    return decouple_rectifiers(imported)
 
 
 __all__ = [

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from onnx_am.engine.pace import MIN_STEPS, STEP_QUANTUM  # the fewest steps; steps' multiple
-from onnx_am.errors import BudgetError, OnnxAmError
+from onnx_am.errors import BudgetError, SettingsError
 
 #: Default time budget of ``analyze`` in seconds: a zero-config audit of a ResNet-50-class
 #: model on a 2-core machine returns a report within about 15 minutes.
@@ -46,19 +46,19 @@ def parse_duration(text: str) -> float | None:
     """``"90s"``, ``"10m"``, ``"2h"``, ``"1h30m"`` in seconds; ``"none"`` is no budget (None).
 
     Raises:
-        OnnxAmError: anything else, or a zero duration.
+        SettingsError: anything else, or a zero duration.
     """
     cleaned = text.strip().lower().replace(" ", "")
     if cleaned in ("none", "off", "unlimited"):
         return None
     parts = _DURATION.findall(cleaned)
     if not parts or "".join(n + u for n, u in parts) != cleaned:
-        raise OnnxAmError(
+        raise SettingsError(
             f"time budget {text!r} is not a duration like 90s, 10m, 2h, 1h30m or none"
         )
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     if seconds <= 0:
-        raise OnnxAmError(f"time budget {text!r} must be longer than zero (or none)")
+        raise SettingsError(f"time budget {text!r} must be longer than zero (or none)")
     return seconds
 
 
@@ -183,7 +183,9 @@ class Fit:
     seconds: float
 
 
-def fit_budget(work: Work, cost: CostModel, budget: float | None, spent: float = 0.0) -> Fit:
+def fit_budget(
+    work: Work, cost: CostModel, budget: float | None, spent: float = 0.0, others: float = 0.0
+) -> Fit:
     """Reduce ``work`` in the module's stated order until its estimate fits.
 
     Args:
@@ -191,6 +193,7 @@ def fit_budget(work: Work, cost: CostModel, budget: float | None, spent: float =
         cost: the measured cost model.
         budget: the whole run's budget in seconds; None for no budget.
         spent: seconds already spent (import, parity check, timing).
+        others: seconds of the budget kept for the other models of the same command.
 
     Returns:
         The :class:`Fit` (no cuts when it already fits or there is no budget).
@@ -201,7 +204,7 @@ def fit_budget(work: Work, cost: CostModel, budget: float | None, spent: float =
     """
     if budget is None:
         return Fit(work, (), cost.estimate(work))
-    limit = MARGIN * (budget - spent)
+    limit = MARGIN * (budget - spent - others)
     fitted = work
     for what, floor in (
         ("units", min(work.units, UNIT_FLOOR)),
@@ -216,10 +219,12 @@ def fit_budget(work: Work, cost: CostModel, budget: float | None, spent: float =
     seconds = cost.estimate(fitted)
     if seconds <= limit:
         return Fit(fitted, _cuts(work, fitted), seconds)
-    smallest = _round_up(spent + seconds / MARGIN)
+    smallest = _round_up(spent + others + seconds / MARGIN)
+    kept = f", {format_duration(others)} are kept for the other models" if others else ""
     raise BudgetError(
         f"time budget {format_duration(budget)} cannot hold even one unit: "
-        f"{format_duration(spent)} went to import and timing, and one unit at 1 restart and "
+        f"{format_duration(spent)} went to import and timing{kept}, and one unit at 1 "
+        f"restart and "
         f"{fitted.steps} steps takes about {format_duration(seconds)} more; the smallest "
         f"budget that can is --time-budget {format_duration(smallest)}",
         smallest=smallest,

@@ -109,10 +109,9 @@ class ChunkedRun:
         todo = [chunk for chunk in chunks if not self._finished(chunk)]
         for position, chunk in enumerate(todo):
             if pace is not None:
-                pace.rows_after = per_unit * sum(len(c) for c in todo[position + 1 :])
-                if not pace.room_for(per_unit * len(chunk)):
-                    pace.units_skipped = sum(len(c) for c in todo[position:])
-                    break
+                rows_after = per_unit * sum(len(c) for c in todo[position + 1 :])
+                if not pace.admit(per_unit * len(chunk), rows_after, len(chunk)):
+                    continue
             on_step = step_reporter(notify, done, len(targets), len(chunk))
             on_step(0, 1, {})
             key = hashlib.sha256("|".join([base, *(t.name for t in chunk)]).encode()).hexdigest()

@@ -1,10 +1,13 @@
 """Where the chunks of an audit run: here, one after another, or on Ray workers.
 
 ``analyze`` (the driver) hands an executor the chunks still to do, of one model or of many,
-and gets back each chunk's :class:`~onnx_am.engine.results.MaximizeReport` as it finishes, in
-any order; the driver alone writes reports. A chunk's results depend only on its model, its
-targets and the settings (starts are seeded per target and restart), so where it ran does not
-change them.
+and the pace of each model (:class:`~onnx_am.engine.pace.Pace`, drawn from the command's one
+deadline), and gets back each chunk's :class:`~onnx_am.engine.results.MaximizeReport` as it
+finishes, in any order; the driver alone writes reports. Every executor paces alike: a chunk
+that has no room left before the deadline is not started (its units count as skipped), a
+started one runs the steps that still fit and stops at the deadline. A chunk's results
+depend only on its model, its targets, the settings (starts are seeded per target and
+restart) and the steps its pace gave it, so where it ran does not change them.
 
 :class:`LocalExecutor` runs the chunks in this process, exactly as a plain ``analyze`` always
 did; it imports nothing more. :class:`onnx_am.audit.ray_executor.RayExecutor` (the ``[ray]``
@@ -17,7 +20,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from onnx_am.audit.options import ImportSettings
+from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.maximizer import run_plan
+from onnx_am.engine.pace import Pace
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import MaximizeReport
 from onnx_am.importer.model import ImportedModel
@@ -33,19 +39,15 @@ class ChunkRecipe:
 
     Attributes:
         key: names the model among those of one run (its report's name).
-        input_name, input_shape: what the model was imported with.
-        feeds: the values its other inputs were fed, as arrays (or numbers for scalars), so
-            that no worker reads a file the driver was given.
+        imports: what the model was imported with; its feeds are the values the other
+            inputs were fed, as arrays (or numbers for scalars), so that no worker reads a
+            file the driver was given.
         plan: the methods and settings of every chunk (its targets are the chunk's).
-        rewrite: whether the chunks need the decoupled-rectifier graph.
     """
 
     key: str
-    input_name: str | None
-    input_shape: tuple[int, ...] | None
-    feeds: dict[str, object]
+    imports: ImportSettings
     plan: RunPlan
-    rewrite: bool
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,41 @@ class ChunkTask:
     targets: tuple[Target, ...]
 
 
+@dataclass(frozen=True)
+class PaceLease:
+    """The pace of one chunk sent to another process: the steps it may run, the seconds the
+    driver had left when it sent it, and the seconds of a row's step expected there."""
+
+    steps_cap: int | None
+    seconds_left: float
+    seconds_per_row_step: float
+
+    @classmethod
+    def of(cls, pace: Pace, rows: int, planned: int, sharing: int = 1) -> PaceLease:
+        """The lease of a chunk of ``rows`` rows (``pace.rows_after`` set) that planned
+        ``planned`` steps; ``sharing`` chunks run at once."""
+        steps = pace.steps_for(rows, planned)
+        cap = steps if steps < planned else None
+        return cls(cap, pace.left(), pace.seconds_per_row_step * max(1, sharing))
+
+    def pace(self) -> Pace:
+        """A pace on this process's clock."""
+        deadline = Deadline.after(self.seconds_left)
+        return Pace(deadline, self.seconds_per_row_step, steps_cap=self.steps_cap)
+
+
+def rows_after(tasks: Sequence[ChunkTask], position: int, plans: Mapping[str, RunPlan]) -> int:
+    """Rows of the tasks after ``position`` of the same model as ``tasks[position]``."""
+    model = tasks[position].model
+    later = [t for t in tasks[position + 1 :] if t.model == model]
+    return plans[model].rows_per_unit * sum(len(t.targets) for t in later)
+
+
+def portable_imports(imports: ImportSettings, imported: ImportedModel) -> ImportSettings:
+    """``imports`` with the feeds ``imported`` was given, as values (files already read)."""
+    return ImportSettings(imports.input_name, imports.input_shape, portable_feeds(imported))
+
+
 def portable_feeds(imported: ImportedModel) -> dict[str, object]:
     """The values ``imported``'s other inputs were fed, given again the same way from memory:
     arrays, and Python numbers for scalars (files already read)."""
@@ -86,15 +123,25 @@ def portable_feeds(imported: ImportedModel) -> dict[str, object]:
 StepCallback = Callable[[ChunkTask, int, int], None]
 
 
+#: The pace of each model of a run, by key (None, or a key missing: not paced).
+Paces = Mapping[str, "Pace | None"]
+
+
 class ChunkExecutor(Protocol):
-    """Runs chunk tasks and yields each finished one once, with its results, in any order."""
+    """Runs chunk tasks and yields each finished one once, with its results, in any order;
+    a task that its model's pace refuses (no room before the deadline) is not yielded."""
 
     def run(
         self,
         works: Mapping[str, ModelWork],
         tasks: Sequence[ChunkTask],
         on_step: StepCallback | None = None,
+        paces: Paces | None = None,
     ) -> Iterator[tuple[ChunkTask, MaximizeReport]]: ...
+
+    def prepare(self) -> None:
+        """Get ready to run (e.g. start workers); called before any model is planned, so that
+        the time it takes counts against the deadline like the rest."""
 
     def close(self) -> None: ...
 
@@ -105,9 +152,11 @@ def run_chunk(
     recipe: ChunkRecipe,
     targets: Sequence[Target],
     progress: Callable[[int, int, dict], None] | None = None,
+    pace: Pace | None = None,
 ) -> MaximizeReport:
     """The one engine call of a chunk, wherever it runs."""
-    return run_plan(imported, recipe.plan.with_targets(targets), rewrite=rewrite, progress=progress)
+    plan = recipe.plan.with_targets(targets)
+    return run_plan(imported, plan, rewrite=rewrite, progress=progress, pace=pace)
 
 
 class LocalExecutor:
@@ -118,14 +167,27 @@ class LocalExecutor:
         works: Mapping[str, ModelWork],
         tasks: Sequence[ChunkTask],
         on_step: StepCallback | None = None,
+        paces: Paces | None = None,
     ) -> Iterator[tuple[ChunkTask, MaximizeReport]]:
-        for task in tasks:
+        plans = {key: work.recipe.plan for key, work in works.items()}
+        for position, task in enumerate(tasks):
             work = works[task.model]
+            pace = (paces or {}).get(task.model)
+            rows = work.recipe.plan.rows_per_unit * len(task.targets)
+            if pace is not None:
+                if not pace.admit(rows, rows_after(tasks, position, plans), len(task.targets)):
+                    continue
             progress = None
             if on_step is not None:
                 on_step(task, 0, 1)
                 progress = _bind(on_step, task)
-            yield task, run_chunk(work.imported, work.rewrite, work.recipe, task.targets, progress)
+            found = run_chunk(
+                work.imported, work.rewrite, work.recipe, task.targets, progress, pace
+            )
+            yield task, found
+
+    def prepare(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -150,7 +212,11 @@ __all__ = [
     "ChunkTask",
     "LocalExecutor",
     "ModelWork",
+    "PaceLease",
+    "Paces",
     "StepCallback",
     "portable_feeds",
+    "portable_imports",
+    "rows_after",
     "run_chunk",
 ]

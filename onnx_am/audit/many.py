@@ -19,9 +19,11 @@ from onnx_am.audit.analyze import AnalyzeReport, finish_audit, prepare_audit, ru
 from onnx_am.audit.executor import ChunkExecutor, LocalExecutor
 from onnx_am.audit.options import AnalyzeOptions
 from onnx_am.audit.overview import INDEX_HTML, INDEX_JSON, ModelRow, overview_doc
+from onnx_am.audit.pipeline import AuditPipeline, BudgetShare
 from onnx_am.audit.progress import ProgressCallback
 from onnx_am.audit.render.overview import render_overview
 from onnx_am.audit.report import REPORT_FILE, ReportDir
+from onnx_am.engine.deadline import Deadline
 from onnx_am.errors import OnnxAmError, ReportError
 
 #: Where the reports go when no folder is given (each model in ``<root>/<stem>/``).
@@ -90,8 +92,17 @@ def analyze_many(
     root: str | Path | None = None,
     progress: ProgressCallback | None = None,
     executor: ChunkExecutor | None = None,
+    *,
+    deadline: Deadline | None = None,
 ) -> ManyReport:
-    """Audit several models with the same options; a report each, and an index.
+    """Audit several models with the same options and one deadline; a report each, and an
+    index.
+
+    The models share the deadline: each is planned against what is left when its turn
+    comes, less what the models planned before it will need, split evenly with the models
+    still to plan (:class:`~onnx_am.audit.pipeline.BudgetShare`); the plan of each says what
+    was spent and what it left to the others. Their chunks then run paced by the same
+    deadline.
 
     Args:
         sources: ``.onnx`` files and directories of them.
@@ -101,6 +112,7 @@ def analyze_many(
         progress: as for :func:`~onnx_am.audit.analyze.analyze`; while optimizing, units
             count over all models.
         executor: where the chunks of all models run (default: here). The caller closes it.
+        deadline: the command's deadline (default: the options' ``time_budget`` from now).
 
     Returns:
         The :class:`ManyReport`.
@@ -111,6 +123,7 @@ def analyze_many(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
+    deadline = deadline or Deadline.starting_now(options.time_budget)
     models = find_models(sources)
     if not models:
         raise OnnxAmError("no models given")
@@ -119,16 +132,21 @@ def analyze_many(
     names = report_names(models)
     outcome = ManyReport(root)
     audits = []
-    for model, name in zip(models, names, strict=True):
+    executor = executor or LocalExecutor()
+    executor.prepare()  # e.g. Ray workers, started before the plans count the time left
+    pipeline = AuditPipeline(options, deadline, notify)
+    for position, (model, name) in enumerate(zip(models, names, strict=True)):
+        committed = sum(audit.plan.estimate for audit in audits)
+        share = BudgetShare(len(models) - position - 1, committed)
         try:
-            audits.append(prepare_audit(model, options, root / name, notify, key=name))
+            audits.append(prepare_audit(pipeline, model, root / name, name, share))
         except ReportError:
             raise
         except OnnxAmError as exc:
             outcome.errors[name] = str(exc)
     rows = _rows(models, names, {a.key: a for a in audits}, outcome.errors)
     index.write(rows)
-    run_audits(audits, executor or LocalExecutor(), notify)
+    run_audits(audits, executor, notify, deadline)
     for audit in audits:
         outcome.reports[audit.key] = finish_audit(audit, notify)
     docs = {name: report.doc for name, report in outcome.reports.items()}

@@ -145,6 +145,26 @@ class AnalyzeOptions:
     checkpoint_interval: float = CHECKPOINT_INTERVAL
 
 
+@dataclass(frozen=True)
+class ImportSettings:
+    """What to import: which input is optimized, its full shape, the other inputs' values.
+
+    Attributes:
+        input_name: the float input to optimize (required when there are several).
+        input_shape: its full shape, where the model's is symbolic.
+        feeds: values of the other inputs by name (parsed values or arrays; see
+            :func:`onnx_am.import_onnx`).
+    """
+
+    input_name: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    feeds: Mapping[str, FeedInput] | None = None
+
+    @classmethod
+    def of(cls, options: AnalyzeOptions) -> ImportSettings:
+        return cls(options.input_name, options.input_shape, options.feeds)
+
+
 def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> AnalysisDefaults:
     """What the run uses where the options leave a choice to the model: the input domain
     (given, recorded in metadata, or assumed), the targets when none are given, and standard

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from onnx_am.audit.budget import CostModel, Cut, Work, fit_budget, format_duration, spread
+from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.probe import time_steps
 from onnx_am.engine.starts import screening_forwards
@@ -45,7 +46,9 @@ class AnalyzePlan:
         batch_size: rows per engine step.
         seconds_per_step: measured seconds of one step of ``batch_size`` rows.
         estimate: expected seconds from the first chunk to the written report.
-        spent: seconds spent before optimizing (import, parity check, timing).
+        spent: seconds of the command spent before optimizing (import, parity check, timing;
+            with several models, theirs before this one's too).
+        others: seconds of the budget this model left to the other models of the command.
         peak_memory: bytes; the peak measured while timing (host RSS or CUDA allocated).
         budget: the time budget in seconds (None: none).
         cuts: what the budget reduced.
@@ -77,14 +80,21 @@ class AnalyzePlan:
     units_done: int = 0
     targets: tuple[str, ...] = field(default=(), repr=False)
     overhead: float = 0.0
+    others: float = 0.0
 
-    def pace(self, budget_start: float) -> Pace | None:
-        """The deadline of the steps of a run whose budget started at ``budget_start`` (a
-        ``time.monotonic()`` value); None without a budget."""
-        if self.budget is None:
+    @property
+    def step_seconds(self) -> float:
+        """The part of :attr:`estimate` that is steps (what a pace can cut)."""
+        return max(0.0, self.estimate - self.overhead)
+
+    def pace(self, deadline: Deadline, after: float = 0.0) -> Pace | None:
+        """The pace of this run's steps: they end :attr:`overhead` before ``deadline`` (and
+        ``after`` seconds more, kept for what other models of the command still do after
+        them); None without a budget."""
+        if deadline.budget is None:
             return None
-        deadline = budget_start + self.budget - self.overhead
-        return Pace(deadline, self.seconds_per_step / max(1, self.batch_size))
+        steps_end = deadline.earlier_by(self.overhead + after)
+        return Pace(steps_end, self.seconds_per_step / max(1, self.batch_size))
 
     def to_dict(self) -> dict:
         """The ``plan`` object of ``report.json``."""
@@ -110,6 +120,7 @@ class AnalyzePlan:
             "device": self.device,
             "units_done": self.units_done,
             "overhead_seconds": self.overhead,
+            "kept_for_other_models_seconds": self.others,
             "targets": list(self.targets),
         }
 
@@ -123,6 +134,7 @@ class AnalyzePlan:
         """The plan for people, a few short lines."""
         tensors = ", ".join(f"{name} ({count})" for name, count in self.tensors.items())
         budget = "none" if self.budget is None else format_duration(self.budget)
+        others = f", {format_duration(self.others)} kept for other models" if self.others else ""
         lines = [
             f"targets: {tensors}",
             f"units {self.units} x methods {len(self.methods)} ({', '.join(self.methods)}); "
@@ -132,7 +144,7 @@ class AnalyzePlan:
             f"{self.seconds_per_step:.3g} s/step on {self.device}; peak memory "
             f"{self.peak_memory / 2**30:.1f} GiB",
             f"estimated time {format_duration(self.estimate)} "
-            f"(+{format_duration(self.spent)} spent); time budget {budget}",
+            f"(+{format_duration(self.spent)} spent{others}); time budget {budget}",
         ]
         if self.units_done:
             lines.append(f"resuming: {self.units_done} of {self.units} units already done")
@@ -221,6 +233,7 @@ def make_plan(
     budget: float | None,
     spent: float,
     fixed_work: Work | None = None,
+    others: float = 0.0,
 ) -> tuple[AnalyzePlan, list[Target], Work]:
     """Fit the work to the budget; returns the plan, the targets kept and the work.
 
@@ -232,6 +245,7 @@ def make_plan(
         budget: seconds for the whole run (None: no budget).
         spent: seconds already spent.
         fixed_work: the work of a report being resumed (not fitted again).
+        others: seconds of the budget kept for the other models of the command.
 
     Raises:
         BudgetError: the budget cannot hold one unit.
@@ -246,7 +260,7 @@ def make_plan(
         )
     else:
         try:
-            fit = fit_budget(asked, measured.cost, budget, spent)
+            fit = fit_budget(asked, measured.cost, budget, spent, others)
         except BudgetError as exc:
             raise BudgetError(f"{exc} ({measured.describe()})", exc.smallest) from None
         fit_work, seconds, cuts = fit.work, fit.seconds, fit.cuts
@@ -278,6 +292,7 @@ def make_plan(
         device=config.device,
         targets=tuple(t.name for t in kept),
         overhead=measured.cost.overhead(fit_work),
+        others=others,
     )
     return plan, kept, fit_work
 

@@ -18,7 +18,17 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
 
-from onnx_am.audit.executor import ChunkRecipe, ChunkTask, ModelWork, StepCallback, run_chunk
+from onnx_am.audit.executor import (
+    ChunkRecipe,
+    ChunkTask,
+    ModelWork,
+    PaceLease,
+    Paces,
+    StepCallback,
+    rows_after,
+    run_chunk,
+)
+from onnx_am.engine.pace import Pace
 from onnx_am.engine.results import MaximizeReport
 from onnx_am.errors import DistributedError
 from onnx_am.objectives import Target
@@ -54,25 +64,29 @@ class ChunkWorker:
         """The worker's process id, once it is up."""
         return os.getpid()
 
-    def run(self, recipe: ChunkRecipe, model: list, targets: tuple[Target, ...]) -> MaximizeReport:
-        """Run one chunk. ``model`` is ``[ObjectRef of the ONNX bytes]`` (a list, so that Ray
-        hands over the reference and the bytes are fetched only the first time)."""
+    def run(
+        self,
+        recipe: ChunkRecipe,
+        model: list,
+        targets: tuple[Target, ...],
+        lease: PaceLease | None = None,
+    ) -> tuple[MaximizeReport, Pace | None]:
+        """Run one chunk, paced by ``lease`` when given; return its report and what the
+        pace cut. ``model`` is ``[ObjectRef of the ONNX bytes]`` (a list, so that Ray hands
+        over the reference and the bytes are fetched only the first time)."""
         imported, rewrite = self._model(recipe, model[0])
-        return run_chunk(imported, rewrite, recipe, targets)
+        pace = lease.pace() if lease is not None else None
+        return run_chunk(imported, rewrite, recipe, targets, pace=pace), pace
 
     def _model(self, recipe: ChunkRecipe, ref) -> tuple:
-        from onnx_am.importer.model import import_onnx
+        from onnx_am.audit.pipeline import import_model, rewrite_for
 
         key = (recipe.key, ref.hex())
         if key in self.models:
             self.models.move_to_end(key)
             return self.models[key]
-        imported = import_onnx(ray.get(ref), recipe.input_name, recipe.input_shape, recipe.feeds)
-        rewrite = None
-        if recipe.rewrite:
-            from onnx_am.passes import decouple_rectifiers
-
-            rewrite = decouple_rectifiers(imported)
+        imported = import_model(ray.get(ref), recipe.imports)
+        rewrite = rewrite_for(imported, recipe.plan)
         self.models[key] = (imported, rewrite)
         while len(self.models) > KEEP_MODELS:
             self.models.popitem(last=False)
@@ -183,6 +197,11 @@ class RayExecutor:
         except RayActorError as exc:
             raise DistributedError(f"a Ray worker could not be started: {exc}") from exc
 
+    def prepare(self) -> None:
+        """Start Ray and the workers before the plans (their start counts against the
+        deadline); see :meth:`start_workers`."""
+        self.start_workers()
+
     def stop_workers(self) -> None:
         """Stop the workers (the next :meth:`run` starts new ones); Ray keeps running."""
         for actor in self.actors:
@@ -210,9 +229,13 @@ class RayExecutor:
         works: Mapping[str, ModelWork],
         tasks: Sequence[ChunkTask],
         on_step: StepCallback | None = None,
+        paces: Paces | None = None,
     ) -> Iterator[tuple[ChunkTask, MaximizeReport]]:
         """Yield ``(task, report)`` for every task as it finishes. ``on_step(task, 0, 0)`` is
-        called when a chunk is sent to a worker (workers report whole chunks, not steps)."""
+        called when a chunk is sent to a worker (workers report whole chunks, not steps).
+        With ``paces``, each chunk is leased the steps that fit when it is sent (the workers
+        counted as running at once) and stops at the deadline there; a chunk without room
+        is not sent."""
         if not tasks:
             return
         self.start()
@@ -225,7 +248,7 @@ class RayExecutor:
                     f"model {key} cannot be sent to Ray workers as one ONNX message: {exc}"
                 ) from exc
             models[key] = ray.put(data)
-        yield from _Schedule(self, works, models, tasks, on_step).run()
+        yield from _Schedule(self, works, models, tasks, on_step, paces or {}).run()
 
     def _spawn(self):
         actor = self._actor_class.remote(self.threads)
@@ -235,9 +258,10 @@ class RayExecutor:
 class _Schedule:
     """One :meth:`RayExecutor.run`: a queue of chunks over a pool of workers."""
 
-    def __init__(self, executor: RayExecutor, works, models, tasks, on_step):
+    def __init__(self, executor: RayExecutor, works, models, tasks, on_step, paces: Paces):
         self.executor, self.works, self.models = executor, works, models
-        self.on_step = on_step
+        self.on_step, self.paces = on_step, paces
+        self.plans = {key: work.recipe.plan for key, work in works.items()}
         self.queue: deque[ChunkTask] = deque(tasks)
         self.attempts: dict[ChunkTask, int] = {}
         self.running: dict = {}  # result ref -> (task, actor)
@@ -269,13 +293,14 @@ class _Schedule:
             if actor in self.load:
                 self.load[actor] -= 1
             try:
-                report = ray.get(ref)
+                report, worker_pace = ray.get(ref)
             except RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 raise (cause if isinstance(cause, Exception) else exc) from None
             except (RayActorError, ObjectLostError):
                 self._lost(task, actor)
                 continue
+            self._observe(task, report, worker_pace)
             yield task, report
 
     def _dispatch(self) -> None:
@@ -283,7 +308,11 @@ class _Schedule:
             while self.queue and self.load[actor] < DEPTH:
                 task = self.queue.popleft()
                 recipe = self.works[task.model].recipe
-                ref = actor.run.remote(recipe, [self.models[task.model]], task.targets)
+                lease = self._lease(task)
+                if lease is False:
+                    continue
+                model = [self.models[task.model]]
+                ref = actor.run.remote(recipe, model, task.targets, lease)
                 self.running[ref] = (task, actor)
                 self.load[actor] += 1
                 self.attempts[task] = self.attempts.get(task, 0) + 1
@@ -291,6 +320,29 @@ class _Schedule:
                     self.on_step(task, 0, 0)
         if self.load:
             self.waiting_since = time.monotonic()
+
+    def _lease(self, task: ChunkTask) -> PaceLease | None | bool:
+        """The pace of ``task`` on its worker (None: not paced); False: no room left."""
+        pace = self.paces.get(task.model)
+        if pace is None:
+            return None
+        plan = self.plans[task.model]
+        rows = plan.rows_per_unit * len(task.targets)
+        later = rows_after([task, *self.queue], 0, self.plans) // max(1, self.executor.workers)
+        if not pace.admit(rows, later, len(task.targets)):
+            return False
+        return PaceLease.of(pace, rows, plan.config.steps, self.executor.workers)
+
+    def _observe(self, task: ChunkTask, report: MaximizeReport, worker_pace: Pace | None):
+        """Learn the step time from a finished chunk; count what its worker's pace cut."""
+        pace = self.paces.get(task.model)
+        if pace is None or worker_pace is None:
+            return
+        rows = self.plans[task.model].rows_per_unit * len(task.targets)
+        steps = max((len(r.trace) - 1 for r in report.results), default=0)
+        seconds = report.timings.get("optimize", 0.0)
+        pace.observe(rows, steps, seconds, sharing=self.executor.workers)
+        pace.merge(worker_pace)
 
     def _started(self, ref) -> None:
         actor = self.starting.pop(ref)

@@ -1,4 +1,4 @@
-"""The optimization loop: chunks of rows, one batched forward and backward per step.
+"""The optimization loop: batches of rows, one batched forward and backward per step.
 
 Every row has its own target unit and gradient method. One step is one batched forward and
 backward through the rectifier-rewritten graph (:func:`onnx_am.passes.decouple_rectifiers`),
@@ -21,18 +21,17 @@ no-grad forward with standard slopes measures it. Each row keeps its best raw in
 Trace entry ``t`` is the best value among the points ``x_0 .. x_t`` (``steps + 1`` entries;
 entry 0 is the start).
 
-Given a :class:`~onnx_am.engine.pace.Pace`, each chunk runs the steps that still fit before
+Given a :class:`~onnx_am.engine.pace.Pace`, each batch runs the steps that still fit before
 its deadline (fewer when the machine got slower than planned: its schedules then run over
-the shorter horizon), and a chunk still running at the deadline stops after its step; its
+the shorter horizon), and a batch still running at the deadline stops after its step; its
 trace is then shorter.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -57,7 +56,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoopContext:
-    """What every chunk needs: the graph, its slope control and the settings."""
+    """What every batch needs: the graph, its slope control, the settings, the pace and the
+    progress counts of the call (a :class:`BatchRun` owns what changes within a batch)."""
 
     imported: ImportedModel
     config: AMConfig
@@ -84,7 +84,9 @@ def optimize_rows(
     checkpoint: Checkpointer | None = None,
     pace: Pace | None = None,
 ) -> RowOutcome:
-    """Optimize every row, chunk by chunk (:func:`_chunk_size` rows); slopes restored at the end.
+    """Optimize every row, batch by batch (:func:`_batch_size` rows, each a :class:`BatchRun`);
+    slopes restored at the end. (An engine batch is rows per step; ``analyze``'s chunks, the
+    unit of resume, are engine calls.)
 
     Args:
         imported: the model.
@@ -96,9 +98,9 @@ def optimize_rows(
         rewrite: a rectifier rewrite to reuse (made when a row needs one and this is None).
         progress: called after every step; it may raise (e.g. ``KeyboardInterrupt``) to stop
             between steps, after the state is saved to ``checkpoint``.
-        checkpoint: saves finished and running chunks (:mod:`onnx_am.engine.checkpoint`) and
+        checkpoint: saves finished and running batches (:mod:`onnx_am.engine.checkpoint`) and
             continues from what it restores.
-        pace: the run's deadline (None: every chunk runs ``config.steps``).
+        pace: the run's deadline (None: every batch runs ``config.steps``).
 
     Returns:
         Per row its best true value, input and trace.
@@ -118,12 +120,11 @@ def optimize_rows(
     try:
         extractor = imported.extractor(names, module=module)
         dtype = starts[rows[0].target, rows[0].restart].dtype if rows else torch.float32
-        chunk = _chunk_size(imported, config, extractor, control, tuple(runs), dtype, len(rows))
-        chunks = [
-            _by_method(rows, range(i, min(i + chunk, len(rows))))
-            for i in range(0, len(rows), chunk)
+        size = _batch_size(imported, config, extractor, control, tuple(runs), dtype, len(rows))
+        batches = [
+            _by_method(rows, range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)
         ]
-        outcome.batch_size = chunk
+        outcome.batch_size = size
         context = LoopContext(
             imported,
             config,
@@ -132,28 +133,33 @@ def optimize_rows(
             control,
             regularizers,
             progress,
-            total_steps=len(chunks) * config.steps,
+            total_steps=len(batches) * config.steps,
             parameterization=parameterization,
             pace=pace,
         )
         resumed = None
         if checkpoint is not None:
-            resumed = checkpoint.restore(_layout(config, runs, rows, chunk))
-        for index, positions in enumerate(chunks):
-            chunk_rows = [rows[p] for p in positions]
-            x0 = torch.stack([starts[row.target, row.restart] for row in chunk_rows])
-            row_targets = [targets[row.target] for row in chunk_rows]
-            row_methods = tuple(runs[row.method] for row in chunk_rows)
+            resumed = checkpoint.restore(_layout(config, runs, rows, size))
+        for index, positions in enumerate(batches):
+            batch_rows = [rows[p] for p in positions]
+            x0 = torch.stack([starts[row.target, row.restart] for row in batch_rows])
+            row_targets = [targets[row.target] for row in batch_rows]
+            row_methods = tuple(runs[row.method] for row in batch_rows)
             if checkpoint is not None and index in checkpoint.finished:
                 value, image, trace = checkpoint.finished[index]
                 context.done_steps += config.steps
             else:
                 state = resumed if resumed is not None and resumed.index == index else None
-                rows_left = sum(len(c) for c in chunks[index:])
-                value, image, trace = _paced_chunk(
-                    context, rows_left, x0, row_targets, row_methods, index, len(chunks), state,
-                    checkpoint,
-                )  # fmt: skip
+                rows_left = sum(len(b) for b in batches[index:])
+                steps = config.steps if pace is None else pace.steps_for(rows_left, config.steps)
+                context.total_steps -= config.steps - steps
+                run = BatchRun(context, x0, row_targets, row_methods, index, steps, state)
+                tic = pace.now() if pace is not None else 0.0
+                _drive(context, run, len(batches), checkpoint)
+                if pace is not None:
+                    pace.observe(len(x0), run.position, pace.now() - tic)
+                    context.total_steps -= steps - run.position
+                value, image, trace = run.result()
                 if checkpoint is not None:
                     checkpoint.chunk_done(index, value, image, trace)
             for k, p in enumerate(positions):
@@ -164,26 +170,6 @@ def optimize_rows(
         if control is not None:
             control.set_standard()
     return outcome
-
-
-def _paced_chunk(context: LoopContext, rows_left: int, x0, *args):
-    """:func:`run_chunk` over the steps the pace allows (all of them without a pace);
-    ``rows_left``: rows of this and the later chunks of the call."""
-    pace, config = context.pace, context.config
-    if pace is None:
-        return run_chunk(context, x0, *args)
-    steps = pace.steps_for(rows_left, config.steps)
-    context.config = replace(config, steps=steps)  # schedules run over the shorter horizon
-    context.total_steps -= config.steps - steps
-    tic = time.monotonic()
-    try:
-        value, image, trace = run_chunk(context, x0, *args)
-    finally:
-        context.config = config
-    ran = trace.shape[0] - 1
-    pace.observe(len(x0), ran, time.monotonic() - tic)
-    context.total_steps -= steps - ran
-    return value, image, trace
 
 
 def on_device(module: torch.nn.Module, control, device: str):
@@ -202,7 +188,7 @@ def on_device(module: torch.nn.Module, control, device: str):
 
 
 def _by_method(rows: Sequence[Row], positions: range) -> list[int]:
-    """The positions of one chunk's rows, grouped by gradient method (stable).
+    """The positions of one batch's rows, grouped by gradient method (stable).
 
     Each method's rows are then contiguous, so a rectifier computes each group with one
     fused kernel (:mod:`onnx_am.passes.runs`); rows are independent, so results are the same.
@@ -210,10 +196,10 @@ def _by_method(rows: Sequence[Row], positions: range) -> list[int]:
     return sorted(positions, key=lambda p: rows[p].method)
 
 
-def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, runs, dtype, rows):
-    """Rows per chunk: 1 for rowwise models, else ``config.batch_size`` or, when that is
+def _batch_size(imported: ImportedModel, config: AMConfig, extractor, control, runs, dtype, rows):
+    """Rows per batch: 1 for rowwise models, else ``config.batch_size`` or, when that is
     None, what fits in memory (:func:`onnx_am.engine.memory.choose_batch_size`, at most ``rows``),
-    measured on one row of each gradient method, as chunks mix them."""
+    measured on one row of each gradient method, as batches mix them."""
     if imported.batch.mode == "rowwise":
         return 1
     if config.batch_size is not None:
@@ -231,105 +217,166 @@ def _chunk_size(imported: ImportedModel, config: AMConfig, extractor, control, r
     )
 
 
-def _layout(config: AMConfig, runs, rows, chunk: int) -> dict:
+def _layout(config: AMConfig, runs, rows, size: int) -> dict:
     """What a checkpoint of this call must match besides the caller's key."""
     return {
         "rows": [[r.target, r.restart, r.method] for r in rows],
-        "chunk": chunk,
+        "chunk": size,
         "steps": config.steps,
         "methods": [m.label for m in runs],
     }
 
 
-def run_chunk(
-    context: LoopContext,
-    x0,
-    targets,
-    methods,
-    index: int,
-    chunks: int,
-    resume: ChunkState | None = None,
-    checkpoint: Checkpointer | None = None,
-):
-    """Optimize one chunk of rows; return best values, best inputs and the trace.
+class BatchRun:
+    """One batch of rows being optimized; it owns what changes while it runs.
 
-    ``resume`` continues from a saved state; ``checkpoint`` saves the state every
-    ``checkpoint.interval`` seconds and when ``context.progress`` raises.
+    Args:
+        context: the graph, slope control and settings every batch shares.
+        x0: the start inputs, one row each.
+        targets, methods: each row's target and gradient method.
+        index: the batch's place in the call (for checkpoints and progress).
+        steps: the steps this batch runs (the plan's, or fewer when paced: schedules then run
+            over this shorter horizon).
+        resume: a saved state to continue from.
+
+    Attributes:
+        x: the optimized variable (the raw input, or a parameter of it).
+        best_value, best_x: per row the best true value so far and its raw input.
+        trace: per step the best value so far (``steps + 1`` entries when it ends).
+        optimizer: the update's state (Adam moments).
+        position: the point being looked at: after ``t`` steps, ``x`` is ``x_t``.
     """
-    config = context.config
-    device = config.device
-    x = x0.to(device)
-    parameterization = context.parameterization
-    if parameterization is not None:
-        x = parameterization.from_raw(x)  # x is the optimized variable, image the raw input
-    state = {"step": 0}
-    first = 0
-    methods = tuple(methods)  # the slope control reuses its row layout for the same tuple
-    objective = RowObjective(targets, device)
-    true_rows, true_objective = _true_rows(context, targets, methods, objective)
-    true_index = torch.tensor(true_rows, dtype=torch.long, device=device)
-    every_row = len(true_rows) == len(methods)
-    best_value = torch.full((len(methods),), float("-inf"), dtype=torch.float64, device=device)
-    best_x = (x if parameterization is None else _raw(context, x)).clone()
-    trace = torch.empty((config.steps + 1, len(methods)), dtype=torch.float64, device=device)
-    if resume is not None:
-        first = resume.step
-        x = resume.x.to(device)
-        best_x = resume.best_x.to(device)
-        best_value = resume.best_value.to(device)
-        trace[:first] = resume.trace.to(device)
-        state = {k: v.to(device) if torch.is_tensor(v) else v for k, v in resume.optimizer.items()}
-        context.done_steps += first
 
-    def snapshot(done: int) -> ChunkState:
-        return ChunkState(index, done, x, best_x, best_value, trace[:done], state)
+    def __init__(
+        self,
+        context: LoopContext,
+        x0: torch.Tensor,
+        targets,
+        methods,
+        index: int,
+        steps: int,
+        resume: ChunkState | None = None,
+    ):
+        device = context.config.device
+        self.context, self.index, self.steps = context, index, steps
+        self.methods = tuple(methods)  # the slope control reuses its row layout per value
+        self.objective = RowObjective(targets, device)
+        true_rows, self.true_objective = _true_rows(context, targets, self.methods, steps)
+        self.true_index = torch.tensor(true_rows, dtype=torch.long, device=device)
+        self.every_row = len(true_rows) == len(self.methods)
+        self.some_rows = bool(true_rows)
+        x = x0.to(device)
+        if context.parameterization is not None:
+            x = context.parameterization.from_raw(x)  # x is optimized, the image is raw
+        self.x = x
+        self.best_value = torch.full(
+            (len(self.methods),), float("-inf"), dtype=torch.float64, device=device
+        )
+        self.best_x = (x if context.parameterization is None else _raw(context, x)).clone()
+        self.trace = torch.empty((steps + 1, len(self.methods)), dtype=torch.float64, device=device)
+        self.optimizer: dict = {"step": 0}
+        self.position = 0
+        if resume is not None:
+            self._restore(resume, device)
 
-    pace = context.pace
-    for step in range(first, config.steps + 1):
-        last = step == config.steps
-        if not last and step > first and pace is not None and pace.expired():
-            pace.stopped_early += 1  # the deadline passed: measure this input and stop
-            trace, last = trace[: step + 1], True
-        if not last:
-            value, grad, image = _value_and_grad(context, x, objective, methods, step)
-            if every_row:  # the same values as through the index, without the copies
-                value = _true_values(context, image, objective)
-            elif true_rows:
-                value[true_index] = _true_values(context, image[true_index], true_objective)
-        else:
-            image = _raw(context, x)
-            value = _true_values(context, image, objective)
+    def _restore(self, resume: ChunkState, device: str) -> None:
+        self.position = resume.step
+        self.x = resume.x.to(device)
+        self.best_x = resume.best_x.to(device)
+        self.best_value = resume.best_value.to(device)
+        self.trace[: self.position] = resume.trace.to(device)
+        self.optimizer = {
+            k: v.to(device) if torch.is_tensor(v) else v for k, v in resume.optimizer.items()
+        }
+
+    @property
+    def done(self) -> bool:
+        """Whether every step has been taken (the last point is still to be measured)."""
+        return self.position >= self.steps
+
+    def step(self) -> None:
+        """Measure the current point with the gradient forward, then take one step."""
+        context, step = self.context, self.position
+        value, grad, image = _value_and_grad(
+            context, self.x, self.objective, self.methods, step, self.steps
+        )
+        if self.every_row:  # the same values as through the index, without the copies
+            value = _true_values(context, image, self.objective)
+        elif self.some_rows:
+            index = self.true_index
+            value[index] = _true_values(context, image[index], self.true_objective)
+        self._record(value, image)
+        self.x = _update(context, self.x, grad, self.optimizer, step, self.steps)
+        self.position += 1
+
+    def finish(self) -> None:
+        """Measure the current point, the last: the trace ends here (early when stopped)."""
+        image = _raw(self.context, self.x)
+        self._record(_true_values(self.context, image, self.objective), image)
+        self.trace = self.trace[: self.position + 1]
+
+    def _record(self, value: torch.Tensor, image: torch.Tensor) -> None:
         value = torch.nan_to_num(value, nan=float("-inf"))
-        better = value > best_value
-        best_value = torch.where(better, value, best_value)
-        best_x = torch.where(better.view(-1, *[1] * (image.dim() - 1)), image, best_x)
-        trace[step] = best_value
-        if last:
+        better = value > self.best_value
+        self.best_value = torch.where(better, value, self.best_value)
+        shape = better.view(-1, *[1] * (image.dim() - 1))
+        self.best_x = torch.where(shape, image, self.best_x)
+        self.trace[self.position] = self.best_value
+
+    def snapshot(self) -> ChunkState:
+        """The state to continue from (for a checkpoint)."""
+        return ChunkState(
+            self.index,
+            self.position,
+            self.x,
+            self.best_x,
+            self.best_value,
+            self.trace[: self.position],
+            self.optimizer,
+        )
+
+    def result(self):
+        """Best values, best raw inputs and the trace."""
+        return self.best_value.cpu(), self.best_x.detach(), self.trace.cpu()
+
+
+def _drive(
+    context: LoopContext, run: BatchRun, batches: int, checkpoint: Checkpointer | None
+) -> None:
+    """Step ``run`` to its end, or until the pace's deadline passes (then its current point
+    is its last); checkpoint every ``checkpoint.interval`` seconds and when
+    ``context.progress`` raises (it is called after every step)."""
+    pace, first = context.pace, run.position
+    context.done_steps += first
+    while not run.done:
+        if run.position > first and pace is not None and pace.expired():
+            pace.stopped_early += 1  # the deadline passed: measure this input and stop
             break
-        x = _update(context, x, grad, state, step)
+        run.step()
         context.done_steps += 1
         if checkpoint is not None and checkpoint.due():
-            checkpoint.save(snapshot(step + 1))
+            checkpoint.save(run.snapshot())
         if context.progress is not None:
             # no values in ``info``: reading one from the device would sync every step
-            info = {"chunk": index, "chunks": chunks, "rows": len(methods)}
+            info = {"chunk": run.index, "chunks": batches, "rows": len(run.methods)}
             try:
                 context.progress(context.done_steps, context.total_steps, info)
             except BaseException:
                 if checkpoint is not None:  # stopped between steps: keep this state
-                    checkpoint.save(snapshot(step + 1))
+                    checkpoint.save(run.snapshot())
                 raise
-    return best_value.cpu(), best_x.detach(), trace.cpu()
+    run.finish()
 
 
-def _true_rows(context: LoopContext, targets, methods, objective: RowObjective):
+def _true_rows(context: LoopContext, targets, methods, steps: int):
     """Rows whose gradient forward is not the true one (all with a transform; else proxy rows
     whose forward slopes differ from the original ones somewhere: for the others the
     gradient's forward already gives the true value, so no second forward is run)."""
+    objective = RowObjective(targets, context.config.device)
     need_all = any(type(r).transform is not Regularizer.transform for r in context.regularizers)
     if need_all:
         return list(range(len(methods))), objective
-    control, steps = context.control, context.config.steps
+    control = context.control
     rows = [i for i, m in enumerate(methods) if control and control.changes_forward(m, steps)]
     if len(rows) == len(methods):
         return rows, objective
@@ -349,7 +396,9 @@ def _raw(context: LoopContext, x: torch.Tensor) -> torch.Tensor:
         return context.parameterization.to_raw(x)
 
 
-def _value_and_grad(context: LoopContext, x, objective: RowObjective, methods, step: int):
+def _value_and_grad(
+    context: LoopContext, x, objective: RowObjective, methods, step: int, steps: int
+):
     """Values of the gradient forward (true unless proxy/transform), d objective / d x, and
     the raw input they belong to (``x`` itself with ``"pixel"``)."""
     config, spec = context.config, context.imported.input
@@ -365,7 +414,7 @@ def _value_and_grad(context: LoopContext, x, objective: RowObjective, methods, s
         values, objective = objective_of(fed)
         (grad,) = torch.autograd.grad(objective, x)
     else:
-        with context.control.rows(methods, step, config.steps):
+        with context.control.rows(methods, step, steps):
             values, objective = objective_of(fed)
             (grad,) = torch.autograd.grad(objective, x)
     return values.detach().double(), torch.nan_to_num(grad.detach()), raw.detach()
@@ -395,10 +444,10 @@ def _true_values(context: LoopContext, x, objective: RowObjective) -> torch.Tens
         return _forward(context, fed, objective).double()
 
 
-def _update(context: LoopContext, x, grad, state, step_index: int) -> torch.Tensor:
+def _update(context: LoopContext, x, grad, state, step_index: int, steps: int) -> torch.Tensor:
     config = context.config
     lr = config.lr * lr_factor(
-        config.lr_schedule, step_index, config.steps, config.lr_floor, config.lr_cycles
+        config.lr_schedule, step_index, steps, config.lr_floor, config.lr_cycles
     )
     grad = grad.to(x.dtype)
     if config.optimizer == "adam":

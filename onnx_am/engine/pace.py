@@ -19,8 +19,9 @@ for step: ``--time-budget none`` is.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+
+from onnx_am.engine.deadline import Deadline
 
 #: The fewest steps a paced chunk runs (as the budget's own floor).
 MIN_STEPS = 16
@@ -28,17 +29,14 @@ MIN_STEPS = 16
 STEP_QUANTUM = 8
 
 
-def monotonic() -> float:
-    """The clock of every :class:`Pace` (a function, so that tests can replace it)."""
-    return time.monotonic()
-
-
 @dataclass
 class Pace:
     """The deadline of a run and what it cost so far.
 
     Args:
-        deadline: ``monotonic()`` value by which the last step must end.
+        deadline: by when the last step must end (the command's
+            :class:`~onnx_am.engine.deadline.Deadline` less what must still happen after the
+            steps); its clock is the pace's clock.
         seconds_per_row_step: expected seconds of one row's step (from the plan's timing;
             replaced by what each chunk measures).
         rows_after: rows of the run's later engine calls (set by the caller before each).
@@ -50,7 +48,7 @@ class Pace:
             steps fitted.
     """
 
-    deadline: float
+    deadline: Deadline
     seconds_per_row_step: float
     rows_after: int = 0
     steps_cap: int | None = None
@@ -61,9 +59,14 @@ class Pace:
     def __post_init__(self):
         self.planned_seconds_per_row_step = self.seconds_per_row_step
 
+    def now(self) -> float:
+        """The deadline's clock (chunks are timed with it, so a test clock paces them too)."""
+        return self.deadline.now()
+
     def left(self) -> float:
-        """Seconds until the deadline (negative once it passed)."""
-        return self.deadline - monotonic()
+        """Seconds until the deadline (negative once it passed; infinite without a budget)."""
+        left = self.deadline.left()
+        return float("inf") if left is None else left
 
     def expired(self) -> bool:
         return self.left() <= 0.0
@@ -83,14 +86,30 @@ class Pace:
             self.steps_cap = steps
         return steps
 
+    def admit(self, rows: int, rows_after: int, units: int) -> bool:
+        """Whether a chunk of ``rows`` rows (``units`` units) starts, with ``rows_after`` rows
+        of later chunks still waiting; a chunk refused counts its units as skipped."""
+        self.rows_after = rows_after
+        if self.room_for(rows):
+            return True
+        self.units_skipped += units
+        return False
+
     def room_for(self, rows: int) -> bool:
         """Whether ``rows`` rows at :data:`MIN_STEPS` steps end before the deadline."""
         return self.left() >= rows * (MIN_STEPS + 1) * self.seconds_per_row_step
 
-    def observe(self, rows: int, steps: int, seconds: float) -> None:
-        """A chunk of ``rows`` rows ran ``steps`` steps in ``seconds``."""
+    def observe(self, rows: int, steps: int, seconds: float, sharing: int = 1) -> None:
+        """A chunk of ``rows`` rows ran ``steps`` steps in ``seconds``, while ``sharing``
+        chunks ran at once (workers in parallel: each row-step then costs the run a share)."""
         if rows > 0 and seconds > 0:
-            self.seconds_per_row_step = seconds / (rows * (steps + 1))
+            self.seconds_per_row_step = seconds / (rows * (steps + 1) * max(1, sharing))
+
+    def merge(self, other: Pace) -> None:
+        """Count what a pace elsewhere (a worker's, for one chunk) cut."""
+        self.stopped_early += other.stopped_early
+        if other.steps_cap is not None:
+            self.steps_cap = min(self.steps_cap or other.steps_cap, other.steps_cap)
 
     @property
     def cut_anything(self) -> bool:

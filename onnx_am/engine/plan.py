@@ -50,6 +50,11 @@ class RunPlan:
         return tuple(plan.label for plan in self.methods)
 
     @property
+    def rows_per_unit(self) -> int:
+        """Optimized inputs per target unit (a row per gradient method and restart)."""
+        return len(self.runs) * self.config.restarts
+
+    @property
     def needs_rewrite(self) -> bool:
         """Whether any row needs the decoupled-rectifier graph."""
         return any(method.kind != "standard" for method in self.runs)

@@ -16,7 +16,7 @@ from torch.nn import functional
 from onnx_am.passes.base import RectifierRule, RuleMatch, attribute, constant_value
 from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import register_rule
-from onnx_am.passes.runs import RunRule
+from onnx_am.passes.spans import SpanRule
 
 #: Clip-6 attribute defaults (float32 lowest and highest); the top is then absent.
 _FLOAT_MAX = 3.4028234663852886e38
@@ -47,7 +47,7 @@ class DecoupledClip(DecoupledRectifier):
             return functional.hardtanh(x, self.min_val, self.max_val)
         return torch.clamp(x, self.min_val, self.max_val)
 
-    def make_run_rule(self) -> RunRule:  # noqa: D102
+    def make_span_rule(self) -> SpanRule:  # noqa: D102
         # The lower bound is 0, so y > 0 and y >= upper exactly where x's are. clamp's own
         # backward passes the gradient at x == 0 too, which y cannot tell: it saves x, and
         # runs of standard rows take the general path.
@@ -56,7 +56,7 @@ class DecoupledClip(DecoupledRectifier):
             "relu": (aten.threshold_backward, (0,)),
             "hardtanh": (aten.hardtanh_backward, (self.min_val, self.max_val)),
         }.get(self.torch_op)
-        return RunRule(
+        return SpanRule(
             saves_output=alpha_grad is not None,
             upper=self.upper,
             decouple_upper=self.decouple_upper,

@@ -38,8 +38,10 @@ class SlopeControl:
         self._built: list[tuple[tuple, torch.Tensor | None, torch.Tensor | None] | None] = [
             None
         ] * len(self._entries)
+        # Per method object: (the object, its value key); objects are kept so ids stay valid.
+        self._method_keys: dict[int, tuple[GradientMethod, tuple]] = {}
         self._last_layout: tuple = (None, None)
-        # (methods tuple, what the slopes depended on, per module (forward, backward)).
+        # (row keys, what the slopes depended on, per module (forward, backward)).
         self._last_set: tuple | None = None
 
     def set_rows(
@@ -57,7 +59,7 @@ class SlopeControl:
         alpha); the forward slope is alpha, except for ``proxy`` rows when ``proxy_forward``,
         where it is the same beta (the proxy network's forward).
 
-        Slopes are worked out once per distinct method object (not per row), and a module
+        Slopes are worked out once per distinct method (by value, not per row), and a module
         keeps its slope tensors while their values stay the same (a fixed beta every step);
         only a change (a schedule's next beta, other methods) builds new ones.
 
@@ -74,12 +76,12 @@ class SlopeControl:
             raise PassError(
                 f"step {step} is outside 0..{total_steps - 1} (total_steps={total_steps})"
             )
-        distinct, layout = self._layout(methods)
+        rows, distinct, layout = self._layout(methods)
         scheduled = any(m.schedule is not None or m.anneal_to_alpha for m in distinct)
         depends = (step, total_steps, proxy_forward) if scheduled else (proxy_forward,)
         last = self._last_set
-        if last is not None and last[0] is methods and last[1] == depends:
-            # The same tuple, and its slopes do not change with the step: the same tensors.
+        if last is not None and last[0] == rows and last[1] == depends:
+            # The same methods, row by row, and slopes that do not change: the same tensors.
             for (_, module), slopes in zip(self._entries, last[2], strict=True):
                 module.set_slopes(*slopes)
             return
@@ -102,27 +104,42 @@ class SlopeControl:
                 plan = _plan(record.node, forward, backward, slopes, proxy, layout)
                 built = self._built[index] = (key, forward, backward, plan)
             module.set_slopes(*built[1:])
-        if isinstance(methods, tuple):
-            self._last_set = (methods, depends, [built[1:] for built in self._built])
+        self._last_set = (rows, depends, [built[1:] for built in self._built])
 
     def _layout(
         self, methods: Sequence[GradientMethod]
-    ) -> tuple[list[GradientMethod], tuple[int, ...]]:
-        """The distinct method objects and, per row, the index of its method among them.
+    ) -> tuple[tuple, list[GradientMethod], tuple[int, ...]]:
+        """The rows' method keys (:func:`method_key`), the distinct methods and, per row, the
+        index of its method among them.
 
-        A tuple (immutable) passed again is not walked again: the engine passes the same
-        tuple every step.
+        Keys are values: a list or a new tuple of equal methods gives the same layout (and
+        :meth:`set_rows` its fast path) as the tuple the engine passes every step.
         """
-        if isinstance(methods, tuple) and self._last_layout[0] is methods:
-            return self._last_layout[1]
-        rows = list(methods)
+        rows = tuple(self._key(method) for method in methods)
         if not rows:
             raise PassError("set_rows needs at least one gradient method (one per row)")
-        distinct = list({id(method): method for method in rows}.values())
-        position = {id(method): index for index, method in enumerate(distinct)}
-        found = distinct, tuple(position[id(method)] for method in rows)
-        self._last_layout = (methods if isinstance(methods, tuple) else None, found)
+        if self._last_layout[0] == rows:
+            return self._last_layout[1]
+        position: dict[tuple, int] = {}
+        distinct = []
+        for key, method in zip(rows, methods, strict=True):
+            if key not in position:
+                position[key] = len(distinct)
+                distinct.append(method)
+        found = rows, distinct, tuple(position[key] for key in rows)
+        self._last_layout = (rows, found)
         return found
+
+    def _key(self, method: GradientMethod) -> tuple:
+        """:func:`method_key` of ``method``, worked out once per object."""
+        known = self._method_keys.get(id(method))
+        if known is not None and known[0] is method:
+            return known[1]
+        if len(self._method_keys) > 4096:
+            self._method_keys.clear()
+        key = method_key(method)
+        self._method_keys[id(method)] = (method, key)
+        return key
 
     def changes_forward(self, method: GradientMethod, total_steps: int = 1) -> bool:
         """Whether ``method`` (with ``proxy_forward``) runs a forward other than the original
@@ -160,6 +177,19 @@ class SlopeControl:
             yield self
         finally:
             self.set_standard()
+
+
+def method_key(method: GradientMethod) -> tuple:
+    """What a method's slopes depend on, as a hashable value: two methods with equal keys set
+    the same slopes at every step (a schedule, a function, counts by identity)."""
+    return (
+        method.kind,
+        method.beta,
+        None if method.schedule is None else id(method.schedule),
+        tuple(sorted(method.per_op.items())),
+        tuple(sorted(method.per_node.items())),
+        method.anneal_to_alpha,
+    )
 
 
 def _row_slope(

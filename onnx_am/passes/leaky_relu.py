@@ -9,7 +9,7 @@ from torch.nn import functional
 from onnx_am.passes.base import RectifierRule, RuleMatch, attribute
 from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import register_rule
-from onnx_am.passes.runs import RunRule
+from onnx_am.passes.spans import SpanRule
 
 
 class DecoupledLeakyReLU(DecoupledRectifier):
@@ -26,10 +26,10 @@ class DecoupledLeakyReLU(DecoupledRectifier):
     def true_forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return functional.leaky_relu(x, self.negative_slope)
 
-    def make_run_rule(self) -> RunRule:  # noqa: D102
+    def make_span_rule(self) -> SpanRule:  # noqa: D102
         # leaky_relu's own backward; the output has the input's sign when the slope is >= 0.
         backward = (torch.ops.aten.leaky_relu_backward, (self.negative_slope, False))
-        return RunRule(saves_output=self.negative_slope >= 0, alpha_grad=backward)
+        return SpanRule(saves_output=self.negative_slope >= 0, alpha_grad=backward)
 
 
 @register_rule("leaky_relu")

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional
 
 from onnx_am.errors import PassError
-from onnx_am.passes.runs import Run, RunPlan, RunRule, RunsGradient, find_runs, runs_of
+from onnx_am.passes.spans import Span, SpanPlan, SpanRule, SpansGradient, find_spans, spans_of
 
 #: A forward slope: one float, or one per channel (PRelu) in the slope's ONNX shape.
 Alpha = float | np.ndarray
@@ -166,7 +166,7 @@ class SlopePlan:
     """What a module's slope tensors ask for, worked out once per new pair of tensors.
 
     Attributes:
-        runs: the rows as contiguous :class:`~onnx_am.passes.runs.Run` s (``None`` when
+        spans: the rows as contiguous :class:`~onnx_am.passes.spans.Span` s (``None`` when
             the slopes are per channel or the rows alternate too often).
         rows: the batch size the slopes were set for.
         path: ``"proxy"`` (every row proxy), ``"decoupled"`` (every row decoupled) or
@@ -175,7 +175,7 @@ class SlopePlan:
         backward: the decoupled slope, likewise (``None`` when no row needs it).
     """
 
-    runs: tuple[Run, ...] | None = None
+    spans: tuple[Span, ...] | None = None
 
     def __init__(self, node: str, forward: torch.Tensor | None, backward: torch.Tensor | None):
         self.node = node
@@ -197,7 +197,7 @@ class SlopePlan:
         self.backward_scalar = None
         if self.path == "mixed" and self.backward is not None:
             self.backward_scalar = _common_value(backward)
-        self.runs = find_runs(forward, backward, self.rows)
+        self.spans = find_spans(forward, backward, self.rows)
         self._cache: dict[tuple, object] = {}
 
     @classmethod
@@ -238,7 +238,7 @@ class SlopePlan:
             if plan.backward is not None:  # every set entry counts, proxy rows' too
                 values = {value for kind, value in used if kind != "alpha"}
                 plan.backward_scalar = values.pop() if len(values) == 1 else None
-        plan.runs = runs_of([keys[i] for i in layout])
+        plan.spans = spans_of([keys[i] for i in layout])
         return plan
 
     def check(self, x: torch.Tensor) -> None:
@@ -261,16 +261,16 @@ class SlopePlan:
             self._cache[key] = self._convert(getattr(self, which), x)
         return self._cache[key]
 
-    def runs_for(self, x: torch.Tensor, rule: RunRule | None) -> RunPlan | None:
-        """The :attr:`runs` with slopes rounded to ``x``'s dtype, when ``rule`` can run them."""
-        key = ("runs", x.dtype)
+    def spans_for(self, x: torch.Tensor, rule: SpanRule | None) -> SpanPlan | None:
+        """The :attr:`spans` with slopes rounded to ``x``'s dtype, when ``rule`` can run them."""
+        key = ("spans", x.dtype)
         if key not in self._cache:
             prepared = None
-            if self.runs is not None and rule is not None and rule.accepts(self.runs):
-                runs = tuple(
-                    Run(r.start, r.stop, r.kind, self._convert(r.slope, x)) for r in self.runs
+            if self.spans is not None and rule is not None and rule.accepts(self.spans):
+                spans = tuple(
+                    Span(r.start, r.stop, r.kind, self._convert(r.slope, x)) for r in self.spans
                 )
-                prepared = RunPlan(runs, rule, any(r.kind == "proxy" for r in runs))
+                prepared = SpanPlan(spans, rule, any(r.kind == "proxy" for r in spans))
             self._cache[key] = prepared
         return self._cache[key]
 
@@ -390,16 +390,16 @@ class DecoupledRectifier(nn.Module):
         """The tensor ``x`` whose sign decides the slope (the first input by default)."""
         return inputs[0]
 
-    def run_rule(self) -> RunRule | None:
-        """How this module computes runs of rows (:mod:`onnx_am.passes.runs`), built once
-        by :meth:`make_run_rule`."""
-        rule = self.__dict__.get("_run_rule", False)
+    def span_rule(self) -> SpanRule | None:
+        """How this module computes spans of rows (:mod:`onnx_am.passes.spans`), built once
+        by :meth:`make_span_rule`."""
+        rule = self.__dict__.get("_span_rule", False)
         if rule is False:
-            rule = self.__dict__["_run_rule"] = self.make_run_rule()
+            rule = self.__dict__["_span_rule"] = self.make_span_rule()
         return rule
 
-    def make_run_rule(self) -> RunRule | None:
-        """The :class:`RunRule` of this op; ``None`` (the default) when it has none, e.g. an
+    def make_span_rule(self) -> SpanRule | None:
+        """The :class:`SpanRule` of this op; ``None`` (the default) when it has none, e.g. an
         op with two inputs, which then takes the general path."""
         return None
 
@@ -434,9 +434,9 @@ class DecoupledRectifier(nn.Module):
             return self.true_forward(*inputs)
         x = self.rectified_input(*inputs)
         plan.check(x)
-        runs = plan.runs_for(x, self.run_rule())
-        if runs is not None:
-            return RunsGradient.apply(x, self, runs)
+        spans = plan.spans_for(x, self.span_rule())
+        if spans is not None:
+            return SpansGradient.apply(x, self, spans)
         if plan.path == "proxy":
             return proxy_rectifier(x, plan.slope("forward", x), self.upper, self.decouple_upper)
         if plan.path == "decoupled":

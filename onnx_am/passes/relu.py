@@ -9,7 +9,7 @@ from torch import nn
 from onnx_am.passes.base import RectifierRule, RuleMatch
 from onnx_am.passes.rectifier import DecoupledRectifier
 from onnx_am.passes.registry import register_rule
-from onnx_am.passes.runs import RunRule
+from onnx_am.passes.spans import SpanRule
 
 
 class DecoupledReLU(DecoupledRectifier):
@@ -18,9 +18,9 @@ class DecoupledReLU(DecoupledRectifier):
     def true_forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return torch.relu(x)
 
-    def make_run_rule(self) -> RunRule:  # noqa: D102
+    def make_span_rule(self) -> SpanRule:  # noqa: D102
         # nn.ReLU's own backward: threshold_backward on the output.
-        return RunRule(saves_output=True, alpha_grad=(torch.ops.aten.threshold_backward, (0,)))
+        return SpanRule(saves_output=True, alpha_grad=(torch.ops.aten.threshold_backward, (0,)))
 
 
 @register_rule("relu")

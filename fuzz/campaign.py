@@ -1,7 +1,7 @@
 """Mutation fuzzer: does ``onnx-am inspect`` survive hostile models?
 
 Seeds are the repo's own models (``models/*.onnx``) and test fixtures. Each case is one seed
-changed by mutators of one family (see :mod:`benchmarks.fuzz_mutators`) and run through the
+changed by mutators of one family (see :mod:`fuzz.mutators`) and run through the
 ``inspect`` command exactly as the command line runs it (``--json``), in a worker process with
 a wall-clock limit and an address-space limit (``RLIMIT_AS``). The parent watches a canary
 file in the working directory and the models' parent folder with inotify: any open of it is a
@@ -14,7 +14,7 @@ Outcomes per case: ``parity passed`` (exit 0), ``parity failed`` (exit 3), ``cle
 ``MAX_LINE`` characters on an error, or anything on success), ``bad json`` (stdout is not
 one JSON object).
 
-Run: ``python -m benchmarks.fuzz --minutes 5`` or ``--cases 10000``; the same ``--seed``
+Run: ``python -m fuzz --minutes 5`` or ``--cases 10000``; the same ``--seed``
 gives the same cases. The case index alone determines a case, so ``--only 1234`` replays one.
 """
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import onnx
 
 from benchmarks import harness
-from benchmarks.fuzz_mutators import CANARY, FAMILIES, Case, mutate
+from fuzz.mutators import CANARY, FAMILIES, Case, mutate
 
 ROOT = harness.ROOT
 SEED_GLOBS = ("models/*.onnx", "tests/fixtures/*.onnx")
@@ -202,7 +202,7 @@ class Worker:
         request_r, self.request_w = os.pipe()
         self.reply_r, reply_w = os.pipe()
         code = (
-            "import sys; from benchmarks.fuzz import worker_main; "
+            "import sys; from fuzz.campaign import worker_main; "
             f"worker_main({request_r}, {reply_w}, {str(self.workdir)!r}, {self.memory_bytes})"
         )
         self.process = subprocess.Popen(
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--memory-gib {args.memory_gib:g}",
         f"--max-seed-bytes {args.max_seed_bytes}" if args.max_seed_bytes else "",
     ]
-    how = harness.command("fuzz", *options)
+    how = " ".join(["python -m fuzz", *(o for o in options if o)])
     text = f"{harness.machine_line()}\n`{how}`\n\n{render(results, time.monotonic() - start)}"
     print(text)
     if args.only is None:

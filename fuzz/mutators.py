@@ -1,4 +1,4 @@
-"""Mutators for :mod:`benchmarks.fuzz`: byte-level and protobuf-level changes to a model.
+"""Mutators for :mod:`fuzz.campaign`: byte-level and protobuf-level changes to a model.
 
 Every mutator takes a :class:`Case` under construction and a ``random.Random`` and changes
 the case in place (its model proto, the files beside it, or its serialized bytes); it returns

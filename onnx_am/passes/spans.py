@@ -1,16 +1,16 @@
-"""Rows in runs: one rectifier call whose backward costs what the original op's backward costs.
+"""Rows in spans: one rectifier call whose backward costs what the original op's backward costs.
 
 The engine batches each chunk's rows grouped by gradient method, so a module's per-row slopes
-come in a few contiguous *runs* of rows with one kind and one slope each (all rows of a
-``decoupled(0.3)`` chunk are one run; ``best`` gives a standard run and a decoupled one).
-:class:`RunsGradient` then computes, per run, exactly what that run's rows need:
+come in a few contiguous *spans* of rows with one kind and one slope each (all rows of a
+``decoupled(0.3)`` chunk are one span; ``best`` gives a standard span and a decoupled one).
+:class:`SpansGradient` then computes, per span, exactly what that span's rows need:
 
-- forward: the original op once over the batch (the proxy op over proxy runs instead;
-  a chunk of proxy rows alone is one run too, so its graph also keeps only the output);
-- backward: one fused elementwise kernel per run on a slice of the incoming gradient, from
-  one saved tensor: the original op's own backward for standard (``alpha``) runs
+- forward: the original op once over the batch (the proxy op over proxy spans instead;
+  a chunk of proxy rows alone is one span too, so its graph also keeps only the output);
+- backward: one fused elementwise kernel per span on a slice of the incoming gradient, from
+  one saved tensor: the original op's own backward for standard (``alpha``) spans
   (``threshold_backward`` for a ReLU, as ``nn.ReLU`` does), ``leaky_relu_backward`` with the
-  run's ``beta`` for decoupled and proxy runs (``x > 0 ? g : g * beta``), and for a clip's
+  span's ``beta`` for decoupled and proxy spans (``x > 0 ? g : g * beta``), and for a clip's
   saturated top the same zeroing as ``hardtanh_backward``.
 
 The saved tensor is the op's output wherever its sign says what the input's sign says (ReLU,
@@ -32,15 +32,15 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional
 
-#: More runs than this take the general path (a per-row slope tensor); the engine makes one
-#: run per gradient method of a chunk.
-MAX_RUNS = 16
+#: More spans than this take the general path (a per-row slope tensor); the engine makes one
+#: span per gradient method of a chunk.
+MAX_SPANS = 16
 
 _aten = torch.ops.aten
 
 
 @dataclass(frozen=True)
-class Run:
+class Span:
     """Rows ``start:stop`` share a kind (``"alpha"``, ``"decoupled"``, ``"proxy"``) and slope."""
 
     start: int
@@ -49,10 +49,10 @@ class Run:
     slope: float = 0.0
 
 
-def find_runs(
+def find_spans(
     forward: torch.Tensor | None, backward: torch.Tensor | None, rows: int
-) -> tuple[Run, ...] | None:
-    """The runs of equal (kind, slope) rows, or ``None`` (a per-channel slope, too many runs).
+) -> tuple[Span, ...] | None:
+    """The spans of equal (kind, slope) rows, or ``None`` (a per-channel slope, too many spans).
 
     Args:
         forward: ``(N,)`` proxy slopes (NaN: none) or ``None``.
@@ -62,7 +62,7 @@ def find_runs(
     if any(t is not None and t.dim() != 1 for t in (forward, backward)):
         return None
     # One transfer per tensor: indexing a tensor row by row costs microseconds per row, and a
-    # schedule makes new slopes (so new runs) every step.
+    # schedule makes new slopes (so new spans) every step.
     proxies = [None] * rows if forward is None else forward.tolist()
     decoupleds = [None] * rows if backward is None else backward.tolist()
     keys = []
@@ -73,25 +73,25 @@ def find_runs(
             keys.append(("decoupled", decoupled))
         else:
             keys.append(("alpha", 0.0))
-    return runs_of(keys)
+    return spans_of(keys)
 
 
-def runs_of(keys: Sequence[tuple[str, float]]) -> tuple[Run, ...] | None:
-    """The runs of equal consecutive ``(kind, slope)`` row keys, or ``None`` when there are
-    more than :data:`MAX_RUNS`."""
-    runs: list[Run] = []
+def spans_of(keys: Sequence[tuple[str, float]]) -> tuple[Span, ...] | None:
+    """The spans of equal consecutive ``(kind, slope)`` row keys, or ``None`` when there are
+    more than :data:`MAX_SPANS`."""
+    spans: list[Span] = []
     start = 0
     for row in range(1, len(keys) + 1):
         if row == len(keys) or keys[row] != keys[start]:
-            if len(runs) == MAX_RUNS:
+            if len(spans) == MAX_SPANS:
                 return None
-            runs.append(Run(start, row, *keys[start]))
+            spans.append(Span(start, row, *keys[start]))
             start = row
-    return tuple(runs)
+    return tuple(spans)
 
 
-class RunRule:
-    """How one single-input rectifier computes runs of rows.
+class SpanRule:
+    """How one single-input rectifier computes spans of rows.
 
     Attributes:
         saves_output: save ``y`` (its sign and top say what ``x``'s do) instead of ``x``.
@@ -99,7 +99,7 @@ class RunRule:
         decouple_upper: the top passes ``beta`` instead of 0.
         alpha_grad: ``(op, extra args)`` of the original op's backward kernel on the saved
             tensor (``threshold_backward``, ``leaky_relu_backward``, ``hardtanh_backward``),
-            or ``None`` when it has none here (runs of standard rows then take the general
+            or ``None`` when it has none here (spans of standard rows then take the general
             path).
     """
 
@@ -116,13 +116,13 @@ class RunRule:
         self.decouple_upper = decouple_upper
         self.alpha_grad = alpha_grad
 
-    def accepts(self, runs: tuple[Run, ...]) -> bool:
-        """Whether every run can be computed here (else the general path runs)."""
-        for run in runs:
-            if run.kind == "alpha" and self.alpha_grad is None:
+    def accepts(self, spans: tuple[Span, ...]) -> bool:
+        """Whether every span can be computed here (else the general path is taken)."""
+        for span in spans:
+            if span.kind == "alpha" and self.alpha_grad is None:
                 return False
             # A proxy's output has x's sign only for beta >= 0.
-            if run.kind == "proxy" and self.saves_output and not run.slope >= 0:
+            if span.kind == "proxy" and self.saves_output and not span.slope >= 0:
                 return False
         return True
 
@@ -140,16 +140,16 @@ class RunRule:
             return y.clamp_max_(self.upper)
         return torch.where(x < self.upper, y, self.upper + beta * (x - self.upper))
 
-    def grad(self, g: torch.Tensor, saved: torch.Tensor, run: Run, out: torch.Tensor | None):
-        """The gradient of one run's rows (written into ``out`` when given)."""
-        if run.kind == "alpha":
+    def grad(self, g: torch.Tensor, saved: torch.Tensor, span: Span, out: torch.Tensor | None):
+        """The gradient of one span's rows (written into ``out`` when given)."""
+        if span.kind == "alpha":
             op, args = self.alpha_grad
             return _kernel(op, out, g, saved, *args)
-        grad = _kernel(_aten.leaky_relu_backward, out, g, saved, run.slope, False)
+        grad = _kernel(_aten.leaky_relu_backward, out, g, saved, span.slope, False)
         if self.upper is None:
             return grad
         if self.decouple_upper:
-            top = torch.where(saved >= self.upper, g * run.slope, grad)
+            top = torch.where(saved >= self.upper, g * span.slope, grad)
             return top if out is None else out.copy_(top)
         # Zero where saved >= upper, in place: hardtanh_backward's test with no lower bound.
         return _kernel(_aten.hardtanh_backward, grad, grad, saved, -math.inf, self.upper)
@@ -163,56 +163,56 @@ def _kernel(op, out: torch.Tensor | None, *args):
 
 
 @dataclass(frozen=True)
-class RunPlan:
-    """What :class:`RunsGradient` needs besides ``x``, worked out once per slopes and dtype.
+class SpanPlan:
+    """What :class:`SpansGradient` needs besides ``x``, worked out once per slopes and dtype.
 
     Attributes:
-        runs: the runs, slopes rounded to the input's dtype.
-        rule: the module's :class:`RunRule`.
-        proxy: whether some run is a proxy run (the forward is then assembled per run).
+        spans: the spans, slopes rounded to the input's dtype.
+        rule: the module's :class:`SpanRule`.
+        proxy: whether some span is a proxy span (the forward is then assembled per span).
     """
 
-    runs: tuple[Run, ...]
-    rule: RunRule
+    spans: tuple[Span, ...]
+    rule: SpanRule
     proxy: bool
 
 
-class RunsGradient(torch.autograd.Function):
-    """The rectifier over runs of rows: original (or proxy) forward, per-run fused backward.
+class SpansGradient(torch.autograd.Function):
+    """The rectifier over spans of rows: original (or proxy) forward, per-span fused backward.
 
-    Called as ``RunsGradient.apply(x, module, plan)`` with a :class:`RunPlan`; ``module`` is the
+    Called as ``SpansGradient.apply(x, module, plan)`` with a :class:`SpanPlan`; ``module`` is the
     :class:`~onnx_am.passes.rectifier.DecoupledRectifier` (its ``true_forward``; not imported
     here, as rectifier.py imports this module).
     """
 
     @staticmethod
-    def forward(ctx, x, module: torch.nn.Module, plan: RunPlan):  # noqa: D102
-        rule, runs = plan.rule, plan.runs
+    def forward(ctx, x, module: torch.nn.Module, plan: SpanPlan):  # noqa: D102
+        rule, spans = plan.rule, plan.spans
         if not plan.proxy:
             y = module.true_forward(x)
-        elif len(runs) == 1:
-            y = rule.proxy_value(x, runs[0].slope)
+        elif len(spans) == 1:
+            y = rule.proxy_value(x, spans[0].slope)
         else:
             y = torch.empty_like(x)
-            for run in runs:
-                part = x[run.start : run.stop]
-                if run.kind == "proxy":
-                    value = rule.proxy_value(part, run.slope)
+            for span in spans:
+                part = x[span.start : span.stop]
+                if span.kind == "proxy":
+                    value = rule.proxy_value(part, span.slope)
                 else:
                     value = module.true_forward(part)
-                y[run.start : run.stop] = value
+                y[span.start : span.stop] = value
         ctx.save_for_backward(y if rule.saves_output else x)
-        ctx.rule, ctx.runs = rule, runs
+        ctx.rule, ctx.spans = rule, spans
         return y
 
     @staticmethod
     def backward(ctx, g):  # noqa: D102
         (saved,) = ctx.saved_tensors
-        rule, runs = ctx.rule, ctx.runs
-        if len(runs) == 1:
-            return rule.grad(g, saved, runs[0], None), None, None
+        rule, spans = ctx.rule, ctx.spans
+        if len(spans) == 1:
+            return rule.grad(g, saved, spans[0], None), None, None
         out = torch.empty_like(saved)
-        for run in runs:
-            rows = slice(run.start, run.stop)
-            rule.grad(g[rows], saved[rows], run, out[rows])
+        for span in spans:
+            rows = slice(span.start, span.stop)
+            rule.grad(g[rows], saved[rows], span, out[rows])
         return out, None, None
