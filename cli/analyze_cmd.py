@@ -130,6 +130,44 @@ def _duration(ctx, param, value: str) -> float | None:
 @click.option(
     "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=VALUE", help=FEED_HELP
 )
+# --- tokens (issue 22): start at a tensor, search over token ids ---
+@click.option(
+    "--at",
+    metavar="TENSOR",
+    help="Start the search at this ONNX tensor (e.g. an embedding Gather's output): the graph "
+    "before it is cut away, the inputs the rest needs are fed (--feed; int inputs: a mask "
+    "ones, position ids 0..L-1, others zeros). Default: a model without float inputs starts "
+    "at its embedding lookup or one-hot.",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="L",
+    help="Sequence length when starting at a tensor. Default: the model's, else 16.",
+)
+@click.option(
+    "--fix",
+    "fix",
+    multiple=True,
+    metavar="POS=ID",
+    help="Hold token POS at id ID in the token search, e.g. 0=101 (repeatable).",
+)
+@click.option(
+    "--vocab",
+    type=click.Path(),
+    metavar="FILE",
+    help="tokenizer.json (needs onnx-am[text]), vocab.txt or a JSON token->id map: show "
+    "token results as text. Without one: ids, and bytes for a 256-token vocabulary.",
+)
+@click.option(
+    "--token-search",
+    "token_methods",
+    multiple=True,
+    type=click.Choice(["greedy", "beam", "relaxed"]),
+    help="Token search (repeatable): greedy or beam gradient-guided swaps, relaxed "
+    "(softmax over the vocabulary annealed to one-hot). Default: greedy.",
+)
 @click.option(
     "--preset",
     type=click.Choice(list(PRESETS)),
@@ -335,7 +373,7 @@ def analyze_command(
     not be audited.
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
-    for name in ("targets", "layers", "methods", "regularizers"):
+    for name in ("targets", "layers", "methods", "regularizers", "fix", "token_methods"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions(**kwargs)
     many = len(models) > 1 or Path(models[0]).is_dir()

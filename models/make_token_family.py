@@ -78,8 +78,9 @@ def weights(spec: Spec) -> dict[str, np.ndarray]:
         "P": rng.normal(0, 0.5 if not spec.onehot else 0.0, (spec.length, width)).astype(
             np.float32
         ),
-        "W": (rng.normal(0, 1, (HIDDEN, width, spec.kernel)) * scale * (8 if spec.onehot else 1))
-        .astype(np.float32),
+        "W": (
+            rng.normal(0, 1, (HIDDEN, width, spec.kernel)) * scale * (8 if spec.onehot else 1)
+        ).astype(np.float32),
         "b": rng.normal(-0.3, 0.3, HIDDEN).astype(np.float32),
         "U": (rng.normal(0, 1, (UNITS, HIDDEN, 1)) / np.sqrt(HIDDEN)).astype(np.float32),
         "c": rng.normal(0, 0.1, UNITS).astype(np.float32),
@@ -145,12 +146,12 @@ def tables(spec: Spec, w: dict[str, np.ndarray]) -> np.ndarray:
     U, c = w["U"][:, :, 0].astype(np.float64), w["c"].astype(np.float64)
     windows = spec.length - spec.kernel + 1
     out = []
-    for l in range(windows):
-        first = (E + P[l]) @ W[:, :, 0].T  # [V, H]
+    for at in range(windows):
+        first = (E + P[at]) @ W[:, :, 0].T  # [V, H]
         if spec.kernel == 1:
             pre = first[:, None, :] + b
         else:
-            second = (E + P[l + 1]) @ W[:, :, 1].T
+            second = (E + P[at + 1]) @ W[:, :, 1].T
             pre = first[:, None, :] + second[None, :, :] + b  # [V, V, H]
         out.append(np.einsum("abh,ch->cab", np.maximum(pre, 0), U) + c[:, None, None])
     return np.stack(out)
@@ -160,11 +161,11 @@ def exact_maximum(spec: Spec, phi: np.ndarray, unit: int) -> tuple[float, list[i
     """Unit ``unit``'s maximum over all sequences and one sequence attaining it."""
     table = phi[:, unit]  # [windows, V, V or 1]
     if spec.pooling == "max":
-        l, a, b = np.unravel_index(int(np.argmax(table)), table.shape)
+        at, a, b = np.unravel_index(int(np.argmax(table)), table.shape)
         ids = [0] * spec.length
-        ids[l] = int(a)
+        ids[at] = int(a)
         if spec.kernel == 2:
-            ids[l + 1] = int(b)
+            ids[at + 1] = int(b)
         return float(table.max()), ids
     if spec.kernel == 1:
         best = table[:, :, 0]
@@ -172,8 +173,8 @@ def exact_maximum(spec: Spec, phi: np.ndarray, unit: int) -> tuple[float, list[i
     # Viterbi: score[b] = best total of windows 0..l ending with token b at position l + 1
     score = table[0].max(0)
     back = [table[0].argmax(0)]
-    for l in range(1, table.shape[0]):
-        total = score[:, None] + table[l]  # [a at l, b at l + 1]
+    for at in range(1, table.shape[0]):
+        total = score[:, None] + table[at]  # [token at `at`, token at `at + 1`]
         back.append(total.argmax(0))
         score = total.max(0)
     last = int(score.argmax())

@@ -58,9 +58,11 @@ from onnx_am.domain import InputDomain
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import UnitResult
 from onnx_am.engine.starts import SCREENING_FROM
+from onnx_am.importer.cut import AUTO
 from onnx_am.importer.model import ImportedModel, import_onnx
 from onnx_am.methods import method_label
 from onnx_am.reference.parity import ParityResult, check_parity
+from onnx_am.tokens.run import TokenPlan, plan_tokens, search_tokens
 
 
 @dataclass
@@ -153,6 +155,8 @@ class Audit:
         started: when the audit started (``time.perf_counter``).
         plan: the run fitted to the time budget.
         budget_start: when the time budget started (``time.monotonic``).
+        tokens: the token searches run after the chunks (a model cut at an embedding
+            lookup or one-hot), else ``None``.
     """
 
     key: str
@@ -163,6 +167,7 @@ class Audit:
     started: float
     plan: AnalyzePlan
     budget_start: float = 0.0
+    tokens: TokenPlan | None = None
 
 
 def prepare_audit(
@@ -189,8 +194,9 @@ def prepare_audit(
     budget_start = time.monotonic() if clock_start is None else clock_start
     timings: dict[str, float] = {}
     notify(AnalyzeProgress("import"))
-    imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
+    imported = _import(model_path, options)
     defaults = choose_defaults(options, imported)
+    tokens = _token_plan(imported, options)  # tokens (issue 22)
     asked = plan_analysis(options, imported, defaults)  # every option parsed here, once
     timings["import"] = time.perf_counter() - started
 
@@ -227,6 +233,8 @@ def prepare_audit(
         "settings": settings,
         "timings": timings,
     }
+    if imported.cut is not None:  # tokens (issue 22)
+        doc["cut"] = imported.cut.to_dict()
     display = DisplayDomain(domain.low, domain.high, imported.input.layout)
     run = ChunkedRun(report, imported, plan, rewrite, display, doc, options.checkpoint_interval)
     run.restore(report.done_results(), report.done_baselines())
@@ -245,7 +253,7 @@ def prepare_audit(
         plan.needs_rewrite,
     )
     work = ModelWork(recipe, imported, rewrite)
-    return Audit(key, run, work, parity, timings, started, budget_plan, budget_start)
+    return Audit(key, run, work, parity, timings, started, budget_plan, budget_start, tokens)
 
 
 def run_audits(audits: list[Audit], executor: ChunkExecutor, notify: ProgressCallback) -> None:
@@ -276,6 +284,8 @@ def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
     total = len(audit.run.plan.targets)
     notify(AnalyzeProgress("render", total, total, plan=audit.plan))
     doc = audit.run.finish(audit.timings, audit.started)
+    if audit.tokens is not None:  # tokens (issue 22): searches over ids, checked by onnxruntime
+        doc["tokens"] = _run_tokens(audit)
     audit.run.report.write_json(REPORT_FILE, doc)
     notify(AnalyzeProgress("done", total, total, plan=audit.plan))
     return AnalyzeReport(audit.run.report.root, doc, audit.run.ordered(), audit.parity)
@@ -298,7 +308,7 @@ def estimate_analysis(
     notify = progress or (lambda event: None)
     started = time.monotonic() if clock_start is None else clock_start
     notify(AnalyzeProgress("import"))
-    imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
+    imported = _import(model_path, options)
     asked = plan_analysis(options, imported)
     rewrite = _rewrite(imported, asked)
     notify(AnalyzeProgress("timing"))
@@ -426,7 +436,45 @@ def _settings(
     # started elsewhere can be resumed here. A size given on purpose is compared.
     if options.batch_size is not None:
         settings["batch_size"] = options.batch_size
+    if imported.cut is not None:  # tokens (issue 22); absent otherwise, so older reports resume
+        settings["at"] = imported.cut.tensor
+        settings["seq_len"] = imported.cut.seq_len
+        settings["fix"] = list(options.fix)
+        settings["token_methods"] = list(options.token_methods)
     return settings
+
+
+def _import(model_path: str | Path, options: AnalyzeOptions) -> ImportedModel:
+    """The model as the options ask; a model without float inputs starts at its embedding
+    lookup or one-hot unless ``--at`` says where (tokens, issue 22)."""
+    return import_onnx(
+        model_path,
+        options.input_name,
+        options.input_shape,
+        options.feeds,
+        at=options.at or (AUTO if options.input_name is None else None),
+        seq_len=options.seq_len,
+    )
+
+
+def _token_plan(imported: ImportedModel, options: AnalyzeOptions) -> TokenPlan | None:
+    return plan_tokens(
+        imported, options.token_methods, options.steps, options.fix, options.vocab, options.seed
+    )
+
+
+def _run_tokens(audit: Audit) -> dict:
+    """The token searches of every target, beside the best embedding-space result of each."""
+    tic = time.perf_counter()
+    targets = audit.run.plan.targets
+    found = search_tokens(audit.work.imported, audit.tokens, targets)
+    best: dict[str, float] = {}
+    for result in audit.run.ordered():
+        name = result.target.name
+        best[name] = max(best.get(name, float("-inf")), result.activation)
+    entries = [{**r.to_dict(), "embedding_am": best.get(r.target)} for r in found]
+    audit.timings["tokens"] = time.perf_counter() - tic
+    return {"plan": audit.tokens.to_dict(), "results": entries}
 
 
 def _parity(imported: ImportedModel, domain: InputDomain) -> ParityResult:

@@ -22,6 +22,7 @@ from onnx_am.engine.plan import RunPlan, checked_config
 from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES
 from onnx_am.errors import SettingsError
+from onnx_am.importer.cut import cut_domain
 from onnx_am.importer.feeds import FeedInput
 from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import DEFAULT_BETA, GradientMethod, MethodPlan, expand_methods
@@ -112,6 +113,14 @@ class AnalyzeOptions:
         time_budget: seconds the whole run may take (None: no budget); the work is cut to
             fit in the order of :mod:`onnx_am.audit.budget`, and the report says what was cut.
         checkpoint_interval: seconds between checkpoints of a running chunk.
+        at: an ONNX tensor to start the search at (the graph is cut there,
+            :mod:`onnx_am.importer.cut`); ``None``: a model without float inputs starts at
+            its embedding lookup or one-hot, any other at its input.
+        seq_len: the sequence length of a cut model (default: the model's, else 16).
+        fix: ``"POS=ID"`` token ids held fixed by the token search.
+        vocab: a ``tokenizer.json``, ``vocab.txt`` or JSON token->id map to show ids as text.
+        token_methods: token searches (:data:`onnx_am.tokens.search.SEARCHES`); empty: the
+            default (:data:`onnx_am.tokens.run.DEFAULT_TOKEN_METHODS`).
     """
 
     targets: tuple[str | Target, ...] = ()
@@ -143,6 +152,12 @@ class AnalyzeOptions:
     resume: bool = False
     time_budget: float | None = DEFAULT_TIME_BUDGET
     checkpoint_interval: float = CHECKPOINT_INTERVAL
+    # --- tokens (issue 22): where the search starts and the search over token ids ---
+    at: str | None = None
+    seq_len: int | None = None
+    fix: tuple[str, ...] = ()
+    vocab: str | None = None
+    token_methods: tuple[str, ...] = ()
 
 
 def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> AnalysisDefaults:
@@ -156,13 +171,16 @@ def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> Analysi
     domain = choose_domain(
         options.preset, options.input_range, options.mean, options.std, imported.metadata
     )
+    if imported.cut is not None and domain.source != "given":  # tokens (issue 22)
+        domain = cut_domain(imported.cut)
     targets = (
         None
         if options.targets
         else default_targets_for(imported, options.max_units, also=options.layers)
     )
     standard_only = not options.methods and not has_rectifiers(imported)
-    return AnalysisDefaults(domain, targets, standard_only)
+    cut = imported.cut.note if imported.cut is not None else ""  # tokens (issue 22)
+    return AnalysisDefaults(domain, targets, standard_only, cut)
 
 
 def plan_analysis(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -26,6 +27,9 @@ from onnx_am.importer.feeds import FeedValue
 from onnx_am.importer.input_spec import FLOAT_TYPES, describe_value, graph_inputs
 from onnx_am.importer.lookup import Lookup, find_lookup, lookup_candidates
 from onnx_am.importer.validation import walk_graphs
+
+if TYPE_CHECKING:
+    from onnx_am.domain import DomainChoice
 
 #: Sequence length when neither the user nor the model's declared shape gives one.
 DEFAULT_SEQ_LEN = 16
@@ -65,7 +69,9 @@ class Cut:
         """One line for the report and stderr."""
         how = "chosen automatically: the model has no float input" if self.auto else "--at"
         what = f"; it is the {self.lookup.describe()}" if self.lookup is not None else ""
-        dropped = f", inputs {list(self.dropped_inputs)} no longer needed" if self.dropped_inputs else ""
+        dropped = (
+            f", inputs {list(self.dropped_inputs)} no longer needed" if self.dropped_inputs else ""
+        )
         return (
             f"search starts at tensor {self.tensor!r} ({how}){what}; {self.removed} nodes "
             f"before it cut away{dropped}; box {self.box[0]:.4g}..{self.box[1]:.4g} "
@@ -92,6 +98,18 @@ class Cut:
             "crosscheck": "onnxruntime runs the unmodified weights with this tensor made a "
             "graph input; token results are recomputed on the uncut model with their ids",
         }
+
+
+def cut_domain(cut: Cut) -> DomainChoice:
+    """The search box of a cut: the range the model produces at the tensor."""
+    from onnx_am.domain import DomainChoice, InputDomain  # the domain module imports ours
+
+    low, high = cut.box
+    return DomainChoice(
+        InputDomain(low, high),
+        "cut",
+        f"{low:.4g}..{high:.4g} at tensor {cut.tensor!r} ({cut.box_source})",
+    )
 
 
 def choose_cut(model: onnx.ModelProto, at: str | None) -> tuple[str | None, bool]:
@@ -306,7 +324,9 @@ def _cut_graph(model, tensor, probe, sizes) -> tuple[onnx.ModelProto, int, tuple
     kept.reverse()
     needed.add(tensor)
     originals = graph_inputs(model)
-    batch = next((d for v in originals for d in describe_value(v).shape[:1] if isinstance(d, str)), None)
+    batch = next(
+        (d for v in originals for d in describe_value(v).shape[:1] if isinstance(d, str)), None
+    )
     sample = probe[0]
     new_input = onnx.helper.make_tensor_value_info(
         tensor,

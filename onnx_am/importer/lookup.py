@@ -137,7 +137,9 @@ def _evaluate(model, nodes, initializers, name) -> np.ndarray | None:
     small = onnx.helper.make_model(graph, opset_imports=model.opset_import)
     small.ir_version = model.ir_version
     try:
-        session = ort.InferenceSession(small.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            small.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         return _checked(session.run([name], {})[0])
     except Exception:  # a chain onnxruntime refuses is simply not a constant table
         return None
