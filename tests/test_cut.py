@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_am_cli.main import cli
 
 from onnx_am import InputSpecError, import_onnx
+from onnx_am import unit as onnx_am_unit
 from onnx_am.importer.cut import cut_model
 from onnx_am.importer.lookup import find_lookup
 from onnx_am.reference.parity import check_parity
@@ -192,3 +193,64 @@ def test_cli_unknown_at_is_one_line(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "nearest names: scaled" in lines[0]
+
+
+def bert_like() -> onnx.ModelProto:
+    """Word (12 ids), position (32) and token type (2) embeddings summed, masked, pooled."""
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+        for name in ("input_ids", "token_type_ids", "position_ids", "attention_mask")
+    ]
+    tables = {"word": (12, 4), "position": (32, 4), "type": (2, 4)}
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+        for name, shape in tables.items()
+    ]
+    inits += [numpy_helper.from_array(W, "W"), numpy_helper.from_array(np.array([-1]), "last")]
+    inits.append(numpy_helper.from_array(np.array([1]), "axis1"))
+    nodes = [
+        helper.make_node("Gather", ["word", "input_ids"], ["word_emb"]),
+        helper.make_node("Gather", ["position", "position_ids"], ["pos_emb"]),
+        helper.make_node("Gather", ["type", "token_type_ids"], ["type_emb"]),
+        helper.make_node("Sum", ["word_emb", "pos_emb", "type_emb"], ["emb"]),
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mask_f", "last"], ["mask3"]),
+        helper.make_node("Mul", ["emb", "mask3"], ["masked"]),
+        helper.make_node("MatMul", ["masked", "W"], ["per_token"]),
+        helper.make_node("ReduceSum", ["per_token", "axis1"], ["logits"], keepdims=0),
+    ]
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])
+    graph = helper.make_graph(nodes, "bert_like", inputs, [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_bert_like_inputs_get_defaults_and_results_recompute():
+    from onnx_am.tokens.run import plan_tokens, search_tokens
+
+    model = bert_like()
+    imported = import_onnx(model, at="auto", seq_len=5)
+    assert imported.cut.tensor == "word_emb"  # not the larger position table
+    feeds = {name: feed.value.tolist() for name, feed in imported.feeds.items()}
+    assert feeds == {
+        "token_type_ids": [[0] * 5],
+        "position_ids": [[0, 1, 2, 3, 4]],
+        "attention_mask": [[1] * 5],
+    }
+    plan = plan_tokens(imported, steps=2)
+    (result, *_) = search_tokens(imported, plan, [onnx_am_unit("logits", 1)])
+    session = ort.InferenceSession(model.SerializeToString())
+    ids = np.array([result.ids])
+    logits = session.run(
+        None,
+        {
+            "input_ids": ids,
+            "token_type_ids": np.zeros_like(ids),
+            "position_ids": np.arange(5)[None],
+            "attention_mask": np.ones_like(ids),
+        },
+    )[0]
+    assert result.value == pytest.approx(float(logits[0, 1]), rel=1e-6)
+    assert result.agrees

@@ -72,6 +72,11 @@ class Cut:
         dropped = (
             f", inputs {list(self.dropped_inputs)} no longer needed" if self.dropped_inputs else ""
         )
+        if self.lookup is not None and self.lookup.ids_input not in self.dropped_inputs:
+            dropped += (
+                f"; input {self.lookup.ids_input!r} still feeds other nodes and is held at its "
+                "default there (token results are recomputed with their ids)"
+            )
         return (
             f"search starts at tensor {self.tensor!r} ({how}){what}; {self.removed} nodes "
             f"before it cut away{dropped}; box {self.box[0]:.4g}..{self.box[1]:.4g} "
@@ -114,7 +119,8 @@ def cut_domain(cut: Cut) -> DomainChoice:
 
 def choose_cut(model: onnx.ModelProto, at: str | None) -> tuple[str | None, bool]:
     """The tensor to cut at: ``at`` itself, or for ``"auto"`` the largest-vocabulary lookup
-    when the model has no float input (``None``: no cut). Returns ``(tensor, automatic)``."""
+    (of an input not named for positions, token types or segments) when the model has no
+    float input (``None``: no cut). Returns ``(tensor, automatic)``."""
     if at is None:
         return None, False
     if at != AUTO:
@@ -124,7 +130,16 @@ def choose_cut(model: onnx.ModelProto, at: str | None) -> tuple[str | None, bool
     candidates = lookup_candidates(model)
     if not candidates:
         return None, False
-    return max(candidates, key=lambda lookup: lookup.vocab_size).tensor, True
+    return max(
+        candidates, key=lambda found: (_is_token_input(found.ids_input), found.vocab_size)
+    ).tensor, True
+
+
+def _is_token_input(name: str) -> bool:
+    """Not the ids of a position, token type or segment table (BERT's other embeddings,
+    whose tables may be larger than a tiny vocabulary)."""
+    lower = name.lower()
+    return not any(word in lower for word in ("position", "type", "segment", "mask"))
 
 
 def apply_cut(
