@@ -4,8 +4,10 @@
   at the current sequence ranks every single-token swap by its linear gain
   ``g_i . (E[v] - E[s_i])``; the ``top_k`` best per position are checked with batched
   forward passes and the best sequences kept (``beam`` of them; 1 is greedy). When no
-  checked swap improves, ``top_k`` doubles, up to every token (then the sequence is a local
-  optimum of single swaps and the search restarts from random ids, keeping the best).
+  checked swap improves, ``top_k`` doubles, up to every token; then the sequence is a local
+  optimum of single swaps, and changes of two adjacent tokens (each among its ``PAIR_K``
+  best by linear gain) are tried; when none improves, the search restarts, alternately from
+  the best so far with ``PERTURB`` ids redrawn and from random ids, keeping the best.
 - :func:`relaxed_search`: a distribution over the ``V`` tokens per position, mixed through
   the embedding matrix, ascended with Adam while its temperature is annealed towards
   one-hot; the argmax ids are checked every step.
@@ -29,6 +31,10 @@ from onnx_am.tokens.space import Cost, Scorer, TokenSpace, evaluate, gradient
 CANDIDATES = 64
 #: Swaps ranked per position at first.
 TOP_K = 8
+#: Tokens per position combined in the adjacent-pair moves tried at a local optimum.
+PAIR_K = 8
+#: Positions redrawn when a restart perturbs the best sequence.
+PERTURB = 2
 RELAXED_ROWS = 4
 RELAXED_LR = 0.3
 TEMPERATURES = (1.0, 0.02)
@@ -72,7 +78,7 @@ def swap_search(
     beams = space.random(beam, generator)
     values = evaluate(score, space, beams, cost)
     best.offer(beams, values)
-    top_k, candidates = TOP_K, CANDIDATES
+    top_k, candidates, restarts = TOP_K, CANDIDATES, 0
     while cost.units < budget and space.free:
         _, grad = gradient(score, space.embed(beams), cost)
         swaps = _ranked_swaps(space, beams, grad, min(top_k, space.vocab_size - 1))
@@ -92,14 +98,55 @@ def swap_search(
             top_k, candidates = TOP_K, CANDIDATES
             continue
         exhausted = top_k >= space.vocab_size - 1 and len(chosen) == len(swaps)
-        if exhausted:  # a local optimum of single swaps: start again elsewhere
-            beams = space.random(beam, generator)
-            values = evaluate(score, space, beams, cost)
-            best.offer(beams, values)
-            top_k, candidates = TOP_K, CANDIDATES
-        else:
+        if not exhausted:
             top_k, candidates = top_k * 2, candidates * 2
+            continue
+        # a local optimum of single swaps: try adjacent pairs, else start again elsewhere
+        trial = _pair_moves(space, beams[0], grad[0], PAIR_K)[: max(budget - cost.units, 0)]
+        found = evaluate(score, space, trial, cost)
+        top_k, candidates = TOP_K, CANDIDATES
+        if found.numel() and float(found.max()) > float(values.max()) + 1e-7:
+            best.offer(trial, found)
+            beams, values = _keep(torch.cat([beams, trial]), torch.cat([values, found]), beam)
+            continue
+        restarts += 1
+        beams = space.random(beam, generator)
+        if restarts % 2:  # every other restart: the best so far with PERTURB ids redrawn
+            beams = _perturbed(space, torch.tensor(best.ids), beam, generator)
+        values = evaluate(score, space, beams, cost)
+        best.offer(beams, values)
     return Found(best.ids, best.value, cost.units)
+
+
+def _pair_moves(space: TokenSpace, ids: torch.Tensor, grad: torch.Tensor, k: int) -> torch.Tensor:
+    """Sequences with two adjacent free positions both changed, to each position's ``k`` best
+    tokens by linear gain: ``[pairs * k * k, L]``."""
+    gain = grad @ space.matrix.T  # [L, V]
+    gain.scatter_(1, ids[:, None], -math.inf)
+    k = min(k, space.vocab_size - 1)
+    top = gain.topk(k, dim=1).indices  # [L, k]
+    free = set(space.free)
+    trials = []
+    for position in range(space.length - 1):
+        if position in free and position + 1 in free:
+            first = top[position].repeat_interleave(k)
+            second = top[position + 1].repeat(k)
+            block = ids.repeat(k * k, 1)
+            block[:, position], block[:, position + 1] = first, second
+            trials.append(block)
+    return torch.cat(trials) if trials else ids[None][:0]
+
+
+def _perturbed(
+    space: TokenSpace, ids: torch.Tensor, rows: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``rows`` copies of ``ids`` with :data:`PERTURB` free positions each set at random."""
+    out = ids.repeat(rows, 1)
+    free = torch.tensor(space.free)
+    for row in range(rows):
+        picked = free[torch.randperm(len(free), generator=generator)[:PERTURB]]
+        out[row, picked] = torch.randint(0, space.vocab_size, (len(picked),), generator=generator)
+    return out
 
 
 def _ranked_swaps(
