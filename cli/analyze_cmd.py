@@ -482,6 +482,13 @@ def _summary(report) -> None:
     )
     for line in summary_lines(report.doc.get("summary", {})):
         click.echo(line)
+    for entry in (report.doc.get("tokens") or {}).get("results", []):  # tokens (issue 22)
+        shown = entry["text"] if entry.get("text") is not None else entry["ids"]
+        click.echo(
+            f"{entry['target']} {entry['method']}: {shown!r} value {entry['value']:.4g} "
+            f"(onnxruntime{'' if entry['agrees'] else ', DISAGREES with torch'}; embedding "
+            f"reference {entry['embedding_value']:.4g})"
+        )
     cuts = (report.doc.get("plan") or {}).get("cuts") or []
     if cuts:
         text = ", ".join(f"{c['what']} {c['from']} -> {c['to']}" for c in cuts)

@@ -42,12 +42,12 @@ class Vocabulary:
         return [self.tokens[i] if 0 <= i < len(self.tokens) else f"<{i}>" for i in ids]
 
     def text(self, ids: Sequence[int]) -> str:
-        """The sequence as text: the tokenizer's decoding, bytes as UTF-8 (replacing what is
-        not), else the tokens joined by spaces."""
+        """The sequence as text: the tokenizer's decoding, bytes as a Python bytes literal,
+        else the tokens joined by spaces."""
         if self.tokenizer is not None:
             return self.tokenizer.decode(list(ids), skip_special_tokens=False)
-        if self.source == "bytes":
-            return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+        if self.source == "bytes":  # escaped, as Python shows bytes: b'MZ\x90\x00'
+            return repr(bytes(int(i) for i in ids))
         return " ".join(self.pieces(ids))
 
 

@@ -100,6 +100,7 @@ def test_byte_model_shows_bytes():
     assert plan.vocabulary is not None and plan.vocabulary.source == "bytes"
     (result,) = search_tokens(imported, plan, [unit("logits", 0)])
     assert result.pieces == [repr(bytes([i]))[2:-1] for i in result.ids]
+    assert result.text == repr(bytes(result.ids))
     assert result.agrees
 
 
@@ -135,6 +136,7 @@ def test_cli_token_model_end_to_end(tmp_path):
         exact = record["units"][unit_index]["exact"]
         assert entry["value"] <= exact + 1e-4 * max(1.0, abs(exact))
         assert entry["embedding_value"] >= entry["value"] - 1e-4
+    assert "Token sequences" in (out / "index.html").read_text()
 
 
 def test_cli_vocab_size_mismatch_is_one_line(tmp_path):

@@ -283,9 +283,9 @@ def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
     all done."""
     total = len(audit.run.plan.targets)
     notify(AnalyzeProgress("render", total, total, plan=audit.plan))
-    doc = audit.run.finish(audit.timings, audit.started)
     if audit.tokens is not None:  # tokens (issue 22): searches over ids, checked by onnxruntime
-        doc["tokens"] = _run_tokens(audit)
+        audit.run.doc["tokens"] = _run_tokens(audit)
+    doc = audit.run.finish(audit.timings, audit.started)
     audit.run.report.write_json(REPORT_FILE, doc)
     notify(AnalyzeProgress("done", total, total, plan=audit.plan))
     return AnalyzeReport(audit.run.report.root, doc, audit.run.ordered(), audit.parity)
