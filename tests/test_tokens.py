@@ -149,3 +149,13 @@ def test_cli_vocab_size_mismatch_is_one_line(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "has 2 tokens but the embedding has 16 rows" in lines[0]
+
+
+def test_cli_fix_outside_the_sequence_is_one_line(tmp_path):
+    path = MODELS / FAMILY["pair_sum_v16"]["file"]
+    result = CliRunner().invoke(
+        cli, ["analyze", str(path), "--fix", "6=1", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "outside the sequence of length 6" in lines[0]
