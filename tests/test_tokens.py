@@ -159,3 +159,42 @@ def test_cli_fix_outside_the_sequence_is_one_line(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "outside the sequence of length 6" in lines[0]
+
+
+class TorchTokenNet(torch.nn.Module):
+    """nn.Embedding -> Linear -> ReLU -> mean over positions -> Linear, as torch exports it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = torch.nn.Embedding(40, 8)
+        self.hidden = torch.nn.Linear(8, 16)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.hidden(self.embedding(input_ids))).mean(1))
+
+
+def test_torch_exported_embedding_model(tmp_path):
+    path = tmp_path / "torch_tokens.onnx"
+    torch.onnx.export(
+        TorchTokenNet().eval(),
+        (torch.zeros(1, 7, dtype=torch.long),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input_ids"],
+        output_names=["logits"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+    )
+    imported = import_onnx(path, at="auto", seq_len=5)
+    assert imported.cut.lookup.vocab_size == 40 and imported.input.sample_shape == (5, 8)
+    plan = plan_tokens(imported, steps=4, fix=("0=2",))
+    results = search_tokens(imported, plan, [unit("logits", 0), unit("logits", 2)])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for result in results:
+        assert len(result.ids) == 5 and result.ids[0] == 2
+        logits = session.run(None, {"input_ids": np.array([result.ids], np.int64)})[0]
+        index = int(result.target.split(":")[1])
+        assert result.value == pytest.approx(float(logits[0, index]), rel=1e-6, abs=1e-6)
+        assert result.agrees
