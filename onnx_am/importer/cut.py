@@ -330,10 +330,14 @@ def _cut_graph(model, tensor, probe, sizes) -> tuple[onnx.ModelProto, int, tuple
     for node in reversed(graph.node):
         if not any(name in needed for name in node.output):
             continue
-        kept.append(node)
-        if tensor in node.output and len(node.output) == 1:
-            kept.pop()
+        if tensor in node.output:
+            if any(name in needed for name in node.output if name != tensor):
+                raise InputSpecError(
+                    f"--at {shown(tensor)} is one output of a {node.op_type} node whose other "
+                    "outputs are used too; cut at a tensor after it"
+                )
             continue
+        kept.append(node)
         needed.update(name for name in node.input if name)
         needed.update(_outer_names(node))
     kept.reverse()
