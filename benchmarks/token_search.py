@@ -16,7 +16,7 @@ final ids, which analyze checks on every result).
 Run (from the repository root)::
 
     python -m benchmarks.token_search [--costs 1024 4096 16384] [--seeds 0 1]
-        [--relaxed-max-cost 4096]
+        [--relaxed-max-cost 4096] [--only MODEL ...]
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def within(value: float, exact: float) -> bool:
     return value >= exact - 0.01 * abs(exact)
 
 
-def run(costs: list[int], seeds: list[int], relaxed_max: int) -> dict:
-    records = json.loads(FAMILY.read_text())
+def run(
+    costs: list[int], seeds: list[int], relaxed_max: int, only: list[str] | None = None
+) -> dict:
+    records = [r for r in json.loads(FAMILY.read_text()) if not only or r["name"] in only]
     rows = []
     for record in records:
         imported = import_onnx(MODELS / record["file"], at="auto")
@@ -104,16 +106,17 @@ def table(data: dict) -> str:
     return markdown_table(header, lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__)
     args.add_argument("--costs", type=int, nargs="+", default=[1024, 4096, 16384])
     args.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args.add_argument(
         "--relaxed-max-cost", type=int, default=4096, help="skip relaxed above this cost (slow)"
     )
-    options = args.parse_args()
+    args.add_argument("--only", nargs="+", metavar="MODEL", help="only these family models")
+    options = args.parse_args(argv)
     torch.set_num_threads(options.threads)
-    data = run(options.costs, options.seeds, options.relaxed_max_cost)
+    data = run(options.costs, options.seeds, options.relaxed_max_cost, options.only)
     text = "\n\n".join(
         [
             "# Token search on the known-answer token family",
