@@ -115,6 +115,29 @@ EXIT_INTERRUPTED = 130
     help="Seed of the starts; the same seed gives the same report, also after --resume.",
 )
 @import_options
+# --- tokens (issue 22): the search over token ids ---
+@click.option(
+    "--fix",
+    "fix",
+    multiple=True,
+    metavar="POS=ID",
+    help="Hold token POS at id ID in the token search, e.g. 0=101 (repeatable).",
+)
+@click.option(
+    "--vocab",
+    type=click.Path(),
+    metavar="FILE",
+    help="tokenizer.json (needs onnx-am[text]), vocab.txt or a JSON token->id map: show "
+    "token results as text. Without one: ids, and bytes for a 256-token vocabulary.",
+)
+@click.option(
+    "--token-search",
+    "token_methods",
+    multiple=True,
+    type=click.Choice(["greedy", "beam", "relaxed"]),
+    help="Token search (repeatable): greedy or beam gradient-guided swaps, relaxed "
+    "(softmax over the vocabulary annealed to one-hot). Default: greedy.",
+)
 @click.option(
     "--preset",
     type=click.Choice(list(PRESETS)),
@@ -334,7 +357,7 @@ def analyze_command(
     --resume). With several models, 2 also when one could not be audited.
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
-    for name in ("targets", "layers", "methods", "regularizers"):
+    for name in ("targets", "layers", "methods", "regularizers", "fix", "token_methods"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions(**kwargs)
     deadline = _deadline(options.time_budget)  # the one deadline of the whole command
@@ -466,6 +489,13 @@ def _summary(report) -> None:
     )
     for line in summary_lines(report.doc.get("summary", {})):
         click.echo(line)
+    for entry in (report.doc.get("tokens") or {}).get("results", []):  # tokens (issue 22)
+        shown = entry["text"] if entry.get("text") is not None else entry["ids"]
+        click.echo(
+            f"{entry['target']} {entry['method']}: {shown!r} value {entry['value']:.4g} "
+            f"(onnxruntime{'' if entry['agrees'] else ', DISAGREES with torch'}; embedding "
+            f"reference {entry['embedding_value']:.4g})"
+        )
     cuts = (report.doc.get("plan") or {}).get("cuts") or []
     if cuts:
         text = ", ".join(f"{c['what']} {c['from']} -> {c['to']}" for c in cuts)

@@ -13,10 +13,11 @@ from onnx_am_cli import JSON_EMITTED_KEY
 from onnx_am_cli.options import import_options
 
 from onnx_am.audit.inspection import InspectReport, inspect_model, inspect_unimportable
+from onnx_am.audit.options import ImportSettings
+from onnx_am.audit.pipeline import import_model
 from onnx_am.errors import ImportFailedError, ParityError, UnsupportedOpError
 from onnx_am.importer.feeds import FeedValue
 from onnx_am.importer.loading import load_model
-from onnx_am.importer.model import import_onnx
 
 
 @click.command("inspect")
@@ -31,15 +32,16 @@ def inspect_command(
     input_name: str | None,
     input_shape: tuple[int, ...] | None,
     feeds: dict[str, FeedValue],
+    at: str | None,
+    seq_len: int | None,
     no_parity: bool,
     verbose: bool,
 ) -> None:
     """Summarize MODEL: inputs, outputs, rectifiers, batch support, parity with onnxruntime."""
     original = load_model(model)
     try:
-        imported = import_onnx(
-            original, input_name=input_name, input_shape=input_shape, feeds=feeds
-        )
+        settings = ImportSettings.given(input_name, input_shape, feeds, at, seq_len)
+        imported = import_model(original, settings)
     except (UnsupportedOpError, ImportFailedError) as exc:
         _emit(inspect_unimportable(original, exc), as_json, verbose)
         raise

@@ -1,8 +1,8 @@
 """Options shared by the commands, each declared once, and values parsed by the library.
 
-:func:`import_options` is what to import (``--input``, ``--input-shape``, ``--feed``), the
-same for ``analyze`` and ``inspect``. :func:`library_value` turns a library parser into an
-option callback: a bad value raises the library's own error (``SettingsError`` for a
+:func:`import_options` is what to import (``--input``, ``--input-shape``, ``--feed``, ``--at``,
+``--seq-len``), the same for ``analyze`` and ``inspect``. :func:`library_value` turns a library
+parser into an option callback: a bad value raises the library's own error (``SettingsError`` for a
 duration, ``InputSpecError`` for a feed), which the group prints as one line and exit code 2,
 as it does every bad value (click's own included, see :mod:`onnx_am_cli.main`).
 """
@@ -50,8 +50,9 @@ def library_value(parse: Callable) -> Callable:
 
 
 def import_options(command: Callable) -> Callable:
-    """``--input``, ``--input-shape`` and ``--feed``: which input is optimized, its full
-    shape and the other inputs' values."""
+    """``--input``, ``--input-shape``, ``--feed``, ``--at`` and ``--seq-len``: which input is
+    optimized, its full shape, the other inputs' values, and the tensor the search starts at
+    (with the sequence length of a token model)."""
     decorators = [
         click.option(
             "--input", "input_name", metavar="NAME", help="Input to optimize, if several."
@@ -69,6 +70,21 @@ def import_options(command: Callable) -> Callable:
             callback=library_value(parse_feeds),
             metavar="NAME=VALUE",
             help=FEED_HELP,
+        ),
+        click.option(
+            "--at",
+            metavar="TENSOR",
+            help="Start the search at this ONNX tensor (e.g. an embedding Gather's output): "
+            "the graph before it is cut away, the inputs the rest needs are fed (--feed; int "
+            "inputs: a mask ones, position ids 0..L-1, others zeros). Default: a model without "
+            "float inputs starts at its embedding lookup or one-hot.",
+        ),
+        click.option(
+            "--seq-len",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="L",
+            help="Sequence length when starting at a tensor. Default: the model's, else 16.",
         ),
     ]
     for decorator in reversed(decorators):

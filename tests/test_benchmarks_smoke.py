@@ -295,3 +295,16 @@ def test_defaults_table_compares_at_the_defaults_cost(tmp_path: Path):
     assert len(records) == 3 * 18  # one value per unit (the best of its rows), 18 units
     with pytest.raises(SystemExit):
         am_quality_starts.main(["--rows", "6", "--configs", "portfolio"])  # a 3-row config
+
+
+def test_token_search_benchmark_smoke(tmp_path: Path):
+    from benchmarks import token_search
+
+    token_search.main(
+        ["--only", "unary_sum_v16", "--costs", "32", "--seeds", "0", "--out", str(tmp_path)]
+    )
+    text = (tmp_path / "token_search.md").read_text()
+    assert "| 32 | greedy |" in text and "embedding (reference, not tokens)" in text
+    rows = json.loads((tmp_path / "token_search.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"greedy", "beam", "relaxed", "embedding"}
+    assert all(r["spent"] <= 32 + 8 for r in rows)  # a search may finish its last evaluation

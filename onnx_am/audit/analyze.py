@@ -61,6 +61,7 @@ from onnx_am.engine.results import UnitResult
 from onnx_am.engine.starts import SCREENING_FROM
 from onnx_am.importer.model import ImportedModel
 from onnx_am.reference.parity import ParityResult, check_parity
+from onnx_am.tokens.run import TokenPlan, plan_tokens, search_tokens
 
 
 @dataclass
@@ -156,6 +157,8 @@ class Audit:
         timings: seconds per phase so far.
         started: when the audit started (``time.perf_counter``).
         plan: the run fitted to its share of the deadline.
+        tokens: the token searches run after the chunks (a model cut at an embedding
+            lookup or one-hot), else ``None``.
     """
 
     key: str
@@ -165,6 +168,7 @@ class Audit:
     timings: dict[str, float]
     started: float
     plan: AnalyzePlan
+    tokens: TokenPlan | None = None
 
 
 def prepare_audit(
@@ -190,6 +194,7 @@ def prepare_audit(
     timings: dict[str, float] = {}
     loaded = pipeline.load(model_path)
     imported, defaults, asked = loaded.imported, loaded.defaults, loaded.asked
+    tokens = _token_plan(imported, options)  # tokens (issue 22)
     timings["import"] = time.perf_counter() - started
 
     model = model_summary(model_path, imported)
@@ -224,6 +229,8 @@ def prepare_audit(
         "settings": settings,
         "timings": timings,
     }
+    if imported.cut is not None:  # tokens (issue 22)
+        doc["cut"] = imported.cut.to_dict()
     display = DisplayDomain(domain.low, domain.high, imported.input.layout)
     run = ChunkedRun(report, imported, plan, rewrite, display, doc, options.checkpoint_interval)
     run.restore(report.done_results(), report.done_baselines())
@@ -235,7 +242,7 @@ def prepare_audit(
     key = key or str(report.root)
     recipe = ChunkRecipe(key, portable_imports(pipeline.imports, imported), plan.with_targets(()))
     work = ModelWork(recipe, imported, rewrite)
-    return Audit(key, run, work, parity, timings, started, budget_plan)
+    return Audit(key, run, work, parity, timings, started, budget_plan, tokens)
 
 
 def audit_paces(audits: list[Audit], deadline: Deadline) -> dict[str, Pace | None]:
@@ -293,6 +300,8 @@ def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
     all done."""
     total = len(audit.run.plan.targets)
     notify(AnalyzeProgress("render", total, total, plan=audit.plan))
+    if audit.tokens is not None:  # tokens (issue 22): searches over ids, checked by onnxruntime
+        audit.run.doc["tokens"] = _run_tokens(audit)
     doc = audit.run.finish(audit.timings, audit.started)
     audit.run.report.write_json(REPORT_FILE, doc)
     notify(AnalyzeProgress("done", total, total, plan=audit.plan))
@@ -408,7 +417,32 @@ def _settings(
     # started elsewhere can be resumed here. A size given on purpose is compared.
     if options.batch_size is not None:
         settings["batch_size"] = options.batch_size
+    if imported.cut is not None:  # tokens (issue 22); absent otherwise, so older reports resume
+        settings["at"] = imported.cut.tensor
+        settings["seq_len"] = imported.cut.seq_len
+        settings["fix"] = list(options.fix)
+        settings["token_methods"] = list(options.token_methods)
     return settings
+
+
+def _token_plan(imported: ImportedModel, options: AnalyzeOptions) -> TokenPlan | None:
+    return plan_tokens(
+        imported, options.token_methods, options.steps, options.fix, options.vocab, options.seed
+    )
+
+
+def _run_tokens(audit: Audit) -> dict:
+    """The token searches of every target, beside the best embedding-space result of each."""
+    tic = time.perf_counter()
+    targets = audit.run.plan.targets
+    found = search_tokens(audit.work.imported, audit.tokens, targets)
+    best: dict[str, float] = {}
+    for result in audit.run.ordered():
+        name = result.target.name
+        best[name] = max(best.get(name, float("-inf")), result.activation)
+    entries = [{**r.to_dict(), "embedding_am": best.get(r.target)} for r in found]
+    audit.timings["tokens"] = time.perf_counter() - tic
+    return {"plan": audit.tokens.to_dict(), "results": entries}
 
 
 def _parity(imported: ImportedModel, domain: InputDomain) -> ParityResult:

@@ -68,16 +68,18 @@ class AnalysisDefaults:
         domain: the input domain and where it came from.
         targets: the default targets and why; ``None`` when targets were given.
         standard_only: no method was given and the model has no rectifier to decouple.
+        cut: where the search starts when not at a graph input (``Cut.note``), else empty.
     """
 
     domain: DomainChoice
     targets: TargetDefault | None = None
     standard_only: bool = False
+    cut: str = ""  # tokens (issue 22): where the graph was cut, one line (empty: no cut)
 
     @property
     def notes(self) -> list[str]:
         """One line per choice a person should know about (printed on stderr)."""
-        notes = []
+        notes = [self.cut] if self.cut else []
         if self.domain.source != "given":
             notes.append(f"input domain {self.domain.description}")
         if self.targets is not None and self.targets.reason:
@@ -91,6 +93,7 @@ class AnalysisDefaults:
             "domain": self.domain.to_dict(),
             "targets": self.targets.to_dict() if self.targets is not None else None,
             "standard_only": self.standard_only,
+            "cut": self.cut or None,
             "notes": self.notes,
         }
 

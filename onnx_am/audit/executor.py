@@ -17,7 +17,7 @@ extra) runs them on Ray actors.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from onnx_am.audit.options import ImportSettings
@@ -107,7 +107,7 @@ def rows_after(tasks: Sequence[ChunkTask], position: int, plans: Mapping[str, Ru
 
 def portable_imports(imports: ImportSettings, imported: ImportedModel) -> ImportSettings:
     """``imports`` with the feeds ``imported`` was given, as values (files already read)."""
-    return ImportSettings(imports.input_name, imports.input_shape, portable_feeds(imported))
+    return replace(imports, feeds=portable_feeds(imported))
 
 
 def portable_feeds(imported: ImportedModel) -> dict[str, object]:

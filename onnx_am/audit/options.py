@@ -22,6 +22,7 @@ from onnx_am.engine.plan import RunPlan, checked_config
 from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES
 from onnx_am.errors import SettingsError
+from onnx_am.importer.cut import AUTO, cut_domain
 from onnx_am.importer.feeds import FeedInput
 from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import DEFAULT_BETA, GradientMethod, MethodPlan, expand_methods
@@ -112,6 +113,14 @@ class AnalyzeOptions:
         time_budget: seconds the whole run may take (None: no budget); the work is cut to
             fit in the order of :mod:`onnx_am.audit.budget`, and the report says what was cut.
         checkpoint_interval: seconds between checkpoints of a running chunk.
+        at: an ONNX tensor to start the search at (the graph is cut there,
+            :mod:`onnx_am.importer.cut`); ``None``: a model without float inputs starts at
+            its embedding lookup or one-hot, any other at its input.
+        seq_len: the sequence length of a cut model (default: the model's, else 16).
+        fix: ``"POS=ID"`` token ids held fixed by the token search.
+        vocab: a ``tokenizer.json``, ``vocab.txt`` or JSON token->id map to show ids as text.
+        token_methods: token searches (:data:`onnx_am.tokens.search.SEARCHES`); empty: the
+            default (:data:`onnx_am.tokens.run.DEFAULT_TOKEN_METHODS`).
     """
 
     targets: tuple[str | Target, ...] = ()
@@ -143,26 +152,55 @@ class AnalyzeOptions:
     resume: bool = False
     time_budget: float | None = DEFAULT_TIME_BUDGET
     checkpoint_interval: float = CHECKPOINT_INTERVAL
+    # --- tokens (issue 22): where the search starts and the search over token ids ---
+    at: str | None = None
+    seq_len: int | None = None
+    fix: tuple[str, ...] = ()
+    vocab: str | None = None
+    token_methods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ImportSettings:
-    """What to import: which input is optimized, its full shape, the other inputs' values.
+    """What to import: which input is optimized, its full shape, the other inputs' values,
+    and the tensor the search starts at.
 
     Attributes:
         input_name: the float input to optimize (required when there are several).
         input_shape: its full shape, where the model's is symbolic.
         feeds: values of the other inputs by name (parsed values or arrays; see
             :func:`onnx_am.import_onnx`).
+        at: the ONNX tensor the search sets (the graph before it is cut away), ``"auto"``
+            (a model without float inputs starts at its embedding lookup), or ``None``.
+        seq_len: the sequence length of a cut at a token lookup.
     """
 
     input_name: str | None = None
     input_shape: tuple[int, ...] | None = None
     feeds: Mapping[str, FeedInput] | None = None
+    at: str | None = None
+    seq_len: int | None = None
+
+    @classmethod
+    def given(
+        cls,
+        input_name: str | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        feeds: Mapping[str, FeedInput] | None = None,
+        at: str | None = None,
+        seq_len: int | None = None,
+    ) -> ImportSettings:
+        """The settings as the user gave them: a model without float inputs starts at its
+        embedding lookup or one-hot (``at="auto"``) unless ``at`` or ``input_name`` is given."""
+        at = at or (AUTO if input_name is None else None)
+        return cls(input_name, input_shape, feeds, at, seq_len)
 
     @classmethod
     def of(cls, options: AnalyzeOptions) -> ImportSettings:
-        return cls(options.input_name, options.input_shape, options.feeds)
+        """The import ``options`` ask for (see :meth:`given`)."""
+        return cls.given(
+            options.input_name, options.input_shape, options.feeds, options.at, options.seq_len
+        )
 
 
 def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> AnalysisDefaults:
@@ -176,13 +214,16 @@ def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> Analysi
     domain = choose_domain(
         options.preset, options.input_range, options.mean, options.std, imported.metadata
     )
+    if imported.cut is not None and domain.source != "given":  # tokens (issue 22)
+        domain = cut_domain(imported.cut)
     targets = (
         None
         if options.targets
         else default_targets_for(imported, options.max_units, also=options.layers)
     )
     standard_only = not options.methods and not has_rectifiers(imported)
-    return AnalysisDefaults(domain, targets, standard_only)
+    cut = imported.cut.note if imported.cut is not None else ""  # tokens (issue 22)
+    return AnalysisDefaults(domain, targets, standard_only, cut)
 
 
 def plan_analysis(

@@ -37,7 +37,14 @@ def import_model(
     source: str | Path | bytes | onnx.ModelProto, settings: ImportSettings
 ) -> ImportedModel:
     """The model as every part of an audit imports it (driver and workers alike)."""
-    return import_onnx(source, settings.input_name, settings.input_shape, settings.feeds)
+    return import_onnx(
+        source,
+        settings.input_name,
+        settings.input_shape,
+        settings.feeds,
+        at=settings.at,
+        seq_len=settings.seq_len,
+    )
 
 
 def rewrite_for(imported: ImportedModel, plan: RunPlan) -> RewriteResult | None:

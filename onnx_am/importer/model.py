@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import onnx
 import onnx2torch
@@ -23,6 +23,7 @@ from torch import fx
 import onnx_am.importer.converters  # noqa: F401  (registers the extra converters)
 from onnx_am.errors import ImportFailedError, UnsupportedOpError, one_line
 from onnx_am.importer.batching import BatchSupport, decide_batching
+from onnx_am.importer.cut import Cut, apply_cut
 from onnx_am.importer.feeds import Feed, FeedInput, parse_value, resolve_feeds
 from onnx_am.importer.guard import describe, foreign_errors, raised_by_dependency
 from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, describe_outputs
@@ -53,6 +54,8 @@ class ImportedModel:
         feeds: the value of every other graph input, in graph order; the prepared model
             holds them as initializers, onnxruntime is fed them.
         metadata: what the producer recorded (image size, class names, normalization).
+        cut: where the graph was cut when the search starts at a tensor (``at``); then
+            ``original`` is the cut model and ``cut.source`` the model as loaded.
     """
 
     original: onnx.ModelProto
@@ -67,6 +70,7 @@ class ImportedModel:
     prepass_notes: list[str] = field(default_factory=list)
     feeds: dict[str, Feed] = field(default_factory=dict)
     metadata: ProducerMetadata = field(default_factory=ProducerMetadata)
+    cut: Cut | None = None
 
     @property
     def inputs(self) -> list[dict]:
@@ -110,6 +114,8 @@ def import_onnx(
     input_name: str | None = None,
     input_shape: list[int] | tuple[int, ...] | None = None,
     feeds: Mapping[str, FeedInput] | None = None,
+    at: str | None = None,
+    seq_len: int | None = None,
 ) -> ImportedModel:
     """Import an ONNX model for activation maximization.
 
@@ -121,6 +127,10 @@ def import_onnx(
             shape (``{"sr": 16000}``), an array, a ``.npy`` path, or the ``--feed`` text
             forms (``"0:2,1,128"``). Float inputs not named are fed zeros when their shape
             is known (see :mod:`onnx_am.importer.feeds`).
+        at: an ONNX tensor to start the search at instead of a graph input (the graph is
+            cut there, :mod:`onnx_am.importer.cut`); ``"auto"``: the embedding lookup or
+            one-hot of a model without float inputs, else no cut.
+        seq_len: the sequence length of a cut model's symbolic dims.
 
     Returns:
         The :class:`ImportedModel`.
@@ -135,9 +145,13 @@ def import_onnx(
     """
     original = load_model(source)
     metadata = read_metadata(original)
-    spec = choose_input(original, input_name, input_shape, metadata.image_size)
     given = {name: parse_value(name, value) for name, value in (feeds or {}).items()}
+    original, cut, given, defaulted = apply_cut(original, at, seq_len, given)
+    if cut is not None:
+        input_name = cut.tensor
+    spec = choose_input(original, input_name, input_shape, metadata.image_size)
     fed = resolve_feeds(original, spec, given)
+    fed = {name: replace(f, source=defaulted.get(name, f.source)) for name, f in fed.items()}
     with foreign_errors(ImportFailedError, "an ONNX pre-pass failed"):
         prepared, notes = prepare_model(
             original,
@@ -177,6 +191,7 @@ def import_onnx(
         prepass_notes=notes,
         feeds=fed,
         metadata=metadata,
+        cut=cut,
     )
 
 

@@ -114,6 +114,8 @@ def render_html(doc: dict, plots: list[dict], thumbs: dict[str, dict] | None = N
         num=_num,
         shape=_shape,
         breakable=_breakable,
+        tokens=doc.get("tokens"),  # tokens (issue 22)
+        cut=doc.get("cut") or {},
     )
 
 

@@ -1,0 +1,192 @@
+"""Find an embedding lookup (or a one-hot) in an ONNX graph and the matrix it reads.
+
+A token model turns integer ids into float vectors in one of two ways:
+
+- ``Gather(E, ids)`` with a constant ``[V, D]`` matrix ``E`` (an initializer, possibly behind
+  ``DequantizeLinear``, ``Cast`` or any other chain of constant-only nodes);
+- ``OneHot(ids, depth, values)`` along the last axis: row ``v`` of the (implicit) ``[V, V]``
+  matrix is ``off`` everywhere and ``on`` at ``v``.
+
+Either way, the tensor the model computes for a sequence of ids is ``E[ids]``: a
+:class:`Lookup` records ``E``, the int graph input the ids come from, and the tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnx_am.importer.input_spec import FLOAT_TYPES, graph_inputs
+
+#: Ops walked through between the int graph input and the lookup's indices.
+INDEX_PASS_THROUGH = frozenset(
+    {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Clip"}
+)
+#: Ops walked through between the lookup and the tensor the search sets.
+VALUE_PASS_THROUGH = frozenset({"Cast", "Identity"})
+#: A matrix larger than this many elements is not read (a vocabulary of 250k x 1024 fits).
+MAX_MATRIX_ELEMENTS = 2**28
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """An embedding lookup or one-hot whose output the token search sets.
+
+    Attributes:
+        tensor: the ONNX tensor that holds ``matrix[ids]``.
+        ids_input: the int graph input the ids come from.
+        kind: ``"embedding"`` or ``"onehot"``.
+        matrix: ``[V, D]`` float32, row ``v`` is what token ``v`` becomes.
+    """
+
+    tensor: str
+    ids_input: str
+    kind: str
+    matrix: np.ndarray
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def describe(self) -> str:
+        v, d = self.matrix.shape
+        return f"{self.kind} lookup {self.tensor!r} ({v} tokens x {d}) of input {self.ids_input!r}"
+
+
+def find_lookup(model: onnx.ModelProto, tensor: str) -> Lookup | None:
+    """The lookup that produces ``tensor`` (through Cast / Identity), or ``None``."""
+    producers = _producers(model)
+    node = producers.get(tensor)
+    while node is not None and node.op_type in VALUE_PASS_THROUGH:
+        node = producers.get(node.input[0])
+    if node is None:
+        return None
+    if node.op_type == "Gather" and _attribute(node, "axis", 0) == 0 and len(node.input) == 2:
+        matrix = constant_value(model, node.input[0])
+        if matrix is None or matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
+            return None
+        kind = "embedding"
+        indices = node.input[1]
+    elif node.op_type == "OneHot" and _attribute(node, "axis", -1) == -1:
+        matrix = _one_hot_matrix(model, node)
+        if matrix is None:
+            return None
+        kind = "onehot"
+        indices = node.input[0]
+    else:
+        return None
+    source = _int_input(model, producers, indices)
+    if source is None:
+        return None
+    return Lookup(tensor, source, kind, np.ascontiguousarray(matrix, dtype=np.float32))
+
+
+def lookup_candidates(model: onnx.ModelProto) -> list[Lookup]:
+    """Every Gather / OneHot of an int graph input whose table is constant, in graph order
+    (the tensor after any Cast that follows it)."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in ("Gather", "OneHot") or not node.output:
+            continue
+        tensor = node.output[0]
+        after = consumers.get(tensor, [])
+        if len(after) == 1 and after[0].op_type == "Cast":
+            tensor = after[0].output[0]
+        lookup = find_lookup(model, tensor)
+        if lookup is not None:
+            found.append(lookup)
+    return found
+
+
+def constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """The value of ``name`` when it depends on initializers and Constants only (evaluated
+    with onnxruntime), else ``None``."""
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    if name in initializers:
+        return _checked(numpy_helper.to_array(initializers[name]))
+    producers = _producers(model)
+    nodes, stack, seen = [], [name], set()
+    while stack:
+        current = stack.pop()
+        if current in seen or current in initializers or current == "":
+            continue
+        seen.add(current)
+        node = producers.get(current)
+        if node is None or node.op_type in ("If", "Loop", "Scan") or len(nodes) > 16:
+            return None
+        nodes.append(node)
+        stack.extend(node.input)
+    used = {n for node in nodes for n in node.input}
+    return _evaluate(model, nodes, [initializers[n] for n in used if n in initializers], name)
+
+
+def _evaluate(model, nodes, initializers, name) -> np.ndarray | None:
+    import onnxruntime as ort
+
+    order = [node for node in model.graph.node if any(node is n for n in nodes)]
+    graph = onnx.helper.make_graph(
+        order, "constant", [], [onnx.ValueInfoProto(name=name)], initializer=initializers
+    )
+    small = onnx.helper.make_model(graph, opset_imports=model.opset_import)
+    small.ir_version = model.ir_version
+    try:
+        session = ort.InferenceSession(
+            small.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        return _checked(session.run([name], {})[0])
+    except Exception:  # a chain onnxruntime refuses is simply not a constant table
+        return None
+
+
+def _checked(array: np.ndarray) -> np.ndarray | None:
+    if array.size > MAX_MATRIX_ELEMENTS:
+        return None
+    return array
+
+
+def _one_hot_matrix(model: onnx.ModelProto, node: onnx.NodeProto) -> np.ndarray | None:
+    depth = constant_value(model, node.input[1])
+    values = constant_value(model, node.input[2])
+    if depth is None or values is None or depth.size != 1 or values.size != 2:
+        return None
+    size = int(depth.reshape(-1)[0])
+    if not 1 <= size <= 65536:
+        return None
+    off, on = (float(v) for v in values.reshape(-1))
+    matrix = np.full((size, size), off, dtype=np.float32)
+    np.fill_diagonal(matrix, on)
+    return matrix
+
+
+def _int_input(model, producers, name: str) -> str | None:
+    inputs = {
+        value.name: value
+        for value in graph_inputs(model)
+        if value.type.tensor_type.elem_type not in FLOAT_TYPES
+    }
+    for _ in range(16):
+        if name in inputs:
+            return name
+        node = producers.get(name)
+        if node is None or node.op_type not in INDEX_PASS_THROUGH or not node.input:
+            return None
+        name = node.input[0]
+    return None
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {name: node for node in model.graph.node for name in node.output}
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return int(attribute.i)
+    return default

@@ -1,0 +1,1 @@
+"""Searches over discrete inputs (token ids, bytes) of models with an embedding lookup."""

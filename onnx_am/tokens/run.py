@@ -1,0 +1,232 @@
+"""Token searches for the targets of a model cut at its embedding lookup, results checked by
+onnxruntime on the uncut model with the final ids.
+
+:func:`plan_tokens` parses the settings once (methods, cost, ``--fix``, ``--vocab``) into a
+:class:`TokenPlan`; :func:`search_tokens` runs every method for every target and returns one
+:class:`TokenResult` each: the ids, their text, onnxruntime's value on them (the reported
+value), torch's, the embedding-space reference beside it, and the best single-token
+alternatives per position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from onnx_am.errors import SettingsError
+from onnx_am.importer.model import ImportedModel
+from onnx_am.objectives import Target
+from onnx_am.reference.tolerance import agrees
+from onnx_am.tokens.recompute import IdsRuntime
+from onnx_am.tokens.search import SEARCHES, embedding_search
+from onnx_am.tokens.space import Cost, TokenSpace, evaluate, gradient, parse_fixed
+from onnx_am.vocab import BYTES, Vocabulary, byte_vocabulary, load_vocabulary
+
+#: Chosen from benchmarks/results/token_search.md: on the known-answer family greedy came
+#: within 1 % of the exact maximum on 67 / 86 / 95 % of 64 unit-seeds at cost 1024 / 4096 /
+#: 16384, beam (width 4) on 33 / 80 / 95 %, relaxed on 14 % (1024 and 4096).
+DEFAULT_TOKEN_METHODS = ("greedy",)
+#: Forward-pass equivalents a token search may spend per unit and method, per ``--steps``.
+COST_PER_STEP = 64
+ALTERNATIVES = 3
+#: The embedding-space reference spends this fraction of a search's cost (it is a reference:
+#: benchmarks/results/token_search.md found it at the same value from cost 1024 to 16384).
+REFERENCE_SHARE = 4
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """What the token searches do (parsed once by :func:`plan_tokens`).
+
+    Attributes:
+        methods: search names (:data:`~onnx_am.tokens.search.SEARCHES`).
+        budget: forward-pass equivalents per unit and method.
+        space: the vocabulary matrix, sequence length and fixed positions.
+        seed: seeds every search.
+        vocabulary: how ids are shown as text (``None``: ids only).
+    """
+
+    methods: tuple[str, ...]
+    budget: int
+    space: TokenSpace = field(repr=False)
+    seed: int = 0
+    vocabulary: Vocabulary | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "methods": list(self.methods),
+            "cost_per_unit_and_method": self.budget,
+            "sequence_length": self.space.length,
+            "vocab_size": self.space.vocab_size,
+            "fixed": {str(k): v for k, v in sorted(self.space.fixed.items())},
+            "vocabulary": self.vocabulary.source if self.vocabulary else None,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    """The best sequence one method found for one target.
+
+    Attributes:
+        target: the target's name.
+        method: the search.
+        ids: the final token ids.
+        value: onnxruntime's value of the target on the uncut model fed ``ids`` (reported).
+        torch_value: the same computed by the converted graph at the cut.
+        agrees: the two agree within the report's tolerance.
+        embedding_value: the best value found with the searched tensor free in the box of
+            the matrix's rows, at a quarter of a search's cost (an upper reference, not a
+            sequence of tokens).
+        cost: forward-pass equivalents spent.
+        pieces: the tokens as strings (``None`` without a vocabulary).
+        text: the sequence as text (``None`` without a vocabulary).
+        alternatives: per free position, the best single-token replacements and the value
+            (torch) of the sequence with each.
+    """
+
+    target: str
+    method: str
+    ids: tuple[int, ...]
+    value: float
+    torch_value: float
+    agrees: bool
+    embedding_value: float
+    cost: int
+    pieces: list[str] | None = None
+    text: str | None = None
+    alternatives: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "method": self.method,
+            "ids": list(self.ids),
+            "value": self.value,
+            "value_source": "onnxruntime, uncut model, these ids",
+            "torch_value": self.torch_value,
+            "agrees": self.agrees,
+            "embedding_value": self.embedding_value,
+            "cost": self.cost,
+            "tokens": self.pieces,
+            "text": self.text,
+            "alternatives": self.alternatives,
+        }
+
+
+def plan_tokens(
+    imported: ImportedModel,
+    methods: Sequence[str] = (),
+    steps: int = 64,
+    fix: Sequence[str] = (),
+    vocab: str | None = None,
+    seed: int = 0,
+) -> TokenPlan | None:
+    """The token plan for a model cut at a lookup whose output is ``[L, D]`` per sample;
+    ``None`` for any other model (then ``fix`` and ``vocab`` must be empty).
+
+    Raises:
+        SettingsError: an unknown method, a bad ``--fix``, a vocabulary that does not parse
+            or does not match the matrix, or ``--fix`` / ``--vocab`` for a model without one.
+    """
+    lookup = imported.cut.lookup if imported.cut is not None else None
+    shape = imported.input.sample_shape
+    if lookup is None or len(shape) != 2 or shape[1] != lookup.matrix.shape[1]:
+        if fix or vocab:
+            raise SettingsError(
+                "--fix and --vocab need a search over tokens: --at an embedding lookup or "
+                "one-hot whose output is [batch, length, width]"
+            )
+        return None
+    unknown = [m for m in methods if m not in SEARCHES]
+    if unknown:
+        raise SettingsError(
+            f"unknown token search {unknown[0]!r}; choose from {', '.join(SEARCHES)}"
+        )
+    matrix = torch.from_numpy(lookup.matrix.copy())
+    fixed = parse_fixed(tuple(fix), shape[0], lookup.vocab_size)
+    if vocab is not None:
+        vocabulary = load_vocabulary(vocab, lookup.vocab_size)
+    else:
+        vocabulary = byte_vocabulary() if lookup.vocab_size == BYTES else None
+    return TokenPlan(
+        tuple(methods) or DEFAULT_TOKEN_METHODS,
+        steps * COST_PER_STEP,
+        TokenSpace(matrix, shape[0], fixed),
+        seed,
+        vocabulary,
+    )
+
+
+def search_tokens(
+    imported: ImportedModel, plan: TokenPlan, targets: Sequence[Target]
+) -> list[TokenResult]:
+    """Every method of ``plan`` for every target (see the module docstring)."""
+    runtime = IdsRuntime(imported.cut, imported.feeds, [t.tensor for t in targets])
+    results = []
+    for index, target in enumerate(targets):
+        extractor = imported.extractor([target.tensor])
+
+        def score(x: torch.Tensor, target=target, extractor=extractor) -> torch.Tensor:
+            return target.value(imported.batch.call(extractor, x)[0])
+
+        seed = plan.seed + 7919 * index
+        reference = embedding_search(
+            score, plan.space, plan.budget // REFERENCE_SHARE, seed=seed
+        ).value
+        for method in plan.methods:
+            found = SEARCHES[method](score, plan.space, plan.budget, seed)
+            results.append(_result(target, method, found, reference, score, plan, runtime))
+    return results
+
+
+def _result(target, method, found, reference, score, plan, runtime) -> TokenResult:
+    value = runtime.value(target, found.ids)
+    pieces = text = None
+    if plan.vocabulary is not None:
+        pieces, text = plan.vocabulary.pieces(found.ids), plan.vocabulary.text(found.ids)
+    return TokenResult(
+        target.name,
+        method,
+        found.ids,
+        value,
+        found.value,
+        agrees(found.value, value),
+        reference,
+        found.cost,
+        pieces,
+        text,
+        _alternatives(score, plan, found.ids),
+    )
+
+
+def _alternatives(score, plan: TokenPlan, ids: tuple[int, ...]) -> list[dict]:
+    """Per free position, the :data:`ALTERNATIVES` swaps the gradient ranks best, checked."""
+    space, cost = plan.space, Cost()
+    current = torch.tensor([ids])
+    _, grad = gradient(score, space.embed(current), cost)
+    gain = grad[0] @ space.matrix.T  # [L, V]
+    gain.scatter_(1, current[0][:, None], -float("inf"))
+    k = min(ALTERNATIVES, space.vocab_size - 1)
+    found = []
+    for position in space.free:
+        tokens = gain[position].topk(k).indices
+        trial = current.repeat(k, 1)
+        trial[:, position] = tokens
+        values = evaluate(score, space, trial, cost)
+        entries = sorted(zip(tokens.tolist(), values.tolist(), strict=True), key=lambda e: -e[1])
+        found.append(
+            {
+                "position": position,
+                "alternatives": [
+                    {"id": token, "value": value, **_piece(plan, token)} for token, value in entries
+                ],
+            }
+        )
+    return found
+
+
+def _piece(plan: TokenPlan, token: int) -> dict:
+    return {"token": plan.vocabulary.pieces([token])[0]} if plan.vocabulary else {}
