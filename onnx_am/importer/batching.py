@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import onnx
 import onnx2torch
 import torch
@@ -39,7 +41,7 @@ class BatchSupport:
         if self.mode != "rowwise":
             return list(extractor(x))
         rows = [extractor(x[i : i + 1]) for i in range(x.shape[0])]
-        return [_join([row[k] for row in rows]) for k in range(len(rows[0]))]
+        return [join_rows([row[k] for row in rows]) for k in range(len(rows[0]))]
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,20 @@ class BatchDecision:
     note: str = ""
 
 
-def _join(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate per-row results along the batch dim (stack scalars)."""
-    return torch.stack(rows) if rows[0].dim() == 0 else torch.cat(rows)
+def join_rows(rows: list[Any]) -> Any:
+    """One batch from the results of running rows one at a time (torch or numpy arrays).
+
+    A row's result that holds one row (leading dim 1) is concatenated along axis 0; any
+    other (a scalar, or a result declared ``[batch]`` that returns ``[2]`` per row) is one
+    row as a whole, so the rows are stacked on a new axis 0. onnxruntime's rows are joined
+    by this same rule (:mod:`onnx_am.reference.runtime`), so unit ``k`` of row ``i`` is the
+    same element on both sides, whatever shape the model declared.
+    """
+    first = rows[0]
+    numpy = isinstance(first, np.ndarray)
+    if first.ndim >= 1 and all(row.shape[0] == 1 for row in rows):
+        return np.concatenate(rows) if numpy else torch.cat(rows)
+    return np.stack(rows) if numpy else torch.stack(rows)
 
 
 def decide_batching(
