@@ -197,24 +197,27 @@ def row_axes(model: onnx.ModelProto, batch_dim: str | None) -> list[int]:
 def _handles_batches(
     module: fx.GraphModule, sample_shape: Sequence[int], axes: Sequence[int] = ()
 ) -> bool:
-    """Whether a batch of 2 gives two rows, the second equal to running it alone.
+    """Whether a batch of 2 gives two rows, each equal to running it alone.
 
-    Two forward passes (not three): a graph that hard-codes batch 1 or mixes rows fails
-    the shape check or the comparison of the second row. Output ``k`` holds its rows along
-    ``axes[k]`` (0 when not given).
+    A graph that hard-codes batch 1 or mixes rows fails the shape check or the comparison
+    of a row. Both rows are compared: a graph that mixes rows through a batch-wide value
+    (``Clip(x, ReduceMax(x) - 80)``, an ``If`` on a batch-wide score) gives the right
+    answer for the row that holds that value, and only the other row shows the mixing.
+    Output ``k`` holds its rows along ``axes[k]`` (0 when not given).
     """
     x = _probe(sample_shape, 2)
     try:
         together = _outputs(module, x)
-        alone = _outputs(module, x[1:2])
+        alone = [_outputs(module, x[i : i + 1]) for i in range(2)]
     except Exception:  # noqa: BLE001 - a failing batch run means "not batchable"
         return False
-    for k, (value, row) in enumerate(zip(together, alone, strict=True)):
-        axis = axes[k] if k < len(axes) else 0
-        if not _rows_along(value, row, axis):
-            return False
-        if not _close(value.narrow(axis, 1, 1), row):
-            return False
+    for i, rows in enumerate(alone):
+        for k, (value, row) in enumerate(zip(together, rows, strict=True)):
+            axis = axes[k] if k < len(axes) else 0
+            if not _rows_along(value, row, axis):
+                return False
+            if not _close(value.narrow(axis, i, 1), row):
+                return False
     return True
 
 

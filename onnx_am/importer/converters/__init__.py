@@ -13,6 +13,7 @@ import warnings
 
 from onnx_am.importer.converters import (  # noqa: F401  (imported for their registrations)
     activations,
+    clip,
     newer_versions,
     onnxruntime_math,
     pad,
@@ -22,6 +23,7 @@ from onnx_am.importer.converters import (  # noqa: F401  (imported for their reg
     recurrent,
     reduce,
     resize,
+    scatter,
     split,
 )
 from onnx_am.importer.converters._registry import REGISTERED, has_converter
