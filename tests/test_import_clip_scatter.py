@@ -83,9 +83,7 @@ def test_dynamic_clip_gradient_float64_and_left_alone_by_the_pass(make_model):
 # --- ScatterND ---------------------------------------------------------------------------
 
 ROWS = np.array([[1], [3], [1]], I64)  # repeated row: reductions combine both writes
-CELLS = np.array(
-    [[0, 1], [2, 2], [-1, 0]], I64
-)  # negative index: [-1, 0] is [3, 0]
+CELLS = np.array([[0, 1], [2, 2], [-1, 0]], I64)  # negative index: [-1, 0] is [3, 0]
 
 
 def _scatter(make_model, reduction: str, indices: np.ndarray, opset: int):

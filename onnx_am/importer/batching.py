@@ -23,6 +23,7 @@ from onnx import numpy_helper
 from torch import fx
 
 from onnx_am.errors import ImportFailedError
+from onnx_am.importer.converters.control_flow import converting
 from onnx_am.importer.module_names import legal_module_names
 
 
@@ -82,6 +83,7 @@ def decide_batching(
     prepared: onnx.ModelProto,
     sample_shape: Sequence[int],
     batch_dim: str | None = None,
+    deciding: Sequence[str] = (),
 ) -> BatchDecision:
     """How batches of inputs of ``sample_shape`` (one sample, no batch dim) run through a graph.
 
@@ -91,6 +93,9 @@ def decide_batching(
         sample_shape: the shape of one input sample.
         batch_dim: the optimized input's symbolic batch dim; an output declared with it at
             another axis than 0 (a recurrent state ``[2, batch, 128]``) holds its rows there.
+        deciding: ``If`` / ``Loop`` nodes that decide on values computed from the input
+            (:func:`~onnx_am.importer.control_flow.data_dependent_control`): one decision
+            per batch, so rows run one at a time and each row decides for itself.
 
     Returns:
         ``dynamic`` when the graph handles batches as it is; ``rewritten`` with the rewritten
@@ -100,6 +105,16 @@ def decide_batching(
     Raises:
         ImportFailedError: the graph cannot even run one sample.
     """
+    if deciding:
+        _check_runs(module, sample_shape)
+        names = ", ".join(repr(name) for name in deciding)
+        return BatchDecision(
+            BatchSupport(
+                "rowwise",
+                f"control flow {names} decides on values computed from the input: rows run "
+                "one at a time, each taking its own branch",
+            )
+        )
     axes = row_axes(prepared, batch_dim)
     if _handles_batches(module, sample_shape, axes):
         return BatchDecision(BatchSupport.dynamic())
@@ -161,7 +176,7 @@ def rewrite_fixed_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 def _convert_quietly(model: onnx.ModelProto) -> fx.GraphModule | None:
     try:
-        with legal_module_names():
+        with legal_module_names(), converting(model):
             module = onnx2torch.convert(model, attach_onnx_mapping=True)
     except Exception:  # noqa: BLE001 - any failure means "cannot rewrite"
         return None

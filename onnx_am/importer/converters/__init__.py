@@ -14,6 +14,7 @@ import warnings
 from onnx_am.importer.converters import (  # noqa: F401  (imported for their registrations)
     activations,
     clip,
+    control_flow,
     newer_versions,
     onnxruntime_math,
     pad,
