@@ -15,6 +15,7 @@ from onnx_am.importer.converters import (  # noqa: F401  (imported for their reg
     activations,
     clip,
     control_flow,
+    dropout,
     newer_versions,
     onnxruntime_math,
     pad,
