@@ -152,3 +152,44 @@ def test_scatternd_gradient_float64(reduction):
 def test_scatternd_graph_gradient_float64(make_model):
     for reduction, indices in (("add", ROWS), ("none", CELLS)):
         _gradcheck(import_onnx(_scatter(make_model, reduction, indices, 16)), [2, 4, 3])
+
+
+# --- ScatterElements, OneHot (paddle2onnx decoder loops) ----------------------------------
+
+
+@pytest.mark.parametrize(("reduction", "opset"), SCATTER_CASES)
+def test_scatter_elements_matches_onnxruntime(make_model, reduction, opset):
+    """``ScatterElements(Relu(x), idx, 2x)`` along axis 1 of ``x [N, 5]`` (index -1 = 4)."""
+    attrs = {"axis": 1} if reduction == "none" else {"axis": 1, "reduction": reduction}
+    indices = np.array([[3, 0, -1, 1, 2]] if reduction == "none" else [[1, 1, -1, 0, 1]], I64)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["data"], name="relu"),
+        helper.make_node("Mul", ["x", "two"], ["upd"], name="upd"),
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Expand", ["idx", "shape"], ["index"], name="rows"),
+        helper.make_node("ScatterElements", ["data", "index", "upd"], ["y"], **attrs),
+    ]
+    inits = {"idx": indices, "two": np.array(2.0, F32)}
+    imported = import_onnx(make_model(nodes, [("x", ["N", 5])], ["y"], inits, opset))
+    assert imported.batch.mode == "dynamic"
+    result = check_parity(imported, samples=3)
+    assert result.passed, (reduction, result.summary())
+    if reduction in ("none", "add"):
+        _gradcheck(imported, [2, 5])
+
+
+def test_onehot_of_an_argmax_matches_onnxruntime(make_model):
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["best"], name="argmax", axis=1, keepdims=0),
+        helper.make_node("OneHot", ["best", "depth", "values"], ["hot"], name="onehot"),
+        helper.make_node("Mul", ["hot", "x"], ["y"], name="pick"),
+    ]
+    inits = {"depth": np.array(6, I64), "values": np.array([-0.5, 2.0], F32)}
+    imported = import_onnx(make_model(nodes, [("x", ["N", 6])], ["y"], inits, 11))
+    assert check_parity(imported, samples=3).passed
+    (y,) = imported.run(torch.tensor([[0.1, 0.9, 0.2, 0.0, -1.0, 0.3]]))
+    np.testing.assert_allclose(y.numpy(), [[-0.05, 1.8, -0.1, 0.0, 0.5, -0.15]], rtol=1e-6)
+    nodes[1] = helper.make_node("OneHot", ["best", "depth", "values"], ["hot"], axis=0)
+    nodes[2] = helper.make_node("Transpose", ["hot"], ["y"], name="back", perm=[1, 0])
+    imported = import_onnx(make_model(nodes, [("x", ["N", 6])], ["y"], inits, 11))
+    assert check_parity(imported, samples=3).passed

@@ -93,9 +93,10 @@ def decide_batching(
         sample_shape: the shape of one input sample.
         batch_dim: the optimized input's symbolic batch dim; an output declared with it at
             another axis than 0 (a recurrent state ``[2, batch, 128]``) holds its rows there.
-        deciding: ``If`` / ``Loop`` nodes that decide on values computed from the input
-            (:func:`~onnx_am.importer.control_flow.data_dependent_control`): one decision
-            per batch, so rows run one at a time and each row decides for itself.
+        deciding: nodes that take one value for the whole batch computed from the input
+            (``If`` / ``Loop`` decisions, ``Clip`` bounds: see
+            :mod:`onnx_am.importer.control_flow`), so rows run one at a time and each row
+            decides for itself.
 
     Returns:
         ``dynamic`` when the graph handles batches as it is; ``rewritten`` with the rewritten
@@ -111,8 +112,8 @@ def decide_batching(
         return BatchDecision(
             BatchSupport(
                 "rowwise",
-                f"control flow {names} decides on values computed from the input: rows run "
-                "one at a time, each taking its own branch",
+                f"{names} take(s) one value for the whole batch, computed from the input: "
+                "rows run one at a time, each with its own",
             )
         )
     axes = row_axes(prepared, batch_dim)

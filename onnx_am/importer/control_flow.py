@@ -1,4 +1,4 @@
-"""Which ``If`` / ``Loop`` nodes decide on values computed from the optimized input.
+"""Which nodes take one value for the whole batch that is computed from the optimized input.
 
 An ``If`` condition (and a ``Loop``'s trip count and condition) is one value for the whole
 batch. When it is computed from the optimized input, a batch would run every row down the
@@ -44,3 +44,18 @@ def data_dependent_control(model: onnx.ModelProto, input_name: str) -> list[str]
         if any(name in dependent for name in (reads if nested else deciding)):
             found.append(node.name or node.op_type)
     return found
+
+
+def batch_wide_bounds(model: onnx.ModelProto, input_name: str) -> list[str]:
+    """Names of the ``Clip`` nodes whose min / max is computed from ``input_name``.
+
+    onnxruntime takes one bound for the whole batch, so a bound computed from the input
+    (``Clip(x, ReduceMax(x) - 80)``) mixes the rows of a batch; the probe of two random rows
+    rarely shows it (the floor seldom binds), so such graphs run row by row.
+    """
+    dependent = value_dependent(model.graph, {input_name})
+    return [
+        node.name or node.op_type
+        for node in model.graph.node
+        if node.op_type == "Clip" and any(name in dependent for name in node.input[1:3])
+    ]

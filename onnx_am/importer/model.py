@@ -23,7 +23,7 @@ from torch import fx
 import onnx_am.importer.converters  # noqa: F401  (registers the extra converters)
 from onnx_am.errors import ImportFailedError, UnsupportedOpError, one_line
 from onnx_am.importer.batching import BatchSupport, decide_batching
-from onnx_am.importer.control_flow import data_dependent_control
+from onnx_am.importer.control_flow import batch_wide_bounds, data_dependent_control
 from onnx_am.importer.converters.control_flow import converting
 from onnx_am.importer.feeds import Feed, FeedInput, parse_value, resolve_feeds
 from onnx_am.importer.guard import describe, foreign_errors, raised_by_dependency
@@ -162,7 +162,8 @@ def import_onnx(
     ):
         batch_dim = spec.shape[0] if spec.shape and isinstance(spec.shape[0], str) else None
         deciding = data_dependent_control(prepared, spec.name)
-        decision = decide_batching(module, prepared, spec.sample_shape, batch_dim, deciding)
+        shared = [*deciding, *batch_wide_bounds(prepared, spec.name)]
+        decision = decide_batching(module, prepared, spec.sample_shape, batch_dim, shared)
     if deciding:
         notes.append(
             f"the function of every unit has a branch: {', '.join(map(repr, deciding))} "

@@ -17,6 +17,7 @@ from onnx_am.importer.converters import (  # noqa: F401  (imported for their reg
     control_flow,
     dropout,
     newer_versions,
+    onehot,
     onnxruntime_math,
     pad,
     pooling,

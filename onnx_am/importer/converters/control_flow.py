@@ -42,6 +42,10 @@ from onnx_am.importer.converters._registry import register
 #: Most steps one Loop may run (a model file can loop forever).
 MAX_LOOP_STEPS = 100_000
 
+#: Domain of the nodes that mark a body's outputs (each output gets its own node, so that an
+#: output that is a body input or an outer tensor is an output of the converted graph too).
+BODY_DOMAIN = "onnx_am.body"
+
 _OPSETS: contextvars.ContextVar[tuple[onnx.OperatorSetIdProto, ...] | None] = (
     contextvars.ContextVar("onnx_am_body_opsets", default=None)
 )
@@ -82,6 +86,22 @@ def bodies(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     return found
 
 
+class BodyOutput(nn.Module, OnnxToTorchModule):
+    """Marks a body output; returns its input as it is (onnx2torch's Identity copies it, and
+    a loop that carries its weights, as paddle2onnx's do, would copy them at every step)."""
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+
+@register("Output", (1,), domain=BODY_DOMAIN)
+def _output(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    return OperationConverterResult(
+        torch_module=BodyOutput(),
+        onnx_mapping=OnnxMapping(inputs=node.input_values, outputs=node.output_values),
+    )
+
+
 class _Body(nn.Module):
     """A converted body with the outer tensors it reads picked from the enclosing node's."""
 
@@ -113,7 +133,7 @@ def _convert_body(
     nodes = [
         *body.node,
         *[
-            helper.make_node("Identity", [value.name], [name], name=name)
+            helper.make_node("Output", [value.name], [name], name=name, domain=BODY_DOMAIN)
             for value, name in zip(body.output, outputs, strict=True)
         ],
     ]
@@ -125,7 +145,11 @@ def _convert_body(
         [onnx.ValueInfoProto(name=name) for name in outputs],
         initializers,
     )
-    model = helper.make_model(inner, opset_imports=list(opsets), ir_version=onnx.IR_VERSION)
+    model = helper.make_model(
+        inner,
+        opset_imports=[*opsets, helper.make_opsetid(BODY_DOMAIN, 1)],
+        ir_version=onnx.IR_VERSION,
+    )
     module = onnx2torch.convert(model, attach_onnx_mapping=True)
     for name in computed:
         if name not in outer_names:

@@ -1,4 +1,5 @@
-"""``ScatterND`` with every reduction onnxruntime runs: none, add, mul (opset 16), max, min (18).
+"""``ScatterND`` and ``ScatterElements`` with every reduction onnxruntime runs: none, add,
+mul (opset 16), max, min (opset 18).
 
 onnx2torch converts only ``reduction="none"`` and stops at opset 16. Here the first ``k``
 axes of ``data`` (``k = indices.shape[-1]``) are flattened to one, the indices become
@@ -72,3 +73,33 @@ def _(node: OnnxNode, graph: OnnxGraph, fallback: Converter) -> OperationConvert
 
 
 register("ScatterND", (18,))(_convert)
+
+
+class OnnxScatterElements(nn.Module, OnnxToTorchModule):
+    """ScatterElements along ``axis`` with one ONNX ``reduction`` (negative indices allowed)."""
+
+    def __init__(self, axis: int = 0, reduction: str = "none"):
+        super().__init__()
+        self.axis = axis
+        self.reduction = reduction
+
+    def forward(
+        self, data: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor
+    ) -> torch.Tensor:
+        index = indices.long()
+        index = torch.where(index < 0, index + data.shape[self.axis], index)
+        values = updates.to(data.dtype)
+        if self.reduction == "none":
+            return data.scatter(self.axis, index, values)
+        if self.reduction == "add":
+            return data.scatter_add(self.axis, index, values)
+        return data.scatter_reduce(self.axis, index, values, _REDUCE_MODES[self.reduction])
+
+
+@register("ScatterElements", (11, 13, 16, 18))
+def _scatter_elements(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    reduction = node.attributes.get("reduction", "none")
+    if reduction not in REDUCTIONS:
+        raise NotImplementedError(f"ScatterElements with reduction={reduction!r} is not supported")
+    module = OnnxScatterElements(int(node.attributes.get("axis", 0)), reduction)
+    return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
