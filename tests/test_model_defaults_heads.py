@@ -82,3 +82,12 @@ def test_softmax_over_another_axis_is_not_taken_for_classes(make_model):
     choice = default_targets_for(imported)
     assert all(t.kind != "class" for t in choice.targets)
     assert "is not a per-class vector" in choice.reason
+
+
+def test_class_target_round_trips_through_a_result():
+    from onnx_am.engine.results import UnitResult
+    from onnx_am.objectives import last_axis
+
+    target = last_axis("logits", 3)
+    result = UnitResult(target, "standard", "standard", None, 1.0)
+    assert UnitResult.from_dict(result.to_dict()).target == target
