@@ -198,6 +198,8 @@ def test_loop_with_a_constant_trip_count_carries_and_scans():
     np.testing.assert_allclose(hs.numpy(), want_hs, rtol=1e-5, atol=1e-6)
     assert check_parity(imported, samples=3).passed
     _gradcheck(imported, x.astype(np.float64))
+    rewrite = decouple_rectifiers(imported)  # the Relu of the body is left alone
+    assert not rewrite.rewritten and [u.op_type for u in rewrite.untouched] == ["Loop"]
 
 
 def test_loop_with_a_trip_count_from_the_shape():
