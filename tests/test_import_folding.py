@@ -9,7 +9,6 @@ import pytest
 from onnx import helper, numpy_helper
 
 from onnx_am import check_parity, import_onnx
-from onnx_am.errors import UnsupportedOpError
 from onnx_am.importer.prepare import fold_constants
 from onnx_am.passes import plan_rewrites
 
@@ -92,14 +91,17 @@ def test_if_on_a_fed_input_folds_to_the_branch_taken(rate: int, kept: str) -> No
     assert [r.node for r in rewritten] == (["by_rate_relu16"] if rate == 16000 else [])
 
 
-def test_if_on_the_optimized_input_stays_unsupported() -> None:
+def test_if_on_the_optimized_input_is_not_folded_and_runs_row_by_row() -> None:
     model = vad_like()
     graph = model.graph
     graph.node[0].input[:] = ["x_rate", "k16"]
     graph.node.insert(0, helper.make_node("ReduceMax", ["x"], ["x_max"], name="xmax", keepdims=0))
     graph.node.insert(1, helper.make_node("Cast", ["x_max"], ["x_rate"], name="cast", to=I64))
-    with pytest.raises(UnsupportedOpError, match=r"If x1"):
-        import_onnx(model, input_name="x", feeds={"sr": 16000})
+    imported = import_onnx(model, input_name="x", feeds={"sr": 16000})
+    assert any(node.op_type == "If" for node in imported.prepared.graph.node)
+    assert imported.batch.mode == "rowwise"
+    assert any("has a branch" in note for note in imported.prepass_notes)
+    assert check_parity(imported, samples=3).passed
 
 
 def test_shape_arithmetic_on_a_fed_state_becomes_constant() -> None:

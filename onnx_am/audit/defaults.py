@@ -7,6 +7,11 @@
   a segmenter's maps, a sequence) has no unit that means one thing; averaging it mixes
   unrelated quantities. The default targets are then the channels of the last rectifier
   (else of the last convolution), and the report says why.
+- Of several outputs, a classification head (a Softmax / LogSoftmax / Sigmoid output) is
+  preferred over regression outputs (a face detector's boxes before its scores); the report
+  says which output was chosen and why.
+- A sequence of per-step class scores ``[N, T, C]`` (an activation over its last axis) gives
+  one unit per class, averaged over the steps (``"probs:3@last"``), as ``[N, C]`` does.
 - With no rectifier to decouple, the decoupled methods would compute the standard gradient
   again: the default is standard only.
 
@@ -106,26 +111,35 @@ def default_targets_for(
     One probe forward finds the shapes of every candidate (the first output, its logits, the
     convolutions) and of the ``also`` tensors (``--layer``), which the result carries.
     """
-    output = imported.output_names[0]
+    output, preferred = _main_output(imported)
     logits = pre_activation(imported, output)
     candidates = [output, *([logits[0]] if logits else []), *_conv_outputs(imported), *also]
     shapes = probe_shapes(imported, candidates)
     shape = shapes[output]
 
-    def chosen(tensor: str, reason: str, labelled: bool) -> TargetDefault:
-        targets = parse_targets([tensor], imported, cap=cap, shapes=shapes)
+    def chosen(tensor: str, reason: str, labelled: bool, last: bool = False) -> TargetDefault:
+        text = f"{tensor}:0-{min(shapes[tensor][-1], cap) - 1}@last" if last else tensor
+        targets = parse_targets([text], imported, cap=cap, shapes=shapes)
         labels = unit_labels(imported, targets, shapes) if labelled else {}
+        reason = "; ".join(part for part in (preferred, reason) if part)
         return TargetDefault(targets, tensor, reason, labels, shapes)
 
-    if len(shape) <= 2:
+    sequence = len(shape) == 3 and logits is not None and _over_last_axis(imported, output)
+    if len(shape) <= 2 or sequence:
+        over_time = (
+            f"; output {output!r} of shape {list(shape)} holds class scores per step: each "
+            f"target is one class (last axis), averaged over the {shape[1]} step(s) of axis 1"
+            if sequence
+            else ""
+        )
         if logits is None:
             return chosen(output, "", True)
         tensor, op = logits
         reason = (
             f"targets are the pre-activation logits {tensor!r}: output {output!r} is the "
-            f"{ACTIVATIONS[op]} of it, and probabilities saturate"
+            f"{ACTIVATIONS[op]} of it, and probabilities saturate{over_time}"
         )
-        return chosen(tensor, reason, True)
+        return chosen(tensor, reason, True, last=sequence and len(shapes[tensor]) == 3)
     layer = last_feature_layer(imported, shapes)
     what = f"output {output!r} of shape {list(shape)} is not a per-class vector [N, classes]"
     if layer is None:
@@ -140,6 +154,37 @@ def default_targets_for(
         f"the last {kind}, {tensor!r}"
     )
     return chosen(tensor, reason, False)
+
+
+def _main_output(imported: ImportedModel) -> tuple[str, str]:
+    """The output to maximize and why it is not the first one (else empty): the first
+    classification head (an activation output, :func:`pre_activation`), else the first."""
+    first = imported.output_names[0]
+    if pre_activation(imported, first) is not None:
+        return first, ""
+    for name in imported.output_names[1:]:
+        found = pre_activation(imported, name)
+        if found is not None:
+            return name, (
+                f"output {name!r} chosen over the first output {first!r}: it is a "
+                f"{ACTIVATIONS[found[1]]} (a classification head), the outputs before it are not"
+            )
+    return first, ""
+
+
+def _over_last_axis(imported: ImportedModel, tensor: str) -> bool:
+    """Whether the activation behind ``tensor`` normalizes its last axis (Sigmoid: any)."""
+    producers = producer_nodes(imported.prepared)
+    node = producers.get(tensor)
+    while node is not None and node.op_type in PASS_THROUGH:
+        if node.op_type not in ("Identity", "Cast"):
+            return False  # the layout may have moved
+        node = producers.get(node.input[0]) if node.input else None
+    if node is None or node.op_type == "Sigmoid":
+        return node is not None
+    opset = imported.opsets.get("ai.onnx", 13)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+    return axis in (-1, 2)
 
 
 def _conv_outputs(imported: ImportedModel) -> list[str]:
@@ -222,7 +267,7 @@ def unit_labels(
     names = imported.metadata.class_names
     if not names:
         return {}
-    output = imported.output_names[0]
+    output = _main_output(imported)[0]
     logits = pre_activation(imported, output)
     tensors = {output, logits[0] if logits else output}
     if shapes is None or any(name not in shapes for name in tensors):
@@ -231,7 +276,8 @@ def unit_labels(
     for target in targets:
         shape = shapes.get(target.tensor)
         if target.tensor in tensors and shape is not None and len(shape) > 1:
-            if shape[1] == len(names) and target.unit in names:
+            count = shape[-1] if target.kind == "class" else shape[1]
+            if count == len(names) and target.unit in names:
                 labels[target.name] = names[target.unit]
     return labels
 

@@ -76,7 +76,7 @@ class UnitResult:
 
     @property
     def kind(self) -> str:
-        """``"unit"``, ``"channel"`` or ``"neuron"`` (see :class:`Target`)."""
+        """``"unit"``, ``"channel"``, ``"neuron"`` or ``"class"`` (see :class:`Target`)."""
         return self.target.kind
 
     def to_dict(self) -> dict:
@@ -95,7 +95,8 @@ class UnitResult:
         """
         name, tensor, unit = data["target"], data["tensor"], int(data["unit"])
         _, _, position = name.partition(f"{tensor}:{unit}")[2].partition("@")
-        spatial = tuple(int(p) for p in position.split(",")) if position else None
+        neuron = position and data["kind"] == "neuron"  # a class target ends in "@last"
+        spatial = tuple(int(p) for p in position.split(",")) if neuron else None
         target = Target(tensor, unit, data["kind"], spatial)
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "target"}
         return cls(target=target, **{k: v for k, v in fields.items() if k != "image"})

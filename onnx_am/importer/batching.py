@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import onnx
 import onnx2torch
 import torch
@@ -21,6 +23,7 @@ from onnx import numpy_helper
 from torch import fx
 
 from onnx_am.errors import ImportFailedError
+from onnx_am.importer.converters.control_flow import converting
 from onnx_am.importer.module_names import legal_module_names
 
 
@@ -39,7 +42,7 @@ class BatchSupport:
         if self.mode != "rowwise":
             return list(extractor(x))
         rows = [extractor(x[i : i + 1]) for i in range(x.shape[0])]
-        return [_join([row[k] for row in rows]) for k in range(len(rows[0]))]
+        return [join_rows([row[k] for row in rows]) for k in range(len(rows[0]))]
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,20 @@ class BatchDecision:
     note: str = ""
 
 
-def _join(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate per-row results along the batch dim (stack scalars)."""
-    return torch.stack(rows) if rows[0].dim() == 0 else torch.cat(rows)
+def join_rows(rows: list[Any]) -> Any:
+    """One batch from the results of running rows one at a time (torch or numpy arrays).
+
+    A row's result that holds one row (leading dim 1) is concatenated along axis 0; any
+    other (a scalar, or a result declared ``[batch]`` that returns ``[2]`` per row) is one
+    row as a whole, so the rows are stacked on a new axis 0. onnxruntime's rows are joined
+    by this same rule (:mod:`onnx_am.reference.runtime`), so unit ``k`` of row ``i`` is the
+    same element on both sides, whatever shape the model declared.
+    """
+    first = rows[0]
+    numpy = isinstance(first, np.ndarray)
+    if first.ndim >= 1 and all(row.shape[0] == 1 for row in rows):
+        return np.concatenate(rows) if numpy else torch.cat(rows)
+    return np.stack(rows) if numpy else torch.stack(rows)
 
 
 def decide_batching(
@@ -69,6 +83,7 @@ def decide_batching(
     prepared: onnx.ModelProto,
     sample_shape: Sequence[int],
     batch_dim: str | None = None,
+    deciding: Sequence[str] = (),
 ) -> BatchDecision:
     """How batches of inputs of ``sample_shape`` (one sample, no batch dim) run through a graph.
 
@@ -78,6 +93,10 @@ def decide_batching(
         sample_shape: the shape of one input sample.
         batch_dim: the optimized input's symbolic batch dim; an output declared with it at
             another axis than 0 (a recurrent state ``[2, batch, 128]``) holds its rows there.
+        deciding: nodes that take one value for the whole batch computed from the input
+            (``If`` / ``Loop`` decisions, ``Clip`` bounds: see
+            :mod:`onnx_am.importer.control_flow`), so rows run one at a time and each row
+            decides for itself.
 
     Returns:
         ``dynamic`` when the graph handles batches as it is; ``rewritten`` with the rewritten
@@ -87,6 +106,16 @@ def decide_batching(
     Raises:
         ImportFailedError: the graph cannot even run one sample.
     """
+    if deciding:
+        _check_runs(module, sample_shape)
+        names = ", ".join(repr(name) for name in deciding)
+        return BatchDecision(
+            BatchSupport(
+                "rowwise",
+                f"{names} take(s) one value for the whole batch, computed from the input: "
+                "rows run one at a time, each with its own",
+            )
+        )
     axes = row_axes(prepared, batch_dim)
     if _handles_batches(module, sample_shape, axes):
         return BatchDecision(BatchSupport.dynamic())
@@ -148,7 +177,7 @@ def rewrite_fixed_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 def _convert_quietly(model: onnx.ModelProto) -> fx.GraphModule | None:
     try:
-        with legal_module_names():
+        with legal_module_names(), converting(model):
             module = onnx2torch.convert(model, attach_onnx_mapping=True)
     except Exception:  # noqa: BLE001 - any failure means "cannot rewrite"
         return None
@@ -184,24 +213,27 @@ def row_axes(model: onnx.ModelProto, batch_dim: str | None) -> list[int]:
 def _handles_batches(
     module: fx.GraphModule, sample_shape: Sequence[int], axes: Sequence[int] = ()
 ) -> bool:
-    """Whether a batch of 2 gives two rows, the second equal to running it alone.
+    """Whether a batch of 2 gives two rows, each equal to running it alone.
 
-    Two forward passes (not three): a graph that hard-codes batch 1 or mixes rows fails
-    the shape check or the comparison of the second row. Output ``k`` holds its rows along
-    ``axes[k]`` (0 when not given).
+    A graph that hard-codes batch 1 or mixes rows fails the shape check or the comparison
+    of a row. Both rows are compared: a graph that mixes rows through a batch-wide value
+    (``Clip(x, ReduceMax(x) - 80)``, an ``If`` on a batch-wide score) gives the right
+    answer for the row that holds that value, and only the other row shows the mixing.
+    Output ``k`` holds its rows along ``axes[k]`` (0 when not given).
     """
     x = _probe(sample_shape, 2)
     try:
         together = _outputs(module, x)
-        alone = _outputs(module, x[1:2])
+        alone = [_outputs(module, x[i : i + 1]) for i in range(2)]
     except Exception:  # noqa: BLE001 - a failing batch run means "not batchable"
         return False
-    for k, (value, row) in enumerate(zip(together, alone, strict=True)):
-        axis = axes[k] if k < len(axes) else 0
-        if not _rows_along(value, row, axis):
-            return False
-        if not _close(value.narrow(axis, 1, 1), row):
-            return False
+    for i, rows in enumerate(alone):
+        for k, (value, row) in enumerate(zip(together, rows, strict=True)):
+            axis = axes[k] if k < len(axes) else 0
+            if not _rows_along(value, row, axis):
+                return False
+            if not _close(value.narrow(axis, i, 1), row):
+                return False
     return True
 
 

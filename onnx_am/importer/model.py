@@ -23,6 +23,8 @@ from torch import fx
 import onnx_am.importer.converters  # noqa: F401  (registers the extra converters)
 from onnx_am.errors import ImportFailedError, UnsupportedOpError, one_line
 from onnx_am.importer.batching import BatchSupport, decide_batching
+from onnx_am.importer.control_flow import batch_wide_bounds, data_dependent_control
+from onnx_am.importer.converters.control_flow import converting
 from onnx_am.importer.cut import Cut, apply_cut
 from onnx_am.importer.feeds import Feed, FeedInput, parse_value, resolve_feeds
 from onnx_am.importer.guard import describe, foreign_errors, raised_by_dependency
@@ -173,7 +175,15 @@ def import_onnx(
         time_limit(PROBE_SECONDS, "running the converted graph on probe inputs"),
     ):
         batch_dim = spec.shape[0] if spec.shape and isinstance(spec.shape[0], str) else None
-        decision = decide_batching(module, prepared, spec.sample_shape, batch_dim)
+        deciding = data_dependent_control(prepared, spec.name)
+        shared = [*deciding, *batch_wide_bounds(prepared, spec.name)]
+        decision = decide_batching(module, prepared, spec.sample_shape, batch_dim, shared)
+    if deciding:
+        notes.append(
+            f"the function of every unit has a branch: {', '.join(map(repr, deciding))} "
+            "decide(s) on values computed from the input; each row takes its own branch and "
+            "its gradient is that of the branch taken"
+        )
     if decision.module is not None:
         prepared, module, notes = decision.prepared, decision.module, [*notes, decision.note]
     with foreign_errors(ImportFailedError, "the converted graph cannot be mapped"):
@@ -203,7 +213,7 @@ def _convert(model: onnx.ModelProto) -> fx.GraphModule:
         with warnings.catch_warnings():
             # onnx2torch warns about approximations (Resize nearest modes); parity judges them
             warnings.simplefilter("ignore")
-            with legal_module_names():
+            with legal_module_names(), converting(model):
                 module = onnx2torch.convert(model, attach_onnx_mapping=True)
     except Exception as exc:
         if not _refused(exc):
@@ -267,7 +277,7 @@ def _find_unsupported(model: onnx.ModelProto, dry_run: bool) -> list[tuple[Unsup
         if not dry_run:
             continue
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), legal_module_names(), converting(model):
                 warnings.simplefilter("ignore")
                 converter(node, graph)
         except Exception as exc:

@@ -37,7 +37,7 @@ NONLINEAR_OP_TYPES = frozenset(
         "Softplus", "Softsign", "Erf", "Mish", "Swish", "Shrink", "MaxPool", "GlobalMaxPool",
         "LpPool", "MaxRoiPool", "Max", "Min", "Abs", "Sign", "Round", "Floor", "Ceil", "Exp",
         "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos", "ReduceMax", "ReduceMin", "TopK",
-        "LSTM", "GRU", "RNN", "DynamicQuantizeLSTM",
+        "LSTM", "GRU", "RNN", "DynamicQuantizeLSTM", "If", "Loop",
     }
 )  # fmt: skip
 
@@ -46,6 +46,11 @@ UNTOUCHED_REASONS = {
     **{
         op: "recurrent cell: its sigmoid/tanh gates keep their true gradient"
         for op in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
+    },
+    **{
+        op: "control flow: the rectifiers inside its bodies keep their true gradient (only "
+        "the top-level graph is rewritten)"
+        for op in ("If", "Loop")
     },
     **{
         op: f"smooth: decoupled only with the opt-in rule {rule!r}"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from onnx_am.domain import InputDomain
+from onnx_am.errors import TargetError, shown
 from onnx_am.objectives import Target
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
@@ -42,19 +43,38 @@ def onnxruntime_values(
     """The objective of ``targets[i]`` on raw image ``images[i]``, computed by onnxruntime."""
     names = list(dict.fromkeys(t.tensor for t in targets))
     runner = OnnxRuntimeRunner(
-        imported.original, imported.input.name, extra_outputs=names, feeds=imported.feeds
+        imported.original,
+        imported.input.name,
+        extra_outputs=names,
+        rowwise=imported.batch.mode != "dynamic",
+        feeds=imported.feeds,
     )
     fed = domain.to_model(images.detach().cpu(), imported.input).numpy()
-    if imported.batch.mode == "dynamic":
-        outputs = runner.run(fed, names)
-    else:
-        rows = [runner.run(fed[i : i + 1], names) for i in range(len(fed))]
-        outputs = {name: np.concatenate([row[name] for row in rows]) for name in names}
+    outputs = runner.run(fed, names)
     values = np.empty(len(targets))
     for i, target in enumerate(targets):
-        tensor = torch.from_numpy(np.ascontiguousarray(outputs[target.tensor][i : i + 1]))
+        tensor = torch.from_numpy(np.ascontiguousarray(_row(outputs, target.tensor, i, len(fed))))
         values[i] = float(target.value(tensor.double())[0])
     return values
+
+
+def _row(outputs: dict[str, np.ndarray], name: str, row: int, rows: int) -> np.ndarray:
+    """Row ``row`` of onnxruntime's tensor ``name``, read from the shape it returned.
+
+    The rows are joined as the torch side joins them (by the same rule), so row ``i`` of a
+    tensor is its slice ``i`` along axis 0; a tensor whose returned leading dim is not the
+    number of rows cannot be mapped to rows, and is refused rather than read at a guess.
+
+    Raises:
+        TargetError: the returned shape does not hold one slice per row.
+    """
+    tensor = outputs[name]
+    if tensor.ndim == 0 or tensor.shape[0] != rows:
+        raise TargetError(
+            f"cannot map units of {shown(name)} to onnxruntime's output: it returned shape "
+            f"{list(tensor.shape)} for {rows} input row(s), not one slice per row"
+        )
+    return tensor[row : row + 1]
 
 
 def crosscheck(

@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 
 from onnx_am.errors import ExternalDataError, ModelLoadError, TargetError, shown
+from onnx_am.importer.batching import join_rows
 from onnx_am.importer.guard import foreign_errors
 from onnx_am.importer.loading import all_tensors
 
@@ -62,21 +63,24 @@ class OnnxRuntimeRunner:
         """Run a batch; returns ``{tensor name: array}`` for ``names`` (default: all).
 
         Graphs declared with a fixed batch size, runners made with ``rowwise=True``, and
-        graphs that fail on a whole batch are run row by row and the rows stacked.
+        graphs that fail on a whole batch are run row by row and the rows joined as the
+        torch side joins them (:func:`~onnx_am.importer.batching.join_rows`; with
+        ``rowwise=True`` also a batch of one row, so that a scalar output is ``[1]`` on both
+        sides).
         """
         with foreign_errors(ModelLoadError, "onnxruntime cannot run the model"):
             return self._run(x, names or self.output_names)
 
     def _run(self, x: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
         fixed = self.fixed_batch is not None and x.shape[0] != self.fixed_batch
-        if not (fixed or self.rowwise) or x.shape[0] <= 1:
+        if not self.rowwise and (not fixed or x.shape[0] <= 1):
             try:
                 return self._run_once(x, wanted)
             except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError):
                 if x.shape[0] <= 1:
                     raise
         rows = [self._run_once(x[i : i + 1], wanted) for i in range(x.shape[0])]
-        return {name: _join([row[name] for row in rows]) for name in wanted}
+        return {name: join_rows([row[name] for row in rows]) for name in wanted}
 
     def _run_once(self, x: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
         fed = {name: feed.batch(x.shape[0]) for name, feed in self.feeds.items()}
@@ -93,10 +97,6 @@ def _refuse_external(model: onnx.ModelProto) -> None:
                 f"tensor {shown(tensor.name)} still refers to external data; load the model "
                 "with onnx_am.importer.loading.load_model first"
             )
-
-
-def _join(rows: list[np.ndarray]) -> np.ndarray:
-    return np.stack(rows) if rows[0].ndim == 0 else np.concatenate(rows)
 
 
 def expose_tensors(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

@@ -13,7 +13,11 @@ import warnings
 
 from onnx_am.importer.converters import (  # noqa: F401  (imported for their registrations)
     activations,
+    clip,
+    control_flow,
+    dropout,
     newer_versions,
+    onehot,
     onnxruntime_math,
     pad,
     pooling,
@@ -22,6 +26,7 @@ from onnx_am.importer.converters import (  # noqa: F401  (imported for their reg
     recurrent,
     reduce,
     resize,
+    scatter,
     split,
     transformer_ops,
 )
