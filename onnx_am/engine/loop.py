@@ -191,7 +191,7 @@ def _by_method(rows: Sequence[Row], positions: range) -> list[int]:
     """The positions of one batch's rows, grouped by gradient method (stable).
 
     Each method's rows are then contiguous, so a rectifier computes each group with one
-    fused kernel (:mod:`onnx_am.passes.runs`); rows are independent, so results are the same.
+    fused kernel (:mod:`onnx_am.passes.spans`); rows are independent, so results are the same.
     """
     return sorted(positions, key=lambda p: rows[p].method)
 
