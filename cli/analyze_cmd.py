@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import onnx_am_cli
 from onnx_am_cli.inspect_cmd import FEED_HELP, parse_feeds
-from onnx_am_cli.params import FLOATS, SHAPE
+from onnx_am_cli.params import FLOATS, PROBE_HELP, PROBE_LIMIT, SHAPE
 from onnx_am_cli.progress import LINE_INTERVAL, ProgressBar, ProgressLines
 from onnx_am_cli.signals import GracefulStop
 
@@ -187,6 +187,14 @@ def _duration(ctx, param, value: str) -> float | None:
     help="Wall time the whole run may take: 90s, 10m, 2h, 1h30m, or none. To fit, the plan "
     "cuts units (down to 8, always keeping every method), then restarts, then steps (down to "
     "64), then units and steps further; what was cut is printed and kept in the report.",
+)
+@click.option(
+    "--probe-timeout",
+    "probe_limit",
+    type=PROBE_LIMIT,
+    default="auto",
+    metavar="auto|DURATION|none",
+    help=PROBE_HELP + " They also end with the time budget.",
 )
 @click.option(
     "--dry-run",

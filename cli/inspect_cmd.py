@@ -10,7 +10,7 @@ import json
 
 import click
 from onnx_am_cli import JSON_EMITTED_KEY
-from onnx_am_cli.params import SHAPE
+from onnx_am_cli.params import PROBE_HELP, PROBE_LIMIT, SHAPE
 
 from onnx_am.audit.inspection import InspectReport, inspect_model, inspect_unimportable
 from onnx_am.errors import ImportFailedError, InputSpecError, ParityError, UnsupportedOpError
@@ -51,6 +51,14 @@ FEED_HELP = (
     "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=VALUE", help=FEED_HELP
 )
 @click.option("--no-parity", is_flag=True, help="Skip the onnxruntime comparison.")
+@click.option(
+    "--probe-timeout",
+    "probe_limit",
+    type=PROBE_LIMIT,
+    default="auto",
+    metavar="auto|DURATION|none",
+    help=PROBE_HELP,
+)
 @click.option("--verbose", "-v", is_flag=True, help="Tracebacks on errors.")
 def inspect_command(
     model: str,
@@ -59,13 +67,18 @@ def inspect_command(
     input_shape: tuple[int, ...] | None,
     feeds: dict[str, FeedValue],
     no_parity: bool,
+    probe_limit,
     verbose: bool,
 ) -> None:
     """Summarize MODEL: inputs, outputs, rectifiers, batch support, parity with onnxruntime."""
     original = load_model(model)
     try:
         imported = import_onnx(
-            original, input_name=input_name, input_shape=input_shape, feeds=feeds
+            original,
+            input_name=input_name,
+            input_shape=input_shape,
+            feeds=feeds,
+            probe_limit=probe_limit,
         )
     except (UnsupportedOpError, ImportFailedError) as exc:
         _emit(inspect_unimportable(original, exc), as_json, verbose)

@@ -189,7 +189,7 @@ def prepare_audit(
     budget_start = time.monotonic() if clock_start is None else clock_start
     timings: dict[str, float] = {}
     notify(AnalyzeProgress("import"))
-    imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
+    imported = _import(model_path, options, budget_start)
     defaults = choose_defaults(options, imported)
     asked = plan_analysis(options, imported, defaults)  # every option parsed here, once
     timings["import"] = time.perf_counter() - started
@@ -298,13 +298,23 @@ def estimate_analysis(
     notify = progress or (lambda event: None)
     started = time.monotonic() if clock_start is None else clock_start
     notify(AnalyzeProgress("import"))
-    imported = import_onnx(model_path, options.input_name, options.input_shape, options.feeds)
+    imported = _import(model_path, options, started)
     asked = plan_analysis(options, imported)
     rewrite = _rewrite(imported, asked)
     notify(AnalyzeProgress("timing"))
     budget_plan, _ = _fit(imported, asked, options, rewrite, started, None)
     notify(AnalyzeProgress("plan", plan=budget_plan))
     return budget_plan
+
+
+def _import(model_path: str | Path, options: AnalyzeOptions, started: float) -> ImportedModel:
+    """The model, its probes (and later its parity check) ending with the time budget that
+    started at ``started`` (``time.monotonic()``), if any."""
+    budget = options.time_budget
+    limit = options.probe_limit.until(None if budget is None else started + budget, budget)
+    return import_onnx(
+        model_path, options.input_name, options.input_shape, options.feeds, probe_limit=limit
+    )
 
 
 def _fit(

@@ -23,6 +23,7 @@ from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES
 from onnx_am.errors import SettingsError
 from onnx_am.importer.feeds import FeedInput
+from onnx_am.importer.limits import ProbeLimit
 from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import DEFAULT_BETA, GradientMethod, MethodPlan, expand_methods
 from onnx_am.objectives import Target, parse_targets, resolve_targets
@@ -112,6 +113,8 @@ class AnalyzeOptions:
         time_budget: seconds the whole run may take (None: no budget); the work is cut to
             fit in the order of :mod:`onnx_am.audit.budget`, and the report says what was cut.
         checkpoint_interval: seconds between checkpoints of a running chunk.
+        probe_limit: how long the import probes and the parity check may each run (they
+            also end with the time budget; see :class:`~onnx_am.importer.limits.ProbeLimit`).
     """
 
     targets: tuple[str | Target, ...] = ()
@@ -143,6 +146,7 @@ class AnalyzeOptions:
     resume: bool = False
     time_budget: float | None = DEFAULT_TIME_BUDGET
     checkpoint_interval: float = CHECKPOINT_INTERVAL
+    probe_limit: ProbeLimit = field(default_factory=ProbeLimit)
 
 
 def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> AnalysisDefaults:
