@@ -83,8 +83,8 @@ def check_fits(cost: ForwardCost) -> None:
         raise ResourceLimitError(
             f"the model needs about {_gib(needed)} to import (weights {_gib(cost.weight_bytes)}"
             f" + activations at batch {PROBE_ROWS} {_gib(activations)}), more than the "
-            f"{_gib(usable)} of usable memory: run it where more memory is free (or under a "
-            "higher address-space limit, ulimit -v)"
+            f"{_gib(usable)} of usable memory: a machine with more memory, a higher "
+            "address-space limit (ulimit -v) or a smaller --input-shape would fit it"
         )
 
 
@@ -127,13 +127,11 @@ class ProbeLimit:
             found.append((self.seconds, f"the --probe-timeout of {self.seconds:g} s"))
         elif not self.off:
             seconds = self.derived(cost)
-            found.append(
-                (
-                    seconds,
-                    f"{seconds:.0f} s, the limit for its estimated {cost.flops:.2g} operations "
-                    "per sample; --probe-timeout raises it (none: no limit)",
-                )
+            why = (
+                f"{seconds:.0f} s (the limit for its estimated {cost.flops:.2g} operations per "
+                "sample; --probe-timeout raises it, none removes it)"
             )
+            found.append((seconds, why))
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             found.append((left, f"the --time-budget of {self.budget or 0:g} s (raise it)"))
