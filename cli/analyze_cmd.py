@@ -5,7 +5,9 @@ stops cleanly on SIGINT, SIGTERM and SIGHUP (:mod:`.signals`) and prints a summa
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -51,6 +53,10 @@ from onnx_am.methods import expand_methods
 
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT; SIGTERM 143, SIGHUP 129).
 EXIT_INTERRUPTED = 130
+#: Test-only, not for users: ``UNITS:STEP`` holds ``analyze`` at the first optimize event
+#: with at least UNITS units done and chunk step STEP or later, until a stop signal comes
+#: (or a kill), so that tests stop or kill a run at a known step instead of racing the clock.
+TEST_HOLD_ENV = "ONNX_AM_TEST_HOLD_AT"
 
 
 @click.command("analyze")
@@ -516,6 +522,7 @@ def _progress(bar, lines, verbose: bool, quiet: bool, stop: GracefulStop | None)
     """The callback: stop between steps after a signal, print the defaults' notes and the
     plan, feed the progress."""
     last_phase = [None]
+    hold = _test_hold()
 
     def progress(event: AnalyzeProgress) -> None:
         if stop is not None:
@@ -535,8 +542,30 @@ def _progress(bar, lines, verbose: bool, quiet: bool, stop: GracefulStop | None)
             bar.update(event)
         if lines is not None:
             lines.update(event)
+        if hold and stop is not None and event.phase == "optimize":
+            units, step = hold[0]
+            if event.units_done >= units and event.steps_done >= step:
+                hold.clear()
+                _hold_until_signal(stop)
 
     return progress
+
+
+def _test_hold() -> list[tuple[int, int]]:
+    """``[(units, step)]`` from :data:`TEST_HOLD_ENV`, or ``[]`` (not set)."""
+    text = os.environ.get(TEST_HOLD_ENV)
+    if not text:
+        return []
+    units, step = text.split(":")
+    return [(int(units), int(step))]
+
+
+def _hold_until_signal(stop: GracefulStop) -> None:
+    """Test-only (:data:`TEST_HOLD_ENV`): wait here, after the step, for a stop signal."""
+    click.echo(f"onnx-am: test hold ({TEST_HOLD_ENV})", err=True)
+    while stop.signum is None:
+        time.sleep(0.01)
+    stop.check()
 
 
 def _print_plan(plan, bar, quiet: bool) -> None:

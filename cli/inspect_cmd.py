@@ -17,6 +17,7 @@ from onnx_am.audit.options import ImportSettings
 from onnx_am.audit.pipeline import import_model
 from onnx_am.errors import ImportFailedError, ParityError, UnsupportedOpError
 from onnx_am.importer.feeds import FeedValue
+from onnx_am.importer.limits import ProbeLimit
 from onnx_am.importer.loading import load_model
 
 
@@ -34,13 +35,14 @@ def inspect_command(
     feeds: dict[str, FeedValue],
     at: str | None,
     seq_len: int | None,
+    probe_limit: ProbeLimit,
     no_parity: bool,
     verbose: bool,
 ) -> None:
     """Summarize MODEL: inputs, outputs, rectifiers, batch support, parity with onnxruntime."""
     original = load_model(model)
     try:
-        settings = ImportSettings.given(input_name, input_shape, feeds, at, seq_len)
+        settings = ImportSettings.given(input_name, input_shape, feeds, at, seq_len, probe_limit)
         imported = import_model(original, settings)
     except (UnsupportedOpError, ImportFailedError) as exc:
         _emit(inspect_unimportable(original, exc), as_json, verbose)

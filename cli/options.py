@@ -1,10 +1,11 @@
 """Options shared by the commands, each declared once, and values parsed by the library.
 
 :func:`import_options` is what to import (``--input``, ``--input-shape``, ``--feed``, ``--at``,
-``--seq-len``), the same for ``analyze`` and ``inspect``. :func:`library_value` turns a library
-parser into an option callback: a bad value raises the library's own error (``SettingsError`` for a
-duration, ``InputSpecError`` for a feed), which the group prints as one line and exit code 2,
-as it does every bad value (click's own included, see :mod:`onnx_am_cli.main`).
+``--seq-len``, ``--probe-timeout``), the same for ``analyze`` and ``inspect``.
+:func:`library_value` turns a library parser into an option callback: a bad value raises the
+library's own error (``SettingsError`` for a duration, ``InputSpecError`` for a feed), which
+the group prints as one line and exit code 2, as it does every bad value (click's own
+included, see :mod:`onnx_am_cli.main`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import click
-from onnx_am_cli.params import SHAPE
+from onnx_am_cli.params import PROBE_HELP, PROBE_LIMIT, SHAPE
 
 from onnx_am.errors import InputSpecError
 from onnx_am.importer.feeds import FeedValue, parse_feed
@@ -85,6 +86,14 @@ def import_options(command: Callable) -> Callable:
             default=None,
             metavar="L",
             help="Sequence length when starting at a tensor. Default: the model's, else 16.",
+        ),
+        click.option(
+            "--probe-timeout",
+            "probe_limit",
+            type=PROBE_LIMIT,
+            default="auto",
+            metavar="auto|DURATION|none",
+            help=PROBE_HELP + " With analyze they also end with the time budget.",
         ),
     ]
     for decorator in reversed(decorators):

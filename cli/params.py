@@ -4,6 +4,7 @@
 (``1,3,32,32``, ``1x3x32x32`` or ``1 3 32 32``; positive ints), used by every command's
 ``--input-shape``. ``FLOATS``: a comma-separated list of finite numbers (``0.1,0.3``).
 ``REQUIREMENT``: a ``--require`` expression (``white <= 0.2``, :mod:`onnx_am.audit.gate`).
+``PROBE_LIMIT``: ``auto``, a duration (``90s``, ``10m``) or ``none``, for ``--probe-timeout``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import math
 
 import click
 
+from onnx_am.audit.budget import parse_duration
 from onnx_am.audit.gate import Requirement, parse_requirement
 from onnx_am.errors import OnnxAmError
 from onnx_am.importer.input_spec import parse_shape
+from onnx_am.importer.limits import ProbeLimit
 
 
 class ShapeType(click.ParamType):
@@ -63,6 +66,31 @@ class RequirementType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class ProbeLimitType(click.ParamType):
+    """``auto`` | a duration | ``none`` -> :class:`~onnx_am.importer.limits.ProbeLimit`."""
+
+    name = "probe-limit"
+
+    def convert(self, value, param, ctx) -> ProbeLimit:
+        if isinstance(value, ProbeLimit):
+            return value
+        if str(value).strip().lower() == "auto":
+            return ProbeLimit()
+        try:
+            seconds = parse_duration(str(value))
+        except OnnxAmError:
+            self.fail(f"{value!r} is not auto, a duration like 90s or 10m, or none", param, ctx)
+        return ProbeLimit(off=True) if seconds is None else ProbeLimit(seconds=seconds)
+
+
 SHAPE = ShapeType()
 FLOATS = FloatsType()
 REQUIREMENT = RequirementType()
+
+
+PROBE_LIMIT = ProbeLimitType()
+#: The ``--probe-timeout`` help of every command.
+PROBE_HELP = (
+    "How long each import probe and the parity check may run: auto (from the model's "
+    "estimated work, at least 20 s), a duration (90s, 10m) or none."
+)

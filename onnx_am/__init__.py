@@ -32,6 +32,7 @@ from onnx_am.errors import (
     TargetError,
     UnsupportedOpError,
 )
+from onnx_am.importer.limits import ProbeLimit
 from onnx_am.importer.model import ImportedModel, import_onnx
 from onnx_am.methods import GradientMethod, MethodPlan, expand_methods, parse_method
 from onnx_am.objectives import Target, channel, default_targets, neuron, parse_targets, unit
@@ -74,6 +75,7 @@ __all__ = [
     "OnnxAmError",
     "ParityError",
     "ParityResult",
+    "ProbeLimit",
     "PassError",
     "ReportError",
     "ResourceLimitError",

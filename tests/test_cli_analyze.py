@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
+from onnx_am_cli.analyze_cmd import TEST_HOLD_ENV
 from onnx_am_cli.main import cli
 from torch_models import export_random
 
@@ -141,12 +141,13 @@ def test_ctrl_c_before_the_plan_exits_130_and_says_nothing_was_kept(cnn, tmp_pat
     assert "--resume" not in result.stderr
 
 
-def run_cli(*args: str, **kwargs) -> subprocess.Popen:
+def run_cli(*args: str, hold: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(TEST_HOLD_ENV, None)
+    if hold is not None:  # held at a known step until a signal comes (test-only hook)
+        env[TEST_HOLD_ENV] = hold
     command = [sys.executable, "-m", "onnx_am_cli.main", "analyze", *args]
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
-    )
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def without_timings(doc: dict) -> dict:
@@ -157,19 +158,14 @@ def without_timings(doc: dict) -> dict:
 def test_resume_after_sigkill_matches_an_uninterrupted_run(wide, tmp_path):
     settings = ["--steps", "200", "--restarts", "2"]
     reference = run_cli(wide, *settings, "--out", str(tmp_path / "whole"), "--json")
-    killed = run_cli(wide, *settings, "--out", str(tmp_path / "cut"), "--quiet")
-    report = tmp_path / "cut" / "report.json"
-    deadline = time.monotonic() + 120
-    partial = None
-    while killed.poll() is None and time.monotonic() < deadline:
-        if report.is_file():
-            partial = json.loads(report.read_text())
-            if partial["results"]:
-                break
-        time.sleep(0.005)
+    killed = run_cli(wide, *settings, "--out", str(tmp_path / "cut"), "--quiet", hold="1:1")
+    for line in killed.stderr:  # held in the second chunk, after the first one's results
+        if b"test hold" in line:
+            break
+    partial = json.loads((tmp_path / "cut" / "report.json").read_text())
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert partial is not None and partial["status"] == "running"
+    assert partial["status"] == "running"
     assert 0 < len(partial["results"]) < 72
     resumed = run_cli(wide, *settings, "--out", str(tmp_path / "cut"), "--resume", "--json")
     resumed_out, resumed_err = resumed.communicate(timeout=300)

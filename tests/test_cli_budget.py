@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
+from onnx_am_cli.analyze_cmd import TEST_HOLD_ENV
 from onnx_am_cli.main import cli
 from onnx_am_cli.progress import ProgressLines
 from onnx_am_cli.signals import GracefulStop
@@ -140,27 +140,33 @@ def test_sighup_and_sigterm_wait_for_the_step_and_sigint_twice_does_not():
     assert stop.exit_code == 143
 
 
-# Real processes: one chunk of 8 units x 2 methods x 2 restarts, long enough to be stopped in.
-STEPS = 800
+# Real processes: one chunk of 8 units x 2 methods x 2 restarts. Each run is held at a known
+# step by the CLI's test-only hook (ONNX_AM_TEST_HOLD_AT) until the test has acted, so nothing
+# depends on how fast the machine is; a checkpoint is written after every step.
+STEPS = 200
 LONG = ["--steps", str(STEPS), "--restarts", "2", "--max-units", "8"]
-LONG += ["--method", "standard", "--method", "decoupled(0.3)", "--checkpoint-interval", "0.2"]
+LONG += ["--method", "standard", "--method", "decoupled(0.3)", "--checkpoint-interval", "0"]
 
 
-def run_cli(*args: str) -> subprocess.Popen:
+def run_cli(*args: str, hold: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(TEST_HOLD_ENV, None)
+    if hold is not None:
+        env[TEST_HOLD_ENV] = hold
     command = [sys.executable, "-m", "onnx_am_cli.main", "analyze", *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
-def wait_for_checkpoint(process: subprocess.Popen, out, after: int) -> dict:
-    """The checkpoint once it holds a step of the running chunk past ``after``."""
-    deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline:
-        saved = read_checkpoint(out / "checkpoint.pt")
-        if saved is not None and (saved["step"] or 0) > after:
-            return saved
-        time.sleep(0.02)
-    raise AssertionError(f"no checkpoint: {process.communicate()[1].decode()}")
+def read_until(process: subprocess.Popen, *words: str) -> list[str]:
+    """stderr lines up to the first that holds every one of ``words`` (blocking reads)."""
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if all(word in line for word in words):
+            return seen
+    raise AssertionError(f"ended before {words}: {''.join(seen)}")
 
 
 def measured_free(doc: dict) -> dict:
@@ -170,28 +176,30 @@ def measured_free(doc: dict) -> dict:
 def test_killed_then_stopped_mid_chunk_then_resumed_equals_an_uninterrupted_run(wide, tmp_path):
     whole = run_cli(wide, *LONG, "--out", str(tmp_path / "whole"), "--json")
     out = tmp_path / "r"
-    killed = run_cli(wide, *LONG, "--out", str(out), "--progress-interval", "0.05")
-    saved = wait_for_checkpoint(killed, out, after=0)
+    killed = run_cli(wide, *LONG, "--out", str(out), "--progress-interval", "0.05", hold="0:60")
+    read_until(killed, "test hold")
+    read_until(killed, "onnx-am: optimize, units 0/8, chunk step 60/200")  # lines off a tty
+    saved = read_checkpoint(out / "checkpoint.pt")
     killed.send_signal(signal.SIGKILL)
-    _, stderr = killed.communicate(timeout=120)
-    assert saved["chunk"] == 0 and 0 < saved["step"] < STEPS
+    killed.communicate(timeout=120)
+    assert saved["chunk"] == 0 and saved["step"] == 60
     partial = json.loads((out / "report.json").read_text())
     assert partial["status"] == "running" and partial["results"] == []  # the plan is there
-    assert "onnx-am: optimize, units 0/8, chunk step" in stderr.decode()  # lines off a tty
 
-    stopped = run_cli(wide, *LONG, "--out", str(out), "--resume")
-    again = wait_for_checkpoint(stopped, out, after=saved["step"])  # went on from the kill
+    stopped = run_cli(wide, *LONG, "--out", str(out), "--resume", hold="0:120")
+    read_until(stopped, "test hold")
+    again = read_checkpoint(out / "checkpoint.pt")  # went on from the kill
     stopped.send_signal(signal.SIGTERM)
     _, stderr = stopped.communicate(timeout=120)
     kept = read_checkpoint(out / "checkpoint.pt")  # written at the stop, after the step
-    assert stopped.returncode == 143 and kept["step"] >= again["step"]
-    assert f"holds the running chunk at step {kept['step']} of {STEPS}" in stderr.decode()
-    assert "continue with --resume" in stderr.decode()
+    assert again["step"] == 120 and stopped.returncode == 143 and kept["step"] == 120
+    assert f"holds the running chunk at step 120 of {STEPS}" in stderr
+    assert "continue with --resume" in stderr
 
     resumed = run_cli(wide, *LONG, "--out", str(out), "--resume", "--json")
     stdout, stderr = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, stderr.decode()
+    assert resumed.returncode == 0, stderr
     reference, reference_err = whole.communicate(timeout=600)
-    assert whole.returncode == 0, reference_err.decode()
+    assert whole.returncode == 0, reference_err
     assert measured_free(json.loads(stdout)) == measured_free(json.loads(reference))
     assert not (out / "checkpoint.pt").exists()

@@ -24,6 +24,7 @@ from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES
 from onnx_am.errors import SettingsError
 from onnx_am.importer.cut import AUTO, cut_domain
 from onnx_am.importer.feeds import FeedInput
+from onnx_am.importer.limits import ProbeLimit
 from onnx_am.importer.model import ImportedModel
 from onnx_am.methods import DEFAULT_BETA, GradientMethod, MethodPlan, expand_methods
 from onnx_am.objectives import Target, parse_targets, resolve_targets
@@ -121,6 +122,8 @@ class AnalyzeOptions:
         vocab: a ``tokenizer.json``, ``vocab.txt`` or JSON token->id map to show ids as text.
         token_methods: token searches (:data:`onnx_am.tokens.search.SEARCHES`); empty: the
             default (:data:`onnx_am.tokens.run.DEFAULT_TOKEN_METHODS`).
+        probe_limit: how long the import probes and the parity check may each run (they
+            also end with the time budget; see :class:`~onnx_am.importer.limits.ProbeLimit`).
     """
 
     targets: tuple[str | Target, ...] = ()
@@ -158,6 +161,7 @@ class AnalyzeOptions:
     fix: tuple[str, ...] = ()
     vocab: str | None = None
     token_methods: tuple[str, ...] = ()
+    probe_limit: ProbeLimit = field(default_factory=ProbeLimit)
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,8 @@ class ImportSettings:
         at: the ONNX tensor the search sets (the graph before it is cut away), ``"auto"``
             (a model without float inputs starts at its embedding lookup), or ``None``.
         seq_len: the sequence length of a cut at a token lookup.
+        probe_limit: how long the import probes and the parity check may each run (they
+            also end with the command's deadline, see :func:`~onnx_am.audit.pipeline.import_model`).
     """
 
     input_name: str | None = None
@@ -180,6 +186,7 @@ class ImportSettings:
     feeds: Mapping[str, FeedInput] | None = None
     at: str | None = None
     seq_len: int | None = None
+    probe_limit: ProbeLimit = field(default_factory=ProbeLimit)
 
     @classmethod
     def given(
@@ -189,17 +196,23 @@ class ImportSettings:
         feeds: Mapping[str, FeedInput] | None = None,
         at: str | None = None,
         seq_len: int | None = None,
+        probe_limit: ProbeLimit | None = None,
     ) -> ImportSettings:
         """The settings as the user gave them: a model without float inputs starts at its
         embedding lookup or one-hot (``at="auto"``) unless ``at`` or ``input_name`` is given."""
         at = at or (AUTO if input_name is None else None)
-        return cls(input_name, input_shape, feeds, at, seq_len)
+        return cls(input_name, input_shape, feeds, at, seq_len, probe_limit or ProbeLimit())
 
     @classmethod
     def of(cls, options: AnalyzeOptions) -> ImportSettings:
         """The import ``options`` ask for (see :meth:`given`)."""
         return cls.given(
-            options.input_name, options.input_shape, options.feeds, options.at, options.seq_len
+            options.input_name,
+            options.input_shape,
+            options.feeds,
+            options.at,
+            options.seq_len,
+            options.probe_limit,
         )
 
 

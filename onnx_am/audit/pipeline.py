@@ -11,6 +11,7 @@ it, see :class:`BudgetShare`) and the Ray workers (:func:`import_model` and
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,9 +35,16 @@ if TYPE_CHECKING:
 
 
 def import_model(
-    source: str | Path | bytes | onnx.ModelProto, settings: ImportSettings
+    source: str | Path | bytes | onnx.ModelProto,
+    settings: ImportSettings,
+    deadline: Deadline | None = None,
 ) -> ImportedModel:
-    """The model as every part of an audit imports it (driver and workers alike)."""
+    """The model as every part of an audit imports it (driver and workers alike); its probes
+    and parity check also end with ``deadline`` when it has a budget."""
+    limit = settings.probe_limit
+    left = None if deadline is None else deadline.left()
+    if left is not None:
+        limit = limit.until(time.monotonic() + left, deadline.budget)
     return import_onnx(
         source,
         settings.input_name,
@@ -44,6 +52,7 @@ def import_model(
         settings.feeds,
         at=settings.at,
         seq_len=settings.seq_len,
+        probe_limit=limit,
     )
 
 
@@ -134,7 +143,7 @@ class AuditPipeline:
                 smallest=spent,
             )
         self.notify(AnalyzeProgress("import"))
-        imported = import_model(source, self.imports)
+        imported = import_model(source, self.imports, self.deadline)
         defaults = choose_defaults(self.options, imported)
         return LoadedModel(imported, defaults, plan_analysis(self.options, imported, defaults))
 

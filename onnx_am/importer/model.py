@@ -25,11 +25,12 @@ from onnx_am.errors import ImportFailedError, UnsupportedOpError, one_line
 from onnx_am.importer.batching import BatchSupport, decide_batching
 from onnx_am.importer.control_flow import batch_wide_bounds, data_dependent_control
 from onnx_am.importer.converters.control_flow import converting
+from onnx_am.importer.cost import ForwardCost, estimate_cost
 from onnx_am.importer.cut import Cut, apply_cut
 from onnx_am.importer.feeds import Feed, FeedInput, parse_value, resolve_feeds
 from onnx_am.importer.guard import describe, foreign_errors, raised_by_dependency
 from onnx_am.importer.input_spec import InputSpec, TensorSpec, choose_input, describe_outputs
-from onnx_am.importer.limits import PROBE_SECONDS, check_shapes, time_limit
+from onnx_am.importer.limits import ProbeLimit, check_fits, check_shapes, time_limit
 from onnx_am.importer.loading import ModelSource, load_model
 from onnx_am.importer.metadata import ProducerMetadata, read_metadata
 from onnx_am.importer.module_names import legal_module_names
@@ -58,6 +59,8 @@ class ImportedModel:
         metadata: what the producer recorded (image size, class names, normalization).
         cut: where the graph was cut when the search starts at a tensor (``at``); then
             ``original`` is the cut model and ``cut.source`` the model as loaded.
+        cost: the estimated cost of one forward pass (it sets the probes' time limit).
+        probe_limit: how long the import probes could run; the parity check runs under it.
     """
 
     original: onnx.ModelProto
@@ -73,6 +76,8 @@ class ImportedModel:
     feeds: dict[str, Feed] = field(default_factory=dict)
     metadata: ProducerMetadata = field(default_factory=ProducerMetadata)
     cut: Cut | None = None
+    cost: ForwardCost = field(default_factory=ForwardCost)
+    probe_limit: ProbeLimit = field(default_factory=ProbeLimit)
 
     @property
     def inputs(self) -> list[dict]:
@@ -118,6 +123,7 @@ def import_onnx(
     feeds: Mapping[str, FeedInput] | None = None,
     at: str | None = None,
     seq_len: int | None = None,
+    probe_limit: ProbeLimit | None = None,
 ) -> ImportedModel:
     """Import an ONNX model for activation maximization.
 
@@ -133,6 +139,8 @@ def import_onnx(
             cut there, :mod:`onnx_am.importer.cut`); ``"auto"``: the embedding lookup or
             one-hot of a model without float inputs, else no cut.
         seq_len: the sequence length of a cut model's symbolic dims.
+        probe_limit: how long the probes that run the converted graph may take (default:
+            derived from the model's estimated work, see :class:`ProbeLimit`).
 
     Returns:
         The :class:`ImportedModel`.
@@ -143,7 +151,8 @@ def import_onnx(
         InputSpecError: no usable float input, ambiguous input, a shape too large, or an
             input that needs a value that was not given or does not fit.
         ImportFailedError: the converter failed for another reason.
-        ResourceLimitError: a tensor would be too large, or the probes ran too long.
+        ResourceLimitError: a tensor or the model would not fit in memory, or the probes ran
+            longer than ``probe_limit`` allows.
     """
     original = load_model(source)
     metadata = read_metadata(original)
@@ -161,7 +170,11 @@ def import_onnx(
             {name: feed.value for name, feed in fed.items()},
             {name: feed.batch_axis for name, feed in fed.items() if feed.batch_axis is not None},
         )
-        check_shapes(infer_shapes(prepared, spec))
+        shapes = infer_shapes(prepared, spec)
+        check_shapes(shapes)
+        cost = estimate_cost(prepared, shapes)
+    check_fits(cost)
+    probe_limit = probe_limit or ProbeLimit()
     if input_shape is None and metadata.image_size and spec.shape[1:] != spec.sample_shape:
         notes.insert(
             0,
@@ -172,7 +185,7 @@ def import_onnx(
     module = _convert(prepared)
     with (
         foreign_errors(ImportFailedError, "the converted graph fails"),
-        time_limit(PROBE_SECONDS, "running the converted graph on probe inputs"),
+        time_limit(probe_limit, cost, "running the converted graph on probe inputs"),
     ):
         batch_dim = spec.shape[0] if spec.shape and isinstance(spec.shape[0], str) else None
         deciding = data_dependent_control(prepared, spec.name)
@@ -202,6 +215,8 @@ def import_onnx(
         feeds=fed,
         metadata=metadata,
         cut=cut,
+        cost=cost,
+        probe_limit=probe_limit,
     )
 
 

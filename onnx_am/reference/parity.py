@@ -9,7 +9,7 @@ import torch
 
 from onnx_am.errors import ImportFailedError, shown
 from onnx_am.importer.guard import foreign_errors
-from onnx_am.importer.limits import PROBE_SECONDS, time_limit
+from onnx_am.importer.limits import ProbeLimit, time_limit
 from onnx_am.importer.model import ImportedModel
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
@@ -99,6 +99,7 @@ def check_parity(
     tolerance: float = DEFAULT_TOLERANCE,
     low: float = -1.0,
     high: float = 1.0,
+    probe_limit: ProbeLimit | None = None,
 ) -> ParityResult:
     """Run torch and onnxruntime (on the unmodified model) on the same random inputs.
 
@@ -114,11 +115,12 @@ def check_parity(
             below 1, see :mod:`onnx_am.reference.tolerance`); a quantized
             model allows at least one step of its integer type (see
             :mod:`onnx_am.reference.quantized`).
+        probe_limit: how long the check may run (default: the import's limit).
 
     Raises:
         ImportFailedError: the torch graph fails on the inputs.
         ModelLoadError: onnxruntime cannot load or run the model.
-        ResourceLimitError: the check ran longer than the probe time limit.
+        ResourceLimitError: the check ran longer than ``probe_limit`` allows.
     """
     tolerance, note = effective_tolerance(imported.original, tolerance)
     generator = torch.Generator().manual_seed(seed)
@@ -126,7 +128,8 @@ def check_parity(
         torch.rand((samples, *imported.input.sample_shape), generator=generator) * (high - low)
         + low
     )
-    with time_limit(PROBE_SECONDS, "the parity check"):
+    limit = probe_limit or imported.probe_limit
+    with time_limit(limit, imported.cost, "the parity check"):
         runner = OnnxRuntimeRunner(
             imported.original,
             imported.input.name,
