@@ -400,14 +400,14 @@ def test_the_derived_limit_follows_the_work_and_names_its_setting(monkeypatch, m
 def test_probes_end_with_the_time_budget(make_model, tmp_path) -> None:
     """A budget already spent: the import's probes are not even started, and the refusal
     names --time-budget (the budget counts the probes and the parity check)."""
-    import time
-
-    from onnx_am.audit.analyze import AnalyzeOptions, analyze
+    from onnx_am.audit.options import ImportSettings
+    from onnx_am.audit.pipeline import import_model
+    from onnx_am.engine.deadline import Deadline
 
     path = _save(_two_weights(make_model, 4), tmp_path / "m.onnx")
-    long_ago = time.monotonic() - 1000
+    spent = Deadline(60.0, start=0.0, clock=lambda: 61.0)  # a clock past the budget
     with pytest.raises(ResourceLimitError, match="--time-budget of 60 s"):
-        analyze(path, AnalyzeOptions(time_budget=60.0), tmp_path / "r", clock_start=long_ago)
+        import_model(path, ImportSettings(), spent)
 
 
 def test_probe_timeout_none_and_durations_on_the_command_line(tmp_path, make_model) -> None:
