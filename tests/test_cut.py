@@ -254,3 +254,17 @@ def test_bert_like_inputs_get_defaults_and_results_recompute():
     )[0]
     assert result.value == pytest.approx(float(logits[0, 1]), rel=1e-6)
     assert result.agrees
+
+
+def test_a_lookup_that_feeds_nothing_is_not_a_start(make_model) -> None:
+    """A lookup whose output is only the graph's output leaves nothing to compute: no
+    automatic cut (the model has no float input to optimize), and an explicit one is refused."""
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["y"], name="embed")]
+    model = make_model(
+        nodes, [("ids", ["N", 7])], ["y"], {"emb": np.ones((10, 3), np.float32)},
+        input_type=onnx.TensorProto.INT64,
+    )  # fmt: skip
+    with pytest.raises(InputSpecError, match="no float input"):
+        import_onnx(model, at="auto")
+    with pytest.raises(InputSpecError, match="feeds no node"):
+        import_onnx(model, at="y")

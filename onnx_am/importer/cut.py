@@ -127,7 +127,7 @@ def choose_cut(model: onnx.ModelProto, at: str | None) -> tuple[str | None, bool
         return at, False
     if any(v.type.tensor_type.elem_type in FLOAT_TYPES for v in graph_inputs(model)):
         return None, False
-    candidates = lookup_candidates(model)
+    candidates = [c for c in lookup_candidates(model) if _consumed(model, c.tensor)]
     if not candidates:
         return None, False
     return max(
@@ -226,9 +226,19 @@ def cut_model(
     return cut, info
 
 
+def _consumed(model: onnx.ModelProto, tensor: str) -> bool:
+    """Whether a node of the main graph reads ``tensor`` (else a cut there leaves nothing to
+    compute)."""
+    return any(tensor in node.input for node in model.graph.node)
+
+
 def _check_tensor(model: onnx.ModelProto, tensor: str) -> None:
     produced = [name for node in model.graph.node for name in node.output if name]
     if tensor in produced:
+        if not _consumed(model, tensor):
+            raise InputSpecError(
+                f"--at {shown(tensor)} feeds no node: nothing would be computed from it"
+            )
         return
     inputs = [value.name for value in graph_inputs(model)]
     if tensor in inputs:
