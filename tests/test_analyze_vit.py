@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from onnx_am_cli.main import cli
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "transformers"
