@@ -10,6 +10,7 @@ its JSON object) and exits with that code.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
@@ -29,10 +30,7 @@ class OnnxAmGroup(click.Group):
     """A click group that turns library errors into one line and an exit code."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta[VERBOSE_KEY] = any(
-            arg == "--verbose" or (arg.startswith("-") and not arg.startswith("--") and "v" in arg)
-            for arg in args
-        )
+        ctx.meta[VERBOSE_KEY] = asks_verbose(args)
         ctx.meta[JSON_KEY] = "--json" in args
         return super().parse_args(ctx, args)
 
@@ -75,6 +73,14 @@ def _fail(ctx: click.Context, kind: str, message: str, code: int) -> None:
     sys.exit(code)
 
 
+def asks_verbose(args: list[str]) -> bool:
+    """Whether ``--verbose`` / ``-v`` is among the arguments (read before click parses them)."""
+    return any(
+        arg == "--verbose" or (arg.startswith("-") and not arg.startswith("--") and "v" in arg)
+        for arg in args
+    )
+
+
 def _verbose(ctx: click.Context) -> bool:
     """``--verbose`` among the arguments (read before the subcommand parsed them)."""
     return bool(ctx.meta.get(VERBOSE_KEY))
@@ -100,6 +106,11 @@ _register()
 def main() -> None:
     import onnx_am_cli
 
+    if not asks_verbose(sys.argv[1:]):
+        # The libraries we call (onnx_ir, onnxscript, ...) log warnings about a model; with no
+        # handler Python prints them on stderr, where an error must be one line. --verbose
+        # shows them.
+        logging.getLogger().addHandler(logging.NullHandler())
     # the command's deadline starts when this program did: loading torch counts too
     cli(prog_name="onnx-am", obj={onnx_am_cli.START_KEY: onnx_am_cli.STARTED})
 

@@ -343,3 +343,29 @@ def test_many_unsupported_nodes_summarized_by_op_type(tmp_path: Path, make_model
     text = _run(["inspect", str(path)]).stdout
     assert "hardmax_29" not in text and "Hardmax x30" in text, text
     assert "hardmax_29" in _run(["inspect", str(path), "--verbose"]).stdout
+
+
+@pytest.mark.slow
+def test_library_log_warnings_stay_off_stderr(tmp_path: Path) -> None:
+    """onnx_ir logs a warning for a node input found in no scope (fuzz cases 2368, 3561):
+    stderr still holds one line, the error; --verbose shows the warning."""
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")  # 'w' is declared nowhere
+    scale = helper.make_node("Mul", ["y", "s"], ["z"], name="scale")
+    graph = helper.make_graph(
+        [conv, scale],
+        "g",
+        [
+            helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 4, 4]),
+            helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, [1]),
+        ],
+        [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = _save(model, tmp_path / "m.onnx")
+    args = ["inspect", str(path), "--input", "x", "--feed", "s=2"]  # a feed: folding reads it
+    done = _subprocess(args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnx-am: error: "), done.stderr
+    verbose = _subprocess([*args, "--verbose"])
+    assert "cannot be found in any scope" in verbose.stderr
