@@ -262,3 +262,15 @@ def test_registered_converters_are_listed() -> None:
     registered = set(REGISTERED)
     for expected in [("ReduceMean", 18), ("Split", 18), ("Pad", 19), ("Gelu", 20), ("Mish", 18)]:
         assert expected in registered
+
+
+def test_a_second_converter_for_the_same_op_version_fails_loudly() -> None:
+    """Two converters of this package for one op version: the second would never run."""
+    from onnx_am.importer.converters._registry import register
+
+    def convert(node, graph):  # never called
+        raise AssertionError
+
+    register("OnnxAmTestOnlyOp", (1,), domain="onnx_am.test")(convert)
+    with pytest.raises(RuntimeError, match="two onnx-am converters for onnx_am.test::"):
+        register("OnnxAmTestOnlyOp", (1,), domain="onnx_am.test")(convert)

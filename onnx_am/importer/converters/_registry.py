@@ -2,7 +2,8 @@
 
 Converters are registered through onnx2torch's public ``add_converter``. A newer onnx2torch
 may already provide a converter we add here; :func:`register` then leaves it alone, so an
-upgrade never breaks the import of this package.
+upgrade never breaks the import of this package. Two converters of this package for the same
+op version are a mistake and fail at import (the second would silently never run).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ Converter = Callable[[OnnxNode, OnnxGraph], OperationConverterResult]
 #: Every (op type, version) this package registered, for the README table and tests.
 REGISTERED: list[tuple[str, int]] = []
 
+#: Every (domain, op type, version) a converter of this package was written for.
+_CLAIMED: set[tuple[str, str, int]] = set()
+
 
 def has_converter(op_type: str, version: int, domain: str = defs.ONNX_DOMAIN) -> bool:
     """Whether onnx2torch (or we) can already convert exactly this op version."""
@@ -45,6 +49,9 @@ def register(
 
     def deco(converter: Converter) -> Converter:
         for version in versions:
+            if (domain, op_type, version) in _CLAIMED:
+                raise RuntimeError(f"two onnx-am converters for {domain}::{op_type}-{version}")
+            _CLAIMED.add((domain, op_type, version))
             if not has_converter(op_type, version, domain):
                 add_converter(operation_type=op_type, version=version, domain=domain)(converter)
                 REGISTERED.append((op_type, version))

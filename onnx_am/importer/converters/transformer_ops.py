@@ -1,8 +1,8 @@
-"""Ops of transformer exports that onnx2torch lacks or gets wrong: OneHot, Trilu, CumSum,
-onnxruntime's Gelu family.
+"""Ops of transformer exports that onnx2torch lacks or gets wrong: Trilu, CumSum, onnxruntime's
+Gelu family (``OneHot``, which byte models use to build their one-hot inside the graph, is in
+:mod:`~onnx_am.importer.converters.onehot`).
 
-``OneHot`` builds the one-hot of a byte or token input inside the graph (torch's legacy
-exporter writes ``F.one_hot`` this way); ``Trilu`` makes causal masks; ``com.microsoft``
+``Trilu`` makes causal masks; ``com.microsoft``
 ``Gelu`` / ``FastGelu`` / ``BiasGelu`` are what onnxruntime's transformer optimizer fuses the
 GELU subgraphs into. onnx2torch's ``CumSum`` reads a missing ``reverse`` attribute as 1
 (the ONNX default is 0), so a mask's running sum (padding-aware position ids) came out
@@ -31,27 +31,6 @@ from onnx_am.importer.converters.activations import OnnxGelu
 MICROSOFT = "com.microsoft"
 
 
-class OnnxOneHot(nn.Module, OnnxToTorchModule):
-    """``OneHot(indices, depth, values)``: negative indices count from ``depth``; indices
-    outside ``[-depth, depth)`` give a row of off values (as onnxruntime does)."""
-
-    def __init__(self, axis: int = -1):
-        super().__init__()
-        self.axis = axis
-
-    def forward(
-        self, indices: torch.Tensor, depth: torch.Tensor, values: torch.Tensor
-    ) -> torch.Tensor:
-        size = int(depth.reshape(-1)[0])
-        index = indices.long()
-        index = torch.where(index < 0, index + size, index)
-        classes = torch.arange(size, device=indices.device)
-        hot = index.unsqueeze(-1) == classes
-        axis = self.axis if self.axis >= 0 else self.axis + indices.dim() + 1
-        hot = torch.movedim(hot, -1, axis)
-        return torch.where(hot, values[1], values[0])
-
-
 class OnnxTrilu(nn.Module, OnnxToTorchModule):
     """``Trilu(x, k)``: upper (default) or lower triangle of the last two dims."""
 
@@ -77,11 +56,6 @@ class OnnxBiasGelu(nn.Module, OnnxToTorchModule):
 
 def _result(module: nn.Module, node: OnnxNode) -> OperationConverterResult:
     return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
-
-
-@register("OneHot", (9, 11))
-def _(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    return _result(OnnxOneHot(int(node.attributes.get("axis", -1))), node)
 
 
 @register("Trilu", (14,))
