@@ -91,13 +91,4 @@ def check_graph_parity(
         _compare(name, g, w, batch, tolerance)
         for name, g, w in zip(graph.output_names, got, want, strict=True)
     ]
-    finite = [o for o in per_output if np.isfinite(o.max_abs_diff)] or per_output
-    return ParityResult(
-        max_abs_diff=max(o.max_abs_diff for o in finite),
-        max_rel_diff=max(o.max_rel_diff for o in finite),
-        passed=all(o.agrees for o in per_output),
-        tolerance=tolerance,
-        samples=batch,
-        outputs=per_output,
-        tolerance_note=note,
-    )
+    return ParityResult.of(per_output, tolerance, batch, note)

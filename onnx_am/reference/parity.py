@@ -80,6 +80,21 @@ class ParityResult:
     outputs: list[OutputParity] = field(default_factory=list)
     tolerance_note: str = ""
 
+    @classmethod
+    def of(cls, per_output: list, tolerance: float, samples: int, note: str = "") -> ParityResult:
+        """The result of comparing every output: the largest finite differences (all of
+        them when none is finite), passed when every output agrees."""
+        finite = [o for o in per_output if np.isfinite(o.max_abs_diff)] or per_output
+        return cls(
+            max_abs_diff=max(o.max_abs_diff for o in finite),
+            max_rel_diff=max(o.max_rel_diff for o in finite),
+            passed=all(o.agrees for o in per_output),
+            tolerance=tolerance,
+            samples=samples,
+            outputs=per_output,
+            tolerance_note=note,
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -143,16 +158,7 @@ def check_parity(
         per_output = []
         for batch in batches:
             per_output += _check_batch(imported, runner, x[:batch], tolerance)
-    finite = [o for o in per_output if np.isfinite(o.max_abs_diff)] or per_output
-    return ParityResult(
-        max_abs_diff=max(o.max_abs_diff for o in finite),
-        max_rel_diff=max(o.max_rel_diff for o in finite),
-        passed=all(o.agrees for o in per_output),
-        tolerance=tolerance,
-        samples=samples,
-        outputs=per_output,
-        tolerance_note=note,
-    )
+    return ParityResult.of(per_output, tolerance, samples, note)
 
 
 def _check_batch(
