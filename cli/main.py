@@ -9,9 +9,11 @@ its JSON object) and exits with that code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 import click
 from onnx_am_cli import JSON_EMITTED_KEY
@@ -35,6 +37,10 @@ class OnnxAmGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
+        with _library_logs_hidden(not _verbose(ctx)):
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except OnnxAmError as exc:
@@ -73,6 +79,23 @@ def _fail(ctx: click.Context, kind: str, message: str, code: int) -> None:
     sys.exit(code)
 
 
+@contextlib.contextmanager
+def _library_logs_hidden(hidden: bool) -> Iterator[None]:
+    """The libraries we call (onnx_ir, onnxscript, ...) log warnings about a model; with no
+    handler Python prints them on stderr, where an error must be one line. While ``hidden``, a
+    null handler takes them (``--verbose`` shows them)."""
+    if not hidden:
+        yield
+        return
+    handler = logging.NullHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
 def asks_verbose(args: list[str]) -> bool:
     """Whether ``--verbose`` / ``-v`` is among the arguments (read before click parses them)."""
     return any(
@@ -106,11 +129,6 @@ _register()
 def main() -> None:
     import onnx_am_cli
 
-    if not asks_verbose(sys.argv[1:]):
-        # The libraries we call (onnx_ir, onnxscript, ...) log warnings about a model; with no
-        # handler Python prints them on stderr, where an error must be one line. --verbose
-        # shows them.
-        logging.getLogger().addHandler(logging.NullHandler())
     # the command's deadline starts when this program did: loading torch counts too
     cli(prog_name="onnx-am", obj={onnx_am_cli.START_KEY: onnx_am_cli.STARTED})
 
