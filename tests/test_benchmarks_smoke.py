@@ -308,3 +308,18 @@ def test_token_search_benchmark_smoke(tmp_path: Path):
     rows = json.loads((tmp_path / "token_search.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"greedy", "beam", "relaxed", "embedding"}
     assert all(r["spent"] <= 32 + 8 for r in rows)  # a search may finish its last evaluation
+
+
+def test_white_counts_benchmark_tallies_the_reports_own_counts(tmp_path: Path):
+    from benchmarks import white_counts
+
+    white_counts.main(
+        ["--only", "digits_relu", "--steps", "4", "--restarts", "1", "--out", str(tmp_path)]
+    )
+    [row] = json.loads((tmp_path / "white_counts.json").read_text())["rows"]
+    methods = {m["method"]: m for m in row["saturation"]["methods"]}
+    assert set(methods) == {"standard", "decoupled(anneal(0.3->alpha))", "best(anneal(0.3->alpha))"}
+    assert all(m["results"] == row["units"] == 10 for m in methods.values())
+    text = (tmp_path / "white_counts.md").read_text()
+    assert "python -m benchmarks.white_counts --steps 4 --restarts 1 --only digits_relu" in text
+    assert f"| digits_relu | 10 | standard | {methods['standard']['white']}/10 |" in text
