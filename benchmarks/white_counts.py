@@ -1,6 +1,6 @@
 """White and saturated results per method on the sample models, with analyze's default methods.
 
-    python -m benchmarks.white_counts [--steps 256] [--restarts 3] [--only digits_relu]
+    python -m benchmarks.white_counts [--steps 256] [--restarts 3] [--step-rule raw] [--only M]
 
 The paper's headline measure: how often activation maximization ends in a saturated, "white"
 input. Every trained model in ``models/`` (``*_models.json``) is audited with ``analyze``'s
@@ -8,7 +8,8 @@ default methods (standard, decoupled(anneal(0.3)), best(anneal(0.3))) on its def
 no time budget, and the report's own ``summary.saturation`` counts (white: >= 50 % of the
 input at the upper bound; saturated: >= 90 % at either bound) are tallied per method, with
 the units where the decoupled row cleared or caused a white result. Writes
-``benchmarks/results/white_counts.md`` and ``.json``. Not a test.
+``benchmarks/results/white_counts.md`` and ``.json`` (``white_counts_raw`` with the paper's
+raw-gradient step). Not a test.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import harness
-from onnx_am.audit.analyze import AnalyzeOptions, analyze
+from onnx_am.audit.analyze import DEFAULT_STEP_RULE, STEP_RULES, AnalyzeOptions, analyze
 
 #: The trained sample models (the toys have no image to saturate meaningfully).
 LISTS = ("digits_models.json", "mnist_models.json")
@@ -38,8 +39,10 @@ def sample_models() -> list[Path]:
     return [path for path in paths if path.is_file()]
 
 
-def audit(path: Path, steps: int, restarts: int) -> dict:
-    options = AnalyzeOptions(steps=steps, restarts=restarts, time_budget=None, seed=0)
+def audit(path: Path, steps: int, restarts: int, step_rule: str = DEFAULT_STEP_RULE) -> dict:
+    options = AnalyzeOptions(
+        steps=steps, restarts=restarts, step_rule=step_rule, time_budget=None, seed=0
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
         report = analyze(path, options, Path(tmp) / "report")
@@ -97,12 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--restarts", type=int, default=3)
     parser.add_argument("--only", action="append", help="model file stem (repeatable)")
+    parser.add_argument(
+        "--step-rule", choices=list(STEP_RULES), default=DEFAULT_STEP_RULE, help="as analyze's"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     paths = [p for p in sample_models() if not args.only or p.stem in args.only]
-    rows = [audit(path, args.steps, args.restarts) for path in paths]
+    rows = [audit(path, args.steps, args.restarts, args.step_rule) for path in paths]
     only = " ".join(f"--only {name}" for name in args.only or ())
-    options = f"--steps {args.steps} --restarts {args.restarts} {only}".strip()
+    options = f"--steps {args.steps} --restarts {args.restarts} --step-rule {args.step_rule}"
+    options = f"{options} {only}".strip()
     text = "\n\n".join(
         [
             "# White and saturated results on the sample models",
@@ -117,7 +124,10 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     print(text)
-    harness.write_results(args.out, "white_counts", text, {"rows": rows})
+    name = (
+        "white_counts" if args.step_rule == DEFAULT_STEP_RULE else f"white_counts_{args.step_rule}"
+    )
+    harness.write_results(args.out, name, text, {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -321,5 +321,6 @@ def test_white_counts_benchmark_tallies_the_reports_own_counts(tmp_path: Path):
     assert set(methods) == {"standard", "decoupled(anneal(0.3->alpha))", "best(anneal(0.3->alpha))"}
     assert all(m["results"] == row["units"] == 10 for m in methods.values())
     text = (tmp_path / "white_counts.md").read_text()
-    assert "python -m benchmarks.white_counts --steps 4 --restarts 1 --only digits_relu" in text
+    command = "python -m benchmarks.white_counts --steps 4 --restarts 1 --step-rule normalized"
+    assert f"{command} --only digits_relu" in text
     assert f"| digits_relu | 10 | standard | {methods['standard']['white']}/10 |" in text
