@@ -365,8 +365,8 @@ def analyze_command(
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
     for name in ("targets", "layers", "methods", "regularizers", "fix", "token_methods"):
         kwargs[name] = tuple(kwargs[name])
-    options = AnalyzeOptions(**kwargs)
-    deadline = _deadline(options.time_budget)  # the one deadline of the whole command
+    options = AnalyzeOptions.of(**kwargs)
+    deadline = _deadline(options.budget.time_budget)  # the one deadline of the whole command
     many = len(models) > 1 or Path(models[0]).is_dir()
     out_dir = out or (DEFAULT_ROOT if many else default_out_dir(models[0]))
     if dry_run:
@@ -376,7 +376,7 @@ def analyze_command(
         return
     # The default (one model, no --workers/--ray): main's checkpointed path, no executor.
     # --workers/--ray/several models: the executor path of issue 13, without checkpoints.
-    executor = _executor(workers, ray_address, worker_threads, options.device)
+    executor = _executor(workers, ray_address, worker_threads, options.optimize.device)
     stop = GracefulStop()
     bar = ProgressBar() if not quiet and sys.stderr.isatty() else None
     lines = None

@@ -315,7 +315,7 @@ def test_engine_results_equal_those_of_the_original_rectifier(method, reference)
     assert any(
         isinstance(m, DecoupledRectifier) for m in decouple_rectifiers(imported).module.modules()
     )
-    config = AMConfig(steps=8, restarts=2, batch_size=4, crosscheck=False)
+    config = AMConfig.of(steps=8, restarts=2, batch_size=4, crosscheck=False)
     targets = ["logits:0", "logits:1"]
     methods = [method, GradientMethod("proxy", 0.6)]
     fast = maximize(imported, targets, methods, config)
@@ -332,7 +332,7 @@ def test_proxy_rows_whose_slopes_are_the_originals_skip_the_second_forward(monke
     from onnx_am.engine import loop
 
     imported = import_onnx(tiny_cnn())
-    config = AMConfig(steps=4, restarts=2, batch_size=4, crosscheck=False)
+    config = AMConfig.of(steps=4, restarts=2, batch_size=4, crosscheck=False)
     standard = maximize(imported, ["logits:0", "logits:1"], ["standard"], config)
     calls = []
     original = loop._true_values
@@ -344,7 +344,7 @@ def test_proxy_rows_whose_slopes_are_the_originals_skip_the_second_forward(monke
         assert (a.activation, a.trace) == (b.activation, b.trace)
     calls.clear()
     maximize(imported, ["logits:0", "logits:1"], ["proxy(0.3)"], config)
-    assert len(calls) == config.steps + 1
+    assert len(calls) == config.ascent.steps + 1
 
 
 def test_engine_batches_are_grouped_by_method_into_spans(monkeypatch):
@@ -360,7 +360,7 @@ def test_engine_batches_are_grouped_by_method_into_spans(monkeypatch):
 
     monkeypatch.setattr(spans_module.SpansGradient, "forward", staticmethod(spy))
     imported = import_onnx(tiny_cnn())
-    config = AMConfig(steps=2, restarts=2, batch_size=8, crosscheck=False)
+    config = AMConfig.of(steps=2, restarts=2, batch_size=8, crosscheck=False)
     maximize(imported, ["logits:0", "logits:1"], ["best(0.3)"], config)
     assert seen == {("alpha", "decoupled")}
 

@@ -32,7 +32,7 @@ from onnx_am.audit.ray_executor import RayExecutor  # noqa: E402
 #: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
 pytestmark = pytest.mark.slow
 
-OPTIONS = AnalyzeOptions(steps=8, restarts=1, methods=("standard", "decoupled(0.3)"))
+OPTIONS = AnalyzeOptions.of(steps=8, restarts=1, methods=("standard", "decoupled(0.3)"))
 
 
 #: What the plan measured (times, memory) and what a resumed run found done: not the work.
@@ -144,7 +144,7 @@ def test_many_models_share_the_workers_and_resume_after_a_kill(
     assert [m["name"] for m in index["models"]] == ["cnn", "mlp"]
     resumed = analyze_many(
         models,
-        AnalyzeOptions(**{**OPTIONS.__dict__, "resume": True}),
+        OPTIONS.replaced(resume=True),
         tmp_path / "ray",
         executor=executor,
     )

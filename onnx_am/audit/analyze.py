@@ -131,7 +131,7 @@ def analyze(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
-    deadline = deadline or Deadline.starting_now(options.time_budget)
+    deadline = deadline or Deadline.starting_now(options.budget.time_budget)
     pipeline = AuditPipeline(options, deadline, notify)
     if executor is not None:
         executor.prepare()  # e.g. Ray workers, started before the plan counts the time left
@@ -198,7 +198,7 @@ def prepare_audit(
     timings["import"] = time.perf_counter() - started
 
     model = model_summary(model_path, imported)
-    report = ReportDir.open(out_dir, options.force, options.resume)
+    report = ReportDir.open(out_dir, options.output.force, options.output.resume)
     resumed = _resumed_work(report.previous, asked)
     if resumed is None:  # a fresh run: the settings as asked (a budget cut is checked below)
         report.check_resumable(model["sha256"], _settings(options, asked, asked, imported))
@@ -232,7 +232,9 @@ def prepare_audit(
     if imported.cut is not None:  # tokens (issue 22)
         doc["cut"] = imported.cut.to_dict()
     display = DisplayDomain(domain.low, domain.high, imported.input.layout)
-    run = ChunkedRun(report, imported, plan, rewrite, display, doc, options.checkpoint_interval)
+    run = ChunkedRun(
+        report, imported, plan, rewrite, display, doc, options.output.checkpoint_interval
+    )
     run.restore(report.done_results(), report.done_baselines())
     budget_plan = replace(budget_plan, units_done=run.units_done)
     doc["plan"] = budget_plan.to_dict()
@@ -323,7 +325,7 @@ def estimate_analysis(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
-    deadline = deadline or Deadline.starting_now(options.time_budget)
+    deadline = deadline or Deadline.starting_now(options.budget.time_budget)
     pipeline = AuditPipeline(options, deadline, notify)
     loaded = pipeline.load(model_path)
     budget_plan, _ = pipeline.fit(loaded, rewrite_for(loaded.imported, loaded.asked))
@@ -334,7 +336,11 @@ def estimate_analysis(
 def _asked_work(asked: RunPlan) -> Work:
     config = asked.config
     return Work(
-        len(asked.targets), len(asked.runs), len(asked.methods), config.restarts, config.steps
+        len(asked.targets),
+        len(asked.runs),
+        len(asked.methods),
+        config.starts.restarts,
+        config.ascent.steps,
     )
 
 
@@ -387,20 +393,20 @@ def _settings(
     settings = {
         "targets": [t.name for t in plan.targets],
         "asked_units": len(asked.targets),
-        "asked_restarts": asked.config.restarts,
-        "asked_steps": asked.config.steps,
+        "asked_restarts": asked.config.starts.restarts,
+        "asked_steps": asked.config.ascent.steps,
         "methods": list(plan.labels),
-        "steps": config.steps,
-        "lr": config.lr,
-        "restarts": config.restarts,
-        "seed": config.seed,
-        "optimizer": config.optimizer,
-        "normalize_grad": config.normalize_grad,
-        "lr_schedule": config.lr_schedule,
+        "steps": config.ascent.steps,
+        "lr": config.ascent.lr,
+        "restarts": config.starts.restarts,
+        "seed": config.starts.seed,
+        "optimizer": config.ascent.optimizer,
+        "normalize_grad": config.ascent.normalize_grad,
+        "lr_schedule": config.ascent.lr_schedule,
         "regularizers": [r if isinstance(r, str) else r.label for r in config.regularizers],
-        "start": config.start,
-        "input": options.input_name,
-        "input_shape": list(options.input_shape) if options.input_shape else None,
+        "start": config.starts.start,
+        "input": options.imports.input_name,
+        "input_shape": list(options.imports.input_shape) if options.imports.input_shape else None,
         "feeds": {name: feed.fingerprint for name, feed in imported.feeds.items()},
         "input_range": [config.domain.low, config.domain.high],
         "mean": list(config.domain.mean) if config.domain.mean else None,
@@ -409,25 +415,30 @@ def _settings(
         "parameterization": config.parameterization,
         "chunk_rows": chunks.chunk_rows(config.device),
     }
-    if config.start in SCREENING_FROM:  # absent otherwise, so older reports still resume
-        settings["screen"] = config.screen
+    if config.starts.start in SCREENING_FROM:  # absent otherwise, so older reports still resume
+        settings["screen"] = config.starts.screen
     # Results do not depend on the engine's rows per step (starts are seeded per target and
     # restart; only float rounding of batched kernels may differ, ~1e-7 relative), so the
     # automatic size, which follows the free memory of the machine, is left out: a report
     # started elsewhere can be resumed here. A size given on purpose is compared.
-    if options.batch_size is not None:
-        settings["batch_size"] = options.batch_size
+    if options.budget.batch_size is not None:
+        settings["batch_size"] = options.budget.batch_size
     if imported.cut is not None:  # tokens (issue 22); absent otherwise, so older reports resume
         settings["at"] = imported.cut.tensor
         settings["seq_len"] = imported.cut.seq_len
-        settings["fix"] = list(options.fix)
-        settings["token_methods"] = list(options.token_methods)
+        settings["fix"] = list(options.tokens.fix)
+        settings["token_methods"] = list(options.tokens.token_methods)
     return settings
 
 
 def _token_plan(imported: ImportedModel, options: AnalyzeOptions) -> TokenPlan | None:
     return plan_tokens(
-        imported, options.token_methods, options.steps, options.fix, options.vocab, options.seed
+        imported,
+        options.tokens.token_methods,
+        options.optimize.steps,
+        options.tokens.fix,
+        options.tokens.vocab,
+        options.optimize.seed,
     )
 
 

@@ -102,7 +102,7 @@ class ChunkedRun:
         """
         self.pace = pace
         targets = self.plan.targets
-        per_unit = len(self.plan.runs) * self.plan.config.restarts
+        per_unit = len(self.plan.runs) * self.plan.config.starts.restarts
         chunks = self._chunks()
         done = sum(len(chunk) for chunk in chunks if self._finished(chunk))
         base = json.dumps(self.doc.get("settings", {}), sort_keys=True, default=str)
@@ -192,7 +192,7 @@ class ChunkedRun:
     def _chunks(self) -> list[list[Target]]:
         """The plan's targets in their fixed chunks (the unit of resume)."""
         config = self.plan.config
-        per_unit = len(self.plan.runs) * config.restarts
+        per_unit = len(self.plan.runs) * config.starts.restarts
         return plan_chunks(self.plan.targets, per_unit, chunk_rows(config.device))
 
     def _finished(self, chunk: list[Target]) -> bool:

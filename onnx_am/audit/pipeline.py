@@ -126,7 +126,7 @@ class AuditPipeline:
 
     def __init__(self, options: AnalyzeOptions, deadline: Deadline, notify: ProgressCallback):
         self.options, self.deadline, self.notify = options, deadline, notify
-        self.imports = ImportSettings.of(options)
+        self.imports = options.imports.resolved()
 
     def load(self, source: str | Path) -> LoadedModel:
         """Import the model and parse every option against it, once.
@@ -195,7 +195,7 @@ class AuditPipeline:
 
 def fitted(asked: RunPlan, targets, work: Work) -> RunPlan:
     """``asked`` cut to ``targets`` and the work's restarts and steps."""
-    config = replace(asked.config, restarts=work.restarts, steps=work.steps)
+    config = asked.config.replaced(restarts=work.restarts, steps=work.steps)
     return replace(asked, targets=tuple(targets), config=config)
 
 

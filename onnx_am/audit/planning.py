@@ -194,7 +194,7 @@ def measure_costs(
         chunk_rows: rows per analyze chunk.
         rewrite: the rectifier rewrite (shared with the run).
     """
-    per_unit = config.restarts * len(runs)
+    per_unit = config.starts.restarts * len(runs)
     first = min(len(targets), max(1, chunk_rows // per_unit)) * per_unit
     if config.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(config.device)
@@ -208,9 +208,9 @@ def measure_costs(
     if big.rows == small.rows:
         per_row, fixed = big.seconds / big.rows, 0.0
     one_row = fixed + per_row
-    screened = screening_forwards(config.start, config.restarts, config.screen)
-    per_call = (fixed + per_row * (3 + config.baseline_corners + len(runs) + screened)) / 3
-    per_result = one_row / 2 if config.crosscheck else 0.0
+    screened = screening_forwards(config.starts.start, config.starts.restarts, config.starts.screen)
+    per_call = (fixed + per_row * (3 + config.checks.baseline_corners + len(runs) + screened)) / 3
+    per_result = one_row / 2 if config.checks.crosscheck else 0.0
     cost = CostModel(
         step_fixed=fixed,
         step_per_row=per_row,
@@ -250,7 +250,7 @@ def make_plan(
     Raises:
         BudgetError: the budget cannot hold one unit.
     """
-    asked = Work(len(targets), len(runs), len(methods), config.restarts, config.steps)
+    asked = Work(len(targets), len(runs), len(methods), config.starts.restarts, config.ascent.steps)
     if fixed_work is not None:
         fit_work, seconds = fixed_work, measured.cost.estimate(fixed_work)
         cuts = tuple(

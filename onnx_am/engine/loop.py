@@ -100,7 +100,7 @@ def optimize_rows(
             between steps, after the state is saved to ``checkpoint``.
         checkpoint: saves finished and running batches (:mod:`onnx_am.engine.checkpoint`) and
             continues from what it restores.
-        pace: the run's deadline (None: every batch runs ``config.steps``).
+        pace: the run's deadline (None: every batch runs ``config.ascent.steps``).
 
     Returns:
         Per row its best true value, input and trace.
@@ -133,7 +133,7 @@ def optimize_rows(
             control,
             regularizers,
             progress,
-            total_steps=len(batches) * config.steps,
+            total_steps=len(batches) * config.ascent.steps,
             parameterization=parameterization,
             pace=pace,
         )
@@ -147,12 +147,16 @@ def optimize_rows(
             row_methods = tuple(runs[row.method] for row in batch_rows)
             if checkpoint is not None and index in checkpoint.finished:
                 value, image, trace = checkpoint.finished[index]
-                context.done_steps += config.steps
+                context.done_steps += config.ascent.steps
             else:
                 state = resumed if resumed is not None and resumed.index == index else None
                 rows_left = sum(len(b) for b in batches[index:])
-                steps = config.steps if pace is None else pace.steps_for(rows_left, config.steps)
-                context.total_steps -= config.steps - steps
+                steps = (
+                    config.ascent.steps
+                    if pace is None
+                    else pace.steps_for(rows_left, config.ascent.steps)
+                )
+                context.total_steps -= config.ascent.steps - steps
                 run = BatchRun(context, x0, row_targets, row_methods, index, steps, state)
                 tic = pace.now() if pace is not None else 0.0
                 _drive(context, run, len(batches), checkpoint)
@@ -204,7 +208,7 @@ def _batch_size(imported: ImportedModel, config: AMConfig, extractor, control, r
         return 1
     if config.batch_size is not None:
         return config.batch_size
-    context = None if control is None else partial(control.rows, runs, 0, config.steps)
+    context = None if control is None else partial(control.rows, runs, 0, config.ascent.steps)
     shape = imported.input.sample_shape
     return memory.choose_batch_size(
         extractor,
@@ -222,7 +226,7 @@ def _layout(config: AMConfig, runs, rows, size: int) -> dict:
     return {
         "rows": [[r.target, r.restart, r.method] for r in rows],
         "chunk": size,
-        "steps": config.steps,
+        "steps": config.ascent.steps,
         "methods": [m.label for m in runs],
     }
 
@@ -406,7 +410,7 @@ def _value_and_grad(
     raw = x if context.parameterization is None else context.parameterization.to_raw(x)
     fed = config.domain.to_model(raw, spec)
     if context.regularizers:
-        generator = torch.Generator().manual_seed(row_seed(config.seed, "transform", step))
+        generator = torch.Generator().manual_seed(row_seed(config.starts.seed, "transform", step))
         for regularizer in context.regularizers:
             fed = regularizer.transform(fed, spec, generator)
     objective_of = _objective(context, raw, objective)
@@ -446,15 +450,19 @@ def _true_values(context: LoopContext, x, objective: RowObjective) -> torch.Tens
 
 def _update(context: LoopContext, x, grad, state, step_index: int, steps: int) -> torch.Tensor:
     config = context.config
-    lr = config.lr * lr_factor(
-        config.lr_schedule, step_index, steps, config.lr_floor, config.lr_cycles
+    lr = config.ascent.lr * lr_factor(
+        config.ascent.lr_schedule,
+        step_index,
+        steps,
+        config.ascent.lr_floor,
+        config.ascent.lr_cycles,
     )
     grad = grad.to(x.dtype)
-    if config.optimizer == "adam":
+    if config.ascent.optimizer == "adam":
         step = _adam_step(grad, state)
     else:
         step = grad
-        if config.normalize_grad:
+        if config.ascent.normalize_grad:
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
             step = grad / rms.view(-1, *[1] * (grad.dim() - 1))
     if context.parameterization is not None:

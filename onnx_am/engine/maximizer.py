@@ -66,7 +66,7 @@ def maximize(
             seconds and continues from a matching saved state
             (:class:`~onnx_am.engine.checkpoint.Checkpointer`).
         pace: a deadline (:class:`~onnx_am.engine.pace.Pace`): chunks then run the steps that
-            still fit before it. None (default): every row runs ``plan.config.steps``.
+            still fit before it. None (default): every row runs ``plan.config.ascent.steps``.
 
     Returns:
         A :class:`MaximizeReport` with one result per (target, method) and the baselines.
@@ -106,25 +106,25 @@ def run_plan(
     """
     config, targets, runs = plan.config, list(plan.targets), list(plan.runs)
     started = time.perf_counter()
-    rows = layout_rows(len(targets), config.restarts, len(runs))
+    rows = layout_rows(len(targets), config.starts.restarts, len(runs))
     timings: dict[str, float] = {}
 
     tic = time.perf_counter()
     baselines = trivial_baselines(
-        imported, targets, config.domain, config.baseline_corners, config.seed
+        imported, targets, config.domain, config.checks.baseline_corners, config.starts.seed
     )
     timings["baselines"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     starts = make_starts(
-        config.start,
+        config.starts.start,
         imported,
         config.domain,
         targets,
-        config.restarts,
-        config.seed,
-        config.init_scale,
-        config.screen,
+        config.starts.restarts,
+        config.starts.seed,
+        config.starts.init_scale,
+        config.starts.screen,
     )
     timings["starts"] = time.perf_counter() - tic
 
@@ -137,7 +137,7 @@ def run_plan(
     results = assemble_results(targets, plan.methods, runs, rows, outcome, baselines, config.domain)
     measure_transformed(imported, results, config)
     tic = time.perf_counter()
-    if config.crosscheck:
+    if config.checks.crosscheck:
         _crosscheck_results(imported, results, config)
     timings["crosscheck"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started
@@ -150,7 +150,7 @@ def run_plan(
         "batch_size_auto": config.batch_size is None,
     }
     # A quantized model's cross-check allows one quantization step (reference.quantized).
-    tolerance, _ = effective_tolerance(imported.original, config.tolerance)
+    tolerance, _ = effective_tolerance(imported.original, config.checks.tolerance)
     return MaximizeReport(results, baselines, settings, timings, tolerance)
 
 
@@ -164,7 +164,7 @@ def _crosscheck_results(
         torch.stack([torch.from_numpy(r.image) for r in results]),
         [r.activation for r in results],
         config.domain,
-        config.tolerance,
+        config.checks.tolerance,
     )
     for result, check in zip(results, checks, strict=True):
         result.activation_onnxruntime, result.agrees = check.value, check.agrees

@@ -52,7 +52,7 @@ class RunPlan:
     @property
     def rows_per_unit(self) -> int:
         """Optimized inputs per target unit (a row per gradient method and restart)."""
-        return len(self.runs) * self.config.restarts
+        return len(self.runs) * self.config.starts.restarts
 
     @property
     def needs_rewrite(self) -> bool:

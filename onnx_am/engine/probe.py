@@ -70,12 +70,14 @@ def time_steps(
     Returns:
         The rows of the engine's first chunk and the median seconds of its timed steps.
     """
-    per_target = config.restarts * len(runs)
+    per_target = config.starts.restarts * len(runs)
     needed = max(1, -(-rows // per_target))
-    layout = layout_rows(min(needed, len(targets)), config.restarts, len(runs))[:rows]
+    layout = layout_rows(min(needed, len(targets)), config.starts.restarts, len(runs))[:rows]
     chosen = list(targets[: min(needed, len(targets))])
-    made = make_starts("random", imported, config.domain, chosen, config.restarts, config.seed)
-    starts = {(t, r): made[t, r] for t in range(len(chosen)) for r in range(config.restarts)}
+    made = make_starts(
+        "random", imported, config.domain, chosen, config.starts.restarts, config.starts.seed
+    )
+    starts = {(t, r): made[t, r] for t in range(len(chosen)) for r in range(config.starts.restarts)}
     stamps: list[tuple[float, int]] = []
 
     def on_step(done: int, total: int, info: dict) -> None:
@@ -93,7 +95,7 @@ def time_steps(
     except _Enough:
         pass
     times = sorted(b[0] - a[0] for a, b in zip(stamps, stamps[1:], strict=False))
-    if not times:  # a long first step, or config.steps == 1: time it with the set-up
+    if not times:  # a long first step, or config.ascent.steps == 1: time it with the set-up
         return StepTiming(stamps[0][1], stamps[0][0] - started)
     return StepTiming(stamps[0][1], times[len(times) // 2])
 
