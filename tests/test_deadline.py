@@ -16,7 +16,7 @@ from onnx_am.audit.budget import MARGIN, CostModel
 from onnx_am.audit.executor import LocalExecutor, PaceLease
 from onnx_am.audit.many import analyze_many
 from onnx_am.audit.pipeline import BudgetShare
-from onnx_am.audit.planning import AnalyzePlan, Measured
+from onnx_am.audit.planning import BudgetPlan, Measured
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
 
@@ -185,7 +185,7 @@ def test_a_lease_carries_the_pace_to_another_process():
 
 
 def planned(estimate: float, overhead: float):
-    return AnalyzePlan(
+    return BudgetPlan(
         tensors={}, units=1, units_asked=1, methods=(), runs=(), restarts=1, steps=64, rows=1,
         chunks=1, chunk_rows=64, batch_size=1, seconds_per_step=0.1, estimate=estimate,
         spent=0.0, peak_memory=0, budget=100.0, overhead=overhead,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from onnx_am import AMConfig, import_onnx, maximize
-from onnx_am.methods import STANDARD, expand_methods, method_label, portfolio_plan
+from onnx_am.methods import STANDARD, expand_methods, method_label, portfolio_method
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY = json.loads((ROOT / "models" / "exact_family.json").read_text())["networks"]
@@ -23,7 +23,7 @@ def test_portfolio_expands_to_three_runs_and_parses_its_slope():
         "decoupled(anneal(1->alpha))",
     ]
     [other] = expand_methods("portfolio(0.123456789)")
-    assert other.runs[1].beta == 0.123456789 and other == portfolio_plan(0.123456789)
+    assert other.runs[1].beta == 0.123456789 and other == portfolio_method(0.123456789)
     assert other.runs[0] is STANDARD
 
 

@@ -49,7 +49,7 @@ from onnx_am.audit.options import (
     plan_targets,
 )
 from onnx_am.audit.pipeline import WHOLE, AuditPipeline, BudgetShare, fitted, rewrite_for
-from onnx_am.audit.planning import AnalyzePlan
+from onnx_am.audit.planning import BudgetPlan
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback
 from onnx_am.audit.render.images import DisplayDomain
 from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir
@@ -111,7 +111,7 @@ def analyze(
         options: settings (defaults: :class:`AnalyzeOptions`).
         out_dir: the report directory (default :func:`default_out_dir`).
         progress: called with :class:`AnalyzeProgress` as work proceeds (the ``"plan"``
-            event carries the :class:`~onnx_am.audit.planning.AnalyzePlan`); it may raise
+            event carries the :class:`~onnx_am.audit.planning.BudgetPlan`); it may raise
             (e.g. ``KeyboardInterrupt``) to stop: while optimizing that happens between
             steps, and the running chunk is checkpointed first.
         executor: where the chunks run (default: here, one after another, checkpointed); e.g.
@@ -167,7 +167,7 @@ class Audit:
     parity: ParityResult
     timings: dict[str, float]
     started: float
-    plan: AnalyzePlan
+    plan: BudgetPlan
     tokens: TokenPlan | None = None
 
 
@@ -316,7 +316,7 @@ def estimate_analysis(
     progress: ProgressCallback | None = None,
     *,
     deadline: Deadline | None = None,
-) -> AnalyzePlan:
+) -> BudgetPlan:
     """What :func:`analyze` would do with these options, what it would cut and cost: the model
     is imported and a few steps are timed; nothing is written (``--dry-run``).
 

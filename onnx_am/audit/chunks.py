@@ -1,7 +1,7 @@
 """The optimization of ``analyze``, chunk by chunk, each chunk written as it finishes.
 
 A chunk is a fixed group of target units, optimized with every method of the
-:class:`~onnx_am.engine.plan.RunPlan` in one :func:`~onnx_am.engine.maximizer.run_plan` call,
+:class:`~onnx_am.engine.plan.RunPlan` in one :func:`~onnx_am.engine.maximizer.maximize_plan` call,
 wherever an executor runs it (:mod:`onnx_am.audit.executor`); :class:`ChunkedRun` says which
 chunks are still to do and keeps and writes each one that comes back.
 The engine seeds every start from ``(seed, target, restart)``, and the grouping into chunks
@@ -28,7 +28,7 @@ from onnx_am.audit.report import REPORT_FILE, ReportDir
 from onnx_am.audit.summary import summarize
 from onnx_am.engine import memory
 from onnx_am.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_INTERVAL, Checkpointer
-from onnx_am.engine.maximizer import run_plan
+from onnx_am.engine.maximizer import maximize_plan
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import MaximizeReport, TargetBaseline, UnitResult
@@ -116,7 +116,7 @@ class ChunkedRun:
             on_step(0, 1, {})
             key = hashlib.sha256("|".join([base, *(t.name for t in chunk)]).encode()).hexdigest()
             checkpoint = Checkpointer(self.report.path(CHECKPOINT_FILE), key, self.interval)
-            found = run_plan(
+            found = maximize_plan(
                 self.imported,
                 self.plan.with_targets(chunk),
                 rewrite=self.rewrite,

@@ -28,7 +28,7 @@ from onnx_am.importer.cut import AUTO, cut_domain
 from onnx_am.importer.feeds import FeedInput
 from onnx_am.importer.limits import ProbeLimit
 from onnx_am.importer.model import ImportedModel
-from onnx_am.methods import DEFAULT_BETA, GradientMethod, MethodPlan, expand_methods
+from onnx_am.methods import DEFAULT_BETA, GradientMethod, ReportedMethod, expand_methods
 from onnx_am.objectives import Target, parse_targets, resolve_targets
 from onnx_am.settings import build, group, replaced
 
@@ -338,7 +338,7 @@ def plan_analysis(
 
 def plan_methods(
     methods: tuple[str | GradientMethod, ...], slopes: tuple[float, ...], default_beta: float
-) -> list[MethodPlan]:
+) -> list[ReportedMethod]:
     """The reported methods: as given, or the defaults; bare ``decoupled``/``proxy`` once per
     slope, each built from the float itself."""
     if not methods:

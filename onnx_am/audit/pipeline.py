@@ -20,7 +20,7 @@ from onnx_am.audit import chunks
 from onnx_am.audit.budget import Work, format_duration
 from onnx_am.audit.defaults import AnalysisDefaults
 from onnx_am.audit.options import AnalyzeOptions, ImportSettings, choose_defaults, plan_analysis
-from onnx_am.audit.planning import AnalyzePlan, make_plan, measure_costs
+from onnx_am.audit.planning import BudgetPlan, measure_costs, plan_budget
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.plan import RunPlan
@@ -153,7 +153,7 @@ class AuditPipeline:
         rewrite: RewriteResult | None,
         resumed: Work | None = None,
         share: BudgetShare = WHOLE,
-    ) -> tuple[AnalyzePlan, RunPlan]:
+    ) -> tuple[BudgetPlan, RunPlan]:
         """Time real steps and fit the run to this model's share of the deadline; a resumed
         report keeps its work. Returns the plan and the run to do.
 
@@ -175,7 +175,7 @@ class AuditPipeline:
         methods = [method_label(m) for m in asked.runs]
 
         def plan(others: float):
-            return make_plan(
+            return plan_budget(
                 asked.targets, asked.labels, methods, config, measured, budget, spent,
                 fixed_work=resumed, others=others,
             )  # fmt: skip
