@@ -50,7 +50,7 @@ def test_stopped_and_resumed_call_equals_an_uninterrupted_one(cnn, tmp_path, opt
             checkpoint=Checkpointer(path, "call", interval=3600),
         )
     saved = read_checkpoint(path)
-    assert saved["chunks_done"] == 2 and saved["chunk"] == 2 and saved["step"] == 6
+    assert saved["batches_done"] == 2 and saved["batch"] == 2 and saved["step"] == 6
     seen = []
     again = maximize(
         cnn,
@@ -85,9 +85,9 @@ def test_an_unreadable_file_is_only_lost_work(tmp_path):
 
 
 def test_state_on_the_cpu_is_a_copy():
-    from onnx_am.engine.checkpoint import ChunkState
+    from onnx_am.engine.checkpoint import BatchState
 
     x = torch.ones(2, 3)
-    state = ChunkState(0, 1, x, x, torch.zeros(2), torch.zeros(1, 2), {"m": x}).to_cpu()
+    state = BatchState(0, 1, x, x, torch.zeros(2), torch.zeros(1, 2), {"m": x}).to_cpu()
     x += 1
     assert (state.x == 1).all() and (state.optimizer["m"] == 1).all()

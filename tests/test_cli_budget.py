@@ -182,7 +182,7 @@ def test_killed_then_stopped_mid_chunk_then_resumed_equals_an_uninterrupted_run(
     saved = read_checkpoint(out / "checkpoint.pt")
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=120)
-    assert saved["chunk"] == 0 and saved["step"] == 60
+    assert saved["batch"] == 0 and saved["step"] == 60
     partial = json.loads((out / "report.json").read_text())
     assert partial["status"] == "running" and partial["results"] == []  # the plan is there
 

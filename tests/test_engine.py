@@ -178,7 +178,7 @@ def test_progress_counts_every_step_of_every_chunk(cnn):
     seen = []
 
     def progress(done, total, info):
-        seen.append((done, total, info["chunk"]))
+        seen.append((done, total, info["batch"]))
 
     config = AMConfig.of(steps=4, batch_size=4)
     maximize(cnn, ["logits:0-2"], ["standard", "decoupled(0.2)"], config, progress=progress)

@@ -25,7 +25,7 @@ DEFAULT_STEPS = 256
 DEFAULT_LR = 0.1
 DEFAULT_SEED = 0
 
-#: ``progress(done_steps, total_steps, info)``; ``info`` has ``chunk``, ``chunks``, ``rows``.
+#: ``progress(done_steps, total_steps, info)``; ``info`` has ``batch``, ``batches``, ``rows``.
 Progress = Callable[[int, int, dict], None]
 
 

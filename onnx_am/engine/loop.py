@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from onnx_am.engine import memory
-from onnx_am.engine.checkpoint import Checkpointer, ChunkState
+from onnx_am.engine.checkpoint import Checkpointer, BatchState
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.parameterizations import FourierParameterization, make_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
@@ -165,7 +165,7 @@ def optimize_rows(
                     context.total_steps -= steps - run.position
                 value, image, trace = run.result()
                 if checkpoint is not None:
-                    checkpoint.chunk_done(index, value, image, trace)
+                    checkpoint.batch_done(index, value, image, trace)
             for k, p in enumerate(positions):
                 outcome.value[p] = float(value[k])
                 outcome.image[p] = image[k].cpu()
@@ -259,7 +259,7 @@ class BatchRun:
         methods,
         index: int,
         steps: int,
-        resume: ChunkState | None = None,
+        resume: BatchState | None = None,
     ):
         device = context.config.device
         self.context, self.index, self.steps = context, index, steps
@@ -283,7 +283,7 @@ class BatchRun:
         if resume is not None:
             self._restore(resume, device)
 
-    def _restore(self, resume: ChunkState, device: str) -> None:
+    def _restore(self, resume: BatchState, device: str) -> None:
         self.position = resume.step
         self.x = resume.x.to(device)
         self.best_x = resume.best_x.to(device)
@@ -327,9 +327,9 @@ class BatchRun:
         self.best_x = torch.where(shape, image, self.best_x)
         self.trace[self.position] = self.best_value
 
-    def snapshot(self) -> ChunkState:
+    def snapshot(self) -> BatchState:
         """The state to continue from (for a checkpoint)."""
-        return ChunkState(
+        return BatchState(
             self.index,
             self.position,
             self.x,
@@ -362,7 +362,7 @@ def _drive(
             checkpoint.save(run.snapshot())
         if context.progress is not None:
             # no values in ``info``: reading one from the device would sync every step
-            info = {"chunk": run.index, "chunks": batches, "rows": len(run.methods)}
+            info = {"batch": run.index, "batches": batches, "rows": len(run.methods)}
             try:
                 context.progress(context.done_steps, context.total_steps, info)
             except BaseException:

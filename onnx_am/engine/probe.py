@@ -1,7 +1,7 @@
 """Time a few real steps of the engine: what one step of ``n`` rows costs on this machine.
 
 :func:`time_steps` runs the real loop (:func:`onnx_am.engine.loop.optimize_rows`) on real
-rows of the real model, at the chunk size the engine picks for them, and stops it after a
+rows of the real model, at the batch size the engine picks for them, and stops it after a
 few steps. The first step of a call is not timed (it warms up allocators and caches) unless
 it alone took :data:`LONG_STEP` seconds or more: then it is the measurement (its warm-up is
 a small share of it, and a second step of a large model would double the cost of planning).
@@ -35,7 +35,7 @@ LONG_STEP = 2.0
 
 @dataclass(frozen=True)
 class StepTiming:
-    """Seconds per step of ``rows`` rows (the engine's chunk size for the call)."""
+    """Seconds per step of ``rows`` rows (the engine's batch size for the call)."""
 
     rows: int
     seconds: float
@@ -60,15 +60,15 @@ def time_steps(
     Args:
         imported: the model.
         config: the settings (its ``batch_size``, ``None`` for automatic, decides the
-            chunk size; the starts are always ``random``).
+            batch size; the starts are always ``random``).
         targets: the targets; rows are laid out as the engine does (target-major).
         runs: the gradient methods of the rows.
-        rows: how many rows the call has; the engine's chunk is at most that.
+        rows: how many rows the call has; the engine's batch is at most that.
         steps: timed steps.
         rewrite: the rectifier rewrite, when one exists already.
 
     Returns:
-        The rows of the engine's first chunk and the median seconds of its timed steps.
+        The rows of the engine's first batch and the median seconds of its timed steps.
     """
     per_target = config.starts.restarts * len(runs)
     needed = max(1, -(-rows // per_target))
@@ -81,7 +81,7 @@ def time_steps(
     stamps: list[tuple[float, int]] = []
 
     def on_step(done: int, total: int, info: dict) -> None:
-        if info["chunk"] > 0:
+        if info["batch"] > 0:
             raise _Enough
         if config.device.startswith("cuda"):
             torch.cuda.synchronize(config.device)
