@@ -52,7 +52,9 @@ from onnx_am.audit.pipeline import WHOLE, AuditPipeline, BudgetShare, fitted, re
 from onnx_am.audit.planning import BudgetPlan
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback
 from onnx_am.audit.render.images import DisplayDomain
+from onnx_am.audit.render.site import render_timed
 from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir
+from onnx_am.audit.writer import ResultWriter
 from onnx_am.domain import InputDomain
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
@@ -151,7 +153,7 @@ class Audit:
 
     Attributes:
         key: names the model among those of one run.
-        run: the results so far and the writing of each finished chunk.
+        run: the chunks still to do, and (its ``writer``) the results so far.
         work: what an executor needs to run the model's chunks.
         parity: torch vs onnxruntime on random inputs.
         timings: seconds per phase so far.
@@ -232,11 +234,10 @@ def prepare_audit(
     if imported.cut is not None:  # tokens (issue 22)
         doc["cut"] = imported.cut.to_dict()
     display = DisplayDomain(domain.low, domain.high, imported.input.layout)
-    run = ChunkedRun(
-        report, imported, plan, rewrite, display, doc, options.output.checkpoint_interval
-    )
-    run.restore(report.done_results(), report.done_baselines())
-    budget_plan = replace(budget_plan, units_done=run.units_done)
+    writer = ResultWriter(report, plan, display, doc)
+    writer.restore(report.done_results(), report.done_baselines())
+    run = ChunkedRun(writer, imported, rewrite, options.output.checkpoint_interval)
+    budget_plan = replace(budget_plan, units_done=writer.units_done)
     doc["plan"] = budget_plan.to_dict()
     notify(AnalyzeProgress("plan", plan=budget_plan))
     report.write_json(REPORT_FILE, run.document("running"))  # the plan, before any step
@@ -279,7 +280,7 @@ def run_audits(
     by_key = {audit.key: audit for audit in audits}
     paces = audit_paces(audits, deadline)
     for audit in audits:
-        audit.run.pace = paces[audit.key]
+        audit.run.start(paces[audit.key])
     tasks = [task for audit in audits for task in audit.run.pending(audit.key)]
     total = sum(len(audit.run.plan.targets) for audit in audits)
     done = total - sum(len(task.targets) for task in tasks)
@@ -302,12 +303,16 @@ def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
     all done."""
     total = len(audit.run.plan.targets)
     notify(AnalyzeProgress("render", total, total, plan=audit.plan))
+    more = {}
     if audit.tokens is not None:  # tokens (issue 22): searches over ids, checked by onnxruntime
-        audit.run.doc["tokens"] = _run_tokens(audit)
-    doc = audit.run.finish(audit.timings, audit.started)
-    audit.run.report.write_json(REPORT_FILE, doc)
+        more["tokens"] = _run_tokens(audit)
+    writer = audit.run.writer
+    doc = audit.run.document("complete", **more)
+    results = writer.ordered()
+    render_timed(writer.report, doc, results, writer.display, audit.timings, audit.started)
+    writer.report.write_json(REPORT_FILE, doc)
     notify(AnalyzeProgress("done", total, total, plan=audit.plan))
-    return AnalyzeReport(audit.run.report.root, doc, audit.run.ordered(), audit.parity)
+    return AnalyzeReport(writer.report.root, doc, results, audit.parity)
 
 
 def estimate_analysis(
@@ -448,7 +453,7 @@ def _run_tokens(audit: Audit) -> dict:
     targets = audit.run.plan.targets
     found = search_tokens(audit.work.imported, audit.tokens, targets)
     best: dict[str, float] = {}
-    for result in audit.run.ordered():
+    for result in audit.run.writer.ordered():
         name = result.target.name
         best[name] = max(best.get(name, float("-inf")), result.activation)
     entries = [{**r.to_dict(), "embedding_am": best.get(r.target)} for r in found]

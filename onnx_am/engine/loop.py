@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from onnx_am.engine import memory
-from onnx_am.engine.checkpoint import Checkpointer, BatchState
+from onnx_am.engine.checkpoint import BatchState, Checkpointer
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.parameterizations import FourierParameterization, make_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
@@ -54,10 +54,11 @@ if TYPE_CHECKING:
     from onnx_am.passes.decouple import RewriteResult
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopContext:
-    """What every batch needs: the graph, its slope control, the settings, the pace and the
-    progress counts of the call (a :class:`BatchRun` owns what changes within a batch)."""
+    """What every batch of a call reads and none changes: the graph, its slope control, the
+    settings and the pace (a :class:`BatchRun` owns what changes within a batch, a
+    :class:`StepCount` the call's progress counts)."""
 
     imported: ImportedModel
     config: AMConfig
@@ -65,11 +66,38 @@ class LoopContext:
     names: list[str]
     control: object | None
     regularizers: list[Regularizer]
-    progress: Progress | None
-    total_steps: int
-    done_steps: int = 0
     parameterization: FourierParameterization | None = None
     pace: Pace | None = None
+
+
+@dataclass
+class StepCount:
+    """The steps of one engine call, as its progress callback sees them; it owns the counts.
+
+    Attributes:
+        total: the call's steps: every batch's plan, less what the pace cut.
+        progress: called with ``(done, total, info)`` after every step.
+        done: steps taken (or restored from a checkpoint).
+    """
+
+    total: int
+    progress: Progress | None = None
+    done: int = 0
+
+    def given(self, planned: int, steps: int) -> None:
+        """A batch planned for ``planned`` steps is given ``steps`` (fewer when paced), or
+        stopped after ``steps``."""
+        self.total -= planned - steps
+
+    def skip(self, steps: int) -> None:
+        """``steps`` were taken before (a finished batch or a checkpoint restored)."""
+        self.done += steps
+
+    def stepped(self, info: dict) -> None:
+        """One step was taken: count it and tell the callback (which may raise to stop)."""
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, info)
 
 
 def optimize_rows(
@@ -132,11 +160,10 @@ def optimize_rows(
             names,
             control,
             regularizers,
-            progress,
-            total_steps=len(batches) * config.ascent.steps,
             parameterization=parameterization,
             pace=pace,
         )
+        count = StepCount(len(batches) * config.ascent.steps, progress)
         resumed = None
         if checkpoint is not None:
             resumed = checkpoint.restore(_layout(config, runs, rows, size))
@@ -147,7 +174,7 @@ def optimize_rows(
             row_methods = tuple(runs[row.method] for row in batch_rows)
             if checkpoint is not None and index in checkpoint.finished:
                 value, image, trace = checkpoint.finished[index]
-                context.done_steps += config.ascent.steps
+                count.skip(config.ascent.steps)
             else:
                 state = resumed if resumed is not None and resumed.index == index else None
                 rows_left = sum(len(b) for b in batches[index:])
@@ -156,13 +183,13 @@ def optimize_rows(
                     if pace is None
                     else pace.steps_for(rows_left, config.ascent.steps)
                 )
-                context.total_steps -= config.ascent.steps - steps
+                count.given(config.ascent.steps, steps)
                 run = BatchRun(context, x0, row_targets, row_methods, index, steps, state)
                 tic = pace.now() if pace is not None else 0.0
-                _drive(context, run, len(batches), checkpoint)
+                _drive(run, count, len(batches), checkpoint)
                 if pace is not None:
                     pace.observe(len(x0), run.position, pace.now() - tic)
-                    context.total_steps -= steps - run.position
+                    count.given(steps, run.position)
                 value, image, trace = run.result()
                 if checkpoint is not None:
                     checkpoint.batch_done(index, value, image, trace)
@@ -344,31 +371,27 @@ class BatchRun:
         return self.best_value.cpu(), self.best_x.detach(), self.trace.cpu()
 
 
-def _drive(
-    context: LoopContext, run: BatchRun, batches: int, checkpoint: Checkpointer | None
-) -> None:
+def _drive(run: BatchRun, count: StepCount, batches: int, checkpoint: Checkpointer | None) -> None:
     """Step ``run`` to its end, or until the pace's deadline passes (then its current point
-    is its last); checkpoint every ``checkpoint.interval`` seconds and when
-    ``context.progress`` raises (it is called after every step)."""
-    pace, first = context.pace, run.position
-    context.done_steps += first
+    is its last); checkpoint every ``checkpoint.interval`` seconds and when the progress
+    callback raises (``count`` calls it after every step)."""
+    pace, first = run.context.pace, run.position
+    count.skip(first)
     while not run.done:
         if run.position > first and pace is not None and pace.expired():
             pace.stopped_early += 1  # the deadline passed: measure this input and stop
             break
         run.step()
-        context.done_steps += 1
         if checkpoint is not None and checkpoint.due():
             checkpoint.save(run.snapshot())
-        if context.progress is not None:
-            # no values in ``info``: reading one from the device would sync every step
-            info = {"batch": run.index, "batches": batches, "rows": len(run.methods)}
-            try:
-                context.progress(context.done_steps, context.total_steps, info)
-            except BaseException:
-                if checkpoint is not None:  # stopped between steps: keep this state
-                    checkpoint.save(run.snapshot())
-                raise
+        # no values in ``info``: reading one from the device would sync every step
+        info = {"batch": run.index, "batches": batches, "rows": len(run.methods)}
+        try:
+            count.stepped(info)
+        except BaseException:
+            if checkpoint is not None:  # stopped between steps: keep this state
+                checkpoint.save(run.snapshot())
+            raise
     run.finish()
 
 

@@ -2,8 +2,8 @@
 
 :func:`maximize` parses what it is given into a :class:`~onnx_am.engine.plan.RunPlan` once
 (:func:`~onnx_am.engine.plan.parse_run_plan`) and runs it; :func:`maximize_plan` runs a plan:
-it makes the rows (:mod:`onnx_am.engine.rows`), runs the loop (:mod:`onnx_am.engine.loop`: one batched
-forward and backward per step, each row with its own target and gradient method), assembles
+it makes the rows (:mod:`onnx_am.engine.rows`), runs the loop (:mod:`onnx_am.engine.loop`: one
+batched forward and backward per step, each row with its own target and gradient method), assembles
 one result per (target, method) (:mod:`onnx_am.engine.assemble`) and cross-checks them with
 onnxruntime. Per (unit, method) the best restart is reported; values are always the original
 network's, also for proxy rows.
