@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 from onnx_am_cli import START_KEY
-from onnx_am_cli.options import import_options, library_value
+from onnx_am_cli.options import import_options, json_option, library_value, verbose_option
 from onnx_am_cli.params import FLOATS, REQUIREMENT
 from onnx_am_cli.progress import LINE_INTERVAL, ProgressBar, ProgressLines
 from onnx_am_cli.signals import GracefulStop
@@ -314,9 +314,9 @@ TEST_HOLD_ENV = "ONNX_AM_TEST_HOLD_AT"
     f"written and the exit code is {REQUIREMENT_EXIT_CODE}.",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted report (same settings).")
-@click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout (only that).")
+@json_option("report.json (only that)")
 @click.option("--quiet", "-q", is_flag=True, help="No plan, no progress, no summary.")
-@click.option("--verbose", "-v", is_flag=True, help="Phases on stderr; tracebacks on errors.")
+@verbose_option("Phases on stderr; tracebacks on errors.")
 @click.option(
     "--checkpoint-interval",
     type=click.FloatRange(min=0),
