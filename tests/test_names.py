@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
+
+import pytest
 
 import onnx_am
 
@@ -25,3 +28,28 @@ def test_a_plan_is_parsed_by_one_function_and_run_by_another():
     assert inspect.signature(onnx_am.parse_run_plan).return_annotation == "RunPlan"
     assert list(inspect.signature(onnx_am.maximize_plan).parameters)[:2] == ["imported", "plan"]
     assert not hasattr(onnx_am, "plan_run") and not hasattr(onnx_am, "run_plan")
+
+
+class _Loaded(Exception):
+    """Raised by the patched pipeline: the entry point got there."""
+
+
+@pytest.mark.parametrize("entry", ["analyze", "estimate_analysis", "analyze_many"])
+def test_every_way_in_imports_and_plans_through_the_one_pipeline(entry, monkeypatch, tmp_path):
+    from onnx_am.audit.pipeline import AuditPipeline
+
+    analyze = importlib.import_module("onnx_am.audit.analyze")
+    many = importlib.import_module("onnx_am.audit.many")
+
+    def load(self, source):
+        raise _Loaded(str(source))
+
+    monkeypatch.setattr(AuditPipeline, "load", load)
+    model = Path(__file__).resolve().parents[1] / "models" / "digits_relu.onnx"
+    calls = {
+        "analyze": lambda: analyze.analyze(model, out_dir=tmp_path / "r"),
+        "estimate_analysis": lambda: analyze.estimate_analysis(model),
+        "analyze_many": lambda: many.analyze_many([model], root=tmp_path / "m"),
+    }
+    with pytest.raises(_Loaded, match="digits_relu"):
+        calls[entry]()
