@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from torch_models import export_random
 
 import onnx_am.audit.chunks as chunks_module
+import onnx_am.audit.render.site as site_module
 from onnx_am.audit.analyze import AnalyzeOptions, AnalyzeProgress, analyze
 from onnx_am.audit.many import analyze_many
 
@@ -84,7 +85,7 @@ def unit_chunks():
     """One unit per chunk (standard and decoupled rows of one restart); no plots or pages."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(chunks_module, "CHUNK_ROWS", 2)
-        patch.setattr(chunks_module, "render_plots", lambda *args: [])
+        patch.setattr(site_module, "render_plots", lambda *args: [])
         yield
 
 
