@@ -6,8 +6,8 @@ import pytest
 
 from onnx_am.audit.budget import (
     MIN_STEPS,
-    CostModel,
     BudgetCut,
+    CostModel,
     Work,
     fit_budget,
     format_duration,
