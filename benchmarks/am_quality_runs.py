@@ -120,7 +120,7 @@ def run_call(
     imported: ImportedModel, call: Call, crosscheck: bool = True, batch_size: int = 256
 ) -> list[Record]:
     """Run one batched engine call and turn its results into records."""
-    config = AMConfig(
+    config = AMConfig.of(
         steps=call.steps,
         lr=call.lr,
         seed=call.seed,

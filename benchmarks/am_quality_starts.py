@@ -112,7 +112,7 @@ def run_config(
     forwards = screening_forwards(
         settings.get("start", "random"), restarts, settings.get("screen", 0)
     )
-    config = AMConfig(
+    config = AMConfig.of(
         **settings,
         steps=steps - math.ceil(forwards / (3 * rows)),
         lr=0.1,

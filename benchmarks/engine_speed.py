@@ -112,7 +112,7 @@ def _sync(device: str) -> None:
 
 def engine_step_time(imported, targets, method: str, config: AMConfig) -> float:
     report = maximize(imported, targets, [method], config)
-    return report.timings["optimize"] / config.steps
+    return report.timings["optimize"] / config.ascent.steps
 
 
 def median(fn, repeat: int) -> float:
@@ -132,7 +132,7 @@ def step_table(
     imported, targets, units, config: AMConfig, repeat: int, say: Callable, beta: float = 0.3
 ):
     """Table 1: each engine method against the native loop of the same method."""
-    device, steps = config.device, config.steps
+    device, steps = config.device, config.ascent.steps
     net = native_cnn().to(device)
     decoupled = decoupled_cnn(beta).to(device)
     proxy = native_cnn(lambda: torch.nn.LeakyReLU(beta)).to(device)
@@ -142,7 +142,7 @@ def step_table(
         return graph(x)[0]
 
     def native(model, true_net=None):
-        return lambda: native_loop(model, units, steps, config.lr, device, true_net)
+        return lambda: native_loop(model, units, steps, config.ascent.lr, device, true_net)
 
     def engine(method):
         return lambda: engine_step_time(imported, targets, method, config)
@@ -207,7 +207,7 @@ def measure(args, say: Callable) -> None:
     imported = import_onnx(MODEL)
     # 64 rows: logits 0-7, 8 restarts each, in one chunk; the native loop does the same rows.
     targets = [f"logits:{i}" for i in range(8)]
-    config = AMConfig(
+    config = AMConfig.of(
         steps=steps, lr=0.05, restarts=8, batch_size=64, crosscheck=False, device=device
     )
     units = torch.arange(8, device=device).repeat_interleave(8)
@@ -219,13 +219,15 @@ def measure(args, say: Callable) -> None:
     say(f"\n2. 64 units of {UNITS_64.split(':')[0]}, decoupled(0.3), {steps} steps")
     say(f"{'mode':38s} {'seconds':>9s} {'units/s':>10s}")
     for label, batch in (("batched (64 rows per step)", 64), ("one at a time (batch_size=1)", 1)):
-        one = AMConfig(steps=steps, restarts=1, batch_size=batch, crosscheck=False, device=device)
+        one = AMConfig.of(
+            steps=steps, restarts=1, batch_size=batch, crosscheck=False, device=device
+        )
         report = maximize(imported, [UNITS_64], ["decoupled(0.3)"], one)
         seconds = report.timings["optimize"]
         say(f"{label:38s} {seconds:9.2f} {64 / seconds:10.1f}")
 
     say("\n3. share of the onnxruntime cross-check, 64 units x (standard, decoupled(0.3))")
-    full = AMConfig(steps=steps, restarts=1, batch_size=64, crosscheck=True, device=device)
+    full = AMConfig.of(steps=steps, restarts=1, batch_size=64, crosscheck=True, device=device)
     timings = maximize(imported, [UNITS_64], ["standard", "decoupled(0.3)"], full).timings
     for phase in ("baselines", "starts", "optimize", "crosscheck", "total"):
         say(f"{phase:38s} {timings[phase]:9.3f} s {100 * timings[phase] / timings['total']:8.1f} %")

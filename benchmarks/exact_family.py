@@ -124,7 +124,7 @@ def reach(imported, target: str, setting: tuple, rows: int, steps: int, seed: in
     screen = screened[0] if screened else 0
     kind = screened[1] if len(screened) > 1 else ("screened" if screen else "random")
     start = {"start": kind, "screen": screen} if screen else {"start": "random"}
-    config = AMConfig(
+    config = AMConfig.of(
         steps=steps - math.ceil(screening_forwards(kind, restarts, screen) / (3 * rows)),
         lr=0.1,
         seed=seed,

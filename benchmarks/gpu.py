@@ -126,7 +126,7 @@ def engine_seconds(imported, method: str, rows: int, steps: int, device: str) ->
     """Seconds per step of the engine on ``rows`` rows (logits 0-9, one method)."""
     targets = [f"logits:{u}" for u in range(min(10, rows))]
     restarts = max(1, rows // len(targets))
-    config = AMConfig(
+    config = AMConfig.of(
         steps=steps,
         restarts=restarts,
         device=device,
@@ -173,7 +173,7 @@ def step_table(args, model, shape, imported) -> list[dict]:
 
 def audit_rate(args, path: Path) -> dict:
     """Units per minute of a whole ``analyze`` (default methods, 3 restarts)."""
-    options = AnalyzeOptions(
+    options = AnalyzeOptions.of(
         steps=args.audit_steps,
         max_units=args.units,
         device=args.device,

@@ -90,7 +90,7 @@ def run(path: str, batch_size: int | None, classes: int = CLASSES) -> dict:
     """A 2-step maximize of ``classes`` x 2 rows; peak RSS of this fresh process."""
     imported = import_onnx(path)
     before = rss_mib()
-    config = AMConfig(steps=STEPS, restarts=1, seed=0, crosscheck=False, batch_size=batch_size)
+    config = AMConfig.of(steps=STEPS, restarts=1, seed=0, crosscheck=False, batch_size=batch_size)
     started = time.perf_counter()
     report = maximize(imported, [f"logits:0-{classes - 1}"], list(METHODS), config)
     return {

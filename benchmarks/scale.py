@@ -114,7 +114,7 @@ def measure(
 def run_model(spec: dict, model: Path, quick: bool, folder: Path, threads: int) -> dict:
     settings = {k: spec[k] for k in ("steps", "restarts")} | (QUICK if quick else {})
     targets = spec["targets"]
-    options = AnalyzeOptions(
+    options = AnalyzeOptions.of(
         targets=targets[:1],
         layers=targets[1:],
         methods=spec["methods"],

@@ -51,7 +51,7 @@ def run(name: str, start: str, steps: int) -> list[dict]:
     """One maximize call: every logit, every method; one row per (unit, method)."""
     imported = import_onnx(model_path(name))
     rewrite = decouple_rectifiers(imported, rules=SMOOTH_RULES)
-    config = AMConfig(
+    config = AMConfig.of(
         steps=steps, lr=0.1, restarts=RESTARTS, seed=0, start=start,
         domain=InputDomain(low=-1.0, high=1.0), normalize_grad=True,
     )  # fmt: skip

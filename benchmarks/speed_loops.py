@@ -193,7 +193,7 @@ def engine_run(imported, targets, methods, steps, **config) -> tuple[object, Ste
     """One engine call with a step clock attached."""
     clock = StepClock()
     settings = {"steps": steps, "lr": LR, "seed": 0, "restarts": 1, **config}
-    report = maximize(imported, targets, methods, config=AMConfig(**settings), progress=clock)
+    report = maximize(imported, targets, methods, config=AMConfig.of(**settings), progress=clock)
     return report, clock
 
 

@@ -59,7 +59,7 @@ def run(steps: int, seeds: list[int]) -> list[dict]:
             targets = onnx_am.parse_targets([target], model)
             for rule, settings in RULES.items():
                 for seed in seeds:
-                    config = AMConfig(steps=steps, restarts=1, seed=seed, **settings)
+                    config = AMConfig.of(steps=steps, restarts=1, seed=seed, **settings)
                     report = maximize(model, targets, METHODS, config, rewrite=rewrite)
                     baseline = {b.target: b.best for b in report.baselines}
                     for r in report.results:

@@ -40,7 +40,7 @@ def sample_models() -> list[Path]:
 
 
 def audit(path: Path, steps: int, restarts: int, step_rule: str = DEFAULT_STEP_RULE) -> dict:
-    options = AnalyzeOptions(
+    options = AnalyzeOptions.of(
         steps=steps, restarts=restarts, step_rule=step_rule, time_budget=None, seed=0
     )
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 from onnx_am_cli import START_KEY
-from onnx_am_cli.options import import_options, library_value
+from onnx_am_cli.options import import_options, json_option, library_value, verbose_option
 from onnx_am_cli.params import FLOATS, REQUIREMENT
 from onnx_am_cli.progress import LINE_INTERVAL, ProgressBar, ProgressLines
 from onnx_am_cli.signals import GracefulStop
@@ -314,9 +314,9 @@ TEST_HOLD_ENV = "ONNX_AM_TEST_HOLD_AT"
     f"written and the exit code is {REQUIREMENT_EXIT_CODE}.",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted report (same settings).")
-@click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout (only that).")
+@json_option("report.json (only that)")
 @click.option("--quiet", "-q", is_flag=True, help="No plan, no progress, no summary.")
-@click.option("--verbose", "-v", is_flag=True, help="Phases on stderr; tracebacks on errors.")
+@verbose_option("Phases on stderr; tracebacks on errors.")
 @click.option(
     "--checkpoint-interval",
     type=click.FloatRange(min=0),
@@ -365,8 +365,8 @@ def analyze_command(
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
     for name in ("targets", "layers", "methods", "regularizers", "fix", "token_methods"):
         kwargs[name] = tuple(kwargs[name])
-    options = AnalyzeOptions(**kwargs)
-    deadline = _deadline(options.time_budget)  # the one deadline of the whole command
+    options = AnalyzeOptions.of(**kwargs)
+    deadline = _deadline(options.budget.time_budget)  # the one deadline of the whole command
     many = len(models) > 1 or Path(models[0]).is_dir()
     out_dir = out or (DEFAULT_ROOT if many else default_out_dir(models[0]))
     if dry_run:
@@ -376,7 +376,7 @@ def analyze_command(
         return
     # The default (one model, no --workers/--ray): main's checkpointed path, no executor.
     # --workers/--ray/several models: the executor path of issue 13, without checkpoints.
-    executor = _executor(workers, ray_address, worker_threads, options.device)
+    executor = _executor(workers, ray_address, worker_threads, options.optimize.device)
     stop = GracefulStop()
     bar = ProgressBar() if not quiet and sys.stderr.isatty() else None
     lines = None

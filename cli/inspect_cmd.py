@@ -10,7 +10,7 @@ import json
 
 import click
 from onnx_am_cli import JSON_EMITTED_KEY
-from onnx_am_cli.options import import_options
+from onnx_am_cli.options import import_options, json_option, verbose_option
 
 from onnx_am.audit.inspection import InspectReport, inspect_model, inspect_unimportable
 from onnx_am.audit.options import ImportSettings
@@ -23,10 +23,10 @@ from onnx_am.importer.loading import load_model
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option("one JSON object")
 @import_options
 @click.option("--no-parity", is_flag=True, help="Skip the onnxruntime comparison.")
-@click.option("--verbose", "-v", is_flag=True, help="Tracebacks on errors.")
+@verbose_option("Tracebacks on errors.")
 def inspect_command(
     model: str,
     as_json: bool,

@@ -1,7 +1,9 @@
 """Options shared by the commands, each declared once, and values parsed by the library.
 
-:func:`import_options` is what to import (``--input``, ``--input-shape``, ``--feed``, ``--at``,
-``--seq-len``, ``--probe-timeout``), the same for ``analyze`` and ``inspect``.
+:func:`json_option` and :func:`verbose_option` are ``--json`` and ``--verbose`` (each command
+says what they print); :func:`import_options` is what to import (``--input``,
+``--input-shape``, ``--feed``, ``--at``, ``--seq-len``, ``--probe-timeout``), the same for
+``analyze`` and ``inspect``.
 :func:`library_value` turns a library parser into an option callback: a bad value raises the
 library's own error (``SettingsError`` for a duration, ``InputSpecError`` for a feed), which
 the group prints as one line and exit code 2, as it does every bad value (click's own
@@ -48,6 +50,16 @@ def library_value(parse: Callable) -> Callable:
         return parse(value)
 
     return callback
+
+
+def json_option(what: str) -> Callable:
+    """``--json``: print ``what`` on stdout (and nothing else there)."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} on stdout.")
+
+
+def verbose_option(what: str) -> Callable:
+    """``--verbose`` / ``-v``: tracebacks on errors, and ``what`` more."""
+    return click.option("--verbose", "-v", is_flag=True, help=what)
 
 
 def import_options(command: Callable) -> Callable:
@@ -101,4 +113,11 @@ def import_options(command: Callable) -> Callable:
     return command
 
 
-__all__ = ["FEED_HELP", "import_options", "library_value", "parse_feeds"]
+__all__ = [
+    "FEED_HELP",
+    "import_options",
+    "json_option",
+    "library_value",
+    "parse_feeds",
+    "verbose_option",
+]

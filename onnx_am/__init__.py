@@ -14,8 +14,8 @@ import os
 os.environ.setdefault("MKL_CBWR", "AUTO")
 
 from onnx_am.domain import InputDomain, parse_domain
-from onnx_am.engine.maximizer import AMConfig, maximize, run_plan
-from onnx_am.engine.plan import RunPlan, plan_run
+from onnx_am.engine.maximizer import AMConfig, maximize, maximize_plan
+from onnx_am.engine.plan import RunPlan, parse_run_plan
 from onnx_am.engine.results import MaximizeReport, TargetBaseline, UnitResult
 from onnx_am.errors import (
     ExternalDataError,
@@ -34,7 +34,7 @@ from onnx_am.errors import (
 )
 from onnx_am.importer.limits import ProbeLimit
 from onnx_am.importer.model import ImportedModel, import_onnx
-from onnx_am.methods import GradientMethod, MethodPlan, expand_methods, parse_method
+from onnx_am.methods import GradientMethod, ReportedMethod, expand_methods, parse_method
 from onnx_am.objectives import Target, channel, default_targets, neuron, parse_targets, unit
 from onnx_am.passes import RewriteResult, decouple_rectifiers, plan_rewrites
 from onnx_am.reference.parity import ParityResult, check_parity
@@ -46,12 +46,12 @@ __all__ = [
     "GradientMethod",
     "MaximizeReport",
     "MethodError",
-    "MethodPlan",
+    "ReportedMethod",
     "RunPlan",
     "SettingsError",
     "expand_methods",
-    "plan_run",
-    "run_plan",
+    "parse_run_plan",
+    "maximize_plan",
     "RewriteResult",
     "TargetBaseline",
     "UnitResult",

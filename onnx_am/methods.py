@@ -11,7 +11,7 @@ forward slope ``alpha`` (0 for ReLU) and may use another slope ``beta`` in the b
 ``beta`` may follow a schedule (a function of the step) and may be overridden per ONNX op
 type or per ONNX node name.
 
-What is reported is a :class:`MethodPlan`: one gradient method, ``best`` (standard and
+What is reported is a :class:`ReportedMethod`: one gradient method, ``best`` (standard and
 decoupled rows, per unit the higher true value) or ``portfolio`` (standard, decoupled and
 annealed rows, per unit the highest). :func:`expand_methods` is the one place that
 turns what a user typed (strings, sweeps, objects, a list of backward slopes) into plans.
@@ -169,7 +169,7 @@ def parse_method(text: str, beta: float | None = None) -> GradientMethod:
 
 
 @dataclass(frozen=True)
-class MethodPlan:
+class ReportedMethod:
     """One reported method: its label and kind, and the gradient methods whose rows feed it.
 
     ``best`` runs two (standard and decoupled) and keeps per unit the higher true value.
@@ -181,7 +181,7 @@ class MethodPlan:
     runs: tuple[GradientMethod, ...]
 
 
-def best_plan(beta: float = DEFAULT_BETA, *, annealed: bool = False) -> MethodPlan:
+def best_method(beta: float = DEFAULT_BETA, *, annealed: bool = False) -> ReportedMethod:
     """``best(beta)``: standard and ``decoupled(beta)`` rows, per unit the higher true value.
 
     ``annealed``: ``best(anneal(beta))``, whose decoupled row is ``decoupled(anneal(beta))``:
@@ -190,7 +190,7 @@ def best_plan(beta: float = DEFAULT_BETA, *, annealed: bool = False) -> MethodPl
     """
     decoupled = GradientMethod("decoupled", beta, anneal_to_alpha=annealed)
     label = "best" + decoupled.label.removeprefix("decoupled")
-    return MethodPlan(label, "best", None if annealed else beta, (STANDARD, decoupled))
+    return ReportedMethod(label, "best", None if annealed else beta, (STANDARD, decoupled))
 
 
 #: Start slope of the portfolio's annealed row: ``decoupled(anneal(1.0))`` goes from 1.0 (the
@@ -198,7 +198,7 @@ def best_plan(beta: float = DEFAULT_BETA, *, annealed: bool = False) -> MethodPl
 PORTFOLIO_ANNEAL_START = 1.0
 
 
-def portfolio_plan(beta: float = DEFAULT_BETA) -> MethodPlan:
+def portfolio_method(beta: float = DEFAULT_BETA) -> ReportedMethod:
     """``portfolio(beta)``: standard, ``decoupled(beta)`` and ``decoupled(anneal(1.0))`` rows,
     per unit the highest true value. The three rows explore differently (the true gradient;
     a fixed backward slope that reaches behind inactive units; a slope that starts at 1 and
@@ -208,18 +208,18 @@ def portfolio_plan(beta: float = DEFAULT_BETA) -> MethodPlan:
         GradientMethod("decoupled", beta),
         GradientMethod("decoupled", PORTFOLIO_ANNEAL_START, anneal_to_alpha=True),
     )
-    return MethodPlan(f"portfolio({format_slope(beta)})", "best", beta, runs)
+    return ReportedMethod(f"portfolio({format_slope(beta)})", "best", beta, runs)
 
 
 def expand_methods(
     methods: Sequence[object] | str | GradientMethod,
     default_beta: float = DEFAULT_BETA,
     slopes: Sequence[float] = (),
-) -> list[MethodPlan]:
+) -> list[ReportedMethod]:
     """Turn method objects and strings (sweeps and ``best`` included) into plans, once.
 
     Args:
-        methods: one method or several: :class:`GradientMethod` or :class:`MethodPlan`
+        methods: one method or several: :class:`GradientMethod` or :class:`ReportedMethod`
             objects, or strings (``"standard"``, ``"decoupled(0.3)"``, a sweep
             ``"decoupled(0.1,0.3)"``, ``"best"``, ``"best(0.3)"``, schedules).
         default_beta: beta of a bare ``decoupled``/``proxy`` and of ``best``.
@@ -232,9 +232,9 @@ def expand_methods(
     Raises:
         MethodError: an unparsable method or an empty list.
     """
-    if isinstance(methods, str | GradientMethod | MethodPlan):
+    if isinstance(methods, str | GradientMethod | ReportedMethod):
         methods = [methods]
-    plans: list[MethodPlan] = []
+    plans: list[ReportedMethod] = []
     for method in methods:
         plans.extend(_plans_for(method, default_beta, tuple(slopes)))
     if not plans:
@@ -251,36 +251,38 @@ def method_label(method: GradientMethod) -> str:
     return f"{method.label}[{listed}]"
 
 
-def distinct_runs(plans: Sequence[MethodPlan]) -> list[GradientMethod]:
+def distinct_runs(plans: Sequence[ReportedMethod]) -> list[GradientMethod]:
     """The gradient methods the plans need, each once (by label), in order."""
     return list({method_label(m): m for plan in plans for m in plan.runs}.values())
 
 
-def _plans_for(method: object, default_beta: float, slopes: tuple[float, ...]) -> list[MethodPlan]:
-    if isinstance(method, MethodPlan):
+def _plans_for(
+    method: object, default_beta: float, slopes: tuple[float, ...]
+) -> list[ReportedMethod]:
+    if isinstance(method, ReportedMethod):
         return [method]
     if isinstance(method, GradientMethod):
         beta = None if method.schedule is not None or method.anneal_to_alpha else method.beta
-        return [MethodPlan(method_label(method), method.kind, beta, (method,))]
+        return [ReportedMethod(method_label(method), method.kind, beta, (method,))]
     if not isinstance(method, str):
         raise MethodError(f"a method is a string or GradientMethod, got {method!r}")
     text = method.strip().replace(" ", "")
     if text in ("decoupled", "proxy") and slopes:
         return [_plans_for(GradientMethod(text, b), default_beta, ())[0] for b in slopes]
     if text == "best":
-        return [best_plan(default_beta)]
+        return [best_method(default_beta)]
     if text == "portfolio":
-        return [portfolio_plan(default_beta)]
+        return [portfolio_method(default_beta)]
     head, _, rest = text.partition("(")
     if rest.endswith(")") and "," in rest and "(" not in rest:
         pieces = rest[:-1].split(",")
         return [plan for b in pieces for plan in _plans_for(f"{head}({b})", default_beta, ())]
     if head == "best" and (annealed := _ANNEALED_RE.match(rest)):
-        return [best_plan(_slope(annealed.group(1), text), annealed=True)]
+        return [best_method(_slope(annealed.group(1), text), annealed=True)]
     if head == "best" and rest.endswith(")"):
-        return [best_plan(_slope(rest[:-1], text))]
+        return [best_method(_slope(rest[:-1], text))]
     if head == "portfolio" and rest.endswith(")"):
-        return [portfolio_plan(_slope(rest[:-1], text))]
+        return [portfolio_method(_slope(rest[:-1], text))]
     return _plans_for(parse_method(text, beta=default_beta), default_beta, ())
 
 

@@ -72,7 +72,7 @@ def comparable(doc: dict) -> dict:
 
 def test_end_to_end_report_schema_images_and_html(cnn, tmp_path):
     out = tmp_path / "report"
-    report = analyze(cnn, AnalyzeOptions(**FAST), out)
+    report = analyze(cnn, AnalyzeOptions.of(**FAST), out)
     doc = json.loads((out / "report.json").read_text())
     assert doc == json.loads(json.dumps(report.doc))
     assert doc["schema_version"] == 1 and doc["status"] == "complete"
@@ -122,7 +122,7 @@ def test_end_to_end_report_schema_images_and_html(cnn, tmp_path):
 
 
 def test_vector_input_is_plotted_and_sweep_plot_written(mlp, tmp_path):
-    options = AnalyzeOptions(backward_slopes=(0.1, 1.0), input_range="0..1", **FAST)
+    options = AnalyzeOptions.of(backward_slopes=(0.1, 1.0), input_range="0..1", **FAST)
     report = analyze(mlp, options, tmp_path / "r")
     methods = [r["method"] for r in report.doc["results"]][:3]
     assert methods == ["standard", "decoupled(0.1)", "decoupled(1)"]
@@ -138,19 +138,19 @@ def test_layer_adds_channels_of_an_intermediate_tensor(cnn, tmp_path):
     relu_out = next(
         n.output[0] for n in import_onnx(cnn).original.graph.node if n.op_type == "Relu"
     )
-    options = AnalyzeOptions(layers=(relu_out,), methods=("standard",), **FAST)
+    options = AnalyzeOptions.of(layers=(relu_out,), methods=("standard",), **FAST)
     targets = [r.target.name for r in analyze(cnn, options, tmp_path / "r").results]
     assert targets == ["logits:0", "logits:1", "logits:2"] + [f"{relu_out}:{c}" for c in range(4)]
 
 
 def test_existing_report_is_protected(cnn, tmp_path):
     out = tmp_path / "r"
-    analyze(cnn, AnalyzeOptions(methods=("standard",), **FAST), out)
+    analyze(cnn, AnalyzeOptions.of(methods=("standard",), **FAST), out)
     before = (out / "report.json").read_bytes()
     with pytest.raises(ReportError, match="--force"):
-        analyze(cnn, AnalyzeOptions(methods=("standard",), **FAST), out)
+        analyze(cnn, AnalyzeOptions.of(methods=("standard",), **FAST), out)
     assert (out / "report.json").read_bytes() == before
-    analyze(cnn, AnalyzeOptions(methods=("standard",), force=True, steps=7, restarts=1), out)
+    analyze(cnn, AnalyzeOptions.of(methods=("standard",), force=True, steps=7, restarts=1), out)
     assert json.loads((out / "report.json").read_text())["settings"]["steps"] == 7
 
 
@@ -168,7 +168,7 @@ class Interrupt:
 def test_resume_after_interruption_gives_the_same_report(cnn, tmp_path, monkeypatch):
     runs = 2  # standard and annealed decoupled rows; best shares them
     monkeypatch.setattr(chunks_module, "CHUNK_ROWS", runs)  # one unit per chunk
-    options = AnalyzeOptions(**FAST)
+    options = AnalyzeOptions.of(**FAST)
     whole = analyze(cnn, options, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         analyze(cnn, options, tmp_path / "cut", progress=Interrupt(after=2))
@@ -179,7 +179,7 @@ def test_resume_after_interruption_gives_the_same_report(cnn, tmp_path, monkeypa
         assert (tmp_path / "cut" / entry["image"]).is_file()
     seen = []
     resumed = analyze(
-        cnn, AnalyzeOptions(resume=True, **FAST), tmp_path / "cut", progress=seen.append
+        cnn, AnalyzeOptions.of(resume=True, **FAST), tmp_path / "cut", progress=seen.append
     )
     assert min(e.units_done for e in seen if e.phase == "optimize") == 2  # did not redo units
     assert comparable(resumed.doc) == comparable(whole.doc)
@@ -188,11 +188,11 @@ def test_resume_after_interruption_gives_the_same_report(cnn, tmp_path, monkeypa
 
 
 def test_resume_refuses_other_settings(cnn, tmp_path):
-    analyze(cnn, AnalyzeOptions(methods=("standard",), **FAST), tmp_path / "r")
+    analyze(cnn, AnalyzeOptions.of(methods=("standard",), **FAST), tmp_path / "r")
     with pytest.raises(ReportError, match="steps: 6 -> 9"):
         analyze(
             cnn,
-            AnalyzeOptions(methods=("standard",), resume=True, steps=9, restarts=1),
+            AnalyzeOptions.of(methods=("standard",), resume=True, steps=9, restarts=1),
             tmp_path / "r",
         )
 
@@ -211,9 +211,9 @@ def test_bare_methods_take_each_slope_and_the_one_default_beta():
 
 
 def test_step_rule_default_is_normalized_and_raw_is_the_papers_update(cnn, tmp_path):
-    normalized = analyze(cnn, AnalyzeOptions(methods=("standard",), **FAST), tmp_path / "n")
+    normalized = analyze(cnn, AnalyzeOptions.of(methods=("standard",), **FAST), tmp_path / "n")
     raw = analyze(
-        cnn, AnalyzeOptions(methods=("standard",), step_rule="raw", **FAST), tmp_path / "r"
+        cnn, AnalyzeOptions.of(methods=("standard",), step_rule="raw", **FAST), tmp_path / "r"
     )
     assert normalized.doc["settings"]["normalize_grad"] is True
     assert raw.doc["settings"]["normalize_grad"] is False
@@ -221,4 +221,4 @@ def test_step_rule_default_is_normalized_and_raw_is_the_papers_update(cnn, tmp_p
     traces = [r.trace for r in normalized.results], [r.trace for r in raw.results]
     assert traces[0] != traces[1]  # the same starts, other steps
     with pytest.raises(SettingsError, match="unknown step rule"):
-        analyze(cnn, AnalyzeOptions(step_rule="sgd", **FAST), tmp_path / "x")
+        analyze(cnn, AnalyzeOptions.of(step_rule="sgd", **FAST), tmp_path / "x")

@@ -6,8 +6,8 @@ import pytest
 
 from onnx_am.audit.budget import (
     MIN_STEPS,
+    BudgetCut,
     CostModel,
-    Cut,
     Work,
     fit_budget,
     format_duration,
@@ -54,7 +54,7 @@ def test_no_budget_or_enough_budget_cuts_nothing():
 def test_units_go_first_then_restarts_then_steps():
     per_unit = COST.estimate(Work(1, 2, 3, 3, 256))  # one unit at full settings
     fit = fit_budget(ASKED, COST, 20.5 * per_unit / 0.85)
-    assert fit.cuts == (Cut("units", 64, 20),)
+    assert fit.cuts == (BudgetCut("units", 64, 20),)
     fit = fit_budget(ASKED, COST, 5 * per_unit / 0.85)  # 8 units do not fit: restarts next
     assert [c.what for c in fit.cuts] == ["units", "restarts"] and fit.work.units == 8
     assert fit.work.restarts == 1 and fit.work.steps == 256

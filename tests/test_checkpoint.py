@@ -36,7 +36,7 @@ def stop_at(step: int):
 @pytest.mark.parametrize("optimizer", ["pga", "adam"])
 def test_stopped_and_resumed_call_equals_an_uninterrupted_one(cnn, tmp_path, optimizer):
     # 4 targets x 2 restarts x 2 runs = 16 rows, 5 per engine chunk: 4 chunks of 14 steps
-    config = AMConfig(steps=14, restarts=2, batch_size=5, optimizer=optimizer, crosscheck=False)
+    config = AMConfig.of(steps=14, restarts=2, batch_size=5, optimizer=optimizer, crosscheck=False)
     whole = maximize(cnn, TARGETS, METHODS, config)
     path = tmp_path / "checkpoint.pt"
     stopped_at = 14 + 14 + 6  # two chunks done, the third one 6 steps in
@@ -50,7 +50,7 @@ def test_stopped_and_resumed_call_equals_an_uninterrupted_one(cnn, tmp_path, opt
             checkpoint=Checkpointer(path, "call", interval=3600),
         )
     saved = read_checkpoint(path)
-    assert saved["chunks_done"] == 2 and saved["chunk"] == 2 and saved["step"] == 6
+    assert saved["batches_done"] == 2 and saved["batch"] == 2 and saved["step"] == 6
     seen = []
     again = maximize(
         cnn,
@@ -70,7 +70,7 @@ def test_saved_every_interval_and_ignored_under_another_key(cnn, tmp_path):
     ticks = iter(range(10**6))
     path = tmp_path / "checkpoint.pt"
     checkpoint = Checkpointer(path, "call", interval=4, clock=lambda: next(ticks))
-    config = AMConfig(steps=10, restarts=1, batch_size=64, crosscheck=False)
+    config = AMConfig.of(steps=10, restarts=1, batch_size=64, crosscheck=False)
     maximize(cnn, TARGETS, METHODS, config, checkpoint=checkpoint)
     assert checkpoint.saves >= 2  # one clock tick per step check: every 4 steps
     other = Checkpointer(path, "another call")
@@ -85,9 +85,9 @@ def test_an_unreadable_file_is_only_lost_work(tmp_path):
 
 
 def test_state_on_the_cpu_is_a_copy():
-    from onnx_am.engine.checkpoint import ChunkState
+    from onnx_am.engine.checkpoint import BatchState
 
     x = torch.ones(2, 3)
-    state = ChunkState(0, 1, x, x, torch.zeros(2), torch.zeros(1, 2), {"m": x}).to_cpu()
+    state = BatchState(0, 1, x, x, torch.zeros(2), torch.zeros(1, 2), {"m": x}).to_cpu()
     x += 1
     assert (state.x == 1).all() and (state.optimizer["m"] == 1).all()

@@ -97,7 +97,7 @@ def test_a_budget_too_small_for_one_unit_is_an_error_naming_the_smallest(
 
 def test_resume_keeps_the_cut_of_the_first_run(wide, tmp_path, monkeypatch):
     slow_machine(monkeypatch)
-    options = AnalyzeOptions(time_budget=600.0)
+    options = AnalyzeOptions.of(time_budget=600.0)
 
     def stop(event: AnalyzeProgress) -> None:
         if event.phase == "optimize" and event.steps_done >= 10:
@@ -106,7 +106,7 @@ def test_resume_keeps_the_cut_of_the_first_run(wide, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         analyze(wide, options, tmp_path / "r", progress=stop)
     slow_machine(monkeypatch, 0.001)  # the machine got faster: the plan stays the same
-    resumed = analyze(wide, AnalyzeOptions(time_budget=600.0, resume=True), tmp_path / "r")
+    resumed = analyze(wide, AnalyzeOptions.of(time_budget=600.0, resume=True), tmp_path / "r")
     assert resumed.doc["settings"]["targets"] == ["logits:0", "logits:12", "logits:23"]
     assert resumed.doc["plan"]["cuts"][0] == {"what": "units", "from": 24, "to": 3}
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
@@ -182,7 +182,7 @@ def test_killed_then_stopped_mid_chunk_then_resumed_equals_an_uninterrupted_run(
     saved = read_checkpoint(out / "checkpoint.pt")
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=120)
-    assert saved["chunk"] == 0 and saved["step"] == 60
+    assert saved["batch"] == 0 and saved["step"] == 60
     partial = json.loads((out / "report.json").read_text())
     assert partial["status"] == "running" and partial["results"] == []  # the plan is there
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -90,3 +91,11 @@ def test_analyze_and_inspect_share_one_declaration_of_the_import_options():
 
     assert declared(analyze_command) == declared(inspect_command)
     assert set(declared(inspect_command)) == names
+
+
+def test_every_option_is_declared_once():
+    folder = Path(__file__).resolve().parents[1] / "cli"
+    source = "\n".join(p.read_text() for p in sorted(folder.glob("*.py")))
+    declared = re.findall(r"click\.option\(\s*\"(--[\w-]+)\"", source)
+    assert {"--json", "--verbose", "--feed", "--steps"} <= set(declared)
+    assert sorted(n for n in set(declared) if declared.count(n) > 1) == []

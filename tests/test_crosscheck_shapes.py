@@ -78,7 +78,7 @@ def test_every_row_reads_its_own_output():
 
 def test_analyze_of_a_declared_batch_output_agrees():
     imported = import_onnx(_two_scores_per_row())
-    report = maximize(imported, ["y:0", "y:1"], config=AMConfig(steps=4, restarts=2, seed=0))
+    report = maximize(imported, ["y:0", "y:1"], config=AMConfig.of(steps=4, restarts=2, seed=0))
     assert report.results and all(r.agrees for r in report.results)
 
 

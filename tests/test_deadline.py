@@ -16,7 +16,7 @@ from onnx_am.audit.budget import MARGIN, CostModel
 from onnx_am.audit.executor import LocalExecutor, PaceLease
 from onnx_am.audit.many import analyze_many
 from onnx_am.audit.pipeline import BudgetShare
-from onnx_am.audit.planning import AnalyzePlan, Measured
+from onnx_am.audit.planning import BudgetPlan, Measured
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
 
@@ -101,7 +101,7 @@ def test_many_models_share_one_budget(nets, tmp_path, monkeypatch):
         if event.phase == "plan" and event.plan is not None:
             plans.append(event.plan)
 
-    options = AnalyzeOptions(steps=16, restarts=1, time_budget=60.0)
+    options = AnalyzeOptions.of(steps=16, restarts=1, time_budget=60.0)
     outcome = analyze_many(nets, options, tmp_path / "out", progress, deadline=deadline)
     assert outcome.exit_code == 0 and len(plans) == 3
     spent = [plan.spent for plan in plans]
@@ -134,7 +134,7 @@ def test_a_later_model_that_finds_no_time_left_gets_an_error_row(nets, tmp_path,
         if event.phase == "plan" and event.plan is not None:
             clock.now += 60.0  # the first model's plan is made; then the time is gone
 
-    options = AnalyzeOptions(steps=16, restarts=1, time_budget=60.0)
+    options = AnalyzeOptions.of(steps=16, restarts=1, time_budget=60.0)
     outcome = analyze_many(nets, options, tmp_path / "out", progress, deadline=deadline)
     assert list(outcome.reports) == ["net0"]
     assert set(outcome.errors) == {"net1", "net2"}
@@ -152,7 +152,7 @@ def test_the_pace_applies_on_an_executor(nets, tmp_path):
         clock.now += 3600.0  # the machine stalls as the first chunk starts
         return steps_for(self, *args)
 
-    options = AnalyzeOptions(steps=64, restarts=3, time_budget=300.0)
+    options = AnalyzeOptions.of(steps=64, restarts=3, time_budget=300.0)
     deadline = Deadline.starting_now(300.0, clock)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Pace, "steps_for", stall)
@@ -185,7 +185,7 @@ def test_a_lease_carries_the_pace_to_another_process():
 
 
 def planned(estimate: float, overhead: float):
-    return AnalyzePlan(
+    return BudgetPlan(
         tensors={}, units=1, units_asked=1, methods=(), runs=(), restarts=1, steps=64, rows=1,
         chunks=1, chunk_rows=64, batch_size=1, seconds_per_step=0.1, estimate=estimate,
         spent=0.0, peak_memory=0, budget=100.0, overhead=overhead,
@@ -219,7 +219,7 @@ def test_a_model_whose_even_part_is_too_small_takes_what_is_left(nets, tmp_path,
         if event.phase == "plan" and event.plan is not None:
             plans.append(event.plan)
 
-    options = AnalyzeOptions(steps=16, restarts=1, time_budget=12.0)
+    options = AnalyzeOptions.of(steps=16, restarts=1, time_budget=12.0)
     outcome = analyze_many(nets, options, tmp_path / "out", progress, deadline=deadline)
     assert list(outcome.reports) == ["net0"] and plans[0].others == 0.0
     assert set(outcome.errors) == {"net1", "net2"}
@@ -230,7 +230,7 @@ def test_a_model_is_not_even_imported_once_the_deadline_has_passed(nets, tmp_pat
     clock.now = 100.0
     deadline = Deadline(60.0, 0.0, clock)
     events = []
-    options = AnalyzeOptions(steps=16, restarts=1, time_budget=60.0)
+    options = AnalyzeOptions.of(steps=16, restarts=1, time_budget=60.0)
     outcome = analyze_many(nets, options, tmp_path / "out", events.append, deadline=deadline)
     assert not outcome.reports and len(outcome.errors) == 3
     assert all("was used up before net" in error for error in outcome.errors.values())

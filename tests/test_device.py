@@ -59,11 +59,9 @@ def test_gpu_benchmark_runs_on_the_cpu_with_a_tiny_model(tmp_path):
 def test_cuda_results_match_the_cpu_and_onnxruntime():
     imported = import_onnx(tiny_cnn())
     methods = ["standard", "decoupled(0.3)", "best"]
-    config = AMConfig(steps=20, restarts=2, normalize_grad=True)
+    config = AMConfig.of(steps=20, restarts=2, normalize_grad=True)
     on_cpu = maximize(imported, ["logits:0-2"], methods, config)
-    on_gpu = maximize(
-        imported, ["logits:0-2"], methods, AMConfig(**{**config.__dict__, "device": "cuda"})
-    )
+    on_gpu = maximize(imported, ["logits:0-2"], methods, config.replaced(device="cuda"))
     for a, b in zip(on_cpu.results, on_gpu.results, strict=True):
         assert b.agrees and a.activation == pytest.approx(b.activation, rel=1e-3, abs=1e-4)
 
@@ -73,7 +71,7 @@ def test_no_host_sync_per_step():
     imported = import_onnx(tiny_cnn())
 
     def syncs(steps: int) -> int:
-        config = AMConfig(steps=steps, device="cuda", crosscheck=False, batch_size=8)
+        config = AMConfig.of(steps=steps, device="cuda", crosscheck=False, batch_size=8)
         torch.cuda.set_sync_debug_mode("warn")
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -95,6 +93,6 @@ def test_analyze_defaults_to_the_gpu(tmp_path):
 
     path = tmp_path / "cnn.onnx"
     onnx.save(tiny_cnn(), path)
-    report = analyze(path, AnalyzeOptions(steps=8, restarts=1), tmp_path / "r")
+    report = analyze(path, AnalyzeOptions.of(steps=8, restarts=1), tmp_path / "r")
     assert report.doc["settings"]["device"] == "cuda"
     assert report.doc["plan"]["device"] == "cuda" and report.exit_code == 0

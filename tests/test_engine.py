@@ -43,7 +43,7 @@ def _f(x: np.ndarray, w, b, v) -> float:
 def test_dead_start_standard_stays_zero_decoupled_and_proxy_reach_the_maximum(convex):
     imported, maximum, _ = convex
     methods = ["standard", "decoupled(0.3)", "proxy(0.3)", "best(0.3)"]
-    report = maximize(imported, ["y:0"], methods, AMConfig(steps=100, lr=0.05, start="lower"))
+    report = maximize(imported, ["y:0"], methods, AMConfig.of(steps=100, lr=0.05, start="lower"))
     by_method = {r.method: r for r in report.results}
     assert by_method["standard"].activation == 0.0
     assert by_method["standard"].trace == [0.0] * 101
@@ -60,7 +60,7 @@ def test_dead_start_standard_stays_zero_decoupled_and_proxy_reach_the_maximum(co
 
 def test_reported_value_is_the_true_forward_of_the_image(convex):
     imported, _, (w, b, v) = convex
-    report = maximize(imported, ["y:0"], ["proxy(0.5)"], AMConfig(steps=30, start="lower"))
+    report = maximize(imported, ["y:0"], ["proxy(0.5)"], AMConfig.of(steps=30, start="lower"))
     result = report.results[0]
     assert result.activation == pytest.approx(_f(result.image, w, b, v), rel=1e-5)
     assert result.activation_onnxruntime == pytest.approx(result.activation, rel=1e-5)
@@ -68,7 +68,7 @@ def test_reported_value_is_the_true_forward_of_the_image(convex):
 
 def test_dead_start_finds_an_input_with_no_active_unit(convex):
     imported, _, (w, b, _v) = convex
-    report = maximize(imported, ["y:0"], ["standard"], AMConfig(steps=5, start="dead"))
+    report = maximize(imported, ["y:0"], ["standard"], AMConfig.of(steps=5, start="dead"))
     image = report.results[0].image
     assert (image @ w + b <= 0).all()
     assert report.results[0].activation == 0.0
@@ -76,7 +76,7 @@ def test_dead_start_finds_an_input_with_no_active_unit(convex):
 
 def test_baselines_are_the_trivial_inputs(convex):
     imported, _, (w, b, v) = convex
-    report = maximize(imported, ["y:0"], ["standard"], AMConfig(steps=1, crosscheck=False))
+    report = maximize(imported, ["y:0"], ["standard"], AMConfig.of(steps=1, crosscheck=False))
     activations = report.baselines[0].activations
     d = w.shape[0]
     assert activations["upper"] == pytest.approx(_f(np.ones(d), w, b, v), rel=1e-5)
@@ -86,7 +86,7 @@ def test_baselines_are_the_trivial_inputs(convex):
 
 
 def _run(imported, **settings):
-    config = AMConfig(steps=12, lr=0.1, restarts=2, **settings)
+    config = AMConfig.of(steps=12, lr=0.1, restarts=2, **settings)
     targets = ["logits:0-2", "conv2:1@center", "act2:3"]
     return maximize(imported, targets, ["standard", "decoupled(0.3)", "proxy(0.5)", "best"], config)
 
@@ -121,7 +121,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(cnn):
 def test_best_is_the_better_of_standard_and_decoupled_each_run_on_its_own(cnn):
     """best(0.3) alone equals, per unit, the higher of standard and decoupled(0.3) run in
     separate calls (starts are seeded per target and restart, so all start alike)."""
-    config = AMConfig(steps=12, lr=0.1, restarts=2)
+    config = AMConfig.of(steps=12, lr=0.1, restarts=2)
     targets = ["logits:0-2", "conv2:1@center", "act2:3"]
 
     def alone(method: str) -> dict[str, float]:
@@ -164,7 +164,7 @@ def test_slopes_restored_when_the_loop_raises(cnn):
             cnn,
             ["logits:0"],
             ["proxy(0.5)"],
-            AMConfig(steps=10),
+            AMConfig.of(steps=10),
             rewrite=rewrite,
             progress=progress,
         )
@@ -178,9 +178,9 @@ def test_progress_counts_every_step_of_every_chunk(cnn):
     seen = []
 
     def progress(done, total, info):
-        seen.append((done, total, info["chunk"]))
+        seen.append((done, total, info["batch"]))
 
-    config = AMConfig(steps=4, batch_size=4)
+    config = AMConfig.of(steps=4, batch_size=4)
     maximize(cnn, ["logits:0-2"], ["standard", "decoupled(0.2)"], config, progress=progress)
     assert seen == [(i + 1, 8, i // 4) for i in range(8)]
 
@@ -188,11 +188,11 @@ def test_progress_counts_every_step_of_every_chunk(cnn):
 def test_nhwc_model_with_per_channel_normalisation_matches_nchw_twin():
     settings = {"steps": 15, "lr": 8.0, "start": "mid", "domain": _imagenet_like()}
     nchw = maximize(
-        import_onnx(tiny_cnn()), ["logits:0-2"], ["decoupled(0.3)"], AMConfig(**settings)
+        import_onnx(tiny_cnn()), ["logits:0-2"], ["decoupled(0.3)"], AMConfig.of(**settings)
     )
     imported = import_onnx(tiny_cnn(nhwc=True))
     assert imported.input.layout == "NHWC"
-    nhwc = maximize(imported, ["logits:0-2"], ["decoupled(0.3)"], AMConfig(**settings))
+    nhwc = maximize(imported, ["logits:0-2"], ["decoupled(0.3)"], AMConfig.of(**settings))
     for a, b in zip(nchw.results, nhwc.results, strict=True):
         assert b.image.shape == (6, 6, 3)
         assert b.agrees and a.agrees
@@ -209,7 +209,7 @@ def _imagenet_like():
 
 def test_adam_and_regularizers_still_report_true_values(cnn):
     regularizers = ("jitter(1)", "blur(0.2)", "l2(0.01)", "tv(0.05)")
-    config = AMConfig(steps=15, optimizer="adam", lr=0.05, regularizers=regularizers)
+    config = AMConfig.of(steps=15, optimizer="adam", lr=0.05, regularizers=regularizers)
     report = maximize(cnn, ["logits:0-2", "act2:1@2,2"], ["standard", "decoupled(0.3)"], config)
     for result in report.results:
         assert result.agrees
@@ -248,7 +248,7 @@ def test_sweeps_and_schedules_expand():
 )
 def test_bad_settings_raise_our_errors(cnn, settings, message):
     with pytest.raises(SettingsError, match=message):
-        maximize(cnn, ["logits:0"], ["standard"], AMConfig(**settings))
+        maximize(cnn, ["logits:0"], ["standard"], AMConfig.of(**settings))
 
 
 def test_steps_to_95():
@@ -268,7 +268,7 @@ def test_method_objects_overrides_schedules_and_a_json_report(convex):
         "decoupled(anneal(1.0))",
         "proxy(cosine(1.0,0.1))",
     ]
-    report = maximize(imported, ["y:0"], methods, AMConfig(steps=100, start="lower"))
+    report = maximize(imported, ["y:0"], methods, AMConfig.of(steps=100, start="lower"))
     assert [r.method for r in report.results] == [
         "decoupled(0.3)",
         "decoupled(0.3)[Relu=1]",

@@ -28,7 +28,7 @@ def test_toy_dead_at_zero_standard_stuck_decoupled_and_proxy_reach_the_maximum(n
     known = toy["outputs"][output]
     imported = import_onnx(ROOT / "models" / toy["file"])
     methods = ["standard", "decoupled(0.3)", "proxy(0.3)"]
-    report = maximize(imported, [f"output:{output}"], methods, AMConfig(steps=80, start="mid"))
+    report = maximize(imported, [f"output:{output}"], methods, AMConfig.of(steps=80, start="mid"))
     standard, decoupled, proxy = report.results
     assert standard.activation == pytest.approx(known["value_at_zero"], abs=1e-6)
     for result in (decoupled, proxy):
@@ -51,7 +51,7 @@ SAMPLES = [
 )
 def test_every_result_agrees_with_onnxruntime_on_the_original_model(path, shape, targets):
     imported = import_onnx(ROOT / path, input_shape=shape)
-    config = AMConfig(steps=8, lr=0.1, restarts=1)
+    config = AMConfig.of(steps=8, lr=0.1, restarts=1)
     report = maximize(imported, targets, ["standard", "decoupled(0.3)", "proxy(0.5)"], config)
     assert len(report.results) >= 6
     for result in report.results:

@@ -1,6 +1,6 @@
 """The rectifiers' fast paths give exactly what the original per-row computation gives.
 
-A :class:`~onnx_am.passes.rectifier.SlopePlan` picks a fast path when every row is decoupled
+A :class:`~onnx_am.passes.rectifier.SlopeLayout` picks a fast path when every row is decoupled
 (no graph through the original op, a fused backward kernel) or every row is proxy (one
 ``leaky_relu``, no redirect); mixed rows take the general path, which avoids ``torch.where``
 on full-size tensors. The reference is the original NaN-sentinel computation, kept here
@@ -22,7 +22,7 @@ from onnx_am.engine.maximizer import AMConfig, maximize
 from onnx_am.errors import PassError
 from onnx_am.methods import STANDARD, GradientMethod, parse_method
 from onnx_am.passes import DecoupledRectifier, decouple_rectifiers
-from onnx_am.passes.rectifier import SlopePlan, _channel_shape, _common_value
+from onnx_am.passes.rectifier import SlopeLayout, _channel_shape, _common_value
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,7 +80,7 @@ def original_forward(self, *inputs):
 
 
 def _forced_mixed(scalar: bool):
-    """``SlopePlan.__init__`` that always takes the general path with both slope tensors."""
+    """``SlopeLayout.__init__`` that always takes the general path with both slope tensors."""
 
     def init(self, node, forward, backward):
         self.node, self._cache = node, {}
@@ -107,9 +107,9 @@ def reference(monkeypatch):
         if mode == "original":
             monkeypatch.setattr(DecoupledRectifier, "forward", original_forward)
         elif mode in ("mixed", "mixed-where-free"):
-            monkeypatch.setattr(SlopePlan, "__init__", _forced_mixed(mode == "mixed"))
+            monkeypatch.setattr(SlopeLayout, "__init__", _forced_mixed(mode == "mixed"))
             # The control's per-method plans go through the forced __init__ too.
-            monkeypatch.setattr(SlopePlan, "of_methods", classmethod(_read_from_tensors))
+            monkeypatch.setattr(SlopeLayout, "of_methods", classmethod(_read_from_tensors))
 
     return switch
 
@@ -315,7 +315,7 @@ def test_engine_results_equal_those_of_the_original_rectifier(method, reference)
     assert any(
         isinstance(m, DecoupledRectifier) for m in decouple_rectifiers(imported).module.modules()
     )
-    config = AMConfig(steps=8, restarts=2, batch_size=4, crosscheck=False)
+    config = AMConfig.of(steps=8, restarts=2, batch_size=4, crosscheck=False)
     targets = ["logits:0", "logits:1"]
     methods = [method, GradientMethod("proxy", 0.6)]
     fast = maximize(imported, targets, methods, config)
@@ -332,7 +332,7 @@ def test_proxy_rows_whose_slopes_are_the_originals_skip_the_second_forward(monke
     from onnx_am.engine import loop
 
     imported = import_onnx(tiny_cnn())
-    config = AMConfig(steps=4, restarts=2, batch_size=4, crosscheck=False)
+    config = AMConfig.of(steps=4, restarts=2, batch_size=4, crosscheck=False)
     standard = maximize(imported, ["logits:0", "logits:1"], ["standard"], config)
     calls = []
     original = loop._true_values
@@ -344,7 +344,7 @@ def test_proxy_rows_whose_slopes_are_the_originals_skip_the_second_forward(monke
         assert (a.activation, a.trace) == (b.activation, b.trace)
     calls.clear()
     maximize(imported, ["logits:0", "logits:1"], ["proxy(0.3)"], config)
-    assert len(calls) == config.steps + 1
+    assert len(calls) == config.ascent.steps + 1
 
 
 def test_engine_batches_are_grouped_by_method_into_spans(monkeypatch):
@@ -360,7 +360,7 @@ def test_engine_batches_are_grouped_by_method_into_spans(monkeypatch):
 
     monkeypatch.setattr(spans_module.SpansGradient, "forward", staticmethod(spy))
     imported = import_onnx(tiny_cnn())
-    config = AMConfig(steps=2, restarts=2, batch_size=8, crosscheck=False)
+    config = AMConfig.of(steps=2, restarts=2, batch_size=8, crosscheck=False)
     maximize(imported, ["logits:0", "logits:1"], ["best(0.3)"], config)
     assert seen == {("alpha", "decoupled")}
 
@@ -374,7 +374,7 @@ def _same_slope(a, b) -> bool:
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("case", [*CASES, *MIXED, "annealed", "annealed best"])
 def test_plans_worked_out_per_method_equal_those_read_from_the_tensors(op, case):
-    """SlopeControl hands each module a plan built per method (SlopePlan.of_methods); it is
+    """SlopeControl hands each module a plan built per method (SlopeLayout.of_methods); it is
     the plan the module would read from its slope tensors, at every step of a schedule."""
     _, result, _ = setup(op)
     annealed = parse_method("decoupled(anneal(0.3))")
@@ -390,7 +390,7 @@ def test_plans_worked_out_per_method_equal_those_read_from_the_tensors(op, case)
             given = module.plan()
             if given is None:
                 continue
-            read = SlopePlan(module.node, module.forward_slope, module.backward_slope)
+            read = SlopeLayout(module.node, module.forward_slope, module.backward_slope)
             assert (given.path, given.rows, given.spans) == (read.path, read.rows, read.spans)
             assert given.backward_scalar == read.backward_scalar
             assert _same_slope(given.forward, read.forward)

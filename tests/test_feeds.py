@@ -206,7 +206,7 @@ def test_analyze_feeds_the_same_values_everywhere(tmp_path: Path) -> None:
 
     path = tmp_path / "vad.onnx"
     path.write_bytes(state_sr_model().SerializeToString())
-    options = AnalyzeOptions(
+    options = AnalyzeOptions.of(
         input_name="x", feeds={"sr": 8000, "state": "0.5"}, steps=4, restarts=1, max_units=2
     )
     report = analyze(path, options, tmp_path / "report")
@@ -216,7 +216,7 @@ def test_analyze_feeds_the_same_values_everywhere(tmp_path: Path) -> None:
     assert inputs["sr"]["fed"] == "8000" and inputs["state"]["fed"] == "0.5"
     assert "sha256:" in report.doc["settings"]["feeds"]["state"]
     # resuming with another value is refused: the feeds are part of the settings
-    other = AnalyzeOptions(**{**options.__dict__, "feeds": {"sr": 16000}, "resume": True})
+    other = options.replaced(feeds={"sr": 16000}, resume=True)
     with pytest.raises(Exception, match="settings"):
         analyze(path, other, tmp_path / "report")
 

@@ -235,7 +235,9 @@ def test_small_analysis_of_a_quantized_model_agrees_with_onnxruntime(float_cnn, 
     from onnx_am.engine.maximizer import maximize
 
     imported = import_onnx(_quantized(float_cnn, kind))
-    report = maximize(imported, ["y:0", "y:3"], ["standard", "decoupled(0.3)"], AMConfig(steps=4))
+    report = maximize(
+        imported, ["y:0", "y:3"], ["standard", "decoupled(0.3)"], AMConfig.of(steps=4)
+    )
     assert report.tolerance == 2**-8
     assert all(r.agrees for r in report.results), [
         (r.activation, r.activation_onnxruntime) for r in report.results

@@ -66,7 +66,7 @@ def test_a_model_that_cannot_be_audited_gets_a_row_and_the_others_finish(tmp_pat
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     good = export_random(net, (3,), tmp_path / "good.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"not onnx")
-    options = AnalyzeOptions(steps=2, restarts=1, methods=("standard",))
+    options = AnalyzeOptions.of(steps=2, restarts=1, methods=("standard",))
     outcome = analyze_many([tmp_path], options, tmp_path / "out")
     assert set(outcome.reports) == {"good"} and set(outcome.errors) == {"broken"}
     assert outcome.exit_code == 2

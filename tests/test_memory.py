@@ -96,7 +96,7 @@ def test_budget_is_a_fixed_share_of_total_memory(monkeypatch):
 
 
 def _run(imported, **settings):
-    config = AMConfig(steps=6, restarts=2, crosscheck=False, **settings)
+    config = AMConfig.of(steps=6, restarts=2, crosscheck=False, **settings)
     return maximize(imported, ["logits:0-2", "act2:1"], ["standard", "best"], config)
 
 

@@ -13,9 +13,9 @@ from torch_models import export_random
 from onnx_am.audit.analyze import AnalyzeOptions, analyze
 from onnx_am.engine.config import AMConfig
 from onnx_am.engine.deadline import Deadline
-from onnx_am.engine.maximizer import run_plan
+from onnx_am.engine.maximizer import maximize_plan
 from onnx_am.engine.pace import MIN_STEPS, Pace, pace_text
-from onnx_am.engine.plan import plan_run
+from onnx_am.engine.plan import parse_run_plan
 from onnx_am.importer import import_onnx
 
 
@@ -58,17 +58,19 @@ def test_a_capped_chunk_is_a_shorter_run(wide):
     """Cut to 32 steps, a chunk gives exactly what a 32-step run gives: its schedules run
     over the shorter horizon, and the values are the original network's."""
     imported = import_onnx(wide)
-    config = AMConfig(steps=64, restarts=1, lr_schedule="cosine", crosscheck=True)
-    plan = plan_run(imported, ["logits:1", "logits:5"], ("standard", "decoupled(0.3)"), config)
+    config = AMConfig.of(steps=64, restarts=1, lr_schedule="cosine", crosscheck=True)
+    plan = parse_run_plan(
+        imported, ["logits:1", "logits:5"], ("standard", "decoupled(0.3)"), config
+    )
     pace = Pace(deadline=at(100.0), seconds_per_row_step=100.0 / (4 * 40))  # 39 steps fit
-    paced = run_plan(imported, plan, pace=pace)
-    short = plan_run(
+    paced = maximize_plan(imported, plan, pace=pace)
+    short = parse_run_plan(
         imported,
         ["logits:1", "logits:5"],
         ("standard", "decoupled(0.3)"),
-        AMConfig(steps=32, restarts=1, lr_schedule="cosine", crosscheck=True),
+        AMConfig.of(steps=32, restarts=1, lr_schedule="cosine", crosscheck=True),
     )
-    plain = run_plan(imported, short)
+    plain = maximize_plan(imported, short)
     assert pace.steps_cap == 32
     for a, b in zip(paced.results, plain.results, strict=True):
         assert len(a.trace) == 33
@@ -78,9 +80,9 @@ def test_a_capped_chunk_is_a_shorter_run(wide):
 
 def test_a_chunk_stops_at_the_deadline(wide):
     imported = import_onnx(wide)
-    plan = plan_run(imported, ["logits:2"], ("standard",), AMConfig(steps=64, restarts=2))
+    plan = parse_run_plan(imported, ["logits:2"], ("standard",), AMConfig.of(steps=64, restarts=2))
     pace = Pace(deadline=at(10.0, now=50.0), seconds_per_row_step=1.0)  # already past
-    found = run_plan(imported, plan, pace=pace)
+    found = maximize_plan(imported, plan, pace=pace)
     assert pace.stopped_early == 1
     (result,) = found.results
     assert len(result.trace) == 2  # the start and one step
@@ -101,7 +103,7 @@ def test_analyze_ends_in_time_and_says_what_it_cut(wide, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Pace, "steps_for", stall_after)
     out = tmp_path / "r"
-    options = AnalyzeOptions(steps=64, restarts=3, time_budget=300.0)
+    options = AnalyzeOptions.of(steps=64, restarts=3, time_budget=300.0)
     deadline = Deadline.starting_now(300.0, clock=lambda: now[0])
     report = analyze(wide, options, out, deadline=deadline)
     doc = json.loads((out / "report.json").read_text())

@@ -133,16 +133,16 @@ def test_pixel_makes_no_parameterization():
 def test_unsuitable_inputs_are_clear_errors(name, model, message):
     imported = import_onnx(model())
     with pytest.raises(OnnxAmError, match=message):
-        maximize(imported, None, ["standard"], AMConfig(steps=1, parameterization=name))
+        maximize(imported, None, ["standard"], AMConfig.of(steps=1, parameterization=name))
 
 
 def test_unknown_names_and_smoothing_regularizers_are_refused():
     with pytest.raises(OnnxAmError, match="unknown parameterization 'wavelet'"):
-        AMConfig(parameterization="wavelet").validate()
+        AMConfig.of(parameterization="wavelet").validate()
     with pytest.raises(OnnxAmError, match="'blur\\(0.5\\)' smooths the raw input"):
-        AMConfig(parameterization="fourier", regularizers=("blur(0.5)",)).validate()
-    AMConfig(parameterization="fourier", regularizers=("tv(0.1)", "jitter(1)")).validate()
-    AMConfig(regularizers=("blur(0.5)",)).validate()  # pixel keeps every regularizer
+        AMConfig.of(parameterization="fourier", regularizers=("blur(0.5)",)).validate()
+    AMConfig.of(parameterization="fourier", regularizers=("tv(0.1)", "jitter(1)")).validate()
+    AMConfig.of(regularizers=("blur(0.5)",)).validate()  # pixel keeps every regularizer
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def test_unknown_names_and_smoothing_regularizers_are_refused():
 def test_fourier_ascent_gains_and_reports_the_true_forward_of_its_image(name, nhwc, optimizer, lr):
     imported = import_onnx(tiny_cnn(nhwc=nhwc))
     domain = InputDomain(0.0, 1.0)
-    config = AMConfig(steps=40, lr=lr, optimizer=optimizer, parameterization=name, domain=domain)
+    config = AMConfig.of(steps=40, lr=lr, optimizer=optimizer, parameterization=name, domain=domain)
     report = maximize(imported, None, ["standard", "proxy(0.5)"], config)
     assert report.settings["parameterization"] == name
     for result in report.results:
@@ -168,7 +168,7 @@ def test_fourier_ascent_gains_and_reports_the_true_forward_of_its_image(name, nh
 
 def test_fourier_runs_are_deterministic_per_seed(cnn):
     def run(seed: int):
-        config = AMConfig(steps=10, seed=seed, parameterization="fourier+decorrelated")
+        config = AMConfig.of(steps=10, seed=seed, parameterization="fourier+decorrelated")
         return maximize(cnn, ["logits:1"], ["decoupled(0.3)"], config).results[0]
 
     first, again, other = run(3), run(3), run(4)
@@ -179,29 +179,31 @@ def test_fourier_runs_are_deterministic_per_seed(cnn):
 
 def test_the_pixel_path_is_plain_projected_gradient_ascent(cnn):
     """Default config and an explicit "pixel" equal a hand-written PGA loop, bit for bit."""
-    config = AMConfig(steps=12, lr=0.2, crosscheck=False)
+    config = AMConfig.of(steps=12, lr=0.2, crosscheck=False)
     plain = maximize(cnn, ["logits:2"], ["standard"], config).results[0]
     explicit = maximize(
         cnn,
         ["logits:2"],
         ["standard"],
-        AMConfig(**{**config.__dict__, "parameterization": "pixel"}),
+        config.replaced(parameterization="pixel"),
     ).results[0]
     assert plain.trace == explicit.trace
     np.testing.assert_array_equal(plain.image, explicit.image)
 
     targets = resolve_targets(cnn, ["logits:2"])
-    x = make_starts("random", cnn, config.domain, targets, 1, config.seed, config.init_scale)[0]
+    x = make_starts(
+        "random", cnn, config.domain, targets, 1, config.starts.seed, config.starts.init_scale
+    )[0]
     extractor = cnn.extractor(["logits"])
     best, best_x = float("-inf"), None
-    for step in range(config.steps + 1):
+    for step in range(config.ascent.steps + 1):
         x = x.detach().requires_grad_(True)
         value = cnn.batch.call(extractor, x)[0][:, 2]
         if float(value[0].detach()) > best:
             best, best_x = float(value[0].detach()), x.detach().clone()
-        if step < config.steps:
+        if step < config.ascent.steps:
             (grad,) = torch.autograd.grad(value.sum(), x)
-            x = (x + config.lr * grad).clamp(-1, 1)
+            x = (x + config.ascent.lr * grad).clamp(-1, 1)
     assert plain.activation == best
     np.testing.assert_array_equal(plain.image, best_x[0].numpy())
 

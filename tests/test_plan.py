@@ -56,8 +56,8 @@ def test_one_parse_and_one_probe_for_a_run_of_many_chunks(cnn, tmp_path, monkeyp
     expands = count_calls(monkeypatch, "onnx_am.methods", "expand_methods")
     parses = count_calls(monkeypatch, "onnx_am.methods", "parse_method")
     probes = count_calls(monkeypatch, "onnx_am.objectives", "probe_shapes")
-    plans = count_calls(monkeypatch, "onnx_am.engine.maximizer", "run_plan")
-    options = AnalyzeOptions(
+    plans = count_calls(monkeypatch, "onnx_am.engine.maximizer", "maximize_plan")
+    options = AnalyzeOptions.of(
         targets=("logits",),
         layers=(relu_output(cnn),),
         methods=("decoupled(0.2)", "proxy(0.5)", "best"),
@@ -80,7 +80,9 @@ def test_one_parse_and_one_probe_for_a_run_of_many_chunks(cnn, tmp_path, monkeyp
 def test_default_targets_take_one_probe_too(cnn, tmp_path, monkeypatch):
     """Zero-config targets (chosen from the model) and --layer channels: one probe forward."""
     probes = count_calls(monkeypatch, "onnx_am.objectives", "probe_shapes")
-    options = AnalyzeOptions(layers=(relu_output(cnn),), methods=("standard",), steps=2, restarts=1)
+    options = AnalyzeOptions.of(
+        layers=(relu_output(cnn),), methods=("standard",), steps=2, restarts=1
+    )
     report = analyze(cnn, options, tmp_path / "r")
     assert len(probes) == 1
     assert {r.target.tensor for r in report.results} == {"logits", relu_output(cnn)}
@@ -126,7 +128,7 @@ def test_maximize_on_another_device_leaves_the_callers_module_alone(cnn, monkeyp
         return original_apply(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "_apply", spy)
-    config = onnx_am.AMConfig(steps=3, device="cpu:0")  # torch copies tensors .to("cpu:0")
+    config = onnx_am.AMConfig.of(steps=3, device="cpu:0")  # torch copies tensors .to("cpu:0")
     found = onnx_am.maximize(
         imported, ["logits:0"], ["standard", "decoupled(0.3)"], config, rewrite=rewrite
     )
@@ -143,11 +145,11 @@ def test_maximize_on_another_device_leaves_the_callers_module_alone(cnn, monkeyp
 def test_user_errors_have_their_own_classes(cnn, tmp_path):
     imported = onnx_am.import_onnx(cnn)
     with pytest.raises(onnx_am.MethodError, match="'sideways'"):
-        onnx_am.plan_run(imported, ["logits:0"], ["sideways"])
+        onnx_am.parse_run_plan(imported, ["logits:0"], ["sideways"])
     with pytest.raises(onnx_am.SettingsError, match="steps must be >= 1"):
-        onnx_am.plan_run(imported, ["logits:0"], ["standard"], onnx_am.AMConfig(steps=0))
+        onnx_am.parse_run_plan(imported, ["logits:0"], ["standard"], onnx_am.AMConfig.of(steps=0))
     with pytest.raises(onnx_am.TargetError, match="'nowhere'"):
-        onnx_am.plan_run(imported, ["nowhere:0"], ["standard"])
+        onnx_am.parse_run_plan(imported, ["nowhere:0"], ["standard"])
     assert issubclass(MethodError, OnnxAmError) and not issubclass(MethodError, onnx_am.PassError)
     result = CliRunner().invoke(
         cli, ["analyze", cnn, "--method", "decoupled(x)", "--out", str(tmp_path / "r")]

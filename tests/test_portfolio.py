@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from onnx_am import AMConfig, import_onnx, maximize
-from onnx_am.methods import STANDARD, expand_methods, method_label, portfolio_plan
+from onnx_am.methods import STANDARD, expand_methods, method_label, portfolio_method
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY = json.loads((ROOT / "models" / "exact_family.json").read_text())["networks"]
@@ -23,7 +23,7 @@ def test_portfolio_expands_to_three_runs_and_parses_its_slope():
         "decoupled(anneal(1->alpha))",
     ]
     [other] = expand_methods("portfolio(0.123456789)")
-    assert other.runs[1].beta == 0.123456789 and other == portfolio_plan(0.123456789)
+    assert other.runs[1].beta == 0.123456789 and other == portfolio_method(0.123456789)
     assert other.runs[0] is STANDARD
 
 
@@ -53,7 +53,7 @@ def test_annealed_best_pairs_standard_with_the_annealed_row_and_shares_its_rows(
 @pytest.mark.parametrize("name", ["dead2_d8_relu", "peak_d6_relu"])
 def test_portfolio_is_the_best_of_its_rows_and_never_below_standard(name):
     imported = import_onnx(ROOT / "models" / FAMILY[name]["file"])
-    config = AMConfig(steps=48, restarts=2, normalize_grad=True, crosscheck=False)
+    config = AMConfig.of(steps=48, restarts=2, normalize_grad=True, crosscheck=False)
     methods = ["standard", "decoupled(0.3)", "decoupled(anneal(1.0))", "portfolio"]
     found = maximize(imported, ["output:0"], methods, config)
     by_method = {r.method: r for r in found.results}
@@ -73,7 +73,7 @@ def test_robust_transforms_report_both_activations_and_keep_values_true(tmp_path
     from onnx_am.audit.analyze import AnalyzeOptions, analyze
 
     model = ROOT / "models" / "digits_relu.onnx"
-    options = AnalyzeOptions(
+    options = AnalyzeOptions.of(
         targets=("logits:0,1",), methods=("standard",), steps=8, restarts=1, robust=True
     )
     report = analyze(model, options, tmp_path / "r")
@@ -83,7 +83,7 @@ def test_robust_transforms_report_both_activations_and_keep_values_true(tmp_path
         assert transformed is not None and transformed != entry["activation"]
         assert abs(entry["activation"] - entry["activation_onnxruntime"]) < 1e-3
     assert "under transforms" in (tmp_path / "r" / "index.html").read_text()
-    plain = analyze(model, AnalyzeOptions(**{**options.__dict__, "robust": False}), tmp_path / "p")
+    plain = analyze(model, options.replaced(robust=False), tmp_path / "p")
     assert all(e["activation_transformed"] is None for e in plain.doc["results"])
     assert "under transforms" not in (tmp_path / "p" / "index.html").read_text()
 
@@ -93,8 +93,8 @@ def test_fourier_default_lr_is_in_parameter_units_whatever_the_range():
     from onnx_am.domain import parse_domain
 
     domain = parse_domain("0..255")
-    pixel = analysis_config(AnalyzeOptions(input_range="0..255"), domain)
+    pixel = analysis_config(AnalyzeOptions.of(input_range="0..255"), domain)
     fourier = analysis_config(
-        AnalyzeOptions(input_range="0..255", parameterization="fourier"), domain
+        AnalyzeOptions.of(input_range="0..255", parameterization="fourier"), domain
     )
-    assert pixel.lr == DEFAULT_LR * 127.5 and fourier.lr == DEFAULT_LR
+    assert pixel.ascent.lr == DEFAULT_LR * 127.5 and fourier.ascent.lr == DEFAULT_LR

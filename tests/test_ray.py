@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from torch_models import export_random
 
 import onnx_am.audit.chunks as chunks_module
+import onnx_am.audit.render.site as site_module
 from onnx_am.audit.analyze import AnalyzeOptions, AnalyzeProgress, analyze
 from onnx_am.audit.many import analyze_many
 
@@ -32,7 +33,7 @@ from onnx_am.audit.ray_executor import RayExecutor  # noqa: E402
 #: whole audits, subprocesses or browsers: `pytest -m "not slow"` skips them
 pytestmark = pytest.mark.slow
 
-OPTIONS = AnalyzeOptions(steps=8, restarts=1, methods=("standard", "decoupled(0.3)"))
+OPTIONS = AnalyzeOptions.of(steps=8, restarts=1, methods=("standard", "decoupled(0.3)"))
 
 
 #: What the plan measured (times, memory) and what a resumed run found done: not the work.
@@ -84,7 +85,7 @@ def unit_chunks():
     """One unit per chunk (standard and decoupled rows of one restart); no plots or pages."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(chunks_module, "CHUNK_ROWS", 2)
-        patch.setattr(chunks_module, "render_plots", lambda *args: [])
+        patch.setattr(site_module, "render_plots", lambda *args: [])
         yield
 
 
@@ -144,7 +145,7 @@ def test_many_models_share_the_workers_and_resume_after_a_kill(
     assert [m["name"] for m in index["models"]] == ["cnn", "mlp"]
     resumed = analyze_many(
         models,
-        AnalyzeOptions(**{**OPTIONS.__dict__, "resume": True}),
+        OPTIONS.replaced(resume=True),
         tmp_path / "ray",
         executor=executor,
     )

@@ -48,7 +48,7 @@ def _require_browser():
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("browser") / "report"
-    options = AnalyzeOptions(steps=16, restarts=1, layers=("hidden",), max_units=12)
+    options = AnalyzeOptions.of(steps=16, restarts=1, layers=("hidden",), max_units=12)
     analyze(MODEL, options, out)
     return out
 

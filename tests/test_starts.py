@@ -52,13 +52,9 @@ def narrow():
 
 
 def test_screened_start_finds_the_narrow_maximum_the_centre_start_misses(narrow):
-    config = AMConfig(steps=20, lr=0.1, normalize_grad=True, restarts=3, crosscheck=False)
-    old = maximize(
-        narrow, ["y:0"], ["standard"], AMConfig(**{**config.__dict__, "start": "random"})
-    )
-    new = maximize(
-        narrow, ["y:0"], ["standard"], AMConfig(**{**config.__dict__, "start": "screened"})
-    )
+    config = AMConfig.of(steps=20, lr=0.1, normalize_grad=True, restarts=3, crosscheck=False)
+    old = maximize(narrow, ["y:0"], ["standard"], config.replaced(start="random"))
+    new = maximize(narrow, ["y:0"], ["standard"], config.replaced(start="screened"))
     assert old.results[0].activation == 0.0  # dead around the centre: zero gradient
     assert new.results[0].activation == pytest.approx(WIDTH, rel=1e-6)
     assert np.array_equal(new.results[0].image, CORNER)
@@ -66,7 +62,7 @@ def test_screened_start_finds_the_narrow_maximum_the_centre_start_misses(narrow)
 
 def test_random_stays_the_default_start_of_the_library_and_analyze():
     # screened is opt-in: it did not help the trained CNNs (benchmarks/results/am_quality_starts.md)
-    assert AMConfig().start == AnalyzeOptions().start == "random"
+    assert AMConfig().starts.start == AnalyzeOptions().optimize.start == "random"
 
 
 def test_screened_starts_are_deterministic_and_independent_of_the_other_units():
@@ -92,12 +88,12 @@ def test_screened_starts_are_deterministic_and_independent_of_the_other_units():
 
 def test_screen_must_have_a_candidate(narrow):
     with pytest.raises(SettingsError, match="screen must be >= 1"):
-        maximize(narrow, ["y:0"], ["standard"], AMConfig(screen=0))
+        maximize(narrow, ["y:0"], ["standard"], AMConfig.of(screen=0))
 
 
 def test_analyze_takes_the_start_from_its_options_and_the_command_line():
-    config = analysis_config(AnalyzeOptions(start="screened", screen=8), InputDomain())
-    assert (config.start, config.screen) == ("screened", 8)
+    config = analysis_config(AnalyzeOptions.of(start="screened", screen=8), InputDomain())
+    assert (config.starts.start, config.starts.screen) == ("screened", 8)
     text = CliRunner().invoke(analyze_command, ["--help"]).output
     assert "--start [random|lower|upper|mid|random_corner|dead|screened|hedged]" in text
     assert "--screen" in text
@@ -113,10 +109,8 @@ def test_hedged_start_keeps_the_centre_for_restart_0_and_screens_the_others(narr
     screened = make_starts("screened", narrow, domain, targets, 3, seed=5, screen=64)
     assert torch.equal(hedged[:, 0], random[:, 0])
     assert torch.equal(hedged[:, 1:], screened[:, 1:])
-    config = AMConfig(steps=20, normalize_grad=True, restarts=3, crosscheck=False)
-    found = maximize(
-        narrow, ["y:0"], ["standard"], AMConfig(**{**config.__dict__, "start": "hedged"})
-    )
+    config = AMConfig.of(steps=20, normalize_grad=True, restarts=3, crosscheck=False)
+    found = maximize(narrow, ["y:0"], ["standard"], config.replaced(start="hedged"))
     assert found.results[0].activation == pytest.approx(WIDTH, rel=1e-6)
 
 

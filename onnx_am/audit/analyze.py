@@ -49,10 +49,12 @@ from onnx_am.audit.options import (
     plan_targets,
 )
 from onnx_am.audit.pipeline import WHOLE, AuditPipeline, BudgetShare, fitted, rewrite_for
-from onnx_am.audit.planning import AnalyzePlan
+from onnx_am.audit.planning import BudgetPlan
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback
 from onnx_am.audit.render.images import DisplayDomain
+from onnx_am.audit.render.site import render_timed
 from onnx_am.audit.report import REPORT_FILE, SCHEMA_VERSION, ReportDir
+from onnx_am.audit.writer import ResultWriter
 from onnx_am.domain import InputDomain
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
@@ -111,7 +113,7 @@ def analyze(
         options: settings (defaults: :class:`AnalyzeOptions`).
         out_dir: the report directory (default :func:`default_out_dir`).
         progress: called with :class:`AnalyzeProgress` as work proceeds (the ``"plan"``
-            event carries the :class:`~onnx_am.audit.planning.AnalyzePlan`); it may raise
+            event carries the :class:`~onnx_am.audit.planning.BudgetPlan`); it may raise
             (e.g. ``KeyboardInterrupt``) to stop: while optimizing that happens between
             steps, and the running chunk is checkpointed first.
         executor: where the chunks run (default: here, one after another, checkpointed); e.g.
@@ -131,7 +133,7 @@ def analyze(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
-    deadline = deadline or Deadline.starting_now(options.time_budget)
+    deadline = deadline or Deadline.starting_now(options.budget.time_budget)
     pipeline = AuditPipeline(options, deadline, notify)
     if executor is not None:
         executor.prepare()  # e.g. Ray workers, started before the plan counts the time left
@@ -151,7 +153,7 @@ class Audit:
 
     Attributes:
         key: names the model among those of one run.
-        run: the results so far and the writing of each finished chunk.
+        run: the chunks still to do, and (its ``writer``) the results so far.
         work: what an executor needs to run the model's chunks.
         parity: torch vs onnxruntime on random inputs.
         timings: seconds per phase so far.
@@ -167,7 +169,7 @@ class Audit:
     parity: ParityResult
     timings: dict[str, float]
     started: float
-    plan: AnalyzePlan
+    plan: BudgetPlan
     tokens: TokenPlan | None = None
 
 
@@ -198,7 +200,7 @@ def prepare_audit(
     timings["import"] = time.perf_counter() - started
 
     model = model_summary(model_path, imported)
-    report = ReportDir.open(out_dir, options.force, options.resume)
+    report = ReportDir.open(out_dir, options.output.force, options.output.resume)
     resumed = _resumed_work(report.previous, asked)
     if resumed is None:  # a fresh run: the settings as asked (a budget cut is checked below)
         report.check_resumable(model["sha256"], _settings(options, asked, asked, imported))
@@ -232,9 +234,10 @@ def prepare_audit(
     if imported.cut is not None:  # tokens (issue 22)
         doc["cut"] = imported.cut.to_dict()
     display = DisplayDomain(domain.low, domain.high, imported.input.layout)
-    run = ChunkedRun(report, imported, plan, rewrite, display, doc, options.checkpoint_interval)
-    run.restore(report.done_results(), report.done_baselines())
-    budget_plan = replace(budget_plan, units_done=run.units_done)
+    writer = ResultWriter(report, plan, display, doc)
+    writer.restore(report.done_results(), report.done_baselines())
+    run = ChunkedRun(writer, imported, rewrite, options.output.checkpoint_interval)
+    budget_plan = replace(budget_plan, units_done=writer.units_done)
     doc["plan"] = budget_plan.to_dict()
     notify(AnalyzeProgress("plan", plan=budget_plan))
     report.write_json(REPORT_FILE, run.document("running"))  # the plan, before any step
@@ -277,7 +280,7 @@ def run_audits(
     by_key = {audit.key: audit for audit in audits}
     paces = audit_paces(audits, deadline)
     for audit in audits:
-        audit.run.pace = paces[audit.key]
+        audit.run.start(paces[audit.key])
     tasks = [task for audit in audits for task in audit.run.pending(audit.key)]
     total = sum(len(audit.run.plan.targets) for audit in audits)
     done = total - sum(len(task.targets) for task in tasks)
@@ -300,12 +303,16 @@ def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
     all done."""
     total = len(audit.run.plan.targets)
     notify(AnalyzeProgress("render", total, total, plan=audit.plan))
+    more = {}
     if audit.tokens is not None:  # tokens (issue 22): searches over ids, checked by onnxruntime
-        audit.run.doc["tokens"] = _run_tokens(audit)
-    doc = audit.run.finish(audit.timings, audit.started)
-    audit.run.report.write_json(REPORT_FILE, doc)
+        more["tokens"] = _run_tokens(audit)
+    writer = audit.run.writer
+    doc = audit.run.document("complete", **more)
+    results = writer.ordered()
+    render_timed(writer.report, doc, results, writer.display, audit.timings, audit.started)
+    writer.report.write_json(REPORT_FILE, doc)
     notify(AnalyzeProgress("done", total, total, plan=audit.plan))
-    return AnalyzeReport(audit.run.report.root, doc, audit.run.ordered(), audit.parity)
+    return AnalyzeReport(writer.report.root, doc, results, audit.parity)
 
 
 def estimate_analysis(
@@ -314,7 +321,7 @@ def estimate_analysis(
     progress: ProgressCallback | None = None,
     *,
     deadline: Deadline | None = None,
-) -> AnalyzePlan:
+) -> BudgetPlan:
     """What :func:`analyze` would do with these options, what it would cut and cost: the model
     is imported and a few steps are timed; nothing is written (``--dry-run``).
 
@@ -323,7 +330,7 @@ def estimate_analysis(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
-    deadline = deadline or Deadline.starting_now(options.time_budget)
+    deadline = deadline or Deadline.starting_now(options.budget.time_budget)
     pipeline = AuditPipeline(options, deadline, notify)
     loaded = pipeline.load(model_path)
     budget_plan, _ = pipeline.fit(loaded, rewrite_for(loaded.imported, loaded.asked))
@@ -334,7 +341,11 @@ def estimate_analysis(
 def _asked_work(asked: RunPlan) -> Work:
     config = asked.config
     return Work(
-        len(asked.targets), len(asked.runs), len(asked.methods), config.restarts, config.steps
+        len(asked.targets),
+        len(asked.runs),
+        len(asked.methods),
+        config.starts.restarts,
+        config.ascent.steps,
     )
 
 
@@ -387,20 +398,20 @@ def _settings(
     settings = {
         "targets": [t.name for t in plan.targets],
         "asked_units": len(asked.targets),
-        "asked_restarts": asked.config.restarts,
-        "asked_steps": asked.config.steps,
+        "asked_restarts": asked.config.starts.restarts,
+        "asked_steps": asked.config.ascent.steps,
         "methods": list(plan.labels),
-        "steps": config.steps,
-        "lr": config.lr,
-        "restarts": config.restarts,
-        "seed": config.seed,
-        "optimizer": config.optimizer,
-        "normalize_grad": config.normalize_grad,
-        "lr_schedule": config.lr_schedule,
+        "steps": config.ascent.steps,
+        "lr": config.ascent.lr,
+        "restarts": config.starts.restarts,
+        "seed": config.starts.seed,
+        "optimizer": config.ascent.optimizer,
+        "normalize_grad": config.ascent.normalize_grad,
+        "lr_schedule": config.ascent.lr_schedule,
         "regularizers": [r if isinstance(r, str) else r.label for r in config.regularizers],
-        "start": config.start,
-        "input": options.input_name,
-        "input_shape": list(options.input_shape) if options.input_shape else None,
+        "start": config.starts.start,
+        "input": options.imports.input_name,
+        "input_shape": list(options.imports.input_shape) if options.imports.input_shape else None,
         "feeds": {name: feed.fingerprint for name, feed in imported.feeds.items()},
         "input_range": [config.domain.low, config.domain.high],
         "mean": list(config.domain.mean) if config.domain.mean else None,
@@ -409,25 +420,30 @@ def _settings(
         "parameterization": config.parameterization,
         "chunk_rows": chunks.chunk_rows(config.device),
     }
-    if config.start in SCREENING_FROM:  # absent otherwise, so older reports still resume
-        settings["screen"] = config.screen
+    if config.starts.start in SCREENING_FROM:  # absent otherwise, so older reports still resume
+        settings["screen"] = config.starts.screen
     # Results do not depend on the engine's rows per step (starts are seeded per target and
     # restart; only float rounding of batched kernels may differ, ~1e-7 relative), so the
     # automatic size, which follows the free memory of the machine, is left out: a report
     # started elsewhere can be resumed here. A size given on purpose is compared.
-    if options.batch_size is not None:
-        settings["batch_size"] = options.batch_size
+    if options.budget.batch_size is not None:
+        settings["batch_size"] = options.budget.batch_size
     if imported.cut is not None:  # tokens (issue 22); absent otherwise, so older reports resume
         settings["at"] = imported.cut.tensor
         settings["seq_len"] = imported.cut.seq_len
-        settings["fix"] = list(options.fix)
-        settings["token_methods"] = list(options.token_methods)
+        settings["fix"] = list(options.tokens.fix)
+        settings["token_methods"] = list(options.tokens.token_methods)
     return settings
 
 
 def _token_plan(imported: ImportedModel, options: AnalyzeOptions) -> TokenPlan | None:
     return plan_tokens(
-        imported, options.token_methods, options.steps, options.fix, options.vocab, options.seed
+        imported,
+        options.tokens.token_methods,
+        options.optimize.steps,
+        options.tokens.fix,
+        options.tokens.vocab,
+        options.optimize.seed,
     )
 
 
@@ -437,7 +453,7 @@ def _run_tokens(audit: Audit) -> dict:
     targets = audit.run.plan.targets
     found = search_tokens(audit.work.imported, audit.tokens, targets)
     best: dict[str, float] = {}
-    for result in audit.run.ordered():
+    for result in audit.run.writer.ordered():
         name = result.target.name
         best[name] = max(best.get(name, float("-inf")), result.activation)
     entries = [{**r.to_dict(), "embedding_am": best.get(r.target)} for r in found]

@@ -12,7 +12,7 @@ decoupled comparison is always there):
 4. units, down to 1;
 5. steps, down to :data:`MIN_STEPS`.
 
-Every reduction is a :class:`Cut` that the report, the HTML page and the command line show.
+Every reduction is a :class:`BudgetCut` that the report, the HTML page and the command line show.
 A budget that cannot hold one unit at one restart and :data:`MIN_STEPS` steps is a
 :class:`~onnx_am.errors.BudgetError` that names the smallest budget that can.
 """
@@ -160,7 +160,7 @@ class CostModel:
 
 
 @dataclass(frozen=True)
-class Cut:
+class BudgetCut:
     """One reduction the budget made: ``what`` from ``before`` to ``after``."""
 
     what: str
@@ -179,7 +179,7 @@ class Fit:
     """The work that fits, what was cut to get there, and its estimated seconds."""
 
     work: Work
-    cuts: tuple[Cut, ...]
+    cuts: tuple[BudgetCut, ...]
     seconds: float
 
 
@@ -251,9 +251,9 @@ def _reduce(work: Work, what: str, floor: int, cost: CostModel, limit: float) ->
     return replace(work, **{what: best})
 
 
-def _cuts(before: Work, after: Work) -> tuple[Cut, ...]:
+def _cuts(before: Work, after: Work) -> tuple[BudgetCut, ...]:
     return tuple(
-        Cut(what, getattr(before, what), getattr(after, what))
+        BudgetCut(what, getattr(before, what), getattr(after, what))
         for what in ("units", "restarts", "steps")
         if getattr(before, what) != getattr(after, what)
     )
@@ -281,7 +281,7 @@ __all__ = [
     "STEP_FLOOR",
     "UNIT_FLOOR",
     "CostModel",
-    "Cut",
+    "BudgetCut",
     "Fit",
     "Work",
     "fit_budget",

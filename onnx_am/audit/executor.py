@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from onnx_am.audit.options import ImportSettings
 from onnx_am.engine.deadline import Deadline
-from onnx_am.engine.maximizer import run_plan
+from onnx_am.engine.maximizer import maximize_plan
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.plan import RunPlan
 from onnx_am.engine.results import MaximizeReport
@@ -156,7 +156,7 @@ def run_chunk(
 ) -> MaximizeReport:
     """The one engine call of a chunk, wherever it runs."""
     plan = recipe.plan.with_targets(targets)
-    return run_plan(imported, plan, rewrite=rewrite, progress=progress, pace=pace)
+    return maximize_plan(imported, plan, rewrite=rewrite, progress=progress, pace=pace)
 
 
 class LocalExecutor:

@@ -26,7 +26,7 @@ class Kept:
         status: its ``status``.
         chunk_step, chunk_steps: where the checkpoint of the running chunk stands (None: no
             checkpoint).
-        engine_chunks_done: parts of the running chunk finished, in the checkpoint.
+        engine_batches_done: parts of the running chunk finished, in the checkpoint.
     """
 
     out_dir: Path
@@ -37,7 +37,7 @@ class Kept:
     status: str | None = None
     chunk_step: int | None = None
     chunk_steps: int | None = None
-    engine_chunks_done: int = 0
+    engine_batches_done: int = 0
 
     @property
     def anything(self) -> bool:
@@ -55,8 +55,8 @@ class Kept:
             )
         if self.chunk_step is not None:
             done = (
-                f", {self.engine_chunks_done} part(s) of it finished"
-                if self.engine_chunks_done
+                f", {self.engine_batches_done} part(s) of it finished"
+                if self.engine_batches_done
                 else ""
             )
             parts.append(
@@ -82,11 +82,11 @@ def what_was_kept(out_dir: str | Path) -> Kept:
     if checkpoint is not None:
         step = checkpoint["step"]
         steps = checkpoint["layout"].get("steps")
-        parts = checkpoint["chunks_done"]
+        parts = checkpoint["batches_done"]
         if step is None and parts:  # between two parts: the next one starts at step 0
             step = 0
     if doc is None:
-        return Kept(root, False, chunk_step=step, chunk_steps=steps, engine_chunks_done=parts)
+        return Kept(root, False, chunk_step=step, chunk_steps=steps, engine_batches_done=parts)
     plan = doc.get("plan") or {}
     targets = plan.get("targets") or doc.get("settings", {}).get("targets", [])
     methods = {r["method"] for r in doc.get("results", [])}
@@ -103,7 +103,7 @@ def what_was_kept(out_dir: str | Path) -> Kept:
         status=doc.get("status"),
         chunk_step=step,
         chunk_steps=steps,
-        engine_chunks_done=parts,
+        engine_batches_done=parts,
     )
 
 

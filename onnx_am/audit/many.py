@@ -123,12 +123,12 @@ def analyze_many(
     """
     options = options or AnalyzeOptions()
     notify = progress or (lambda event: None)
-    deadline = deadline or Deadline.starting_now(options.time_budget)
+    deadline = deadline or Deadline.starting_now(options.budget.time_budget)
     models = find_models(sources)
     if not models:
         raise OnnxAmError("no models given")
     root = Path(root or DEFAULT_ROOT)
-    index = _IndexDir(root, options.force)
+    index = _IndexDir(root, options.output.force)
     names = report_names(models)
     outcome = ManyReport(root)
     audits = []

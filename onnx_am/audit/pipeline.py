@@ -20,7 +20,7 @@ from onnx_am.audit import chunks
 from onnx_am.audit.budget import Work, format_duration
 from onnx_am.audit.defaults import AnalysisDefaults
 from onnx_am.audit.options import AnalyzeOptions, ImportSettings, choose_defaults, plan_analysis
-from onnx_am.audit.planning import AnalyzePlan, make_plan, measure_costs
+from onnx_am.audit.planning import BudgetPlan, measure_costs, plan_budget
 from onnx_am.audit.progress import AnalyzeProgress, ProgressCallback
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.plan import RunPlan
@@ -126,7 +126,7 @@ class AuditPipeline:
 
     def __init__(self, options: AnalyzeOptions, deadline: Deadline, notify: ProgressCallback):
         self.options, self.deadline, self.notify = options, deadline, notify
-        self.imports = ImportSettings.of(options)
+        self.imports = options.imports.resolved()
 
     def load(self, source: str | Path) -> LoadedModel:
         """Import the model and parse every option against it, once.
@@ -153,7 +153,7 @@ class AuditPipeline:
         rewrite: RewriteResult | None,
         resumed: Work | None = None,
         share: BudgetShare = WHOLE,
-    ) -> tuple[AnalyzePlan, RunPlan]:
+    ) -> tuple[BudgetPlan, RunPlan]:
         """Time real steps and fit the run to this model's share of the deadline; a resumed
         report keeps its work. Returns the plan and the run to do.
 
@@ -175,7 +175,7 @@ class AuditPipeline:
         methods = [method_label(m) for m in asked.runs]
 
         def plan(others: float):
-            return make_plan(
+            return plan_budget(
                 asked.targets, asked.labels, methods, config, measured, budget, spent,
                 fixed_work=resumed, others=others,
             )  # fmt: skip
@@ -195,7 +195,7 @@ class AuditPipeline:
 
 def fitted(asked: RunPlan, targets, work: Work) -> RunPlan:
     """``asked`` cut to ``targets`` and the work's restarts and steps."""
-    config = replace(asked.config, restarts=work.restarts, steps=work.steps)
+    config = asked.config.replaced(restarts=work.restarts, steps=work.steps)
     return replace(asked, targets=tuple(targets), config=config)
 
 

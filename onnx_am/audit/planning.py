@@ -2,8 +2,8 @@
 
 :func:`measure_costs` times real steps of the real model at the real chunk size
 (:func:`onnx_am.engine.probe.time_steps`), one engine call's fixed costs (the trivial
-baselines) and the onnxruntime cross-check of a result; :func:`make_plan` fits the work to
-the time budget (:func:`onnx_am.audit.budget.fit_budget`) and returns an :class:`AnalyzePlan`,
+baselines) and the onnxruntime cross-check of a result; :func:`plan_budget` fits the work to
+the time budget (:func:`onnx_am.audit.budget.fit_budget`) and returns an :class:`BudgetPlan`,
 which ``report.json`` keeps as its ``plan`` object and the command line prints before it
 optimizes.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from onnx_am.audit.budget import CostModel, Cut, Work, fit_budget, format_duration, spread
+from onnx_am.audit.budget import BudgetCut, CostModel, Work, fit_budget, format_duration, spread
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.probe import time_steps
@@ -33,7 +33,7 @@ RENDER_FIXED = 5.0
 
 
 @dataclass(frozen=True)
-class AnalyzePlan:
+class BudgetPlan:
     """What an ``analyze`` run does and what it is expected to cost.
 
     Attributes:
@@ -75,7 +75,7 @@ class AnalyzePlan:
     spent: float
     peak_memory: int
     budget: float | None
-    cuts: tuple[Cut, ...] = ()
+    cuts: tuple[BudgetCut, ...] = ()
     device: str = "cpu"
     units_done: int = 0
     targets: tuple[str, ...] = field(default=(), repr=False)
@@ -194,7 +194,7 @@ def measure_costs(
         chunk_rows: rows per analyze chunk.
         rewrite: the rectifier rewrite (shared with the run).
     """
-    per_unit = config.restarts * len(runs)
+    per_unit = config.starts.restarts * len(runs)
     first = min(len(targets), max(1, chunk_rows // per_unit)) * per_unit
     if config.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(config.device)
@@ -208,9 +208,9 @@ def measure_costs(
     if big.rows == small.rows:
         per_row, fixed = big.seconds / big.rows, 0.0
     one_row = fixed + per_row
-    screened = screening_forwards(config.start, config.restarts, config.screen)
-    per_call = (fixed + per_row * (3 + config.baseline_corners + len(runs) + screened)) / 3
-    per_result = one_row / 2 if config.crosscheck else 0.0
+    screened = screening_forwards(config.starts.start, config.starts.restarts, config.starts.screen)
+    per_call = (fixed + per_row * (3 + config.checks.baseline_corners + len(runs) + screened)) / 3
+    per_result = one_row / 2 if config.checks.crosscheck else 0.0
     cost = CostModel(
         step_fixed=fixed,
         step_per_row=per_row,
@@ -224,7 +224,7 @@ def measure_costs(
     return Measured(cost, big.rows, big.seconds, peak)
 
 
-def make_plan(
+def plan_budget(
     targets: Sequence[Target],
     methods: Sequence[str],
     runs: Sequence[str],
@@ -234,7 +234,7 @@ def make_plan(
     spent: float,
     fixed_work: Work | None = None,
     others: float = 0.0,
-) -> tuple[AnalyzePlan, list[Target], Work]:
+) -> tuple[BudgetPlan, list[Target], Work]:
     """Fit the work to the budget; returns the plan, the targets kept and the work.
 
     Args:
@@ -250,11 +250,11 @@ def make_plan(
     Raises:
         BudgetError: the budget cannot hold one unit.
     """
-    asked = Work(len(targets), len(runs), len(methods), config.restarts, config.steps)
+    asked = Work(len(targets), len(runs), len(methods), config.starts.restarts, config.ascent.steps)
     if fixed_work is not None:
         fit_work, seconds = fixed_work, measured.cost.estimate(fixed_work)
         cuts = tuple(
-            Cut(what, getattr(asked, what), getattr(fixed_work, what))
+            BudgetCut(what, getattr(asked, what), getattr(fixed_work, what))
             for what in ("units", "restarts", "steps")
             if getattr(asked, what) != getattr(fixed_work, what)
         )
@@ -271,7 +271,7 @@ def make_plan(
     per_unit = fit_work.runs * fit_work.restarts
     units_per_chunk = max(1, measured.cost.chunk_rows // per_unit)
     step_rows = min(measured.batch_size, units_per_chunk * per_unit, fit_work.rows)
-    plan = AnalyzePlan(
+    plan = BudgetPlan(
         tensors=tensors,
         units=fit_work.units,
         units_asked=len(targets),
@@ -305,4 +305,4 @@ def _peak_memory(device: str) -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-__all__ = ["AnalyzePlan", "Measured", "make_plan", "measure_costs"]
+__all__ = ["BudgetPlan", "Measured", "plan_budget", "measure_costs"]

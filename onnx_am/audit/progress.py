@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from onnx_am.audit.planning import AnalyzePlan
+    from onnx_am.audit.planning import BudgetPlan
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class AnalyzeProgress:
         chunk_units: target units in the current chunk.
         notes: with ``"plan"``: the choices made for the model that a person should know
             (the input domain assumed, why the default targets are not the first output).
-        plan: the :class:`~onnx_am.audit.planning.AnalyzePlan` (phase ``"plan"`` and later).
+        plan: the :class:`~onnx_am.audit.planning.BudgetPlan` (phase ``"plan"`` and later).
     """
 
     phase: str
@@ -35,7 +35,7 @@ class AnalyzeProgress:
     steps_total: int = 0
     chunk_units: int = 0
     notes: tuple[str, ...] = ()
-    plan: AnalyzePlan | None = None
+    plan: BudgetPlan | None = None
 
     @property
     def fraction(self) -> float:

@@ -331,7 +331,7 @@ class _Schedule:
         later = rows_after([task, *self.queue], 0, self.plans) // max(1, self.executor.workers)
         if not pace.admit(rows, later, len(task.targets)):
             return False
-        return PaceLease.of(pace, rows, plan.config.steps, self.executor.workers)
+        return PaceLease.of(pace, rows, plan.config.ascent.steps, self.executor.workers)
 
     def _observe(self, task: ChunkTask, report: MaximizeReport, worker_pace: Pace | None):
         """Learn the step time from a finished chunk; count what its worker's pace cut."""

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from onnx_am.domain import InputDomain
 from onnx_am.engine.results import TargetBaseline, UnitResult
 from onnx_am.engine.rows import Row, RowOutcome
-from onnx_am.methods import STANDARD, GradientMethod, MethodPlan, method_label
+from onnx_am.methods import STANDARD, GradientMethod, ReportedMethod, method_label
 from onnx_am.objectives import Target
 
 
 def assemble_results(
     targets: Sequence[Target],
-    plans: Sequence[MethodPlan],
+    plans: Sequence[ReportedMethod],
     runs: Sequence[GradientMethod],
     rows: Sequence[Row],
     outcome: RowOutcome,

@@ -1,21 +1,21 @@
 """Checkpoints of a running engine call, so that a killed process loses at most a minute.
 
 One engine call (:func:`onnx_am.engine.loop.optimize_rows`) optimizes its rows in engine
-chunks, one after the other. A :class:`Checkpointer` keeps, in one file:
+batches, one after the other. A :class:`Checkpointer` keeps, in one file:
 
-- the outcome of every engine chunk already finished (best values, inputs, traces);
-- the state of the running chunk at a step boundary: each row's optimized variable, its best
+- the outcome of every engine batch already finished (best values, inputs, traces);
+- the state of the running batch at a step boundary: each row's optimized variable, its best
   input and value so far, the trace so far, the optimizer's state (Adam's moments and step
   count) and the number of steps done.
 
 It writes the file at most every ``interval`` seconds (:data:`CHECKPOINT_INTERVAL` by
 default), and whenever the loop is stopped between steps, through a temporary file and
 ``os.replace``: a kill leaves the previous checkpoint or the new one, never half a file. A
-restored chunk continues from the saved step with the saved tensors, so it ends exactly as
-an uninterrupted one (same seed, same chunk size).
+restored batch continues from the saved step with the saved tensors, so it ends exactly as
+an uninterrupted one (same seed, same batch size).
 
 The file names what it belongs to: the caller's ``key`` (e.g. a hash of the settings and the
-chunk's targets) and the engine's layout (rows, rows per chunk, steps, methods). A file that
+chunk's targets) and the engine's layout (rows, rows per batch, steps, methods). A file that
 does not match is ignored and later overwritten.
 """
 
@@ -30,18 +30,18 @@ from pathlib import Path
 
 import torch
 
-#: Seconds between checkpoints of a running chunk.
+#: Seconds between checkpoints of a running batch.
 CHECKPOINT_INTERVAL = 60.0
 #: File name of the checkpoint inside a report directory.
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
-class ChunkState:
-    """One engine chunk at a step boundary (``step`` steps done).
+class BatchState:
+    """One engine batch at a step boundary (``step`` steps done).
 
     Attributes:
-        index: the engine chunk within its call.
+        index: the engine batch within its call.
         step: steps done; the loop continues with step ``step``.
         x: the optimized variable (the raw input, or the parameter).
         best_x: each row's best raw input so far.
@@ -58,9 +58,9 @@ class ChunkState:
     trace: torch.Tensor
     optimizer: dict = field(default_factory=dict)
 
-    def to_cpu(self) -> ChunkState:
+    def to_cpu(self) -> BatchState:
         """A detached copy on the CPU (what the file holds)."""
-        return ChunkState(
+        return BatchState(
             self.index,
             self.step,
             _cpu(self.x),
@@ -78,7 +78,7 @@ class Checkpointer:
     Attributes:
         path: the checkpoint file.
         key: what the call is (the caller's words); a file with another key is ignored.
-        interval: seconds between saves of a running chunk; 0 saves after every step.
+        interval: seconds between saves of a running batch; 0 saves after every step.
         clock: the time source (seconds).
     """
 
@@ -93,10 +93,10 @@ class Checkpointer:
     saves: int = 0
     _last: float | None = None
 
-    def restore(self, layout: dict) -> ChunkState | None:
+    def restore(self, layout: dict) -> BatchState | None:
         """Load the file if it belongs to this call and this ``layout``.
 
-        Fills :attr:`finished` with the engine chunks done, and returns the running chunk's
+        Fills :attr:`finished` with the engine batches done, and returns the running batch's
         state (None when there is none, or no matching file).
         """
         self.layout = layout
@@ -112,10 +112,10 @@ class Checkpointer:
             return None
         self.finished = {int(k): tuple(v) for k, v in data["finished"].items()}
         current = data.get("current")
-        return None if current is None else ChunkState(**current)
+        return None if current is None else BatchState(**current)
 
-    def chunk_done(self, index: int, value, image, trace) -> None:
-        """Remember a finished engine chunk (written with the next save)."""
+    def batch_done(self, index: int, value, image, trace) -> None:
+        """Remember a finished engine batch (written with the next save)."""
         self.finished[index] = (_cpu(value), _cpu(image), _cpu(trace))
 
     def due(self) -> bool:
@@ -124,8 +124,8 @@ class Checkpointer:
             self._last = self.clock()
         return self.clock() - self._last >= self.interval
 
-    def save(self, current: ChunkState | None) -> None:
-        """Write the finished chunks and ``current`` atomically."""
+    def save(self, current: BatchState | None) -> None:
+        """Write the finished batches and ``current`` atomically."""
         data = {
             "key": self.key,
             "layout": self.layout,
@@ -151,7 +151,7 @@ class Checkpointer:
 
 
 def read_checkpoint(path: Path) -> dict | None:
-    """What a checkpoint file holds, for people: ``{"key", "chunks_done", "step", ...}``.
+    """What a checkpoint file holds, for people: ``{"key", "batches_done", "step", ...}``.
 
     Returns:
         None when there is no readable file.
@@ -166,8 +166,8 @@ def read_checkpoint(path: Path) -> dict | None:
     return {
         "key": data.get("key"),
         "layout": data.get("layout", {}),
-        "chunks_done": len(data.get("finished", {})),
-        "chunk": None if current is None else current["index"],
+        "batches_done": len(data.get("finished", {})),
+        "batch": None if current is None else current["index"],
         "step": None if current is None else current["step"],
     }
 
@@ -179,7 +179,7 @@ def _cpu(value):
 __all__ = [
     "CHECKPOINT_FILE",
     "CHECKPOINT_INTERVAL",
-    "ChunkState",
+    "BatchState",
     "Checkpointer",
     "read_checkpoint",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -15,6 +16,7 @@ from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
 from onnx_am.errors import SettingsError
 from onnx_am.methods import DEFAULT_BETA
 from onnx_am.reference.tolerance import DEFAULT_TOLERANCE
+from onnx_am.settings import build, flat, group, replaced
 
 OPTIMIZERS = ("pga", "adam")
 #: Defaults shared by the library and ``analyze`` (which reads them from here): 256 steps at
@@ -23,39 +25,19 @@ DEFAULT_STEPS = 256
 DEFAULT_LR = 0.1
 DEFAULT_SEED = 0
 
-#: ``progress(done_steps, total_steps, info)``; ``info`` has ``chunk``, ``chunks``, ``rows``.
+#: ``progress(done_steps, total_steps, info)``; ``info`` has ``batch``, ``batches``, ``rows``.
 Progress = Callable[[int, int, dict], None]
 
 
 @dataclass(frozen=True)
-class AMConfig:
-    """Settings of one :func:`~onnx_am.engine.maximizer.maximize` call.
+class AscentSettings:
+    """How each gradient step is taken.
 
     Attributes:
         steps: gradient steps per row.
         lr: step size (raw-input units per unit gradient for ``pga``).
         optimizer: ``"pga"`` (projected gradient ascent) or ``"adam"``.
         normalize_grad: scale each row's gradient to unit RMS before a ``pga`` step.
-        restarts: independent starts per (unit, method); the best is reported.
-        seed: seeds starts, random corners and jitter.
-        start: one of :data:`onnx_am.engine.starts.START_KINDS`.
-        init_scale: noise of the ``random`` start, as a fraction of half the range.
-        screen: candidates (forward passes) per screened restart of the ``screened`` and
-            ``hedged`` starts.
-        domain: the raw input box and preprocessing.
-        batch_size: rows per chunk (bounds memory); ``None`` (default) picks it from the
-            measured activation memory of one row and the free memory
-            (:mod:`onnx_am.engine.memory`, at most 64); rowwise-only models use 1. Results do not
-            depend on it.
-        device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``).
-        crosscheck: recompute every result with onnxruntime.
-        tolerance: relative tolerance of the cross-check.
-        regularizers: regularizers or strings like ``"tv(0.1)"``; none by default.
-        baseline_corners: random corners tried by the trivial baselines.
-        default_beta: beta of a bare ``decoupled``/``proxy`` and of ``best``.
-        parameterization: what the loop optimizes: ``"pixel"`` (default, as in the paper:
-            the raw input), ``"fourier"`` or ``"fourier+decorrelated"`` (image inputs; see
-            :mod:`onnx_am.engine.parameterizations`; ``lr`` then is in parameter units).
         lr_schedule: how ``lr`` changes over the steps, one of
             :data:`onnx_am.engine.schedules.LR_SCHEDULES` (``"constant"``, as in the paper).
         lr_floor: the factor on ``lr`` at the end of a decay.
@@ -66,50 +48,121 @@ class AMConfig:
     lr: float = DEFAULT_LR
     optimizer: str = "pga"
     normalize_grad: bool = False
+    lr_schedule: str = "constant"
+    lr_floor: float = 0.05
+    lr_cycles: int = 1
+
+
+@dataclass(frozen=True)
+class StartSettings:
+    """Where the rows start, and how many starts each unit gets.
+
+    Attributes:
+        restarts: independent starts per (unit, method); the best is reported.
+        seed: seeds starts, random corners and jitter.
+        start: one of :data:`onnx_am.engine.starts.START_KINDS`.
+        init_scale: noise of the ``random`` start, as a fraction of half the range.
+        screen: candidates (forward passes) per screened restart of the ``screened`` and
+            ``hedged`` starts.
+    """
+
     restarts: int = 1
     seed: int = DEFAULT_SEED
     start: str = DEFAULT_START
     init_scale: float = 0.1
     screen: int = SCREEN_CANDIDATES
-    domain: InputDomain = field(default_factory=InputDomain)
-    batch_size: int | None = None
-    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """How every result is checked.
+
+    Attributes:
+        crosscheck: recompute every result with onnxruntime.
+        tolerance: relative tolerance of the cross-check.
+        baseline_corners: random corners tried by the trivial baselines.
+    """
+
     crosscheck: bool = True
     tolerance: float = DEFAULT_TOLERANCE
-    regularizers: tuple[Regularizer | str, ...] = ()
     baseline_corners: int = 16
-    default_beta: float = DEFAULT_BETA
+
+
+@dataclass(frozen=True)
+class AMConfig:
+    """Settings of one :func:`~onnx_am.engine.maximizer.maximize` call, in groups.
+
+    Build it from flat keywords with :meth:`of` (``AMConfig.of(steps=64, restarts=3)``; each
+    keyword goes to the group that declares it) or from the groups themselves.
+
+    Attributes:
+        ascent: how each step is taken (:class:`AscentSettings`: steps, lr, optimizer, ...).
+        starts: where rows start (:class:`StartSettings`: restarts, seed, start, ...).
+        checks: how results are checked (:class:`CheckSettings`: crosscheck, tolerance, ...).
+        domain: the raw input box and preprocessing.
+        parameterization: what the loop optimizes: ``"pixel"`` (default, as in the paper:
+            the raw input), ``"fourier"`` or ``"fourier+decorrelated"`` (image inputs; see
+            :mod:`onnx_am.engine.parameterizations`; ``lr`` then is in parameter units).
+        regularizers: regularizers or strings like ``"tv(0.1)"``; none by default.
+        default_beta: beta of a bare ``decoupled``/``proxy`` and of ``best``.
+        batch_size: rows per engine step (bounds memory); ``None`` (default) picks it from
+            the measured activation memory of one row and the free memory
+            (:mod:`onnx_am.engine.memory`, at most 64); rowwise-only models use 1. Results
+            do not depend on it.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``).
+    """
+
+    ascent: AscentSettings = group(AscentSettings)
+    starts: StartSettings = group(StartSettings)
+    checks: CheckSettings = group(CheckSettings)
+    domain: InputDomain = field(default_factory=InputDomain)
     parameterization: str = "pixel"
-    lr_schedule: str = "constant"
-    lr_floor: float = 0.05
-    lr_cycles: int = 1
+    regularizers: tuple[Regularizer | str, ...] = ()
+    default_beta: float = DEFAULT_BETA
+    batch_size: int | None = None
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, **settings: Any) -> AMConfig:
+        """The config from flat keywords (``steps=64, restarts=3, device="cuda"``), each
+        routed to its group; a group may also be given whole (``ascent=...``).
+
+        Raises:
+            TypeError: a keyword no group declares.
+        """
+        return build(cls, settings)
+
+    def replaced(self, **settings: Any) -> AMConfig:
+        """A copy with flat keywords (or whole groups) changed, as in :meth:`of`."""
+        return replaced(self, **settings)
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first bad setting."""
+        ascent, starts = self.ascent, self.starts
         checks = [
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (ascent.steps >= 1, f"steps must be >= 1, got {ascent.steps}"),
+            (ascent.lr > 0, f"lr must be > 0, got {ascent.lr}"),
             (
-                self.optimizer in OPTIMIZERS,
-                f"unknown optimizer {self.optimizer!r}; choose pga or adam",
+                ascent.optimizer in OPTIMIZERS,
+                f"unknown optimizer {ascent.optimizer!r}; choose pga or adam",
             ),
-            (self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}"),
+            (starts.restarts >= 1, f"restarts must be >= 1, got {starts.restarts}"),
             (
-                self.start in START_KINDS,
-                f"unknown start {self.start!r}; choose from {', '.join(START_KINDS)}",
+                starts.start in START_KINDS,
+                f"unknown start {starts.start!r}; choose from {', '.join(START_KINDS)}",
             ),
-            (self.screen >= 1, f"screen must be >= 1 candidate, got {self.screen}"),
+            (starts.screen >= 1, f"screen must be >= 1 candidate, got {starts.screen}"),
             (
                 self.batch_size is None or self.batch_size >= 1,
                 f"batch_size must be >= 1 or None (auto), got {self.batch_size}",
             ),
-            (self.tolerance > 0, f"tolerance must be > 0, got {self.tolerance}"),
+            (self.checks.tolerance > 0, f"tolerance must be > 0, got {self.checks.tolerance}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SettingsError(message)
         check_parameterization(self.parameterization)
-        check_lr_schedule(self.lr_schedule, self.lr_floor, self.lr_cycles)
+        check_lr_schedule(ascent.lr_schedule, ascent.lr_floor, ascent.lr_cycles)
         if self.parameterization != "pixel":
             self._check_smoothing()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -128,8 +181,8 @@ class AMConfig:
                 )
 
     def to_dict(self) -> dict:
-        """The settings as JSON-ready values (domain as a dict, regularizers as labels)."""
-        data = {k: v for k, v in self.__dict__.items() if k not in ("domain", "regularizers")}
+        """The settings as flat JSON-ready values (domain as a dict, regularizers as labels)."""
+        data = {k: v for k, v in flat(self).items() if k not in ("domain", "regularizers")}
         data["domain"] = self.domain.to_dict()
         data["regularizers"] = [r if isinstance(r, str) else r.label for r in self.regularizers]
         return data

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from onnx_am.engine import memory
-from onnx_am.engine.checkpoint import Checkpointer, ChunkState
+from onnx_am.engine.checkpoint import BatchState, Checkpointer
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.parameterizations import FourierParameterization, make_parameterization
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
@@ -54,10 +54,11 @@ if TYPE_CHECKING:
     from onnx_am.passes.decouple import RewriteResult
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopContext:
-    """What every batch needs: the graph, its slope control, the settings, the pace and the
-    progress counts of the call (a :class:`BatchRun` owns what changes within a batch)."""
+    """What every batch of a call reads and none changes: the graph, its slope control, the
+    settings and the pace (a :class:`BatchRun` owns what changes within a batch, a
+    :class:`StepCount` the call's progress counts)."""
 
     imported: ImportedModel
     config: AMConfig
@@ -65,11 +66,38 @@ class LoopContext:
     names: list[str]
     control: object | None
     regularizers: list[Regularizer]
-    progress: Progress | None
-    total_steps: int
-    done_steps: int = 0
     parameterization: FourierParameterization | None = None
     pace: Pace | None = None
+
+
+@dataclass
+class StepCount:
+    """The steps of one engine call, as its progress callback sees them; it owns the counts.
+
+    Attributes:
+        total: the call's steps: every batch's plan, less what the pace cut.
+        progress: called with ``(done, total, info)`` after every step.
+        done: steps taken (or restored from a checkpoint).
+    """
+
+    total: int
+    progress: Progress | None = None
+    done: int = 0
+
+    def given(self, planned: int, steps: int) -> None:
+        """A batch planned for ``planned`` steps is given ``steps`` (fewer when paced), or
+        stopped after ``steps``."""
+        self.total -= planned - steps
+
+    def skip(self, steps: int) -> None:
+        """``steps`` were taken before (a finished batch or a checkpoint restored)."""
+        self.done += steps
+
+    def stepped(self, info: dict) -> None:
+        """One step was taken: count it and tell the callback (which may raise to stop)."""
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, info)
 
 
 def optimize_rows(
@@ -100,7 +128,7 @@ def optimize_rows(
             between steps, after the state is saved to ``checkpoint``.
         checkpoint: saves finished and running batches (:mod:`onnx_am.engine.checkpoint`) and
             continues from what it restores.
-        pace: the run's deadline (None: every batch runs ``config.steps``).
+        pace: the run's deadline (None: every batch runs ``config.ascent.steps``).
 
     Returns:
         Per row its best true value, input and trace.
@@ -132,11 +160,10 @@ def optimize_rows(
             names,
             control,
             regularizers,
-            progress,
-            total_steps=len(batches) * config.steps,
             parameterization=parameterization,
             pace=pace,
         )
+        count = StepCount(len(batches) * config.ascent.steps, progress)
         resumed = None
         if checkpoint is not None:
             resumed = checkpoint.restore(_layout(config, runs, rows, size))
@@ -147,21 +174,25 @@ def optimize_rows(
             row_methods = tuple(runs[row.method] for row in batch_rows)
             if checkpoint is not None and index in checkpoint.finished:
                 value, image, trace = checkpoint.finished[index]
-                context.done_steps += config.steps
+                count.skip(config.ascent.steps)
             else:
                 state = resumed if resumed is not None and resumed.index == index else None
                 rows_left = sum(len(b) for b in batches[index:])
-                steps = config.steps if pace is None else pace.steps_for(rows_left, config.steps)
-                context.total_steps -= config.steps - steps
+                steps = (
+                    config.ascent.steps
+                    if pace is None
+                    else pace.steps_for(rows_left, config.ascent.steps)
+                )
+                count.given(config.ascent.steps, steps)
                 run = BatchRun(context, x0, row_targets, row_methods, index, steps, state)
                 tic = pace.now() if pace is not None else 0.0
-                _drive(context, run, len(batches), checkpoint)
+                _drive(run, count, len(batches), checkpoint)
                 if pace is not None:
                     pace.observe(len(x0), run.position, pace.now() - tic)
-                    context.total_steps -= steps - run.position
+                    count.given(steps, run.position)
                 value, image, trace = run.result()
                 if checkpoint is not None:
-                    checkpoint.chunk_done(index, value, image, trace)
+                    checkpoint.batch_done(index, value, image, trace)
             for k, p in enumerate(positions):
                 outcome.value[p] = float(value[k])
                 outcome.image[p] = image[k].cpu()
@@ -204,7 +235,7 @@ def _batch_size(imported: ImportedModel, config: AMConfig, extractor, control, r
         return 1
     if config.batch_size is not None:
         return config.batch_size
-    context = None if control is None else partial(control.rows, runs, 0, config.steps)
+    context = None if control is None else partial(control.rows, runs, 0, config.ascent.steps)
     shape = imported.input.sample_shape
     return memory.choose_batch_size(
         extractor,
@@ -222,7 +253,7 @@ def _layout(config: AMConfig, runs, rows, size: int) -> dict:
     return {
         "rows": [[r.target, r.restart, r.method] for r in rows],
         "chunk": size,
-        "steps": config.steps,
+        "steps": config.ascent.steps,
         "methods": [m.label for m in runs],
     }
 
@@ -255,7 +286,7 @@ class BatchRun:
         methods,
         index: int,
         steps: int,
-        resume: ChunkState | None = None,
+        resume: BatchState | None = None,
     ):
         device = context.config.device
         self.context, self.index, self.steps = context, index, steps
@@ -279,7 +310,7 @@ class BatchRun:
         if resume is not None:
             self._restore(resume, device)
 
-    def _restore(self, resume: ChunkState, device: str) -> None:
+    def _restore(self, resume: BatchState, device: str) -> None:
         self.position = resume.step
         self.x = resume.x.to(device)
         self.best_x = resume.best_x.to(device)
@@ -323,9 +354,9 @@ class BatchRun:
         self.best_x = torch.where(shape, image, self.best_x)
         self.trace[self.position] = self.best_value
 
-    def snapshot(self) -> ChunkState:
+    def snapshot(self) -> BatchState:
         """The state to continue from (for a checkpoint)."""
-        return ChunkState(
+        return BatchState(
             self.index,
             self.position,
             self.x,
@@ -340,31 +371,27 @@ class BatchRun:
         return self.best_value.cpu(), self.best_x.detach(), self.trace.cpu()
 
 
-def _drive(
-    context: LoopContext, run: BatchRun, batches: int, checkpoint: Checkpointer | None
-) -> None:
+def _drive(run: BatchRun, count: StepCount, batches: int, checkpoint: Checkpointer | None) -> None:
     """Step ``run`` to its end, or until the pace's deadline passes (then its current point
-    is its last); checkpoint every ``checkpoint.interval`` seconds and when
-    ``context.progress`` raises (it is called after every step)."""
-    pace, first = context.pace, run.position
-    context.done_steps += first
+    is its last); checkpoint every ``checkpoint.interval`` seconds and when the progress
+    callback raises (``count`` calls it after every step)."""
+    pace, first = run.context.pace, run.position
+    count.skip(first)
     while not run.done:
         if run.position > first and pace is not None and pace.expired():
             pace.stopped_early += 1  # the deadline passed: measure this input and stop
             break
         run.step()
-        context.done_steps += 1
         if checkpoint is not None and checkpoint.due():
             checkpoint.save(run.snapshot())
-        if context.progress is not None:
-            # no values in ``info``: reading one from the device would sync every step
-            info = {"chunk": run.index, "chunks": batches, "rows": len(run.methods)}
-            try:
-                context.progress(context.done_steps, context.total_steps, info)
-            except BaseException:
-                if checkpoint is not None:  # stopped between steps: keep this state
-                    checkpoint.save(run.snapshot())
-                raise
+        # no values in ``info``: reading one from the device would sync every step
+        info = {"batch": run.index, "batches": batches, "rows": len(run.methods)}
+        try:
+            count.stepped(info)
+        except BaseException:
+            if checkpoint is not None:  # stopped between steps: keep this state
+                checkpoint.save(run.snapshot())
+            raise
     run.finish()
 
 
@@ -406,7 +433,7 @@ def _value_and_grad(
     raw = x if context.parameterization is None else context.parameterization.to_raw(x)
     fed = config.domain.to_model(raw, spec)
     if context.regularizers:
-        generator = torch.Generator().manual_seed(row_seed(config.seed, "transform", step))
+        generator = torch.Generator().manual_seed(row_seed(config.starts.seed, "transform", step))
         for regularizer in context.regularizers:
             fed = regularizer.transform(fed, spec, generator)
     objective_of = _objective(context, raw, objective)
@@ -446,15 +473,19 @@ def _true_values(context: LoopContext, x, objective: RowObjective) -> torch.Tens
 
 def _update(context: LoopContext, x, grad, state, step_index: int, steps: int) -> torch.Tensor:
     config = context.config
-    lr = config.lr * lr_factor(
-        config.lr_schedule, step_index, steps, config.lr_floor, config.lr_cycles
+    lr = config.ascent.lr * lr_factor(
+        config.ascent.lr_schedule,
+        step_index,
+        steps,
+        config.ascent.lr_floor,
+        config.ascent.lr_cycles,
     )
     grad = grad.to(x.dtype)
-    if config.optimizer == "adam":
+    if config.ascent.optimizer == "adam":
         step = _adam_step(grad, state)
     else:
         step = grad
-        if config.normalize_grad:
+        if config.ascent.normalize_grad:
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
             step = grad / rms.view(-1, *[1] * (grad.dim() - 1))
     if context.parameterization is not None:

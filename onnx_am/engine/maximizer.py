@@ -1,9 +1,9 @@
 """The activation-maximization entry point: many (unit, restart, method) rows in batches.
 
 :func:`maximize` parses what it is given into a :class:`~onnx_am.engine.plan.RunPlan` once
-(:func:`~onnx_am.engine.plan.plan_run`) and runs it; :func:`run_plan` runs a plan: it makes the
-rows (:mod:`onnx_am.engine.rows`), runs the loop (:mod:`onnx_am.engine.loop`: one batched
-forward and backward per step, each row with its own target and gradient method), assembles
+(:func:`~onnx_am.engine.plan.parse_run_plan`) and runs it; :func:`maximize_plan` runs a plan:
+it makes the rows (:mod:`onnx_am.engine.rows`), runs the loop (:mod:`onnx_am.engine.loop`: one
+batched forward and backward per step, each row with its own target and gradient method), assembles
 one result per (target, method) (:mod:`onnx_am.engine.assemble`) and cross-checks them with
 onnxruntime. Per (unit, method) the best restart is reported; values are always the original
 network's, also for proxy rows.
@@ -23,13 +23,13 @@ from onnx_am.engine.checkpoint import Checkpointer
 from onnx_am.engine.config import OPTIMIZERS, AMConfig, Progress
 from onnx_am.engine.loop import optimize_rows
 from onnx_am.engine.pace import Pace
-from onnx_am.engine.plan import RunPlan, plan_run
+from onnx_am.engine.plan import RunPlan, parse_run_plan
 from onnx_am.engine.results import MaximizeReport, UnitResult
 from onnx_am.engine.robustness import measure_transformed
 from onnx_am.engine.rows import Row, RowOutcome, layout_rows
 from onnx_am.engine.starts import make_starts
 from onnx_am.importer.model import ImportedModel
-from onnx_am.methods import MethodPlan, expand_methods, method_label
+from onnx_am.methods import ReportedMethod, expand_methods, method_label
 from onnx_am.objectives import Target
 from onnx_am.reference.crosscheck import crosscheck
 from onnx_am.reference.quantized import effective_tolerance
@@ -66,7 +66,7 @@ def maximize(
             seconds and continues from a matching saved state
             (:class:`~onnx_am.engine.checkpoint.Checkpointer`).
         pace: a deadline (:class:`~onnx_am.engine.pace.Pace`): chunks then run the steps that
-            still fit before it. None (default): every row runs ``plan.config.steps``.
+            still fit before it. None (default): every row runs ``plan.config.ascent.steps``.
 
     Returns:
         A :class:`MaximizeReport` with one result per (target, method) and the baselines.
@@ -75,11 +75,11 @@ def maximize(
         OnnxAmError: bad settings, targets or methods (``SettingsError``, ``TargetError``,
             ``MethodError``, ``InputSpecError``).
     """
-    plan = plan_run(imported, targets, methods, config)
-    return run_plan(imported, plan, rewrite=rewrite, progress=progress, checkpoint=checkpoint)
+    plan = parse_run_plan(imported, targets, methods, config)
+    return maximize_plan(imported, plan, rewrite=rewrite, progress=progress, checkpoint=checkpoint)
 
 
-def run_plan(
+def maximize_plan(
     imported: ImportedModel,
     plan: RunPlan,
     *,
@@ -88,7 +88,7 @@ def run_plan(
     checkpoint: Checkpointer | None = None,
     pace: Pace | None = None,
 ) -> MaximizeReport:
-    """Run a :class:`RunPlan` (made by :func:`~onnx_am.engine.plan.plan_run` or by
+    """Run a :class:`RunPlan` (made by :func:`~onnx_am.engine.plan.parse_run_plan` or by
     ``analyze``); nothing in it is parsed or checked again.
 
     Args:
@@ -106,25 +106,25 @@ def run_plan(
     """
     config, targets, runs = plan.config, list(plan.targets), list(plan.runs)
     started = time.perf_counter()
-    rows = layout_rows(len(targets), config.restarts, len(runs))
+    rows = layout_rows(len(targets), config.starts.restarts, len(runs))
     timings: dict[str, float] = {}
 
     tic = time.perf_counter()
     baselines = trivial_baselines(
-        imported, targets, config.domain, config.baseline_corners, config.seed
+        imported, targets, config.domain, config.checks.baseline_corners, config.starts.seed
     )
     timings["baselines"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     starts = make_starts(
-        config.start,
+        config.starts.start,
         imported,
         config.domain,
         targets,
-        config.restarts,
-        config.seed,
-        config.init_scale,
-        config.screen,
+        config.starts.restarts,
+        config.starts.seed,
+        config.starts.init_scale,
+        config.starts.screen,
     )
     timings["starts"] = time.perf_counter() - tic
 
@@ -137,7 +137,7 @@ def run_plan(
     results = assemble_results(targets, plan.methods, runs, rows, outcome, baselines, config.domain)
     measure_transformed(imported, results, config)
     tic = time.perf_counter()
-    if config.crosscheck:
+    if config.checks.crosscheck:
         _crosscheck_results(imported, results, config)
     timings["crosscheck"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started
@@ -150,7 +150,7 @@ def run_plan(
         "batch_size_auto": config.batch_size is None,
     }
     # A quantized model's cross-check allows one quantization step (reference.quantized).
-    tolerance, _ = effective_tolerance(imported.original, config.tolerance)
+    tolerance, _ = effective_tolerance(imported.original, config.checks.tolerance)
     return MaximizeReport(results, baselines, settings, timings, tolerance)
 
 
@@ -164,7 +164,7 @@ def _crosscheck_results(
         torch.stack([torch.from_numpy(r.image) for r in results]),
         [r.activation for r in results],
         config.domain,
-        config.tolerance,
+        config.checks.tolerance,
     )
     for result, check in zip(results, checks, strict=True):
         result.activation_onnxruntime, result.agrees = check.value, check.agrees
@@ -173,7 +173,7 @@ def _crosscheck_results(
 __all__ = [
     "OPTIMIZERS",
     "AMConfig",
-    "MethodPlan",
+    "ReportedMethod",
     "Progress",
     "Row",
     "RowOutcome",
@@ -181,8 +181,8 @@ __all__ = [
     "expand_methods",
     "maximize",
     "method_label",
-    "plan_run",
-    "run_plan",
+    "parse_run_plan",
+    "maximize_plan",
     "RunPlan",
     "steps_to_95",
 ]

@@ -1,12 +1,12 @@
-"""How many rows fit in memory: the engine's automatic chunk size.
+"""How many rows fit in memory: the engine's automatic batch size.
 
-One optimization step is a batched forward and backward; what grows with the rows of a chunk
+One optimization step is a batched forward and backward; what grows with the rows of a batch
 is what autograd keeps from the forward for the backward (every rectifier's input, every
 conv's input, ...), plus a few input-sized buffers per row (the optimized input, its
 gradient, the best input so far, Adam's moments). :func:`activation_bytes_per_row` measures
 the first with ``torch.autograd.graph.saved_tensors_hooks`` during one forward of a batch of
-one, :func:`memory_budget` says how many bytes the chunk may take, and
-:func:`auto_batch_size` divides. Results do not depend on the chunk size (every start is
+one, :func:`memory_budget` says how many bytes the batch may take, and
+:func:`auto_batch_size` divides. Results do not depend on the batch size (every start is
 seeded by ``(seed, target, restart)``), so the choice only trades speed for memory.
 """
 
@@ -20,15 +20,15 @@ import torch
 
 from onnx_am.errors import OnnxAmError
 
-#: Share of the host's total memory (``MemTotal``, or the cgroup's limit if lower) one chunk
+#: Share of the host's total memory (``MemTotal``, or the cgroup's limit if lower) one batch
 #: may use on the CPU. A quarter leaves room for the model, the onnxruntime cross-check, the
 #: results kept so far and whatever else runs on the machine. The budget is taken from the
-#: *total*, not from what happens to be free: the chunk size then stays the same on every run
+#: *total*, not from what happens to be free: the batch size then stays the same on every run
 #: on one machine, and so do the numbers (a batch's composition changes results in the last
 #: bits, through the kernels torch picks).
 CPU_FRACTION = 0.25
-#: Share of the GPU's *free* memory one chunk may use; the weights are already on the device.
-#: On a GPU the chunk follows what is free when the call starts (other processes may hold
+#: Share of the GPU's *free* memory one batch may use; the weights are already on the device.
+#: On a GPU the batch follows what is free when the call starts (other processes may hold
 #: memory there, and batched GPU kernels are not bitwise reproducible anyway).
 CUDA_FRACTION = 0.7
 #: Budget when the total memory cannot be read (no ``/proc/meminfo``).
@@ -41,15 +41,15 @@ SAFETY = 2.0
 #: the raw and the preprocessed input, the gradient, the best input so far, the image the
 #: value belongs to, and Adam's two moments.
 INPUT_BUFFERS = 8
-#: Most rows per chunk: the chunk of the fixed-size engine, beyond which batching gains
+#: Most rows per batch: the batch of the fixed-size engine, beyond which batching gains
 #: little on a CPU.
 MAX_BATCH = 64
-#: Most rows per chunk on a GPU, which needs large batches to be busy.
+#: Most rows per batch on a GPU, which needs large batches to be busy.
 MAX_BATCH_CUDA = 1024
 
 
 def max_batch(device: str | torch.device = "cpu") -> int:
-    """The most rows per chunk on ``device`` (:data:`MAX_BATCH` or :data:`MAX_BATCH_CUDA`)."""
+    """The most rows per batch on ``device`` (:data:`MAX_BATCH` or :data:`MAX_BATCH_CUDA`)."""
     return MAX_BATCH_CUDA if torch.device(device).type == "cuda" else MAX_BATCH
 
 
@@ -76,7 +76,7 @@ def activation_bytes_per_row(
         dtype: the input's dtype.
         rows: rows of the measured batch (1 unless ``context`` needs one row per method).
         context: makes the context the forward runs in, e.g. the slope control's rows for
-            one row of each gradient method (a chunk mixing proxy and decoupled rows saves
+            one row of each gradient method (a batch mixing proxy and decoupled rows saves
             both rectifier paths: up to 2.4 times a standard row's bytes on a small CNN).
 
     Returns:
@@ -106,7 +106,7 @@ def activation_bytes_per_row(
 
 
 def memory_budget(device: str | torch.device = "cpu") -> int:
-    """Bytes one chunk may use on ``device``: a fixed fraction of its total memory.
+    """Bytes one batch may use on ``device``: a fixed fraction of its total memory.
 
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -126,16 +126,16 @@ def memory_budget(device: str | torch.device = "cpu") -> int:
 def auto_batch_size(
     bytes_per_row: int, budget: int, cap: int = MAX_BATCH, safety: float = SAFETY
 ) -> int:
-    """Rows per chunk: ``budget // (bytes_per_row * safety)``, clamped to ``1 .. cap``.
+    """Rows per batch: ``budget // (bytes_per_row * safety)``, clamped to ``1 .. cap``.
 
     Args:
         bytes_per_row: from :func:`activation_bytes_per_row`.
         budget: from :func:`memory_budget`.
-        cap: the most rows per chunk.
+        cap: the most rows per batch.
         safety: peak over measured bytes (:data:`SAFETY`).
 
     Returns:
-        The chunk size; ``cap`` when a row costs nothing measurable.
+        The batch size; ``cap`` when a row costs nothing measurable.
 
     Raises:
         OnnxAmError: a negative size or budget, or a cap or safety below one.

@@ -2,9 +2,9 @@
 
 A plan holds typed objects only: the targets as :class:`~onnx_am.objectives.Target` objects
 (checked against the model by one probe forward), the reported methods as
-:class:`~onnx_am.methods.MethodPlan` objects, and a validated
+:class:`~onnx_am.methods.ReportedMethod` objects, and a validated
 :class:`~onnx_am.engine.config.AMConfig` whose regularizers are objects. It is built at a
-public edge, :func:`plan_run` for :func:`~onnx_am.engine.maximizer.maximize` and
+public edge, :func:`parse_run_plan` for :func:`~onnx_am.engine.maximizer.maximize` and
 :func:`onnx_am.audit.options.plan_analysis` for ``analyze``, and then passed down unchanged:
 the engine, the cross-check and the report read its objects and parse nothing again.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from onnx_am.engine.config import AMConfig
 from onnx_am.engine.parameterizations import check_parameterization
 from onnx_am.engine.regularizers import parse_regularizer
-from onnx_am.methods import GradientMethod, MethodPlan, distinct_runs, expand_methods
+from onnx_am.methods import GradientMethod, ReportedMethod, distinct_runs, expand_methods
 from onnx_am.objectives import Target, resolve_targets
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class RunPlan:
     """
 
     targets: tuple[Target, ...]
-    methods: tuple[MethodPlan, ...]
+    methods: tuple[ReportedMethod, ...]
     config: AMConfig
 
     @property
@@ -52,7 +52,7 @@ class RunPlan:
     @property
     def rows_per_unit(self) -> int:
         """Optimized inputs per target unit (a row per gradient method and restart)."""
-        return len(self.runs) * self.config.restarts
+        return len(self.runs) * self.config.starts.restarts
 
     @property
     def needs_rewrite(self) -> bool:
@@ -64,7 +64,7 @@ class RunPlan:
         return replace(self, targets=tuple(targets))
 
 
-def plan_run(
+def parse_run_plan(
     imported: ImportedModel,
     targets: Sequence[Target | str] | str | None,
     methods: Sequence[object] | str | GradientMethod = ("standard",),
@@ -76,7 +76,7 @@ def plan_run(
         imported: the model.
         targets: :class:`Target` objects or strings (``"logits:3"``); ``None`` for every unit
             of the first output (at most 64).
-        methods: :class:`GradientMethod` / :class:`MethodPlan` objects or strings (see
+        methods: :class:`GradientMethod` / :class:`ReportedMethod` objects or strings (see
             :func:`onnx_am.methods.expand_methods`).
         config: settings (default :class:`AMConfig`).
 

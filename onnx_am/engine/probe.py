@@ -1,7 +1,7 @@
 """Time a few real steps of the engine: what one step of ``n`` rows costs on this machine.
 
 :func:`time_steps` runs the real loop (:func:`onnx_am.engine.loop.optimize_rows`) on real
-rows of the real model, at the chunk size the engine picks for them, and stops it after a
+rows of the real model, at the batch size the engine picks for them, and stops it after a
 few steps. The first step of a call is not timed (it warms up allocators and caches) unless
 it alone took :data:`LONG_STEP` seconds or more: then it is the measurement (its warm-up is
 a small share of it, and a second step of a large model would double the cost of planning).
@@ -35,7 +35,7 @@ LONG_STEP = 2.0
 
 @dataclass(frozen=True)
 class StepTiming:
-    """Seconds per step of ``rows`` rows (the engine's chunk size for the call)."""
+    """Seconds per step of ``rows`` rows (the engine's batch size for the call)."""
 
     rows: int
     seconds: float
@@ -60,26 +60,28 @@ def time_steps(
     Args:
         imported: the model.
         config: the settings (its ``batch_size``, ``None`` for automatic, decides the
-            chunk size; the starts are always ``random``).
+            batch size; the starts are always ``random``).
         targets: the targets; rows are laid out as the engine does (target-major).
         runs: the gradient methods of the rows.
-        rows: how many rows the call has; the engine's chunk is at most that.
+        rows: how many rows the call has; the engine's batch is at most that.
         steps: timed steps.
         rewrite: the rectifier rewrite, when one exists already.
 
     Returns:
-        The rows of the engine's first chunk and the median seconds of its timed steps.
+        The rows of the engine's first batch and the median seconds of its timed steps.
     """
-    per_target = config.restarts * len(runs)
+    per_target = config.starts.restarts * len(runs)
     needed = max(1, -(-rows // per_target))
-    layout = layout_rows(min(needed, len(targets)), config.restarts, len(runs))[:rows]
+    layout = layout_rows(min(needed, len(targets)), config.starts.restarts, len(runs))[:rows]
     chosen = list(targets[: min(needed, len(targets))])
-    made = make_starts("random", imported, config.domain, chosen, config.restarts, config.seed)
-    starts = {(t, r): made[t, r] for t in range(len(chosen)) for r in range(config.restarts)}
+    made = make_starts(
+        "random", imported, config.domain, chosen, config.starts.restarts, config.starts.seed
+    )
+    starts = {(t, r): made[t, r] for t in range(len(chosen)) for r in range(config.starts.restarts)}
     stamps: list[tuple[float, int]] = []
 
     def on_step(done: int, total: int, info: dict) -> None:
-        if info["chunk"] > 0:
+        if info["batch"] > 0:
             raise _Enough
         if config.device.startswith("cuda"):
             torch.cuda.synchronize(config.device)
@@ -93,7 +95,7 @@ def time_steps(
     except _Enough:
         pass
     times = sorted(b[0] - a[0] for a, b in zip(stamps, stamps[1:], strict=False))
-    if not times:  # a long first step, or config.steps == 1: time it with the set-up
+    if not times:  # a long first step, or config.ascent.steps == 1: time it with the set-up
         return StepTiming(stamps[0][1], stamps[0][0] - started)
     return StepTiming(stamps[0][1], times[len(times) // 2])
 

@@ -50,7 +50,9 @@ def measure_transformed(
     total = torch.zeros(len(results), dtype=torch.float64)
     with torch.no_grad():
         for sample in range(SAMPLES):
-            generator = torch.Generator().manual_seed(row_seed(config.seed, "robustness", sample))
+            generator = torch.Generator().manual_seed(
+                row_seed(config.starts.seed, "robustness", sample)
+            )
             x = fed
             for transform in transforms:
                 x = transform.transform(x, imported.input, generator)

@@ -1,6 +1,6 @@
 """What the engine optimizes: the rows (target, restart, gradient method) of a run.
 
-The reported methods are :class:`~onnx_am.methods.MethodPlan` objects, each naming the
+The reported methods are :class:`~onnx_am.methods.ReportedMethod` objects, each naming the
 gradient methods whose rows feed it. Every (target, restart, gradient method) is one
 :class:`Row`, one optimized input.
 """

@@ -3,7 +3,7 @@
 Row ``i`` of a batch uses gradient method ``methods[i]``. Setting slopes only stores small
 per-row tensors on the rewritten modules, so they can change every step (schedules) without
 rebuilding anything; when they do not change (a fixed beta), the same tensors are kept, so
-the modules' plans (:class:`~onnx_am.passes.rectifier.SlopePlan`) are kept too.
+the modules' plans (:class:`~onnx_am.passes.rectifier.SlopeLayout`) are kept too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from onnx_am.errors import PassError
 from onnx_am.methods import GradientMethod
 from onnx_am.passes.base import RewriteRecord
-from onnx_am.passes.rectifier import Alpha, DecoupledRectifier, SlopePlan
+from onnx_am.passes.rectifier import Alpha, DecoupledRectifier, SlopeLayout
 
 #: A row's slope: ``None`` (the module's own alpha), a float, or one per channel.
 RowSlope = float | np.ndarray | None
@@ -257,8 +257,8 @@ def _plan(
     slopes: list[RowSlope],
     proxy: list[bool],
     layout: tuple[int, ...],
-) -> SlopePlan | None:
-    """The modules' :class:`SlopePlan` of float slopes, worked out per method (``None`` when
+) -> SlopeLayout | None:
+    """The modules' :class:`SlopeLayout` of float slopes, worked out per method (``None`` when
     a slope is per channel, or no row has one: the module then derives it itself)."""
     if (forward is None and backward is None) or any(isinstance(s, np.ndarray) for s in slopes):
         return None
@@ -266,7 +266,7 @@ def _plan(
         ("alpha", 0.0) if s is None else ("proxy" if p else "decoupled", s)
         for s, p in zip(slopes, proxy, strict=True)
     ]
-    return SlopePlan.of_methods(node, forward, backward, keys, layout)
+    return SlopeLayout.of_methods(node, forward, backward, keys, layout)
 
 
 def _slope_tensor(

@@ -12,7 +12,7 @@ change what it does; a NaN entry means "this row uses alpha", i.e. the original 
   row's ``backward_slope`` is irrelevant (its gradient is the proxy network's).
 
 What the slopes mean for one module is worked out once per new pair of slope tensors (a
-:class:`SlopePlan`), so a step costs no more than the path it needs: the original op; every
+:class:`SlopeLayout`), so a step costs no more than the path it needs: the original op; every
 row decoupled (no graph through the original op; one float beta: the fused
 ``leaky_relu_backward`` kernel); every row proxy (only the proxy op, ``leaky_relu`` for one
 float); or the general per-row mix (no full-size ``torch.where``, which is slow on a CPU).
@@ -162,7 +162,7 @@ def proxy_rectifier(
     return torch.where(x < upper, out, upper + top_slope * (x - upper))
 
 
-class SlopePlan:
+class SlopeLayout:
     """What a module's slope tensors ask for, worked out once per new pair of tensors.
 
     Attributes:
@@ -208,12 +208,12 @@ class SlopePlan:
         backward: torch.Tensor | None,
         keys: list[tuple[str, float]],
         layout: tuple[int, ...],
-    ) -> SlopePlan:
+    ) -> SlopeLayout:
         """The plan of ``(forward, backward)`` from what they were built of, without reading
         them: row ``r`` uses method ``layout[r]``, whose ``keys`` entry is ``("proxy",
         beta)``, ``("decoupled", beta)`` or ``("alpha", 0.0)`` (one float slope per method).
 
-        The same plan as ``SlopePlan(node, forward, backward)`` (``tests/test_fast_paths.py``)
+        The same plan as ``SlopeLayout(node, forward, backward)`` (``tests/test_fast_paths.py``)
         at a cost per method instead of per row: a schedule makes new slopes every step.
         """
         plan = cls.__new__(cls)
@@ -407,24 +407,24 @@ class DecoupledRectifier(nn.Module):
         self,
         forward: torch.Tensor | None,
         backward: torch.Tensor | None,
-        plan: SlopePlan | None = None,
+        plan: SlopeLayout | None = None,
     ) -> None:
         """Assign both slope attributes (cheaper than two ``nn.Module`` attribute sets), and
-        their :class:`SlopePlan` when the caller already has it."""
+        their :class:`SlopeLayout` when the caller already has it."""
         # Neither is a parameter, buffer or child, so plain instance attributes are exact.
         self.__dict__["forward_slope"] = forward
         self.__dict__["backward_slope"] = backward
         if plan is not None:
             self.__dict__["_planned"] = (forward, backward, plan)
 
-    def plan(self) -> SlopePlan | None:
-        """The :class:`SlopePlan` of the current slope tensors (``None`` when both are unset)."""
+    def plan(self) -> SlopeLayout | None:
+        """The :class:`SlopeLayout` of the current slope tensors (``None`` when both are unset)."""
         forward, backward = self.forward_slope, self.backward_slope
         if forward is None and backward is None:
             return None
         planned_forward, planned_backward, plan = self._planned
         if planned_forward is not forward or planned_backward is not backward:
-            plan = SlopePlan(self.node, forward, backward)
+            plan = SlopeLayout(self.node, forward, backward)
             self.__dict__["_planned"] = (forward, backward, plan)
         return plan
 
@@ -446,7 +446,7 @@ class DecoupledRectifier(nn.Module):
             return DecoupledGradient.apply(y, x, beta, self.upper, self.decouple_upper)
         return self._mixed(plan, x, self.true_forward(*inputs))
 
-    def _mixed(self, plan: SlopePlan, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _mixed(self, plan: SlopeLayout, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The general path: per-row slopes, NaN rows run the original op."""
         if plan.backward is not None:
             factors, scalar = plan.redirect_factors(x)

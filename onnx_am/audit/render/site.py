@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +38,24 @@ def render_site(
     plots = render_plots(report, results, domain)
     write_page(report, doc, plots, results, domain)
     return plots
+
+
+def render_timed(
+    report: ReportDir,
+    doc: dict,
+    results: Sequence[UnitResult],
+    domain: DisplayDomain,
+    timings: dict,
+    started: float,
+) -> None:
+    """:func:`render_site`, with the page showing every timing: the plots' time and the run's
+    total (from ``started``, ``time.perf_counter``) go into ``timings`` (the dict ``doc``
+    shows) before the page is written."""
+    tic = time.perf_counter()
+    plots = render_plots(report, results, domain)
+    timings["render"] = time.perf_counter() - tic
+    timings["total"] = time.perf_counter() - started
+    write_page(report, doc, plots, results, domain)
 
 
 def render_plots(

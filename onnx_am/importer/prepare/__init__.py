@@ -1,14 +1,15 @@
 """ONNX-side pre-passes that make a model convertible without changing what it computes.
 
-Each pass takes a model and returns ``(model, notes)``; :func:`prepare_model` works on a copy,
-so the original is never modified. Parity with onnxruntime on the *original* model checks
-that the passes were sound. What needs a torch module rather than a graph edit lives in
-:mod:`onnx_am.importer.converters`.
+Each pass takes a model and returns ``(model, notes)``, and states what it needs and
+guarantees (:mod:`onnx_am.importer.prepare.order`); :func:`prepare_model` runs them in their
+fixed order on a copy, so the original is never modified. Parity with onnxruntime on the
+*original* model checks that the passes were sound. What needs a torch module rather than a
+graph edit lives in :mod:`onnx_am.importer.converters`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
@@ -25,6 +26,13 @@ from onnx_am.importer.prepare.fed_inputs import feeds_to_initializers
 from onnx_am.importer.prepare.folding import fold_constants, fold_where_needed
 from onnx_am.importer.prepare.naming import name_nodes, normalize_domains
 from onnx_am.importer.prepare.opset import upgrade_opset
+from onnx_am.importer.prepare.order import (
+    PREPASSES,
+    PrepareInputs,
+    Prepass,
+    check_order,
+    verify_ensured,
+)
 from onnx_am.importer.prepare.padding import explicit_auto_pad, same_pads
 from onnx_am.importer.prepare.pooling import split_asymmetric_average_pools
 from onnx_am.importer.prepare.quantized import dequantize_constant_weights
@@ -32,16 +40,16 @@ from onnx_am.importer.prepare.reshape import drop_needless_allowzero
 from onnx_am.importer.prepare.shapes import drop_recorded_shapes
 from onnx_am.importer.prepare.util import default_opset, infer_shapes
 
-Prepass = Callable[[onnx.ModelProto], tuple[onnx.ModelProto, list[str]]]
-
 
 def prepare_model(
     model: onnx.ModelProto,
     spec: InputSpec | None = None,
     feeds: Mapping[str, np.ndarray] | None = None,
     batch_axes: Mapping[str, int] | None = None,
+    verify: bool = False,
 ) -> tuple[onnx.ModelProto, list[str]]:
-    """Run all pre-passes on a copy of ``model``.
+    """Run the pre-passes (:data:`~onnx_am.importer.prepare.order.PREPASSES`, in their fixed,
+    checked order) on a copy of ``model``.
 
     Args:
         model: the model as loaded.
@@ -50,46 +58,31 @@ def prepare_model(
             so every later pass sees them as constants.
         batch_axes: fed input name -> its axis tied to ``spec``'s batch dim; a value of one
             row along it is broadcast to the batch (needs ``spec``).
+        verify: test, after each pass, the properties it ensures that can be read off the
+            model (:data:`~onnx_am.importer.prepare.order.CHECKS`).
 
     Returns:
         The prepared copy and one note per change.
 
     Raises:
         ModelLoadError: a node would create a tensor too large to allocate.
+        PassError: with ``verify``, a pass did not ensure what it states.
     """
+    inputs = PrepareInputs(spec, feeds or {}, batch_axes or {})
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     notes: list[str] = []
-    passes: list[Prepass] = [
-        lambda m: feeds_to_initializers(m, feeds or {}),
-        normalize_domains,
-        name_nodes,
-        refuse_huge_constants,
-        drop_recorded_shapes,
-        upgrade_opset,
-    ]
-    if spec is not None and batch_axes:
-        passes.append(lambda m: broadcast_fed_batch(m, spec, batch_axes))
-    passes += [
-        lambda m: fold_where_needed(m, fed=bool(feeds), spec=spec),
-        constants_to_initializers,
-        fold_initializer_identities,
-        dequantize_constant_weights,
-        drop_needless_allowzero,
-    ]
-    if spec is not None:
-        passes += [
-            lambda m: explicit_auto_pad(m, spec),
-            lambda m: split_asymmetric_average_pools(m, spec),
-        ]
-    for prepass in passes:
-        prepared, new_notes = prepass(prepared)
+    for prepass in check_order(PREPASSES, inputs):
+        prepared, new_notes = prepass.apply(prepared, inputs)
         notes.extend(new_notes)
+        if verify:
+            verify_ensured(prepass, prepared, inputs)
     return prepared, notes
 
 
 __all__ = [
     "MAX_CONSTANT_ELEMENTS",
+    "PREPASSES",
     "Prepass",
     "broadcast_fed_batch",
     "constants_to_initializers",
