@@ -334,7 +334,12 @@ def estimate_analysis(
 def _asked_work(asked: RunPlan) -> Work:
     config = asked.config
     return Work(
-        len(asked.targets), len(asked.runs), len(asked.methods), config.restarts, config.steps
+        len(asked.targets),
+        len(asked.runs),
+        len(asked.methods),
+        config.restarts,
+        config.steps,
+        config.racing,
     )
 
 

@@ -19,6 +19,7 @@ from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
 from onnx_am.engine.config import DEFAULT_LR, DEFAULT_SEED, DEFAULT_STEPS, AMConfig
 from onnx_am.engine.device import resolve_device
 from onnx_am.engine.plan import RunPlan, checked_config
+from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES
 from onnx_am.errors import SettingsError
@@ -57,6 +58,8 @@ STEP_RULES = {
     "adam": {"optimizer": "adam", "normalize_grad": False},
 }
 DEFAULT_STEP_RULE = "normalized"
+#: How a unit spends its rows (:mod:`onnx_am.engine.racing`): None, every row runs every step.
+DEFAULT_RACING: RacingSettings | None = None
 #: How the step size changes over a run (:mod:`onnx_am.engine.schedules`).
 DEFAULT_LR_SCHEDULE = "constant"
 DEFAULT_MAX_UNITS = 64
@@ -103,6 +106,9 @@ class AnalyzeOptions:
             (default), ``"screened"`` (the best of ``screen`` random corners per restart) or
             ``"hedged"`` (restart 0 random, later restarts screened).
         screen: candidates per screened restart of the ``screened`` / ``hedged`` start.
+        racing: racing restarts (:class:`~onnx_am.engine.racing.RacingSettings`): each unit
+            races more candidates than ``restarts`` at the same row-steps; None: every row
+            runs every step (:data:`DEFAULT_RACING`).
         regularizers: regularizer strings (``"jitter(8)"``, ``"scale(0.1)"``, ``"tv(0.1)"``;
             :mod:`onnx_am.engine.regularizers`); none by default, as in the paper.
         robust: add lucid's transformation-robustness set
@@ -148,6 +154,7 @@ class AnalyzeOptions:
     lr_schedule: str = DEFAULT_LR_SCHEDULE
     start: str = DEFAULT_START
     screen: int = SCREEN_CANDIDATES
+    racing: RacingSettings | None = DEFAULT_RACING
     regularizers: tuple[str, ...] = ()
     robust: bool = False
     max_units: int = DEFAULT_MAX_UNITS
@@ -305,6 +312,7 @@ def analysis_config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
         lr_schedule=options.lr_schedule,
         start=options.start,
         screen=options.screen,
+        racing=options.racing,
         regularizers=tuple(regularizers),
         **STEP_RULES[options.step_rule],
     )

@@ -9,6 +9,7 @@ import torch
 
 from onnx_am.domain import InputDomain
 from onnx_am.engine.parameterizations import check_parameterization
+from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
 from onnx_am.engine.schedules import check_lr_schedule
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
@@ -60,6 +61,8 @@ class AMConfig:
             :data:`onnx_am.engine.schedules.LR_SCHEDULES` (``"constant"``, as in the paper).
         lr_floor: the factor on ``lr`` at the end of a decay.
         lr_cycles: decays of a ``"cosine-restarts"`` schedule.
+        racing: race candidates per unit (:mod:`onnx_am.engine.racing`) at the cost of
+            ``restarts`` plain rows per method; None (default): every row runs every step.
     """
 
     steps: int = DEFAULT_STEPS
@@ -83,6 +86,7 @@ class AMConfig:
     lr_schedule: str = "constant"
     lr_floor: float = 0.05
     lr_cycles: int = 1
+    racing: RacingSettings | None = None
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first bad setting."""
@@ -110,6 +114,8 @@ class AMConfig:
                 raise SettingsError(message)
         check_parameterization(self.parameterization)
         check_lr_schedule(self.lr_schedule, self.lr_floor, self.lr_cycles)
+        if self.racing is not None:
+            self.racing.validate()
         if self.parameterization != "pixel":
             self._check_smoothing()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -129,7 +135,9 @@ class AMConfig:
 
     def to_dict(self) -> dict:
         """The settings as JSON-ready values (domain as a dict, regularizers as labels)."""
-        data = {k: v for k, v in self.__dict__.items() if k not in ("domain", "regularizers")}
+        skip = ("domain", "regularizers", "racing")
+        data = {k: v for k, v in self.__dict__.items() if k not in skip}
         data["domain"] = self.domain.to_dict()
+        data["racing"] = None if self.racing is None else self.racing.to_dict()
         data["regularizers"] = [r if isinstance(r, str) else r.label for r in self.regularizers]
         return data
