@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from onnx import helper
@@ -201,3 +203,20 @@ def test_the_budget_prices_the_race_stage_by_stage():
     assert cost.estimate(raced) == pytest.approx(expected)
     assert cost.estimate(plain) == pytest.approx(257 * cost.step(12))
     assert sum(s.rows * s.steps for s in stages) == 768 - 11
+
+
+def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
+    from click.testing import CliRunner
+    from onnx_am_cli.main import cli
+
+    model = tmp_path / "corner.onnx"
+    model.write_bytes(corner_unit.original.SerializeToString())
+    out = tmp_path / "report"
+    args = ["analyze", str(model), "--racing", "--steps", "32", "--time-budget", "none"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "racing restarts: per unit and run, candidates x steps 8 x" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["racing"] == RacingSettings().to_dict()
+    assert sum(s["candidates"] * s["steps"] for s in report["plan"]["racing"]) == 3 * 32 - 11
+    assert max(r["activation"] for r in report["results"]) == pytest.approx(4.5, abs=1e-5)
