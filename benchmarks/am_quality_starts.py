@@ -109,6 +109,21 @@ SIX = {
         3,
         {**NORMALIZED, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=128)},
     ),
+    "standard + anneal(0.3), racing 2 corners, cosine": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": RacingSettings(corners=2)},
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=128)},
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine, screen 384": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=384)},
+    ),
 }
 #: Run with ``--rows 6`` unless ``--configs`` says otherwise.
 SIX_DEFAULT = [

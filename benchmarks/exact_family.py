@@ -134,6 +134,24 @@ RACING = {
         ANNEALED,
         RacingSettings(candidates=16, corners=8, rungs=4, screen=128),
     ),
+    "standard + anneal(0.3), racing 2 corners, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(corners=2),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=8, rungs=4, screen=128),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine, screen 384": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=8, rungs=4, screen=384),
+    ),
 }
 ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS, **RACING}
 SUCCESS = 0.99

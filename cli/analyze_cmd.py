@@ -250,8 +250,8 @@ TEST_HOLD_ENV = "ONNX_AM_TEST_HOLD_AT"
     "--racing/--no-racing",
     default=DEFAULT_RACING is not None,
     show_default=True,
-    help="Racing restarts: each unit starts 8 candidates per method (4 box-centre starts, 4 "
-    "best corners of 64 screened) and halves them over 4 stages, the survivors taking the "
+    help="Racing restarts: each unit starts 8 candidates per method (6 box-centre starts, the "
+    "2 best of 64 screened corners) and halves them over 4 stages, the survivors taking the "
     "freed steps; same row-steps as --restarts x --steps (the screen paid from them).",
 )
 @click.option(

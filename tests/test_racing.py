@@ -120,7 +120,7 @@ def test_the_screen_is_paid_from_the_budget_and_dropped_when_it_would_not_fit():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"candidates": 0}, {"corners": 9}, {"keep": 1.0}, {"rungs": -1}, {"screen": 2}],
+    [{"candidates": 0}, {"corners": 9}, {"keep": 1.0}, {"rungs": -1}, {"screen": 1}],
 )
 def test_bad_racing_settings_are_refused_in_one_line(bad):
     with pytest.raises(SettingsError, match="racing"):

@@ -39,7 +39,7 @@ class RacingSettings:
     """
 
     candidates: int = 8
-    corners: int = 4
+    corners: int = 2
     keep: float = 0.5
     rungs: int = 3
     screen: int = 64
