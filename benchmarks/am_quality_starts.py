@@ -93,11 +93,15 @@ SIX = {
     "standard + anneal(0.3), cosine, hedged 384": (ANNEALED, 3, {**COSINE, **HEDGED}),
     "standard x6, hedged 384": (["standard"], 6, {**NORMALIZED, **HEDGED}),
     # racing restarts (onnx_am.engine.racing): the race pays for its screened pool itself
-    "standard + anneal(0.3), racing": (ANNEALED, 3, {**NORMALIZED, "racing": RacingSettings()}),
+    "standard + anneal(0.3), racing": (
+        ANNEALED,
+        3,
+        {**NORMALIZED, "racing": RacingSettings(corners=4)},
+    ),
     "standard + anneal(0.3), racing, cosine": (
         ANNEALED,
         3,
-        {**COSINE, "racing": RacingSettings()},
+        {**COSINE, "racing": RacingSettings(corners=4)},
     ),
     "standard + anneal(0.3), racing 2 corners": (
         ANNEALED,

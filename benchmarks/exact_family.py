@@ -115,12 +115,17 @@ DEFAULTS = {
 #: Racing restarts (:mod:`onnx_am.engine.racing`) at the default's rows (use with ``--rows 6``):
 #: the race pays for its screened pool itself, so no steps are taken off here.
 RACING = {
-    "standard + anneal(0.3), racing": ("normalized", "constant", ANNEALED, RacingSettings()),
+    "standard + anneal(0.3), racing": (
+        "normalized",
+        "constant",
+        ANNEALED,
+        RacingSettings(corners=4),
+    ),
     "standard + anneal(0.3), racing, cosine": (
         "normalized",
         "cosine",
         ANNEALED,
-        RacingSettings(),
+        RacingSettings(corners=4),
     ),
     "standard + anneal(0.3), racing 2 corners": (
         "normalized",
