@@ -51,11 +51,9 @@ if TYPE_CHECKING:
 
 def race_plan(config: AMConfig, runs: int) -> tuple[tuple[Stage, ...], int]:
     """The stages of ``config``'s race and the corner starts per group."""
-    settings = config.racing
-    budget = config.restarts * config.steps
-    return race_stages(settings, group_budget(settings, config.restarts, config.steps, runs)), (
-        corners_used(settings, runs, budget)
-    )
+    settings, budget = config.racing, config.restarts * config.steps
+    stages = race_stages(settings, group_budget(settings, config.restarts, config.steps, runs))
+    return stages, corners_used(settings, runs, budget)
 
 
 @dataclass(frozen=True)
