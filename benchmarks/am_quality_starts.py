@@ -43,6 +43,7 @@ from benchmarks.harness import (
     write_results,
 )
 from onnx_am import AMConfig, import_onnx, maximize
+from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.starts import screening_forwards
 
 NORMALIZED = {"optimizer": "pga", "normalize_grad": True}
@@ -91,6 +92,42 @@ SIX = {
     "standard + anneal(0.3), hedged 384": (ANNEALED, 3, {**NORMALIZED, **HEDGED}),
     "standard + anneal(0.3), cosine, hedged 384": (ANNEALED, 3, {**COSINE, **HEDGED}),
     "standard x6, hedged 384": (["standard"], 6, {**NORMALIZED, **HEDGED}),
+    # racing restarts (onnx_am.engine.racing): the race pays for its screened pool itself
+    "standard + anneal(0.3), racing": (
+        ANNEALED,
+        3,
+        {**NORMALIZED, "racing": RacingSettings(corners=4)},
+    ),
+    "standard + anneal(0.3), racing, cosine": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": RacingSettings(corners=4)},
+    ),
+    "standard + anneal(0.3), racing 2 corners": (
+        ANNEALED,
+        3,
+        {**NORMALIZED, "racing": RacingSettings(corners=2)},
+    ),
+    "standard + anneal(0.3), racing 16 candidates": (
+        ANNEALED,
+        3,
+        {**NORMALIZED, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=128)},
+    ),
+    "standard + anneal(0.3), racing 2 corners, cosine": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": RacingSettings(corners=2)},
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=128)},
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine, screen 384": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=384)},
+    ),
 }
 #: Run with ``--rows 6`` unless ``--configs`` says otherwise.
 SIX_DEFAULT = [

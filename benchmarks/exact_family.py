@@ -40,6 +40,7 @@ from benchmarks.harness import (
     write_results,
 )
 from onnx_am import AMConfig, import_onnx, maximize
+from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.starts import screening_forwards
 
 FAMILY = MODELS / "exact_family.json"
@@ -111,7 +112,53 @@ DEFAULTS = {
     "standard + anneal(0.3), cosine, hedged 384": ("normalized", "cosine", ANNEALED, *HEDGED),
     "standard, hedged 384": ("normalized", "constant", ["standard"], *HEDGED),
 }
-ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS}
+#: Racing restarts (:mod:`onnx_am.engine.racing`) at the default's rows (use with ``--rows 6``):
+#: the race pays for its screened pool itself, so no steps are taken off here.
+RACING = {
+    "standard + anneal(0.3), racing": (
+        "normalized",
+        "constant",
+        ANNEALED,
+        RacingSettings(corners=4),
+    ),
+    "standard + anneal(0.3), racing, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(corners=4),
+    ),
+    "standard + anneal(0.3), racing 2 corners": (
+        "normalized",
+        "constant",
+        ANNEALED,
+        RacingSettings(corners=2),
+    ),
+    "standard + anneal(0.3), racing 16 candidates": (
+        "normalized",
+        "constant",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=8, rungs=4, screen=128),
+    ),
+    "standard + anneal(0.3), racing 2 corners, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(corners=2),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=8, rungs=4, screen=128),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine, screen 384": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=8, rungs=4, screen=384),
+    ),
+}
+ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS, **RACING}
 SUCCESS = 0.99
 
 
@@ -120,6 +167,7 @@ def reach(imported, target: str, setting: tuple, rows: int, steps: int, seed: in
     or a portfolio, one row per method from the same start (``rows`` must equal its size).
     A screened start's forwards are paid for by fewer steps (see the module docstring)."""
     rule, schedule, methods, *screened = setting
+    racing = screened.pop() if screened and isinstance(screened[-1], RacingSettings) else None
     restarts = rows // len(methods)
     screen = screened[0] if screened else 0
     kind = screened[1] if len(screened) > 1 else ("screened" if screen else "random")
@@ -133,6 +181,7 @@ def reach(imported, target: str, setting: tuple, rows: int, steps: int, seed: in
         crosscheck=False,
         lr_schedule=schedule,
         lr_cycles=4,
+        racing=racing,
         **STEP_RULES[rule],
     )
     found = maximize(imported, [target], methods, config)

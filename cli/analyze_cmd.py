@@ -38,7 +38,7 @@ from onnx_am.audit.budget import DEFAULT_TIME_BUDGET, format_duration, parse_dur
 from onnx_am.audit.gate import REQUIREMENT_EXIT_CODE, check_requirements
 from onnx_am.audit.kept import what_was_kept
 from onnx_am.audit.many import DEFAULT_ROOT, analyze_many
-from onnx_am.audit.options import DEFAULT_LR_SCHEDULE
+from onnx_am.audit.options import DEFAULT_LR_SCHEDULE, DEFAULT_RACING
 from onnx_am.audit.overview import INDEX_HTML, INDEX_JSON
 from onnx_am.audit.report import HTML_FILE, REPORT_FILE
 from onnx_am.audit.summary import summary_lines
@@ -47,6 +47,7 @@ from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import pace_text
 from onnx_am.engine.parameterizations import PARAMETERIZATIONS
+from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
 from onnx_am.methods import expand_methods
@@ -246,6 +247,14 @@ TEST_HOLD_ENV = "ONNX_AM_TEST_HOLD_AT"
     "third of a step).",
 )
 @click.option(
+    "--racing/--no-racing",
+    default=DEFAULT_RACING is not None,
+    show_default=True,
+    help="Racing restarts: each unit starts 8 candidates per method (6 box-centre starts, the "
+    "2 best of 64 screened corners) and halves them over 4 stages, the survivors taking the "
+    "freed steps; same row-steps as --restarts x --steps (the screen paid from them).",
+)
+@click.option(
     "--regularizer",
     "regularizers",
     multiple=True,
@@ -363,6 +372,7 @@ def analyze_command(
     --resume). With several models, 2 also when one could not be audited.
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
+    kwargs["racing"] = (DEFAULT_RACING or RacingSettings()) if kwargs["racing"] else None
     for name in ("targets", "layers", "methods", "regularizers", "fix", "token_methods"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions.of(**kwargs)

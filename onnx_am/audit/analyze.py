@@ -346,6 +346,7 @@ def _asked_work(asked: RunPlan) -> Work:
         len(asked.methods),
         config.starts.restarts,
         config.ascent.steps,
+        config.racing,
     )
 
 
@@ -422,6 +423,8 @@ def _settings(
     }
     if config.starts.start in SCREENING_FROM:  # absent otherwise, so older reports still resume
         settings["screen"] = config.starts.screen
+    if config.racing is not None:  # likewise: racing restarts change every result
+        settings["racing"] = config.racing.to_dict()
     # Results do not depend on the engine's rows per step (starts are seeded per target and
     # restart; only float rounding of batched kernels may differ, ~1e-7 relative), so the
     # automatic size, which follows the free memory of the machine, is left out: a report

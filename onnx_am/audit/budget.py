@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from onnx_am.engine.pace import MIN_STEPS, STEP_QUANTUM  # the fewest steps; steps' multiple
+from onnx_am.engine.racing import RacingSettings, Stage, ends_race, group_budget, race_stages
 from onnx_am.errors import BudgetError, SettingsError
 
 #: Default time budget of ``analyze`` in seconds: a zero-config audit of a ResNet-50-class
@@ -84,6 +85,8 @@ class Work:
         plans: results per unit (reported methods; ``best`` shares the rows of two runs).
         restarts: starts per unit and run.
         steps: gradient steps per row.
+        racing: when set, each unit races candidates at the cost of ``restarts`` rows per
+            run (:mod:`onnx_am.engine.racing`); priced stage by stage.
     """
 
     units: int
@@ -91,10 +94,18 @@ class Work:
     plans: int
     restarts: int
     steps: int
+    racing: RacingSettings | None = None
 
     @property
     def rows(self) -> int:
         return self.units * self.runs * self.restarts
+
+    def stages(self) -> tuple[Stage, ...]:
+        """Per (unit, run): the race's stages, or one stage of ``restarts`` rows."""
+        if self.racing is None:
+            return (Stage(self.restarts, self.steps),)
+        budget = group_budget(self.racing, self.restarts, self.steps, self.runs)
+        return race_stages(self.racing, budget)
 
 
 @dataclass(frozen=True)
@@ -128,14 +139,13 @@ class CostModel:
 
     def estimate(self, work: Work) -> float:
         """Seconds from the first chunk to the written report (optimize, check, render)."""
-        per_unit = work.runs * work.restarts
         units_per_chunk = self._units_per_chunk(work)
         seconds = 0.0
         left = work.units
         while left > 0:
             units = min(units_per_chunk, left)
             left -= units
-            seconds += self._chunk(units * per_unit, work.steps)
+            seconds += self._chunk(units, work)
         return seconds + self.overhead(work)
 
     def overhead(self, work: Work) -> float:
@@ -148,14 +158,24 @@ class CostModel:
     def _units_per_chunk(self, work: Work) -> int:
         return max(1, self.chunk_rows // max(1, work.runs * work.restarts))
 
-    def _chunk(self, rows: int, steps: int) -> float:
-        """One engine call: engine chunks of at most ``batch_size`` rows, ``steps + 1``
-        forwards each (the last one measures the final input)."""
+    def _chunk(self, units: int, work: Work) -> float:
+        """One engine call of ``units`` units: per stage (one without racing) engine chunks
+        of at most ``batch_size`` rows taking the stage's steps; the last stage's rows take
+        one forward more (it measures the final input; priced as a step)."""
+        stages = work.stages()
+        seconds = 0.0
+        for index, stage in enumerate(stages):
+            rows = units * work.runs * stage.rows
+            seconds += self._batches(rows, stage.steps + int(ends_race(stages, index)))
+        return seconds
+
+    def _batches(self, rows: int, steps: int) -> float:
+        """``rows`` rows in engine chunks of at most ``batch_size`` rows, ``steps`` each."""
         batch = max(1, min(self.batch_size, rows))
         full, rest = divmod(rows, batch)
-        seconds = full * (steps + 1) * self.step(batch)
+        seconds = full * steps * self.step(batch)
         if rest:
-            seconds += (steps + 1) * self.step(rest)
+            seconds += steps * self.step(rest)
         return seconds
 
 

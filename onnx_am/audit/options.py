@@ -21,6 +21,7 @@ from onnx_am.engine.checkpoint import CHECKPOINT_INTERVAL
 from onnx_am.engine.config import DEFAULT_LR, DEFAULT_SEED, DEFAULT_STEPS, AMConfig
 from onnx_am.engine.device import resolve_device
 from onnx_am.engine.plan import RunPlan, checked_config
+from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.regularizers import ROBUST_TRANSFORMS
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES
 from onnx_am.errors import SettingsError
@@ -60,6 +61,8 @@ STEP_RULES = {
     "adam": {"optimizer": "adam", "normalize_grad": False},
 }
 DEFAULT_STEP_RULE = "normalized"
+#: How a unit spends its rows (:mod:`onnx_am.engine.racing`): None, every row runs every step.
+DEFAULT_RACING: RacingSettings | None = None
 #: How the step size changes over a run (:mod:`onnx_am.engine.schedules`).
 DEFAULT_LR_SCHEDULE = "constant"
 DEFAULT_MAX_UNITS = 64
@@ -127,6 +130,9 @@ class SearchSettings:
             :data:`SWEEP_METHODS` when slopes are given.
         backward_slopes: slopes for bare methods; several make a sweep.
         max_units: cap on units per tensor.
+        racing: racing restarts (:class:`~onnx_am.engine.racing.RacingSettings`): each unit
+            races more candidates than ``restarts`` at the same row-steps; None: every row
+            runs every step (:data:`DEFAULT_RACING`).
     """
 
     targets: tuple[str | Target, ...] = ()
@@ -134,6 +140,7 @@ class SearchSettings:
     methods: tuple[str | GradientMethod, ...] = ()
     backward_slopes: tuple[float, ...] = ()
     max_units: int = DEFAULT_MAX_UNITS
+    racing: RacingSettings | None = DEFAULT_RACING
 
 
 @dataclass(frozen=True)
@@ -383,6 +390,7 @@ def analysis_config(options: AnalyzeOptions, domain: InputDomain) -> AMConfig:
         lr_schedule=optimize.lr_schedule,
         start=optimize.start,
         screen=optimize.screen,
+        racing=options.search.racing,
         regularizers=tuple(regularizers),
         **STEP_RULES[optimize.step_rule],
     )

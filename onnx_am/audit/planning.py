@@ -21,6 +21,7 @@ from onnx_am.audit.budget import BudgetCut, CostModel, Work, fit_budget, format_
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.probe import time_steps
+from onnx_am.engine.racing import Stage, race_screen
 from onnx_am.engine.starts import screening_forwards
 from onnx_am.errors import BudgetError
 from onnx_am.objectives import Target
@@ -57,6 +58,9 @@ class BudgetPlan:
         overhead: expected seconds outside the steps (each engine call's fixed costs, the
             cross-check, pictures and the page): the deadline of the steps is the budget
             less this (:meth:`pace`).
+        stages: with racing restarts, per unit and run the race's stages (candidates and
+            steps; :mod:`onnx_am.engine.racing`); their row-steps add up to ``restarts x
+            steps`` less the screened pool's forwards at a third of a step each.
     """
 
     tensors: dict[str, int]
@@ -81,6 +85,7 @@ class BudgetPlan:
     targets: tuple[str, ...] = field(default=(), repr=False)
     overhead: float = 0.0
     others: float = 0.0
+    stages: tuple[Stage, ...] = ()
 
     @property
     def step_seconds(self) -> float:
@@ -122,6 +127,7 @@ class BudgetPlan:
             "overhead_seconds": self.overhead,
             "kept_for_other_models_seconds": self.others,
             "targets": list(self.targets),
+            "racing": [{"candidates": s.rows, "steps": s.steps} for s in self.stages] or None,
         }
 
     def cut_text(self) -> str | None:
@@ -146,6 +152,13 @@ class BudgetPlan:
             f"estimated time {format_duration(self.estimate)} "
             f"(+{format_duration(self.spent)} spent{others}); time budget {budget}",
         ]
+        if self.stages:
+            race = ", ".join(f"{s.rows} x {s.steps}" for s in self.stages)
+            row_steps = sum(s.rows * s.steps for s in self.stages)
+            lines.append(
+                f"racing restarts: per unit and run, candidates x steps {race} "
+                f"({row_steps} row-steps; {self.restarts} x {self.steps} less the screen)"
+            )
         if self.units_done:
             lines.append(f"resuming: {self.units_done} of {self.units} units already done")
         if self.cuts:
@@ -209,6 +222,7 @@ def measure_costs(
         per_row, fixed = big.seconds / big.rows, 0.0
     one_row = fixed + per_row
     screened = screening_forwards(config.starts.start, config.starts.restarts, config.starts.screen)
+    screened += race_screen(config, len(runs))
     per_call = (fixed + per_row * (3 + config.checks.baseline_corners + len(runs) + screened)) / 3
     per_result = one_row / 2 if config.checks.crosscheck else 0.0
     cost = CostModel(
@@ -250,7 +264,14 @@ def plan_budget(
     Raises:
         BudgetError: the budget cannot hold one unit.
     """
-    asked = Work(len(targets), len(runs), len(methods), config.starts.restarts, config.ascent.steps)
+    asked = Work(
+        len(targets),
+        len(runs),
+        len(methods),
+        config.starts.restarts,
+        config.ascent.steps,
+        config.racing,
+    )
     if fixed_work is not None:
         fit_work, seconds = fixed_work, measured.cost.estimate(fixed_work)
         cuts = tuple(
@@ -293,6 +314,7 @@ def plan_budget(
         targets=tuple(t.name for t in kept),
         overhead=measured.cost.overhead(fit_work),
         others=others,
+        stages=fit_work.stages() if fit_work.racing is not None else (),
     )
     return plan, kept, fit_work
 

@@ -10,6 +10,7 @@ import torch
 
 from onnx_am.domain import InputDomain
 from onnx_am.engine.parameterizations import check_parameterization
+from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.regularizers import Regularizer, parse_regularizer
 from onnx_am.engine.schedules import check_lr_schedule
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
@@ -110,6 +111,8 @@ class AMConfig:
             (:mod:`onnx_am.engine.memory`, at most 64); rowwise-only models use 1. Results
             do not depend on it.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``).
+        racing: race candidates per unit (:mod:`onnx_am.engine.racing`) at the cost of
+            ``restarts`` plain rows per method; None (default): every row runs every step.
     """
 
     ascent: AscentSettings = group(AscentSettings)
@@ -121,6 +124,7 @@ class AMConfig:
     default_beta: float = DEFAULT_BETA
     batch_size: int | None = None
     device: str = "cpu"
+    racing: RacingSettings | None = None
 
     @classmethod
     def of(cls, **settings: Any) -> AMConfig:
@@ -163,6 +167,8 @@ class AMConfig:
                 raise SettingsError(message)
         check_parameterization(self.parameterization)
         check_lr_schedule(ascent.lr_schedule, ascent.lr_floor, ascent.lr_cycles)
+        if self.racing is not None:
+            self.racing.validate()
         if self.parameterization != "pixel":
             self._check_smoothing()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -182,7 +188,9 @@ class AMConfig:
 
     def to_dict(self) -> dict:
         """The settings as flat JSON-ready values (domain as a dict, regularizers as labels)."""
-        data = {k: v for k, v in flat(self).items() if k not in ("domain", "regularizers")}
+        skip = ("domain", "regularizers", "racing")
+        data = {k: v for k, v in flat(self).items() if k not in skip}
         data["domain"] = self.domain.to_dict()
+        data["racing"] = None if self.racing is None else self.racing.to_dict()
         data["regularizers"] = [r if isinstance(r, str) else r.label for r in self.regularizers]
         return data

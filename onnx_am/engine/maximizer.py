@@ -24,6 +24,7 @@ from onnx_am.engine.config import OPTIMIZERS, AMConfig, Progress
 from onnx_am.engine.loop import optimize_rows
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.plan import RunPlan, parse_run_plan
+from onnx_am.engine.racing_run import race_rows
 from onnx_am.engine.results import MaximizeReport, UnitResult
 from onnx_am.engine.robustness import measure_transformed
 from onnx_am.engine.rows import Row, RowOutcome, layout_rows
@@ -116,22 +117,26 @@ def maximize_plan(
     timings["baselines"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    starts = make_starts(
-        config.starts.start,
-        imported,
-        config.domain,
-        targets,
-        config.starts.restarts,
-        config.starts.seed,
-        config.starts.init_scale,
-        config.starts.screen,
-    )
-    timings["starts"] = time.perf_counter() - tic
-
-    tic = time.perf_counter()
-    outcome = optimize_rows(
-        imported, config, targets, runs, rows, starts, rewrite, progress, checkpoint, pace
-    )
+    if config.racing is not None:  # a race makes its own starts (onnx_am.engine.racing_run)
+        rows, outcome = race_rows(
+            imported, config, targets, runs, baselines, rewrite, progress, pace
+        )
+    else:
+        starts = make_starts(
+            config.starts.start,
+            imported,
+            config.domain,
+            targets,
+            config.starts.restarts,
+            config.starts.seed,
+            config.starts.init_scale,
+            config.starts.screen,
+        )
+        timings["starts"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        outcome = optimize_rows(
+            imported, config, targets, runs, rows, starts, rewrite, progress, checkpoint, pace
+        )
     timings["optimize"] = time.perf_counter() - tic
 
     results = assemble_results(targets, plan.methods, runs, rows, outcome, baselines, config.domain)

@@ -1,0 +1,222 @@
+"""Racing restarts: stages, halving, the exact budget, screened corners, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from onnx_am import AMConfig, import_onnx, maximize
+from onnx_am.audit.budget import CostModel, Work
+from onnx_am.engine import racing_run
+from onnx_am.engine.racing import (
+    RacingSettings,
+    Stage,
+    group_budget,
+    horizon,
+    keep_ranked,
+    race_stages,
+    screen_charge,
+)
+from onnx_am.errors import SettingsError
+
+#: analyze's default methods: standard and the annealed decoupled gradient, best of the two.
+METHODS = ["standard", "decoupled(anneal(0.3))", "best(anneal(0.3))"]
+DIM = 8
+#: ``relu(w . x - 3.5)`` with alternating signs: in the box -1..1 it is positive only on the
+#: corners (and their neighbourhood) that agree with ``w`` in at least 6 of 8 places, and
+#: largest, 4.5, at the corner ``x = w``; the box centre (and every trivial input but a lucky
+#: random corner) is dead, where the true gradient is zero.
+SIGNS = np.array([1, -1] * (DIM // 2), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def corner_unit(tmp_path_factory):
+    from tests.conftest import build_model
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["z"]),
+        helper.make_node("Add", ["z", "b"], ["pre"]),
+        helper.make_node("Relu", ["pre"], ["y"]),
+    ]
+    inits = {"w": SIGNS.reshape(DIM, 1), "b": np.array([-3.5], dtype=np.float32)}
+    model = build_model(nodes, [("x", ["N", DIM])], ["y"], inits)
+    path = tmp_path_factory.mktemp("race") / "corner.onnx"
+    path.write_bytes(model.SerializeToString())
+    return import_onnx(path)
+
+
+@pytest.fixture(scope="module")
+def linear_units(tmp_path_factory):
+    """Four easy units: ``x @ W`` (every start climbs to its corner)."""
+    from tests.conftest import build_model
+
+    weights = np.random.default_rng(0).normal(size=(DIM, 4)).astype(np.float32)
+    model = build_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", ["N", DIM])], ["y"], {"w": weights}
+    )
+    path = tmp_path_factory.mktemp("race") / "linear.onnx"
+    path.write_bytes(model.SerializeToString())
+    return import_onnx(path), weights
+
+
+@pytest.fixture(scope="module")
+def bowl_unit(tmp_path_factory):
+    """``-sum((x - 0.3)^2)``: its maximum is inside the box, above every trivial input."""
+    from tests.conftest import build_model
+
+    nodes = [
+        helper.make_node("Sub", ["x", "c"], ["d"]),
+        helper.make_node("Mul", ["d", "d"], ["sq"]),
+        helper.make_node("ReduceSum", ["sq", "axes"], ["s"], keepdims=1),
+        helper.make_node("Neg", ["s"], ["y"]),
+    ]
+    inits = {"c": np.full(DIM, 0.3, dtype=np.float32), "axes": np.array([1], dtype=np.int64)}
+    model = build_model(nodes, [("x", ["N", DIM])], ["y"], inits)
+    path = tmp_path_factory.mktemp("race") / "bowl.onnx"
+    path.write_bytes(model.SerializeToString())
+    return import_onnx(path)
+
+
+def _config(**settings) -> AMConfig:
+    base = {"steps": 32, "restarts": 3, "normalize_grad": True, "crosscheck": False}
+    return AMConfig.of(**{**base, **settings})
+
+
+def test_stage_row_steps_add_up_to_the_budget_exactly():
+    for settings in (
+        RacingSettings(),
+        RacingSettings(candidates=6, rungs=2),
+        RacingSettings(candidates=5, keep=0.4, rungs=4),
+        RacingSettings(candidates=1, rungs=0),
+    ):
+        for budget in (1, 2, 3, 7, 31, 96, 757, 768, 1535):
+            stages = race_stages(settings, budget)
+            assert sum(s.rows * s.steps for s in stages) == budget
+            assert all(s.steps >= 1 for s in stages)
+            rows = [s.rows for s in stages]
+            assert rows == sorted(rows, reverse=True) and rows[0] <= settings.candidates
+
+
+def test_candidates_halve_each_rung_and_survivors_take_longer_stages():
+    stages = race_stages(RacingSettings(candidates=8, keep=0.5, rungs=3), 768)
+    assert stages == (Stage(8, 24), Stage(4, 48), Stage(2, 96), Stage(1, 192))
+    assert horizon(stages) == 360  # a finalist runs more steps than a plain row's 256
+
+
+def test_keep_ranked_keeps_the_better_half_ties_to_the_earlier():
+    assert keep_ranked([0.1, 3.0, 2.0, 3.0, -1.0, 0.5], 3) == [1, 3, 2]
+
+
+def test_the_screen_is_paid_from_the_budget_and_dropped_when_it_would_not_fit():
+    settings = RacingSettings(screen=64)
+    assert screen_charge(settings, runs=2, budget=768) == 11  # ceil(64 / 6)
+    assert group_budget(settings, restarts=3, steps=256, runs=2) == 768 - 11
+    assert screen_charge(settings, runs=2, budget=40) == 0  # over a quarter of the budget
+    assert screen_charge(RacingSettings(corners=0), runs=2, budget=768) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"candidates": 0}, {"corners": 9}, {"keep": 1.0}, {"rungs": -1}, {"screen": 1}],
+)
+def test_bad_racing_settings_are_refused_in_one_line(bad):
+    with pytest.raises(SettingsError, match="racing"):
+        AMConfig.of(racing=RacingSettings(**bad)).validate()
+
+
+def _row_steps(imported, targets, methods, config) -> int:
+    done = []
+    maximize(imported, targets, methods, config, progress=lambda d, t, info: done.append(info))
+    return sum(info["rows"] for info in done)
+
+
+def test_a_race_takes_exactly_the_plain_runs_row_steps(linear_units):
+    imported, _ = linear_units
+    targets = [f"y:{u}" for u in range(4)]
+    plain = _row_steps(imported, targets, METHODS, _config(batch_size=5))
+    assert plain == 4 * 2 * 3 * 32
+    no_screen = RacingSettings(corners=0)
+    assert _row_steps(imported, targets, METHODS, _config(batch_size=5, racing=no_screen)) == plain
+    screened = RacingSettings()
+    charge = screen_charge(screened, 2, 3 * 32)
+    raced = _row_steps(imported, targets, METHODS, _config(batch_size=5, racing=screened))
+    assert raced + 4 * 2 * charge == plain  # the pool's forwards are paid in row-steps
+
+
+def test_a_corner_only_a_screened_start_finds(corner_unit):
+    plain = maximize(corner_unit, ["y:0"], ["standard"], _config())
+    assert plain.results[0].activation == 0.0  # dead from the centre: no true gradient
+    raced = maximize(corner_unit, ["y:0"], ["standard"], _config(racing=RacingSettings()))
+    assert raced.results[0].activation == pytest.approx(4.5, abs=1e-5)
+    assert np.allclose(raced.results[0].image, SIGNS)
+
+
+def test_the_report_keeps_standard_and_decoupled_side_by_side(corner_unit):
+    report = maximize(corner_unit, ["y:0"], METHODS, _config(racing=RacingSettings()))
+    by_kind = {r.method_kind: r for r in report.results}
+    assert set(by_kind) == {"standard", "decoupled", "best"}
+    assert by_kind["best"].activation == max(
+        by_kind["standard"].activation, by_kind["decoupled"].activation
+    )
+    assert len(by_kind["standard"].restart_activations) == RacingSettings().candidates
+
+
+def test_units_at_a_trivial_value_get_new_starts(corner_unit, bowl_unit, monkeypatch):
+    restarted = []
+    original = racing_run.RaceState.restart
+    monkeypatch.setattr(
+        racing_run.RaceState,
+        "restart",
+        lambda self, row, x: (restarted.append(row), original(self, row, x)),
+    )
+    no_corners = RacingSettings(corners=0)
+    maximize(bowl_unit, ["y:0"], ["standard"], _config(racing=no_corners))
+    assert restarted == []  # the unit beats the trivial inputs: survivors take the rows
+    maximize(corner_unit, ["y:0"], ["standard"], _config(racing=no_corners))
+    assert len(restarted) == 3  # 8 -> 4 (2 renewed), 4 -> 2 (1 renewed), 2 -> 1
+
+
+def test_same_seed_same_numbers(linear_units, corner_unit):
+    config = _config(racing=RacingSettings(), seed=3)
+    for imported, targets in ((linear_units[0], ["y:0", "y:3"]), (corner_unit, ["y:0"])):
+        first = maximize(imported, targets, METHODS, config)
+        again = maximize(
+            imported, targets, METHODS, _config(racing=RacingSettings(), seed=3, batch_size=3)
+        )
+        for a, b in zip(first.results, again.results, strict=True):
+            assert a.activation == b.activation
+            assert np.array_equal(a.image, b.image)
+            assert a.trace == b.trace
+
+
+def test_the_budget_prices_the_race_stage_by_stage():
+    cost = CostModel(step_fixed=1.0, step_per_row=0.5, batch_size=64, chunk_rows=96)
+    plain = Work(units=2, runs=2, plans=3, restarts=3, steps=256)
+    raced = Work(units=2, runs=2, plans=3, restarts=3, steps=256, racing=RacingSettings())
+    stages = raced.stages()
+    expected = sum(
+        (s.steps + (i == len(stages) - 1)) * cost.step(2 * 2 * s.rows) for i, s in enumerate(stages)
+    )
+    assert cost.estimate(raced) == pytest.approx(expected)
+    assert cost.estimate(plain) == pytest.approx(257 * cost.step(12))
+    assert sum(s.rows * s.steps for s in stages) == 768 - 11
+
+
+def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
+    from click.testing import CliRunner
+    from onnx_am_cli.main import cli
+
+    model = tmp_path / "corner.onnx"
+    model.write_bytes(corner_unit.original.SerializeToString())
+    out = tmp_path / "report"
+    args = ["analyze", str(model), "--racing", "--steps", "32", "--time-budget", "none"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "racing restarts: per unit and run, candidates x steps 8 x" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["racing"] == RacingSettings().to_dict()
+    assert sum(s["candidates"] * s["steps"] for s in report["plan"]["racing"]) == 3 * 32 - 11
+    assert max(r["activation"] for r in report["results"]) == pytest.approx(4.5, abs=1e-5)
