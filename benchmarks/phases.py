@@ -123,18 +123,20 @@ def classify(frame: FrameType | None) -> str:
 
 class PhaseSampler:
     """Samples the main thread's stack every ``interval`` seconds from a daemon thread; the
-    time since the previous sample goes to the phase of the stack seen now."""
+    wall time and the process's CPU time (all threads: torch's too) since the previous sample
+    go to the phase of the stack seen now. CPU time is what the machine's load changes least."""
 
     def __init__(self, interval: float):
         self.interval = interval
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._main = threading.main_thread().ident
 
     def __enter__(self) -> PhaseSampler:
-        self.started = time.perf_counter()
+        self.started, self.started_cpu = time.perf_counter(), time.process_time()
         self._thread.start()
         return self
 
@@ -142,16 +144,18 @@ class PhaseSampler:
         self._stop.set()
         self._thread.join()
         self.wall = time.perf_counter() - self.started
+        self.cpu = time.process_time() - self.started_cpu
 
     def _run(self) -> None:
-        last = time.perf_counter()
+        last, last_cpu = time.perf_counter(), time.process_time()
         while not self._stop.wait(self.interval):
             frame = sys._current_frames().get(self._main)
             phase = classify(frame)
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time()
             self.seconds[phase] += now - last
+            self.cpu_seconds[phase] += cpu - last_cpu
             self.samples += 1
-            last = now
+            last, last_cpu = now, cpu
 
 
 def startup_seconds() -> float:
@@ -176,26 +180,31 @@ def audit_phases(name: str, units: int, interval: float) -> dict:
         "units": units,
         "results": len(report.results),
         "wall_s": sampler.wall,
+        "cpu_s": sampler.cpu,
         "samples": sampler.samples,
         "phases_s": {phase: sampler.seconds.get(phase, 0.0) for phase in PHASES},
+        "phases_cpu_s": {phase: sampler.cpu_seconds.get(phase, 0.0) for phase in PHASES},
         "report_timings_s": timings,
     }
 
 
 def table(rows: list[dict], startup: float) -> str:
-    header = ["phase", *(f"{r['model']} s" for r in rows), "share of all"]
-    total = sum(r["wall_s"] for r in rows)
-    body = [["startup (fresh interpreter, once per command)", *[f"{startup:.2f}"] * len(rows), ""]]
+    """Per phase and model: wall seconds, CPU seconds (process, all threads), share of CPU."""
+    header = ["phase", *(f"{r['model']} wall / CPU s" for r in rows), "share of all CPU"]
+    total_cpu = sum(r["cpu_s"] for r in rows)
+    body = [
+        ["startup (fresh interpreter, once per command; wall)", *[f"{startup:.2f}"] * len(rows), ""]
+    ]
     for phase in PHASES:
-        values = [r["phases_s"][phase] for r in rows]
-        share = sum(values) / total if total else 0.0
-        body.append([phase, *(f"{v:.3f}" for v in values), f"{100 * share:.1f} %"])
-    body.append(["analyze in all", *(f"{r['wall_s']:.2f}" for r in rows), "100 %"])
+        pairs = [(r["phases_s"][phase], r["phases_cpu_s"][phase]) for r in rows]
+        share = sum(cpu for _, cpu in pairs) / total_cpu if total_cpu else 0.0
+        body.append([phase, *(f"{w:.3f} / {c:.3f}" for w, c in pairs), f"{100 * share:.1f} %"])
+    body.append(["analyze in all", *(f"{r['wall_s']:.2f} / {r['cpu_s']:.2f}" for r in rows), ""])
     per_unit = [
-        f"{r['wall_s'] / r['units']:.3f} / {r['phases_s']['optimization'] / r['units']:.3f}"
+        f"{r['cpu_s'] / r['units']:.3f} / {r['phases_cpu_s']['optimization'] / r['units']:.3f}"
         for r in rows
     ]
-    body.append(["per unit: all / optimization", *per_unit, ""])
+    body.append(["per unit, CPU s: all / optimization", *per_unit, ""])
     return harness.markdown_table(header, body)
 
 
@@ -219,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
             f"Load average (1 / 5 / 15 min) at the end: {load}.",
             "One `analyze` per model at its defaults (no time budget, seed 0), sampled every "
             f"{args.interval * 1000:g} ms (`benchmarks/phases.py` says which functions make a "
-            "phase). Seconds of wall time.",
+            "phase). Wall seconds, and CPU seconds of the process (all threads) in the same "
+            "phase: the load of other jobs stretches wall time far more than CPU time.",
             table(rows, startup),
         ]
     )
