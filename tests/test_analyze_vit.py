@@ -12,6 +12,7 @@ from onnx_am_cli.main import cli
 MODELS = Path(__file__).resolve().parents[1] / "models" / "transformers"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_optimum.onnx"])
 def test_vit_analyze_end_to_end(name, tmp_path):
     out = tmp_path / "report"

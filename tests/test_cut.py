@@ -167,6 +167,7 @@ def test_float_model_cut_after_normalization_matches_onnxruntime():
     np.testing.assert_allclose(imported.run(x)[0].numpy(), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_analyze_at_float_tensor(tmp_path):
     path = tmp_path / "float.onnx"
     onnx.save(float_model(), path)

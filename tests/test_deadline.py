@@ -88,6 +88,7 @@ def test_a_share_splits_what_is_left_after_the_earlier_plans():
     assert BudgetShare(models_after=3).kept_for_others(None) == 0.0
 
 
+@pytest.mark.slow
 def test_many_models_share_one_budget(nets, tmp_path, monkeypatch):
     """Three models, 60 s: each plans against what is left, the earlier plans kept, and says
     what was spent; together they fit the one budget (each alone would need more than a
@@ -142,6 +143,7 @@ def test_a_later_model_that_finds_no_time_left_gets_an_error_row(nets, tmp_path,
     assert outcome.exit_code == 2
 
 
+@pytest.mark.slow
 def test_the_pace_applies_on_an_executor(nets, tmp_path):
     """Through an executor (as with --workers), a chunk still running at the deadline stops
     and the chunks after it are not started; the report says so."""
@@ -208,6 +210,7 @@ def test_each_audit_steps_in_its_own_slice_of_what_is_left():
     assert audit_paces(audits, Deadline(None, 0.0, clock)) == {"a": None, "b": None}
 
 
+@pytest.mark.slow
 def test_a_model_whose_even_part_is_too_small_takes_what_is_left(nets, tmp_path, monkeypatch):
     """A third of 12 s cannot hold one unit (4 s with the fixed costs, at a 0.85 margin):
     the first model takes what is left instead, and the later ones find nothing."""

@@ -101,6 +101,7 @@ def test_batched_equals_one_by_one(cnn):
         np.testing.assert_allclose(a.image, b.image, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_rowwise_models_run_one_row_at_a_time(cnn):
     rowwise = dataclasses.replace(import_onnx(tiny_cnn()), batch=BatchSupport("rowwise", "test"))
     a, b = _run(cnn), _run(rowwise)

@@ -170,6 +170,7 @@ def _inspect(*args: str):
     return CliRunner().invoke(cli, ["inspect", *args])
 
 
+@pytest.mark.slow
 def test_inspect_lists_inputs_and_takes_feeds(tmp_path: Path) -> None:
     path = tmp_path / "vad.onnx"
     path.write_bytes(state_sr_model().SerializeToString())
@@ -201,6 +202,7 @@ def test_inspect_bad_feeds_are_one_line_errors(tmp_path: Path, args, fragment) -
     assert fragment in lines[0]
 
 
+@pytest.mark.slow
 def test_analyze_feeds_the_same_values_everywhere(tmp_path: Path) -> None:
     from onnx_am.audit.analyze import AnalyzeOptions, analyze
 
@@ -221,6 +223,7 @@ def test_analyze_feeds_the_same_values_everywhere(tmp_path: Path) -> None:
         analyze(path, other, tmp_path / "report")
 
 
+@pytest.mark.slow
 def test_analyze_cli_takes_feeds_and_refuses_bad_ones(tmp_path: Path) -> None:
     from click.testing import CliRunner
     from onnx_am_cli.main import cli

@@ -104,6 +104,7 @@ def _analyze(tmp_path: Path, *requires: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_gate_passes_fails_and_refuses_bad_expressions(tmp_path):
     bad = _analyze(tmp_path, "whte <= 0.2")
     assert bad.returncode == 2 and "unknown field 'whte'" in bad.stderr

@@ -251,6 +251,7 @@ def test_paddle_mobilenetv3_pattern(opset: int) -> None:
     _assert_parity(import_onnx(paddle_like(opset)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["paddle_mobilenetv3_like.onnx", "paddle_mobilenetv3_like_opset14.onnx"]
 )

@@ -229,6 +229,7 @@ def test_integer_op_matches_onnxruntime(case: str) -> None:
     np.testing.assert_array_equal(got.detach().numpy(), want.astype(np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["qdq", "dynamic"])
 def test_small_analysis_of_a_quantized_model_agrees_with_onnxruntime(float_cnn, kind) -> None:
     from onnx_am.engine.config import AMConfig

@@ -93,6 +93,7 @@ def test_trained_trigger_fires_on_the_planted_pattern():
     assert logits[0].argmax() == 1 and logits[1].argmax() == 0
 
 
+@pytest.mark.slow
 def test_fed_inputs_are_folded_and_checked():
     graph = convert_graph(
         MODELS / "minilm_legacy.onnx",
@@ -107,6 +108,7 @@ def test_fed_inputs_are_folded_and_checked():
         convert_graph(MODELS / "minilm_legacy.onnx", feeds={"mask": np.ones(3)})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["bert_trigger_legacy.onnx", "distilbert_dynamo.onnx", "minilm_optimum.onnx"]
 )

@@ -62,6 +62,7 @@ def test_index_entry_says_where_decoupled_helped_beyond_float_noise():
     assert "better on 1 of 3" in html and "<code>logits:0</code> +2" in html
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_be_audited_gets_a_row_and_the_others_finish(tmp_path):
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     good = export_random(net, (3,), tmp_path / "good.onnx")

@@ -125,6 +125,7 @@ def test_presets_and_explicit_values() -> None:
         choose_domain("imagenett")
 
 
+@pytest.mark.slow
 def test_analyze_uses_logits_standard_only_and_says_so(tmp_path, make_model) -> None:
     from click.testing import CliRunner
     from onnx_am_cli.main import cli

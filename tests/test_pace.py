@@ -89,6 +89,7 @@ def test_a_chunk_stops_at_the_deadline(wide):
     assert result.activation == max(result.trace) and result.agrees
 
 
+@pytest.mark.slow
 def test_analyze_ends_in_time_and_says_what_it_cut(wide, tmp_path, monkeypatch):
     """The machine stalls for an hour as the first chunk starts: that chunk stops after its
     next step, the later ones are not started, and the report and the page say so. The

@@ -219,6 +219,7 @@ def _invoke(*args: str):
     return CliRunner().invoke(cli, ["analyze", *args], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_cli_runs_with_a_parameterization_and_resume_compares_it(rgb_model, tmp_path):
     out = str(tmp_path / "r")
     fast = ["--steps", "5", "--restarts", "1", "--method", "standard", "--out", out]

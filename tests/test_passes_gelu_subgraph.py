@@ -173,6 +173,7 @@ def test_found_in_the_exports(name, count):
     assert len(found) == count <= erf_or_tanh
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_legacy.onnx", "vit_dynamo.onnx"])
 def test_vit_rewrite_is_exact_forward_and_changes_the_backward(name):
     imported = import_onnx(MODELS / name)

@@ -77,6 +77,7 @@ def test_one_parse_and_one_probe_for_a_run_of_many_chunks(cnn, tmp_path, monkeyp
     assert all(r.target is t for r, t in zip(report.results[::3], planned, strict=True))
 
 
+@pytest.mark.slow
 def test_default_targets_take_one_probe_too(cnn, tmp_path, monkeypatch):
     """Zero-config targets (chosen from the model) and --layer channels: one probe forward."""
     probes = count_calls(monkeypatch, "onnx_am.objectives", "probe_shapes")
@@ -88,6 +89,7 @@ def test_default_targets_take_one_probe_too(cnn, tmp_path, monkeypatch):
     assert {r.target.tensor for r in report.results} == {"logits", relu_output(cnn)}
 
 
+@pytest.mark.slow
 def test_backward_slope_survives_exactly_into_report_json(cnn, tmp_path):
     slope = 0.123456789
     out = tmp_path / "r"

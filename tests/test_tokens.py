@@ -28,6 +28,7 @@ def scorer(imported, target):
     return lambda x: target.value(imported.batch.call(extractor, x)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unary_sum_v16", "pair_sum_v16"])
 def test_default_search_reaches_the_exact_maximum(name):
     record = FAMILY[name]
@@ -41,6 +42,7 @@ def test_default_search_reaches_the_exact_maximum(name):
         assert found.value <= exact + 1e-4 * max(1.0, abs(exact))  # nothing beats the exact
 
 
+@pytest.mark.slow
 def test_fixed_positions_are_held():
     record = FAMILY["pair_sum_v16"]
     imported = import_onnx(MODELS / record["file"], at="auto")
@@ -92,6 +94,7 @@ def test_tokenizer_json(tmp_path):
     assert loaded.pieces([3, 4]) == ["w3", "w4"] and loaded.text([3, 4]) == "w3 w4"
 
 
+@pytest.mark.slow
 def test_byte_model_shows_bytes():
     record = FAMILY["byte_pair_sum"]
     imported = import_onnx(MODELS / record["file"], at="auto")
@@ -111,6 +114,7 @@ def test_token_options_need_a_lookup():
         plan_tokens(imported, fix=("0=1",))
 
 
+@pytest.mark.slow
 def test_cli_token_model_end_to_end(tmp_path):
     record = FAMILY["pair_sum_v16"]
     path = MODELS / record["file"]
