@@ -224,3 +224,18 @@ def test_a_worker_lost_three_times_with_one_chunk_gives_up_with_one_line():
     run.on_step = kill_holder
     with pytest.raises(DistributedError, match="chunk 0 of m was lost with its worker 3 times"):
         list(run.run())
+
+
+def test_workers_asked_for_before_the_plans_are_taken_over_once_up_and_replaced_if_not():
+    # prepare() asks for the workers without waiting (they come up while models are planned);
+    # the run waits for them, and one that fails to come up is replaced.
+    fake = FakeRay(failing_starts=1)
+    executor, run = schedule(fake, chunks=4)
+    for _ in range(2):
+        actor, ready = fake.spawn()
+        executor.actors.append(actor)
+        executor.starting[ready] = actor
+    assert finished(run.run()) == [0, 1, 2, 3]
+    assert executor.actors == ["w2", "w3"] and run.failed_starts == 1
+    assert not executor.starting
+    assert {actor for actor, _ in fake.ran} <= {"w2", "w3"}

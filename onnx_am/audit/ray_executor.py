@@ -112,6 +112,8 @@ class RayExecutor:
     Attributes:
         actors: the worker actors (started or starting).
         queued: chunks sent to each live, started worker and not yet returned.
+        starting: workers asked for by :meth:`prepare` and not yet seen up, by the reference
+            that is ready once they are (a run takes them over).
         retried: chunks that were run again because their worker died.
     """
 
@@ -132,6 +134,7 @@ class RayExecutor:
         self.threads = threads
         self.actors: list = []
         self.queued: dict = {}
+        self.starting: dict = {}
         self.retried = 0
         self._owns_ray = False
         self._started = False
@@ -183,27 +186,29 @@ class RayExecutor:
         self._owns_ray = True
 
     def start_workers(self) -> None:
-        """Start the missing workers now and wait until all are up (a run otherwise starts
-        them with its first chunks).
+        """Start the missing workers now and wait until all are up (a run otherwise waits
+        for them when its first chunks are sent).
 
         Raises:
             DistributedError: a worker could not be started.
         """
-        self.start()
-        ready = []
-        while len(self.actors) < self.workers:
-            actor, up = self._spawn()
-            self.actors.append(actor)
-            ready.append(up)
+        self.prepare()
         try:
-            ray.get(ready)
+            ray.get(list(self.starting))
         except RayActorError as exc:
             raise DistributedError(f"a Ray worker could not be started: {exc}") from exc
+        self.starting.clear()
 
     def prepare(self) -> None:
-        """Start Ray and the workers before the plans (their start counts against the
-        deadline); see :meth:`start_workers`."""
-        self.start_workers()
+        """Start Ray, and the missing workers without waiting for them: they come up while
+        the models are imported and planned. Called before the plans, so that Ray's start
+        counts against the deadline; the pace of the chunks then sees what is left once the
+        workers are up (see :meth:`start_workers` to wait for them)."""
+        self.start()
+        while len(self.actors) < self.workers:
+            actor, ready = self._spawn()
+            self.actors.append(actor)
+            self.starting[ready] = actor
 
     def stop_workers(self) -> None:
         """Stop the workers (the next :meth:`run` starts new ones); Ray keeps running."""
@@ -211,6 +216,7 @@ class RayExecutor:
             ray.kill(actor)
         self.actors = []
         self.queued.clear()
+        self.starting.clear()
 
     def close(self) -> None:
         """Stop the workers, and the local Ray instance if this executor started it."""
@@ -326,37 +332,43 @@ class _Schedule:
         self.failed_starts = 0
 
     def run(self) -> Iterator[tuple[ChunkTask, MaximizeReport]]:
+        self.starting.update(self.executor.starting)  # asked for by prepare(), maybe not up
+        self.executor.starting.clear()
+        coming = set(self.starting.values())
         self.load.clear()
-        self.load.update({actor: 0 for actor in self.executor.actors})
-        while self.queue or self.running:
-            self._dispatch()
-            if not self.running and not self.queue:
-                break  # the pace refused what was left
-            self._keep_workers()
-            ready = self.calls.wait([*self.running, *self.starting], WAIT_SECONDS)
-            if not ready:
-                self._check_workers()
-                continue
-            ref = ready[0]
-            if ref in self.starting:
-                self._started(ref)
-                continue
-            task, actor = self.running.pop(ref)
-            self._count()
-            try:
-                report, worker_pace = self.calls.get(ref)
-            except RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
-                raise (cause if isinstance(cause, Exception) else exc) from None
-            except RayActorError:
-                self._requeue(task)
-                self._lose(actor)
-                continue
-            except ObjectLostError:  # the result is gone, the worker may well be alive
-                self._requeue(task)
-                continue
-            self._observe(task, report, worker_pace)
-            yield task, report
+        self.load.update({actor: 0 for actor in self.executor.actors if actor not in coming})
+        try:
+            while self.queue or self.running:
+                self._dispatch()
+                if not self.running and not self.queue:
+                    break  # the pace refused what was left
+                self._keep_workers()
+                ready = self.calls.wait([*self.running, *self.starting], WAIT_SECONDS)
+                if not ready:
+                    self._check_workers()
+                    continue
+                ref = ready[0]
+                if ref in self.starting:
+                    self._started(ref)
+                    continue
+                task, actor = self.running.pop(ref)
+                self._count()
+                try:
+                    report, worker_pace = self.calls.get(ref)
+                except RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else exc) from None
+                except RayActorError:
+                    self._requeue(task)
+                    self._lose(actor)
+                    continue
+                except ObjectLostError:  # the result is gone, the worker may well be alive
+                    self._requeue(task)
+                    continue
+                self._observe(task, report, worker_pace)
+                yield task, report
+        finally:  # workers still coming up stay the executor's, for its next run
+            self.executor.starting.update(self.starting)
 
     def _dispatch(self) -> None:
         for actor in list(self.load):
