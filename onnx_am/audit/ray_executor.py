@@ -49,6 +49,11 @@ MAX_ATTEMPTS = 3
 KEEP_MODELS = 2
 #: Seconds to wait for a worker when none is alive.
 START_TIMEOUT = 300.0
+#: Ray settings of a local instance this executor starts. Ray starts its workers at nice 15
+#: by default; the workers here do all of the audit's work, and at nice 15 any ordinary
+#: process starves them (under 3 busy processes a worker took many minutes to import torch,
+#: and runs stalled waiting for chunks that got no CPU), so they run at the driver's nice 0.
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 #: Seconds of one wait for news (a chunk or a worker): after one without news, Ray is asked
 #: which workers holding chunks are dead.
 WAIT_SECONDS = 10.0
@@ -179,7 +184,7 @@ class RayExecutor:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 cores = os.cpu_count() or 1
                 cpus = max(cores, self.workers * (self.threads or 1))
-                ray.init(num_cpus=cpus, **quiet)
+                ray.init(num_cpus=cpus, _system_config=LOCAL_SYSTEM_CONFIG, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = self.address or "a local Ray instance"
             raise DistributedError(f"cannot start or join Ray at {where}: {exc}") from exc
