@@ -191,13 +191,16 @@ class RayExecutor:
         self._owns_ray = True
 
     def start_workers(self) -> None:
-        """Start the missing workers now and wait until all are up (a run otherwise waits
-        for them when its first chunks are sent).
+        """Start the missing workers now and wait until all are up.
 
         Raises:
             DistributedError: a worker could not be started.
         """
-        self.prepare()
+        self.start()
+        while len(self.actors) < self.workers:
+            actor, ready = self._spawn()
+            self.actors.append(actor)
+            self.starting[ready] = actor
         try:
             ray.get(list(self.starting))
         except RayActorError as exc:
@@ -205,15 +208,11 @@ class RayExecutor:
         self.starting.clear()
 
     def prepare(self) -> None:
-        """Start Ray, and the missing workers without waiting for them: they come up while
-        the models are imported and planned. Called before the plans, so that Ray's start
-        counts against the deadline; the pace of the chunks then sees what is left once the
-        workers are up (see :meth:`start_workers` to wait for them)."""
-        self.start()
-        while len(self.actors) < self.workers:
-            actor, ready = self._spawn()
-            self.actors.append(actor)
-            self.starting[ready] = actor
+        """Start Ray and the workers, and wait for them, before the plans: their start counts
+        against the deadline, and the plans time their steps on a machine no longer busy
+        with it (on 2 cores, timing while the workers imported torch measured steps 25x too
+        slow; see ``benchmarks/results/many_budget.md``)."""
+        self.start_workers()
 
     def stop_workers(self) -> None:
         """Stop the workers (the next :meth:`run` starts new ones); Ray keeps running."""
