@@ -84,3 +84,25 @@ def test_spread_keeps_first_and_last_in_order():
     assert spread(list(range(10)), 4) == [0, 3, 6, 9]
     assert spread(list(range(3)), 5) == [0, 1, 2]
     assert spread(list("abc"), 1) == ["a"]
+
+
+def test_the_drawing_reserve_is_timed_once_per_input_shape_and_split_as_stated(monkeypatch):
+    import onnx_am.audit.render.cost as render_cost
+    from onnx_am.audit.render.images import DisplayDomain
+
+    drawn = []
+    monkeypatch.setattr(render_cost, "_measured", {})
+    monkeypatch.setattr(render_cost, "plot_convergence", lambda results, path: drawn.append(1))
+    monkeypatch.setattr(
+        render_cost, "plot_contact_sheet", lambda results, domain, path: drawn.append(results)
+    )
+    ticks = iter([10.0, 12.0])  # the sample takes 2 s on this clock
+    monkeypatch.setattr(render_cost.time, "perf_counter", lambda: next(ticks))
+    domain = DisplayDomain(-1.0, 1.0, "NCHW")
+    cost = render_cost.measure_render((1, 4, 4), domain)
+    assert cost.fixed == pytest.approx(render_cost.RENDER_MARGIN * 2.0)
+    assert cost.per_result == pytest.approx(cost.fixed * render_cost.RESULT_SHARE)
+    sample = drawn[0]
+    assert len(sample) == render_cost.SAMPLE and sample[0].image.shape == (1, 4, 4)
+    assert render_cost.measure_render((1, 4, 4), domain) is cost  # not drawn again
+    assert len(drawn) == 2

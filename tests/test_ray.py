@@ -63,6 +63,9 @@ def executor():
     with RayExecutor(workers=2) as started:
         started.start_workers()
         assert ray.cluster_resources()["CPU"] >= 2 and len(started.actors) == 2
+        # at Ray's default nice 15 any busy process starves the workers (issue 24)
+        for pid in ray.get([actor.ready.remote() for actor in started.actors]):
+            assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
         yield started
     assert not ray.is_initialized()
 

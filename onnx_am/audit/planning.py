@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from onnx_am.audit.budget import BudgetCut, CostModel, Work, fit_budget, format_duration, spread
+from onnx_am.audit.render.cost import measure_render
+from onnx_am.audit.render.images import DisplayDomain
 from onnx_am.engine.deadline import Deadline
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.probe import time_steps
@@ -25,12 +27,6 @@ from onnx_am.engine.racing import Stage, race_screen
 from onnx_am.engine.starts import screening_forwards
 from onnx_am.errors import BudgetError
 from onnx_am.objectives import Target
-
-#: Seconds of rendering per result (picture, thumbnails, a share of the plots) and in all
-#: (the HTML page, figure set-up): 72 results of a 4x4-pixel model took 20 s on the shared
-#: 2-core machine under a load of 11.
-RENDER_PER_RESULT = 0.3
-RENDER_FIXED = 5.0
 
 
 @dataclass(frozen=True)
@@ -197,7 +193,8 @@ def measure_costs(
     The rest is priced from the step: an engine call's fixed cost (the trivial baselines,
     a no-grad forward of their rows, the candidates of a ``screened`` start, and the
     chunk-size measurement) as a third of a step of that many rows; a result's onnxruntime
-    check and images as half a one-row step.
+    check and images as half a one-row step. The plots and page are timed on a small real
+    drawing (:func:`~onnx_am.audit.render.cost.measure_render`).
 
     Args:
         imported: the model.
@@ -225,6 +222,10 @@ def measure_costs(
     screened += race_screen(config, len(runs))
     per_call = (fixed + per_row * (3 + config.checks.baseline_corners + len(runs) + screened)) / 3
     per_result = one_row / 2 if config.checks.crosscheck else 0.0
+    domain = config.domain
+    drawing = measure_render(
+        imported.input.sample_shape, DisplayDomain(domain.low, domain.high, imported.input.layout)
+    )
     cost = CostModel(
         step_fixed=fixed,
         step_per_row=per_row,
@@ -232,8 +233,8 @@ def measure_costs(
         chunk_rows=chunk_rows,
         per_call=per_call,
         per_result=per_result,
-        render=RENDER_PER_RESULT,
-        render_fixed=RENDER_FIXED,
+        render=drawing.per_result,
+        render_fixed=drawing.fixed,
     )
     return Measured(cost, big.rows, big.seconds, peak)
 

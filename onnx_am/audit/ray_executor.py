@@ -49,6 +49,14 @@ MAX_ATTEMPTS = 3
 KEEP_MODELS = 2
 #: Seconds to wait for a worker when none is alive.
 START_TIMEOUT = 300.0
+#: Ray settings of a local instance this executor starts. Ray starts its workers at nice 15
+#: by default; the workers here do all of the audit's work, and at nice 15 any ordinary
+#: process starves them (under 3 busy processes a worker took many minutes to import torch,
+#: and runs stalled waiting for chunks that got no CPU), so they run at the driver's nice 0.
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
+#: Seconds of one wait for news (a chunk or a worker): after one without news, Ray is asked
+#: which workers holding chunks are dead.
+WAIT_SECONDS = 10.0
 
 
 class ChunkWorker:
@@ -109,6 +117,8 @@ class RayExecutor:
     Attributes:
         actors: the worker actors (started or starting).
         queued: chunks sent to each live, started worker and not yet returned.
+        starting: workers asked for by :meth:`prepare` and not yet seen up, by the reference
+            that is ready once they are (a run takes them over).
         retried: chunks that were run again because their worker died.
     """
 
@@ -129,6 +139,7 @@ class RayExecutor:
         self.threads = threads
         self.actors: list = []
         self.queued: dict = {}
+        self.starting: dict = {}
         self.retried = 0
         self._owns_ray = False
         self._started = False
@@ -173,33 +184,34 @@ class RayExecutor:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 cores = os.cpu_count() or 1
                 cpus = max(cores, self.workers * (self.threads or 1))
-                ray.init(num_cpus=cpus, **quiet)
+                ray.init(num_cpus=cpus, _system_config=LOCAL_SYSTEM_CONFIG, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = self.address or "a local Ray instance"
             raise DistributedError(f"cannot start or join Ray at {where}: {exc}") from exc
         self._owns_ray = True
 
     def start_workers(self) -> None:
-        """Start the missing workers now and wait until all are up (a run otherwise starts
-        them with its first chunks).
+        """Start the missing workers now and wait until all are up.
 
         Raises:
             DistributedError: a worker could not be started.
         """
         self.start()
-        ready = []
         while len(self.actors) < self.workers:
-            actor, up = self._spawn()
+            actor, ready = self._spawn()
             self.actors.append(actor)
-            ready.append(up)
+            self.starting[ready] = actor
         try:
-            ray.get(ready)
+            ray.get(list(self.starting))
         except RayActorError as exc:
             raise DistributedError(f"a Ray worker could not be started: {exc}") from exc
+        self.starting.clear()
 
     def prepare(self) -> None:
-        """Start Ray and the workers before the plans (their start counts against the
-        deadline); see :meth:`start_workers`."""
+        """Start Ray and the workers, and wait for them, before the plans: their start counts
+        against the deadline, and the plans time their steps on a machine no longer busy
+        with it (on 2 cores, timing while the workers imported torch measured steps 25x too
+        slow; see ``benchmarks/results/many_budget.md``)."""
         self.start_workers()
 
     def stop_workers(self) -> None:
@@ -208,6 +220,7 @@ class RayExecutor:
             ray.kill(actor)
         self.actors = []
         self.queued.clear()
+        self.starting.clear()
 
     def close(self) -> None:
         """Stop the workers, and the local Ray instance if this executor started it."""
@@ -255,71 +268,159 @@ class RayExecutor:
         return actor, actor.ready.remote()
 
 
-class _Schedule:
-    """One :meth:`RayExecutor.run`: a queue of chunks over a pool of workers."""
+class _RayCalls:
+    """The Ray calls of a :class:`_Schedule`, in one place so that a test can drive the
+    schedule with in-memory workers instead (deterministically, no clock)."""
 
-    def __init__(self, executor: RayExecutor, works, models, tasks, on_step, paces: Paces):
+    def __init__(self, executor: RayExecutor):
+        self.executor = executor
+
+    def spawn(self):
+        """A new worker and the reference that is ready once it is up."""
+        return self.executor._spawn()
+
+    def submit(self, actor, *args):
+        return actor.run.remote(*args)
+
+    def wait(self, refs: list, timeout: float) -> list:
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        return ready
+
+    def get(self, ref):
+        return ray.get(ref)
+
+    def kill(self, actor) -> None:
+        try:
+            ray.kill(actor)
+        except (ValueError, RayActorError):  # already gone
+            pass
+
+    def dead(self, actor) -> bool:
+        """Whether Ray's control store knows ``actor`` as dead (False when it cannot say)."""
+        try:
+            from ray._private.state import actors
+
+            info = actors(actor._actor_id.hex())
+        except Exception:  # noqa: BLE001 - a private API; unknown means not known dead
+            return False
+        return isinstance(info, dict) and info.get("State") == "DEAD"
+
+
+class _Schedule:
+    """One :meth:`RayExecutor.run`: a queue of chunks over a pool of workers.
+
+    Every chunk is at all times in exactly one place: the queue, in flight on one started
+    worker (``running``), yielded, or skipped (its pace had no room); a worker's load is
+    counted from ``running``, never kept apart. A worker that is lost (its chunk failed with
+    a worker error, or Ray knows it dead) is killed, every chunk in flight on it goes back to
+    the queue at once (none waits for its own error to arrive), and a new worker is started
+    while work remains. So the loop never waits with nothing in flight and no worker
+    starting: with work queued and no started worker it starts one, and it gives up with a
+    one-line error when workers keep failing to start or none comes up in
+    :data:`START_TIMEOUT`.
+    """
+
+    def __init__(
+        self, executor: RayExecutor, works, models, tasks, on_step, paces: Paces, calls=None
+    ):
         self.executor, self.works, self.models = executor, works, models
         self.on_step, self.paces = on_step, paces
+        self.calls = calls or _RayCalls(executor)
         self.plans = {key: work.recipe.plan for key, work in works.items()}
         self.queue: deque[ChunkTask] = deque(tasks)
         self.attempts: dict[ChunkTask, int] = {}
         self.running: dict = {}  # result ref -> (task, actor)
         self.starting: dict = {}  # ready ref -> actor
-        self.load: dict = executor.queued  # started actor -> chunks queued on it
-        self.waiting_since = time.monotonic()
+        self.load: dict = executor.queued  # started actor -> chunks in flight on it
+        self.idle_since: float | None = None
         self.failed_starts = 0
 
     def run(self) -> Iterator[tuple[ChunkTask, MaximizeReport]]:
-        executor = self.executor
-        live = list(executor.actors)
+        self.starting.update(self.executor.starting)  # asked for by prepare(), maybe not up
+        self.executor.starting.clear()
+        coming = set(self.starting.values())
         self.load.clear()
-        self.load.update({actor: 0 for actor in live})
-        for _ in range(min(executor.workers, len(self.queue)) - len(live)):
-            actor, ready = executor._spawn()
-            executor.actors.append(actor)
-            self.starting[ready] = actor
-        while self.queue or self.running:
-            self._dispatch()
-            ready, _ = ray.wait([*self.running, *self.starting], num_returns=1, timeout=10.0)
-            if not ready:
-                self._check_stalled()
-                continue
-            ref = ready[0]
-            if ref in self.starting:
-                self._started(ref)
-                continue
-            task, actor = self.running.pop(ref)
-            if actor in self.load:
-                self.load[actor] -= 1
-            try:
-                report, worker_pace = ray.get(ref)
-            except RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
-                raise (cause if isinstance(cause, Exception) else exc) from None
-            except (RayActorError, ObjectLostError):
-                self._lost(task, actor)
-                continue
-            self._observe(task, report, worker_pace)
-            yield task, report
+        self.load.update({actor: 0 for actor in self.executor.actors if actor not in coming})
+        try:
+            while self.queue or self.running:
+                self._dispatch()
+                if not self.running and not self.queue:
+                    break  # the pace refused what was left
+                self._keep_workers()
+                ready = self.calls.wait([*self.running, *self.starting], WAIT_SECONDS)
+                if not ready:
+                    self._check_workers()
+                    continue
+                ref = ready[0]
+                if ref in self.starting:
+                    self._started(ref)
+                    continue
+                task, actor = self.running.pop(ref)
+                self._count()
+                try:
+                    report, worker_pace = self.calls.get(ref)
+                except RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else exc) from None
+                except RayActorError:
+                    self._requeue(task)
+                    self._lose(actor)
+                    continue
+                except ObjectLostError:  # the result is gone, the worker may well be alive
+                    self._requeue(task)
+                    continue
+                self._observe(task, report, worker_pace)
+                yield task, report
+        finally:  # workers still coming up stay the executor's, for its next run
+            self.executor.starting.update(self.starting)
 
     def _dispatch(self) -> None:
         for actor in list(self.load):
             while self.queue and self.load[actor] < DEPTH:
                 task = self.queue.popleft()
-                recipe = self.works[task.model].recipe
                 lease = self._lease(task)
                 if lease is False:
-                    continue
+                    continue  # no room before the deadline: skipped, as on every executor
+                recipe = self.works[task.model].recipe
                 model = [self.models[task.model]]
-                ref = actor.run.remote(recipe, model, task.targets, lease)
+                ref = self.calls.submit(actor, recipe, model, task.targets, lease)
                 self.running[ref] = (task, actor)
-                self.load[actor] += 1
                 self.attempts[task] = self.attempts.get(task, 0) + 1
+                self._count()
                 if self.on_step is not None:
                     self.on_step(task, 0, 0)
-        if self.load:
-            self.waiting_since = time.monotonic()
+
+    def _count(self) -> None:
+        """Each started worker's load, from what is in flight on it."""
+        for actor in self.load:
+            self.load[actor] = 0
+        for _, actor in self.running.values():
+            if actor in self.load:
+                self.load[actor] += 1
+
+    def _keep_workers(self) -> None:
+        """Start the workers that are missing while chunks are left (no more than chunks are
+        left). With chunks queued and none in flight, a worker is therefore always on its
+        way; none coming up for :data:`START_TIMEOUT` seconds is an error."""
+        wanted = min(self.executor.workers, len(self.queue) + len(self.running))
+        while len(self.load) + len(self.starting) < wanted:
+            self._spawn()
+        if self.running or not self.queue:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = time.monotonic()
+        elif time.monotonic() - self.idle_since > START_TIMEOUT:
+            raise DistributedError(
+                f"no Ray worker could be started in {START_TIMEOUT:.0f} s "
+                f"(resources: {ray.available_resources()})"
+            )
+
+    def _check_workers(self) -> None:
+        """After a wait with no news: a worker that Ray knows dead is lost, whether or not
+        the errors of its chunks have arrived."""
+        for actor in {actor for _, actor in self.running.values()}:
+            if self.calls.dead(actor):
+                self._lose(actor)
 
     def _lease(self, task: ChunkTask) -> PaceLease | None | bool:
         """The pace of ``task`` on its worker (None: not paced); False: no room left."""
@@ -344,10 +445,15 @@ class _Schedule:
         pace.observe(rows, steps, seconds, sharing=self.executor.workers)
         pace.merge(worker_pace)
 
+    def _spawn(self) -> None:
+        actor, ready = self.calls.spawn()
+        self.executor.actors.append(actor)
+        self.starting[ready] = actor
+
     def _started(self, ref) -> None:
         actor = self.starting.pop(ref)
         try:
-            ray.get(ref)
+            self.calls.get(ref)
         except RayActorError as exc:
             self.failed_starts += 1
             if self.failed_starts >= MAX_ATTEMPTS * self.executor.workers:
@@ -355,12 +461,12 @@ class _Schedule:
                     f"Ray workers fail to start ({self.failed_starts} tries; is onnx-am "
                     f"installed on every node?): {exc}"
                 ) from exc
-            self._replace(actor)
+            self._drop(actor)
             return
         self.load[actor] = 0
 
-    def _lost(self, task: ChunkTask, actor) -> None:
-        """``actor`` died with ``task`` on it: run the task again elsewhere."""
+    def _requeue(self, task: ChunkTask) -> None:
+        """``task`` was lost with its worker: first in the queue again, within limits."""
         if self.attempts[task] >= MAX_ATTEMPTS:
             raise DistributedError(
                 f"chunk {task.index} of {task.model} was lost with its worker "
@@ -368,25 +474,23 @@ class _Schedule:
             )
         self.executor.retried += 1
         self.queue.appendleft(task)
-        if actor in self.load:
-            del self.load[actor]
-            self._replace(actor)
 
-    def _replace(self, actor) -> None:
-        executor = self.executor
-        if actor in executor.actors:
-            executor.actors.remove(actor)
-        if self.queue or self.running:
-            new, ready = executor._spawn()
-            executor.actors.append(new)
-            self.starting[ready] = new
+    def _lose(self, actor) -> None:
+        """``actor`` is gone: every chunk still in flight on it goes back to the queue now,
+        and it is killed (so that it holds no resources if it was only unreachable)."""
+        for ref, (task, holder) in list(self.running.items()):
+            if holder == actor:
+                del self.running[ref]
+                self._requeue(task)
+        self._drop(actor)
 
-    def _check_stalled(self) -> None:
-        if not self.load and time.monotonic() - self.waiting_since > START_TIMEOUT:
-            raise DistributedError(
-                f"no Ray worker could be started in {START_TIMEOUT:.0f} s "
-                f"(resources: {ray.available_resources()})"
-            )
+    def _drop(self, actor) -> None:
+        """Take ``actor`` out of the pool for good; ``_keep_workers`` starts another."""
+        self.load.pop(actor, None)
+        self._count()
+        if actor in self.executor.actors:
+            self.executor.actors.remove(actor)
+        self.calls.kill(actor)
 
 
 __all__ = ["ChunkWorker", "RayExecutor"]
