@@ -111,6 +111,9 @@ class CostModel:
         per_result: cost of one result after optimizing (onnxruntime cross-check, images).
         render: cost of the plots and the HTML page, per result (``render_fixed`` on top).
         render_fixed: fixed part of rendering.
+        token_step, token_unit: the token searches of a model cut at a lookup (after the
+            chunks, before rendering): seconds per unit and step, and per unit
+            (:meth:`onnx_am.tokens.run.TokenPlan.price`); 0 for other models.
     """
 
     step_fixed: float
@@ -121,6 +124,8 @@ class CostModel:
     per_result: float = 0.0
     render: float = 0.0
     render_fixed: float = 0.0
+    token_step: float = 0.0
+    token_unit: float = 0.0
 
     def step(self, rows: int) -> float:
         """Seconds of one engine step of ``rows`` rows."""
@@ -140,10 +145,19 @@ class CostModel:
 
     def overhead(self, work: Work) -> float:
         """The part of :meth:`estimate` outside the steps: each engine call's fixed costs,
-        then per result the cross-check and pictures, and the page."""
+        then per result the cross-check, the token searches (:meth:`tokens`) and
+        pictures and the page (:meth:`after_tokens`)."""
         chunks = -(-work.units // self._units_per_chunk(work))
-        per_result = self.per_result + self.render
-        return chunks * self.per_call + work.units * work.plans * per_result + self.render_fixed
+        checks = work.units * work.plans * self.per_result
+        return chunks * self.per_call + checks + self.tokens(work) + self.after_tokens(work)
+
+    def tokens(self, work: Work) -> float:
+        """Seconds of the token searches (0 for a model not cut at a lookup)."""
+        return work.units * (self.token_unit + self.token_step * work.steps)
+
+    def after_tokens(self, work: Work) -> float:
+        """Seconds of what follows the token searches: pictures, plots and the page."""
+        return work.units * work.plans * self.render + self.render_fixed
 
     def _units_per_chunk(self, work: Work) -> int:
         return max(1, self.chunk_rows // max(1, work.runs * work.restarts))

@@ -14,6 +14,7 @@ import resource
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,9 @@ from onnx_am.engine.probe import time_steps
 from onnx_am.engine.starts import screening_forwards
 from onnx_am.errors import BudgetError
 from onnx_am.objectives import Target
+
+if TYPE_CHECKING:
+    from onnx_am.tokens.run import TokenPlan
 
 #: Seconds of rendering per result (picture, thumbnails, a share of the plots) and in all
 #: (the HTML page, figure set-up): 72 results of a 4x4-pixel model took 20 s on the shared
@@ -57,6 +61,9 @@ class AnalyzePlan:
         overhead: expected seconds outside the steps (each engine call's fixed costs, the
             cross-check, pictures and the page): the deadline of the steps is the budget
             less this (:meth:`pace`).
+        token_seconds: expected seconds of the token searches (part of :attr:`overhead`).
+        after_tokens: expected seconds after them (pictures, the page): the token searches
+            end this long before the deadline (:meth:`token_deadline`).
     """
 
     tensors: dict[str, int]
@@ -81,6 +88,8 @@ class AnalyzePlan:
     targets: tuple[str, ...] = field(default=(), repr=False)
     overhead: float = 0.0
     others: float = 0.0
+    token_seconds: float = 0.0
+    after_tokens: float = 0.0
 
     @property
     def step_seconds(self) -> float:
@@ -95,6 +104,11 @@ class AnalyzePlan:
             return None
         steps_end = deadline.earlier_by(self.overhead + after)
         return Pace(steps_end, self.seconds_per_step / max(1, self.batch_size))
+
+    def token_deadline(self, deadline: Deadline, after: float = 0.0) -> Deadline:
+        """When the token searches stop: :attr:`after_tokens` (and ``after`` seconds more,
+        kept for other models of the command) before ``deadline``."""
+        return deadline.earlier_by(self.after_tokens + after)
 
     def to_dict(self) -> dict:
         """The ``plan`` object of ``report.json``."""
@@ -121,6 +135,7 @@ class AnalyzePlan:
             "units_done": self.units_done,
             "overhead_seconds": self.overhead,
             "kept_for_other_models_seconds": self.others,
+            "token_search_seconds": self.token_seconds,
             "targets": list(self.targets),
         }
 
@@ -146,6 +161,11 @@ class AnalyzePlan:
             f"estimated time {format_duration(self.estimate)} "
             f"(+{format_duration(self.spent)} spent{others}); time budget {budget}",
         ]
+        if self.token_seconds:
+            lines.append(
+                f"token search after the steps: {format_duration(self.token_seconds)} of the "
+                "estimate"
+            )
         if self.units_done:
             lines.append(f"resuming: {self.units_done} of {self.units} units already done")
         if self.cuts:
@@ -178,6 +198,7 @@ def measure_costs(
     runs: Sequence,
     chunk_rows: int,
     rewrite=None,
+    tokens: TokenPlan | None = None,
 ) -> Measured:
     """Time real steps, at the first chunk's size and at one row; read the peak memory.
 
@@ -193,6 +214,9 @@ def measure_costs(
         runs: the gradient methods optimized.
         chunk_rows: rows per analyze chunk.
         rewrite: the rectifier rewrite (shared with the run).
+        tokens: the token searches run after the chunks (priced from the same step: a
+            forward-pass equivalent is a third of a row's step, a batched call a step's fixed
+            part), or ``None``.
     """
     per_unit = config.restarts * len(runs)
     first = min(len(targets), max(1, chunk_rows // per_unit)) * per_unit
@@ -211,6 +235,7 @@ def measure_costs(
     screened = screening_forwards(config.start, config.restarts, config.screen)
     per_call = (fixed + per_row * (3 + config.baseline_corners + len(runs) + screened)) / 3
     per_result = one_row / 2 if config.crosscheck else 0.0
+    token_step, token_unit = tokens.price(per_row / 3, fixed) if tokens else (0.0, 0.0)
     cost = CostModel(
         step_fixed=fixed,
         step_per_row=per_row,
@@ -220,6 +245,8 @@ def measure_costs(
         per_result=per_result,
         render=RENDER_PER_RESULT,
         render_fixed=RENDER_FIXED,
+        token_step=token_step,
+        token_unit=token_unit,
     )
     return Measured(cost, big.rows, big.seconds, peak)
 
@@ -293,6 +320,8 @@ def make_plan(
         targets=tuple(t.name for t in kept),
         overhead=measured.cost.overhead(fit_work),
         others=others,
+        token_seconds=measured.cost.tokens(fit_work),
+        after_tokens=measured.cost.after_tokens(fit_work),
     )
     return plan, kept, fit_work
 
