@@ -268,3 +268,33 @@ def test_a_lookup_that_feeds_nothing_is_not_a_start(make_model) -> None:
         import_onnx(model, at="auto")
     with pytest.raises(InputSpecError, match="feeds no node"):
         import_onnx(model, at="y")
+
+
+def test_lookup_box_is_per_dimension_over_the_rows(tmp_path):
+    """The box of an embedding: each dimension between its smallest and largest value over
+    the matrix's rows (not one range for all), in the plan, the engine and the results."""
+    from onnx_am.audit.analyze import analyze
+    from onnx_am.audit.options import AnalyzeOptions
+    from onnx_am.importer.cut import cut_domain
+
+    imported = import_onnx(token_model(), at="emb", seq_len=3)
+    domain = cut_domain(imported.cut, imported.input.sample_shape).domain
+    low, high = domain.bounds(imported.input)
+    want_low = torch.from_numpy(E.min(0)).expand(3, 4)
+    want_high = torch.from_numpy(E.max(0)).expand(3, 4)
+    torch.testing.assert_close(low, want_low, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(high, want_high, atol=1e-5, rtol=1e-5)
+    assert (want_high - want_low).max() < E.max() - E.min()  # narrower than the scalar box
+    assert cut_domain(imported.cut).domain.mean is None  # without the shape: the scalar box
+
+    path = tmp_path / "tokens.onnx"
+    onnx.save(token_model(), path)
+    options = AnalyzeOptions(at="emb", seq_len=3, steps=16, restarts=1, time_budget=None)
+    report = analyze(path, options, tmp_path / "r")
+    assert report.doc["defaults"]["domain"]["axis"] == -1
+    assert "per dimension" in report.doc["defaults"]["domain"]["description"]
+    for result in report.results:
+        seen = domain.to_model(torch.from_numpy(result.image)[None], imported.input)[0]
+        assert bool((seen >= want_low - 1e-5).all() and (seen <= want_high + 1e-5).all())
+        assert result.agrees
+    assert report.exit_code == 0

@@ -228,7 +228,7 @@ def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> Analysi
         options.preset, options.input_range, options.mean, options.std, imported.metadata
     )
     if imported.cut is not None and domain.source != "given":  # tokens (issue 22)
-        domain = cut_domain(imported.cut)
+        domain = cut_domain(imported.cut, imported.input.sample_shape)
     targets = (
         None
         if options.targets
