@@ -298,3 +298,47 @@ def test_lookup_box_is_per_dimension_over_the_rows(tmp_path):
         assert bool((seen >= want_low - 1e-5).all() and (seen <= want_high + 1e-5).all())
         assert result.agrees
     assert report.exit_code == 0
+
+
+def equal_one_hot_model() -> onnx.ModelProto:
+    """bytes int32 [batch, 6] -> Reshape [batch, 6, 1] -> Equal(arange(5) [1, 1, 5]) -> Cast
+    -> MatMul W [5, 2] -> ReduceSum over positions: the one-hot jax2tf writes (magika)."""
+    weight = RNG.normal(size=(5, 2)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(np.array([0, 6, 1]), "shape"),
+        numpy_helper.from_array(np.arange(5, dtype=np.int32).reshape(1, 1, 5), "range"),
+        numpy_helper.from_array(weight, "Wd"),
+        numpy_helper.from_array(np.array([1]), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["bytes", "shape"], ["column"]),
+        helper.make_node("Equal", ["column", "range"], ["hot"]),
+        helper.make_node("Cast", ["hot"], ["hot_f"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["hot_f", "Wd"], ["scores"]),
+        helper.make_node("ReduceSum", ["scores", "axis1"], ["logits"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "equal_one_hot",
+        [helper.make_tensor_value_info("bytes", TensorProto.INT32, ["batch", 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_equal_one_hot_is_a_lookup_and_its_token_search_is_exact():
+    from onnx_am.tokens.run import plan_tokens, search_tokens
+
+    model = equal_one_hot_model()
+    lookup = find_lookup(model, "hot_f")
+    assert lookup is not None and lookup.kind == "onehot" and lookup.ids_input == "bytes"
+    np.testing.assert_array_equal(lookup.matrix, np.eye(5, dtype=np.float32))
+    assert find_lookup(model, "hot") is None  # the bool tensor is not searched
+    imported = import_onnx(model, at="auto")
+    assert imported.cut.tensor == "hot_f" and imported.input.sample_shape == (6, 5)
+    plan = plan_tokens(imported, steps=8)
+    (result,) = search_tokens(imported, plan, [onnx_am_unit("logits", 1)])
+    weight = numpy_helper.to_array(model.graph.initializer[2])
+    exact = 6 * float(weight[:, 1].max())  # the best id at every position
+    assert result.value == pytest.approx(exact, rel=1e-5) and result.agrees
