@@ -10,16 +10,49 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from onnx_am import import_onnx, unit
 from onnx_am.audit.analyze import analyze
 from onnx_am.audit.budget import CostModel, Work, fit_budget
 from onnx_am.audit.options import AnalyzeOptions
 from onnx_am.engine.deadline import Deadline
-from onnx_am.tokens.run import COST_PER_STEP, plan_tokens, search_tokens, token_cut
+from onnx_am.tokens.run import (
+    ALTERNATIVE_ROWS,
+    COST_PER_STEP,
+    plan_tokens,
+    search_tokens,
+    token_cut,
+)
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FAMILY = {r["name"]: r for r in json.loads((MODELS / "token_family.json").read_text())}
+
+
+def summed_lookup():
+    """ids [batch, seq] -> Gather(E [10, 4]) -> MatMul(W [4, 1]) -> ReduceSum over seq."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(10, 4)).astype(np.float32), "E"),
+        numpy_helper.from_array(rng.normal(size=(4, 1)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array([1]), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["E", "input_ids"], ["emb"], axis=0),
+        helper.make_node("MatMul", ["emb", "W"], ["scores"]),
+        helper.make_node("ReduceSum", ["scores", "axis1"], ["pooled"], keepdims=0),
+        helper.make_node("Identity", ["pooled"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "summed",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 class Counter:
@@ -45,10 +78,10 @@ def test_price_counts_every_search_per_step_and_unit(pair_model):
     per_step, per_unit = plan.price(seconds_per_cost=1.0, seconds_per_call=0.0)
     assert per_step == COST_PER_STEP * (2 + 1 / 4)  # two methods and the reference's quarter
     free = plan.space.length - 1
-    assert per_unit == 1 + 2 + 3 * free  # one gradient (3) and 3 rows per free position
+    assert per_unit == 2 * (1 + 2 + 3 * free)  # per method: a gradient (3), 3 rows a position
     calls_step, calls_unit = plan.price(seconds_per_cost=0.0, seconds_per_call=1.0)
     assert calls_step == pytest.approx(COST_PER_STEP * (1 / 32 + 1 / 8 + 1 / 4 / 12))
-    assert calls_unit == 1 + free + 2  # the gradient, a call per position, onnxruntime per id
+    assert calls_unit == 2 * 3  # per method: the gradient, one batch of rows, onnxruntime
     assert plan.with_steps(3).budget == 3 * COST_PER_STEP and plan.with_steps(3).steps == 3
 
 
@@ -129,3 +162,21 @@ def test_analyze_prices_the_token_search_and_states_its_cut(tmp_path):
     assert tokens["cut"]["searches_stopped_at_deadline"] >= 1
     assert all(entry["agrees"] for entry in tokens["results"])
     assert report.doc["tokens"]["cut"] == tokens["cut"]
+
+
+def test_alternatives_of_a_long_sequence_are_capped_and_checked(tmp_path):
+    """A sequence longer than the cap gets alternatives at the positions of largest predicted
+    gain only, every one checked (the value of the sequence with that swap)."""
+    imported = import_onnx(summed_lookup(), at="auto", seq_len=100)
+    plan = plan_tokens(imported, steps=1)
+    per_step, per_unit = plan.price(seconds_per_cost=1.0, seconds_per_call=0.0)
+    assert per_unit == 1 + 2 + ALTERNATIVE_ROWS  # capped, not 3 x 100 rows
+    (result,) = search_tokens(imported, plan, [unit("logits", 0)])
+    assert len(result.alternatives) == ALTERNATIVE_ROWS // 3
+    extractor = imported.extractor(["logits"])
+    first = result.alternatives[0]
+    ids = list(result.ids)
+    ids[first["position"]] = first["alternatives"][0]["id"]
+    x = plan.space.embed(torch.tensor([ids]))
+    value = float(imported.batch.call(extractor, x)[0][0, 0])
+    assert first["alternatives"][0]["value"] == pytest.approx(value, rel=1e-5, abs=1e-6)

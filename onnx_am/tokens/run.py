@@ -29,6 +29,7 @@ from onnx_am.tokens.recompute import IdsRuntime
 from onnx_am.tokens.search import SEARCHES, embedding_search
 from onnx_am.tokens.space import (
     BACKWARD_COST,
+    MAX_ROWS,
     Cost,
     Halt,
     TokenSpace,
@@ -45,6 +46,9 @@ DEFAULT_TOKEN_METHODS = ("greedy",)
 #: Forward-pass equivalents a token search may spend per unit and method, per ``--steps``.
 COST_PER_STEP = 64
 ALTERNATIVES = 3
+#: Rows the alternatives of one result may check (16 positions x 3 fit; a sequence of 2048
+#: bytes gets them at its 85 positions of largest predicted gain).
+ALTERNATIVE_ROWS = 256
 #: The embedding-space reference spends this fraction of a search's cost (it is a reference:
 #: benchmarks/results/token_search.md found it at the same value from cost 1024 to 16384).
 REFERENCE_SHARE = 4
@@ -86,20 +90,21 @@ class TokenPlan:
 
         Per step: every method's budget and the reference's share, each forward-pass
         equivalent at ``seconds_per_cost`` and each batched call (:data:`CALLS_PER_COST`) at
-        ``seconds_per_call``. Per unit: the alternatives (one gradient, then
-        :data:`ALTERNATIVES` rows per free position in one call each) and onnxruntime's
-        check of each method's ids (priced as one call).
+        ``seconds_per_call``. Per unit and method: the alternatives (one gradient, then
+        :data:`ALTERNATIVES` rows per free position, at most :data:`ALTERNATIVE_ROWS`, in
+        calls of :data:`~onnx_am.tokens.space.MAX_ROWS`) and onnxruntime's check of the ids
+        (priced as one call).
         """
         costs = {m: COST_PER_STEP for m in self.methods}
         costs["reference"] = COST_PER_STEP / REFERENCE_SHARE
         cost = sum(costs.values())
         calls = sum(c * CALLS_PER_COST[m] for m, c in costs.items())
         per_step = cost * seconds_per_cost + calls * seconds_per_call
-        free = len(self.space.free)
-        per_unit = (1 + BACKWARD_COST + ALTERNATIVES * free) * seconds_per_cost + (
-            1 + free + len(self.methods)
+        rows = min(ALTERNATIVES * len(self.space.free), ALTERNATIVE_ROWS)
+        per_method = (1 + BACKWARD_COST + rows) * seconds_per_cost + (
+            2 + -(-rows // MAX_ROWS)
         ) * seconds_per_call
-        return per_step, per_unit
+        return per_step, per_method * len(self.methods)
 
     def to_dict(self) -> dict:
         return {
@@ -290,23 +295,32 @@ def _result(target, method, found, reference, score, plan, runtime, halt) -> Tok
 
 
 def _alternatives(score, plan: TokenPlan, ids: tuple[int, ...], halt: Halt) -> list[dict]:
-    """Per free position, the :data:`ALTERNATIVES` swaps the gradient ranks best, checked
-    (positions after the deadline are left out)."""
+    """The :data:`ALTERNATIVES` swaps the gradient ranks best at each free position, checked
+    in one batched evaluation; a long sequence gets them at the positions with the largest
+    predicted gain only, :data:`ALTERNATIVE_ROWS` rows in all (none after the deadline)."""
     space, cost = plan.space, Cost()
     current = torch.tensor([ids])
     _, grad = gradient(score, space.embed(current), cost)
     gain = grad[0] @ space.matrix.T  # [L, V]
     gain.scatter_(1, current[0][:, None], -float("inf"))
     k = min(ALTERNATIVES, space.vocab_size - 1)
+    top = gain.topk(k, dim=1)
+    free = torch.tensor(space.free, dtype=torch.long)
+    if len(free) == 0:
+        return []
+    positions = free[top.values[free, 0].argsort(descending=True)][: ALTERNATIVE_ROWS // k]
+    positions = positions.sort().values
+    trial = current.repeat(len(positions) * k, 1)
+    rows = torch.arange(len(trial))
+    trial[rows, positions.repeat_interleave(k)] = top.indices[positions].reshape(-1)
+    values = evaluate(score, space, trial, cost, halt)
     found = []
-    for position in space.free:
-        if halt():
+    for index, position in enumerate(positions.tolist()):
+        if (index + 1) * k > len(values):
             break
-        tokens = gain[position].topk(k).indices
-        trial = current.repeat(k, 1)
-        trial[:, position] = tokens
-        values = evaluate(score, space, trial, cost)
-        entries = sorted(zip(tokens.tolist(), values.tolist(), strict=True), key=lambda e: -e[1])
+        tokens = top.indices[position].tolist()
+        checked = values[index * k : (index + 1) * k].tolist()
+        entries = sorted(zip(tokens, checked, strict=True), key=lambda e: -e[1])
         found.append(
             {
                 "position": position,
