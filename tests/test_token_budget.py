@@ -17,6 +17,7 @@ from onnx_am.audit.analyze import analyze
 from onnx_am.audit.budget import CostModel, Work, fit_budget
 from onnx_am.audit.options import AnalyzeOptions
 from onnx_am.engine.deadline import Deadline
+from onnx_am.errors import BudgetError
 from onnx_am.tokens.run import (
     ALTERNATIVE_ROWS,
     COST_PER_STEP,
@@ -180,3 +181,18 @@ def test_alternatives_of_a_long_sequence_are_capped_and_checked(tmp_path):
     x = plan.space.embed(torch.tensor([ids]))
     value = float(imported.batch.call(extractor, x)[0][0, 0])
     assert first["alternatives"][0]["value"] == pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def test_the_token_search_steps_are_cut_last_when_one_unit_does_not_fit():
+    base = dict(step_fixed=0.0, step_per_row=0.01, batch_size=8, chunk_rows=64)
+    cost = CostModel(**base, token_step=1.0, token_unit=0.5)
+    work = Work(units=4, runs=1, plans=1, restarts=1, steps=256)
+    # one unit at 16 steps: 17 x 0.01 s of steps + 0.5 + 16 x 1.0 s of token search
+    fit = fit_budget(work, cost, 10.0)
+    assert fit.work.units == 1 and fit.work.steps == 16
+    assert fit.work.token_steps is not None and 1 <= fit.work.token_steps < 16
+    assert fit.cuts[-1].what == "token_steps" and fit.cuts[-1].after == fit.work.token_steps
+    assert fit.seconds <= 0.85 * 10.0
+    assert cost.tokens(fit.work) == pytest.approx(0.5 + fit.work.token_steps)
+    with pytest.raises(BudgetError, match=r"token search at 1 step"):
+        fit_budget(work, cost, 1.0)

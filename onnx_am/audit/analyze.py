@@ -216,7 +216,8 @@ def prepare_audit(
     rewrite = rewrite_for(imported, asked)
     tic = time.perf_counter()
     budget_plan, plan = pipeline.fit(loaded, rewrite, resumed, share)
-    tokens = loaded.tokens and loaded.tokens.with_steps(plan.config.steps)  # tokens (issue 22)
+    token_steps = budget_plan.token_steps or plan.config.steps  # tokens (issue 22)
+    tokens = loaded.tokens and loaded.tokens.with_steps(token_steps)
     timings["timing"] = time.perf_counter() - tic
     settings = _settings(options, plan, asked, imported)
     report.check_resumable(model["sha256"], settings)
@@ -349,7 +350,11 @@ def _resumed_work(previous: dict | None, asked: RunPlan) -> Work | None:
     try:
         work = _asked_work(asked)
         return replace(
-            work, units=len(plan["targets"]), restarts=plan["restarts"], steps=plan["steps"]
+            work,
+            units=len(plan["targets"]),
+            restarts=plan["restarts"],
+            steps=plan["steps"],
+            token_steps=plan.get("token_steps"),
         )
     except (KeyError, TypeError):
         return None

@@ -10,7 +10,8 @@ decoupled comparison is always there):
 2. restarts, down to 1;
 3. steps, down to :data:`STEP_FLOOR`;
 4. units, down to 1;
-5. steps, down to :data:`MIN_STEPS`.
+5. steps, down to :data:`MIN_STEPS`;
+6. the token searches' steps (a model cut at a lookup), down to 1.
 
 Every reduction is a :class:`Cut` that the report, the HTML page and the command line show.
 A budget that cannot hold one unit at one restart and :data:`MIN_STEPS` steps is a
@@ -84,6 +85,8 @@ class Work:
         plans: results per unit (reported methods; ``best`` shares the rows of two runs).
         restarts: starts per unit and run.
         steps: gradient steps per row.
+        token_steps: the steps the token searches' cost stands for (``steps x 64``
+            forward-pass equivalents per unit and method); ``None``: ``steps``.
     """
 
     units: int
@@ -91,10 +94,16 @@ class Work:
     plans: int
     restarts: int
     steps: int
+    token_steps: int | None = None
 
     @property
     def rows(self) -> int:
         return self.units * self.runs * self.restarts
+
+    @property
+    def searched_steps(self) -> int:
+        """The steps of the token searches (:attr:`token_steps`, else :attr:`steps`)."""
+        return self.steps if self.token_steps is None else self.token_steps
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,7 @@ class CostModel:
 
     def tokens(self, work: Work) -> float:
         """Seconds of the token searches (0 for a model not cut at a lookup)."""
-        return work.units * (self.token_unit + self.token_step * work.steps)
+        return work.units * (self.token_unit + self.token_step * work.searched_steps)
 
     def after_tokens(self, work: Work) -> float:
         """Seconds of what follows the token searches: pictures, plots and the page."""
@@ -226,9 +235,14 @@ def fit_budget(
         ("steps", min(work.steps, STEP_FLOOR)),
         ("units", 1),
         ("steps", min(work.steps, MIN_STEPS)),
+        ("token_steps", 1),
     ):
         if cost.estimate(fitted) <= limit:
             break
+        if what == "token_steps":
+            if not cost.token_step:
+                break
+            fitted = replace(fitted, token_steps=fitted.searched_steps)
         fitted = _reduce(fitted, what, floor, cost, limit)
     seconds = cost.estimate(fitted)
     if seconds <= limit:
@@ -239,10 +253,17 @@ def fit_budget(
         f"time budget {format_duration(budget)} cannot hold even one unit: "
         f"{format_duration(spent)} went to import and timing{kept}, and one unit at 1 "
         f"restart and "
-        f"{fitted.steps} steps takes about {format_duration(seconds)} more; the smallest "
+        f"{fitted.steps} steps{_token_part(fitted)} takes about {format_duration(seconds)} "
+        "more; the smallest "
         f"budget that can is --time-budget {format_duration(smallest)}",
         smallest=smallest,
     )
+
+
+def _token_part(work: Work) -> str:
+    if work.token_steps is None:
+        return ""
+    return f" (token search at {work.token_steps} step(s))"
 
 
 def _reduce(work: Work, what: str, floor: int, cost: CostModel, limit: float) -> Work:
@@ -266,11 +287,14 @@ def _reduce(work: Work, what: str, floor: int, cost: CostModel, limit: float) ->
 
 
 def _cuts(before: Work, after: Work) -> tuple[Cut, ...]:
-    return tuple(
+    cuts = tuple(
         Cut(what, getattr(before, what), getattr(after, what))
         for what in ("units", "restarts", "steps")
         if getattr(before, what) != getattr(after, what)
     )
+    if after.searched_steps != after.steps:
+        cuts += (Cut("token_steps", before.searched_steps, after.searched_steps),)
+    return cuts
 
 
 def _round_up(seconds: float) -> float:

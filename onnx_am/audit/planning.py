@@ -64,6 +64,8 @@ class AnalyzePlan:
         token_seconds: expected seconds of the token searches (part of :attr:`overhead`).
         after_tokens: expected seconds after them (pictures, the page): the token searches
             end this long before the deadline (:meth:`token_deadline`).
+        token_steps: the steps the token searches' cost stands for, when the budget cut them
+            below :attr:`steps`; else ``None`` (they run at :attr:`steps`).
     """
 
     tensors: dict[str, int]
@@ -90,6 +92,7 @@ class AnalyzePlan:
     others: float = 0.0
     token_seconds: float = 0.0
     after_tokens: float = 0.0
+    token_steps: int | None = None
 
     @property
     def step_seconds(self) -> float:
@@ -130,12 +133,14 @@ class AnalyzePlan:
             "peak_memory_bytes": self.peak_memory,
             "time_budget_seconds": self.budget,
             "cuts": [cut.to_dict() for cut in self.cuts],
-            "cut_order": "units (down to 8), restarts, steps (down to 64), units, steps",
+            "cut_order": "units (down to 8), restarts, steps (down to 64), units, steps, "
+            "token search steps",
             "device": self.device,
             "units_done": self.units_done,
             "overhead_seconds": self.overhead,
             "kept_for_other_models_seconds": self.others,
             "token_search_seconds": self.token_seconds,
+            "token_steps": self.token_steps,
             "targets": list(self.targets),
         }
 
@@ -322,6 +327,7 @@ def make_plan(
         others=others,
         token_seconds=measured.cost.tokens(fit_work),
         after_tokens=measured.cost.after_tokens(fit_work),
+        token_steps=fit_work.token_steps,
     )
     return plan, kept, fit_work
 
