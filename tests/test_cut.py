@@ -342,3 +342,31 @@ def test_equal_one_hot_is_a_lookup_and_its_token_search_is_exact():
     weight = numpy_helper.to_array(model.graph.initializer[2])
     exact = 6 * float(weight[:, 1].max())  # the best id at every position
     assert result.value == pytest.approx(exact, rel=1e-5) and result.agrees
+
+
+def test_encoder_without_a_head_targets_its_pooled_output_or_its_neurons():
+    from pathlib import Path
+
+    from onnx_am.audit.defaults import default_targets_for
+
+    path = Path(__file__).resolve().parent.parent / "models" / "transformers"
+    choice = default_targets_for(import_onnx(path / "minilm_legacy.onnx", at="auto"), 8)
+    assert choice.tensor == "pooler_output" and len(choice.targets) == 8
+    assert "pooled output" in choice.reason
+
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    nodes = [
+        helper.make_node("Gather", ["E", "input_ids"], ["emb"], axis=0),
+        helper.make_node("Tanh", ["emb"], ["hidden"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "encoder",
+        inputs,
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [numpy_helper.from_array(E, "E")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    choice = default_targets_for(import_onnx(model, at="auto", seq_len=5), 8)
+    assert choice.tensor == "hidden" and len(choice.targets) == 4  # the 4 neurons
+    assert "averaged over the 5 positions" in choice.reason
