@@ -239,9 +239,19 @@ def planted_values(model: dict, entry: dict, count: int) -> list[float]:
     return [float(v) for v in logits[:, entry["unit"]]]
 
 
-def run(models: list[dict], steps: int, methods: list[str], planted: int) -> dict:
-    rows = []
+#: A model trained here whose held-out accuracy is below this did not learn its patterns: it
+#: is listed, not searched (its "planted value" would not be what it fires on).
+MIN_ACCURACY = 0.8
+
+
+def run(models: list[dict], steps: int, methods: list[str], planted: int, done=None) -> dict:
+    rows, skipped = [], []
+    data = {"rows": rows, "skipped": skipped, "steps": steps, "cost": steps * 64,
+            "planted_samples": planted}  # fmt: skip
     for model in models:
+        if (model.get("accuracy") or 1.0) < MIN_ACCURACY:
+            skipped.append({"model": model["name"], "training_accuracy": model["accuracy"]})
+            continue
         imported = import_onnx(model["path"], at="auto")
         plan = plan_tokens(imported, methods=tuple(methods), steps=steps)
         for entry in model["units"]:
@@ -270,7 +280,9 @@ def run(models: list[dict], steps: int, methods: list[str], planted: int) -> dic
                     }
                 )
         print(model["name"], "done", flush=True)
-    return {"rows": rows, "steps": steps, "cost": steps * 64, "planted_samples": planted}
+        if done is not None:
+            done(data)  # the results so far, written after every model
+    return data
 
 
 def _holds(ids, pattern) -> bool:
@@ -345,9 +357,26 @@ def main(argv: list[str] | None = None) -> None:
         train_bytes(maker, options.seeds[0], options.classes, options.cache, options.train_steps)
     )
     tic = time.perf_counter()
-    data = run(models, options.steps, options.methods, options.planted)
-    data["search_seconds"] = time.perf_counter() - tic
-    text = "\n\n".join(
+
+    def write(data: dict, final: bool = False) -> None:
+        data["search_seconds"] = time.perf_counter() - tic
+        data["complete"] = final
+        text = render(options, data)
+        write_results(options.out, "planted_tokens", text, data)
+        if final:
+            print(text)
+
+    write(run(models, options.steps, options.methods, options.planted, write), final=True)
+
+
+def render(options, data: dict) -> str:
+    skipped = "".join(
+        f"\n\nNot searched: {s['model']} (held-out accuracy {s['training_accuracy']} after "
+        f"training, below {MIN_ACCURACY}: it did not learn its patterns)."
+        for s in data["skipped"]
+    )
+    partial = "" if data["complete"] else "\n\n(Partial: the run has not finished.)"
+    return "\n\n".join(
         [
             "# Planted patterns (known-answer family b): token search vs the planted inputs",
             command(
@@ -362,11 +391,9 @@ def main(argv: list[str] | None = None) -> None:
             machine_line(),
             f"Every method at {options.steps * 64} forward-pass equivalents per unit "
             f"(analyze's --steps {options.steps}); values by onnxruntime on the final ids.",
-            table(data),
+            table(data) + skipped + partial,
         ]
     )
-    print(text)
-    write_results(options.out, "planted_tokens", text, data)
 
 
 if __name__ == "__main__":
