@@ -171,7 +171,7 @@ def startup_seconds() -> float:
 def audit_phases(name: str, units: int, interval: float) -> dict:
     """One default ``analyze`` of model ``name`` (``units`` units of logits), split per phase."""
     path = harness.model_path(name)
-    options = AnalyzeOptions(targets=(f"logits:0-{units - 1}",), time_budget=None, seed=0)
+    options = AnalyzeOptions.of(targets=(f"logits:0-{units - 1}",), time_budget=None, seed=0)
     with tempfile.TemporaryDirectory() as tmp, PhaseSampler(interval) as sampler:
         report = analyze(path, options, Path(tmp) / "report")
     timings = report.doc.get("timings", {})

@@ -160,10 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         f"`{command}`; packages {', '.join(f'{k}=={v}' for k, v in PACKAGES.items())}. "
         f"Integer inputs uniform in 0..{args.high} (0..99 for the repo's tiny models; masks "
         "ones with one padded position, token types zero), symbolic dims 2 (batch) or 16, "
-        "seed 0; onnxruntime with its default optimizations on the unmodified file. "
-        "Tolerance: 1e-4 relative to the output's scale (raised to one 8-bit step for "
-        "quantized graphs). `*_w8` fails here by design: onnxruntime's MatMulNBits fusion "
-        "quantizes its activations (the test compares it with `fuse=False`).",
+        "seed 0; onnxruntime on the unmodified file at the reference's level (all "
+        "optimizations; basic for weight-only quantized MatMuls, whose MatMulNBits fusion "
+        "quantizes activations, see onnx_am/reference/optimization.py). Tolerance: 1e-4 "
+        "relative to the output's scale (raised to one 8-bit step for quantized graphs).",
         "",
         harness.machine_line(),
         "",

@@ -456,6 +456,8 @@ def _executor(workers: int | None, address: str | None, threads: int | None, dev
 def _finish_one(report, as_json: bool, quiet: bool) -> None:
     if report.doc.get("pace"):  # nothing is cut silently, not even with --quiet
         click.echo(f"onnx-am: {pace_text(report.doc['pace'])}", err=True)
+    if (report.doc.get("tokens") or {}).get("cut_text"):  # tokens (issue 22)
+        click.echo(f"onnx-am: {report.doc['tokens']['cut_text']}", err=True)
     if as_json:
         click.echo((report.out_dir / REPORT_FILE).read_text(encoding="utf-8"), nl=False)
     elif not quiet:
@@ -483,6 +485,8 @@ def _finish_many(outcome, as_json: bool, quiet: bool) -> None:
     for name, report in outcome.reports.items():  # nothing is cut silently
         if report.doc.get("pace"):
             click.echo(f"onnx-am: {name}: {pace_text(report.doc['pace'])}", err=True)
+        if (report.doc.get("tokens") or {}).get("cut_text"):  # tokens (issue 22)
+            click.echo(f"onnx-am: {name}: {report.doc['tokens']['cut_text']}", err=True)
     for name, error in outcome.errors.items():
         click.echo(f"onnx-am: {name}: could not be audited: {error}", err=True)
     disagree = [n for n, r in outcome.reports.items() if r.exit_code]

@@ -5,7 +5,11 @@ fed to the model as is. A user may state another raw range (``0..1``, ``0..255``
 preprocessing their model expects, a per-channel ``mean`` and ``std``: the optimized variable
 then lives in the raw pixel range ``[low, high]`` and the model sees ``(x - mean) / std``.
 The channel axis comes from the input's layout (axis 1 for NCHW, the last axis for NHWC), so
-NHWC models need nothing from the user.
+NHWC models need nothing from the user; a domain may name its own ``axis`` instead.
+
+A per-dimension box ``[lo_d, hi_d]`` (:func:`per_dimension_box`, e.g. an embedding's range
+over its matrix's rows) is such a domain: the raw range ``-1..1`` mapped onto each dimension
+of the last axis by ``mean`` and ``std``.
 """
 
 from __future__ import annotations
@@ -38,12 +42,15 @@ class InputDomain:
         high: upper bound of every raw input element.
         mean: per-channel (or a single) mean subtracted before the model, or ``None``.
         std: per-channel (or a single) std divided by before the model, or ``None``.
+        axis: the sample axis ``mean`` and ``std`` run along, negative (``-1``: the last);
+            ``None``: the layout's channels.
     """
 
     low: float = -1.0
     high: float = 1.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    axis: int | None = None
 
     def __post_init__(self):
         if not self.low < self.high:
@@ -63,15 +70,17 @@ class InputDomain:
         return text
 
     def to_dict(self) -> dict:
-        return {"low": self.low, "high": self.high, "mean": self.mean, "std": self.std}
+        axis = {} if self.axis is None else {"axis": self.axis}
+        return {"low": self.low, "high": self.high, "mean": self.mean, "std": self.std, **axis}
 
     def check(self, spec: InputSpec) -> None:
         """Raise :class:`InputSpecError` when mean/std do not fit the input's channels."""
         for name, values in (("mean", self.mean), ("std", self.std)):
-            if values is not None and len(values) != 1 and len(values) != _channel_count(spec):
+            count = self._channel_count(spec)
+            if values is not None and len(values) != 1 and len(values) != count:
                 raise InputSpecError(
                     f"{name} has {len(values)} values but input {spec.name!r} of shape "
-                    f"{list(spec.sample_shape)} ({spec.layout}) has {_channel_count(spec)} channels"
+                    f"{list(spec.sample_shape)} ({spec.layout}) has {count} channels"
                 )
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,8 +119,30 @@ class InputDomain:
         if len(values) == 1:
             return tensor
         shape = [1] * x.dim()
-        shape[_channel_axis(spec)] = len(values)
+        shape[_channel_axis(spec) if self.axis is None else self.axis] = len(values)
         return tensor.reshape(shape)
+
+    def _channel_count(self, spec: InputSpec) -> int:
+        if self.axis is not None and len(spec.sample_shape) >= -self.axis:
+            return int(spec.sample_shape[self.axis])
+        return _channel_count(spec)
+
+
+def per_dimension_box(low: Sequence[float], high: Sequence[float]) -> InputDomain:
+    """The box ``low[d] <= x[..., d] <= high[d]`` over the last axis: the raw range ``-1..1``,
+    whose ``-1`` and ``1`` the model sees as ``low[d]`` and ``high[d]``. A dimension with
+    ``low[d] == high[d]`` gets a width of 1e-6 of the widest (the model sees it constant).
+    """
+    low_t = torch.as_tensor(low, dtype=torch.float64)
+    high_t = torch.as_tensor(high, dtype=torch.float64)
+    if low_t.shape != high_t.shape or low_t.dim() != 1 or bool((high_t < low_t).any()):
+        raise InputSpecError("a per-dimension box needs low <= high, one pair per dimension")
+    half = (high_t - low_t) / 2
+    half = half.clamp_min(1e-6 * max(float(half.max()), 1e-6))
+    centre = (high_t + low_t) / 2
+    std = 1.0 / half  # the model sees (x - mean) / std = centre + half * x
+    mean = -centre * std
+    return InputDomain(-1.0, 1.0, tuple(mean.tolist()), tuple(std.tolist()), axis=-1)
 
 
 def _channel_axis(spec: InputSpec) -> int:

@@ -269,3 +269,105 @@ def test_a_lookup_that_feeds_nothing_is_not_a_start(make_model) -> None:
         import_onnx(model, at="auto")
     with pytest.raises(InputSpecError, match="feeds no node"):
         import_onnx(model, at="y")
+
+
+def test_lookup_box_is_per_dimension_over_the_rows(tmp_path):
+    """The box of an embedding: each dimension between its smallest and largest value over
+    the matrix's rows (not one range for all), in the plan, the engine and the results."""
+    from onnx_am.audit.analyze import analyze
+    from onnx_am.audit.options import AnalyzeOptions
+    from onnx_am.importer.cut import cut_domain
+
+    imported = import_onnx(token_model(), at="emb", seq_len=3)
+    domain = cut_domain(imported.cut, imported.input.sample_shape).domain
+    low, high = domain.bounds(imported.input)
+    want_low = torch.from_numpy(E.min(0)).expand(3, 4)
+    want_high = torch.from_numpy(E.max(0)).expand(3, 4)
+    torch.testing.assert_close(low, want_low, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(high, want_high, atol=1e-5, rtol=1e-5)
+    assert (want_high - want_low).max() < E.max() - E.min()  # narrower than the scalar box
+    assert cut_domain(imported.cut).domain.mean is None  # without the shape: the scalar box
+
+    path = tmp_path / "tokens.onnx"
+    onnx.save(token_model(), path)
+    options = AnalyzeOptions.of(at="emb", seq_len=3, steps=16, restarts=1, time_budget=None)
+    report = analyze(path, options, tmp_path / "r")
+    assert report.doc["defaults"]["domain"]["axis"] == -1
+    assert "per dimension" in report.doc["defaults"]["domain"]["description"]
+    for result in report.results:
+        seen = domain.to_model(torch.from_numpy(result.image)[None], imported.input)[0]
+        assert bool((seen >= want_low - 1e-5).all() and (seen <= want_high + 1e-5).all())
+        assert result.agrees
+    assert report.exit_code == 0
+
+
+def equal_one_hot_model() -> onnx.ModelProto:
+    """bytes int32 [batch, 6] -> Reshape [batch, 6, 1] -> Equal(arange(5) [1, 1, 5]) -> Cast
+    -> MatMul W [5, 2] -> ReduceSum over positions: the one-hot jax2tf writes (magika)."""
+    weight = RNG.normal(size=(5, 2)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(np.array([0, 6, 1]), "shape"),
+        numpy_helper.from_array(np.arange(5, dtype=np.int32).reshape(1, 1, 5), "range"),
+        numpy_helper.from_array(weight, "Wd"),
+        numpy_helper.from_array(np.array([1]), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["bytes", "shape"], ["column"]),
+        helper.make_node("Equal", ["column", "range"], ["hot"]),
+        helper.make_node("Cast", ["hot"], ["hot_f"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["hot_f", "Wd"], ["scores"]),
+        helper.make_node("ReduceSum", ["scores", "axis1"], ["logits"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "equal_one_hot",
+        [helper.make_tensor_value_info("bytes", TensorProto.INT32, ["batch", 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_equal_one_hot_is_a_lookup_and_its_token_search_is_exact():
+    from onnx_am.tokens.run import plan_tokens, search_tokens
+
+    model = equal_one_hot_model()
+    lookup = find_lookup(model, "hot_f")
+    assert lookup is not None and lookup.kind == "onehot" and lookup.ids_input == "bytes"
+    np.testing.assert_array_equal(lookup.matrix, np.eye(5, dtype=np.float32))
+    assert find_lookup(model, "hot") is None  # the bool tensor is not searched
+    imported = import_onnx(model, at="auto")
+    assert imported.cut.tensor == "hot_f" and imported.input.sample_shape == (6, 5)
+    plan = plan_tokens(imported, steps=8)
+    (result,) = search_tokens(imported, plan, [onnx_am_unit("logits", 1)])
+    weight = numpy_helper.to_array(model.graph.initializer[2])
+    exact = 6 * float(weight[:, 1].max())  # the best id at every position
+    assert result.value == pytest.approx(exact, rel=1e-5) and result.agrees
+
+
+def test_encoder_without_a_head_targets_its_pooled_output_or_its_neurons():
+    from pathlib import Path
+
+    from onnx_am.audit.defaults import default_targets_for
+
+    path = Path(__file__).resolve().parent.parent / "models" / "transformers"
+    choice = default_targets_for(import_onnx(path / "minilm_legacy.onnx", at="auto"), 8)
+    assert choice.tensor == "pooler_output" and len(choice.targets) == 8
+    assert "pooled output" in choice.reason
+
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    nodes = [
+        helper.make_node("Gather", ["E", "input_ids"], ["emb"], axis=0),
+        helper.make_node("Tanh", ["emb"], ["hidden"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "encoder",
+        inputs,
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [numpy_helper.from_array(E, "E")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    choice = default_targets_for(import_onnx(model, at="auto", seq_len=5), 8)
+    assert choice.tensor == "hidden" and len(choice.targets) == 4  # the 4 neurons
+    assert "averaged over the 5 positions" in choice.reason

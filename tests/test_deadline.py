@@ -59,7 +59,7 @@ def fixed_costs(monkeypatch) -> None:
         render_fixed=2.0,
     )
 
-    def measure(imported, config, targets, runs, chunk_rows, rewrite=None):
+    def measure(imported, config, targets, runs, chunk_rows, rewrite=None, tokens=None):
         return Measured(cost, 64, cost.step(64), 0)
 
     monkeypatch.setattr(pipeline_module, "measure_costs", measure)

@@ -63,7 +63,7 @@ from onnx_am.engine.results import UnitResult
 from onnx_am.engine.starts import SCREENING_FROM
 from onnx_am.importer.model import ImportedModel
 from onnx_am.reference.parity import ParityResult, check_parity
-from onnx_am.tokens.run import TokenPlan, plan_tokens, search_tokens
+from onnx_am.tokens.run import TokenPlan, search_tokens, token_cut, token_cut_text
 
 
 @dataclass
@@ -160,7 +160,8 @@ class Audit:
         started: when the audit started (``time.perf_counter``).
         plan: the run fitted to its share of the deadline.
         tokens: the token searches run after the chunks (a model cut at an embedding
-            lookup or one-hot), else ``None``.
+            lookup or one-hot, at the steps the budget left), else ``None``.
+        deadline: the command's deadline (the token searches stop at it).
     """
 
     key: str
@@ -171,6 +172,7 @@ class Audit:
     started: float
     plan: BudgetPlan
     tokens: TokenPlan | None = None
+    deadline: Deadline | None = None
 
 
 def prepare_audit(
@@ -196,7 +198,6 @@ def prepare_audit(
     timings: dict[str, float] = {}
     loaded = pipeline.load(model_path)
     imported, defaults, asked = loaded.imported, loaded.defaults, loaded.asked
-    tokens = _token_plan(imported, options)  # tokens (issue 22)
     timings["import"] = time.perf_counter() - started
 
     model = model_summary(model_path, imported)
@@ -217,6 +218,8 @@ def prepare_audit(
     rewrite = rewrite_for(imported, asked)
     tic = time.perf_counter()
     budget_plan, plan = pipeline.fit(loaded, rewrite, resumed, share)
+    token_steps = budget_plan.token_steps or plan.config.ascent.steps  # tokens (issue 22)
+    tokens = loaded.tokens and loaded.tokens.with_steps(token_steps)
     timings["timing"] = time.perf_counter() - tic
     settings = _settings(options, plan, asked, imported)
     report.check_resumable(model["sha256"], settings)
@@ -245,7 +248,7 @@ def prepare_audit(
     key = key or str(report.root)
     recipe = ChunkRecipe(key, portable_imports(pipeline.imports, imported), plan.with_targets(()))
     work = ModelWork(recipe, imported, rewrite)
-    return Audit(key, run, work, parity, timings, started, budget_plan, tokens)
+    return Audit(key, run, work, parity, timings, started, budget_plan, tokens, pipeline.deadline)
 
 
 def audit_paces(audits: list[Audit], deadline: Deadline) -> dict[str, Pace | None]:
@@ -298,14 +301,15 @@ def run_audits(
         audit.timings["optimize"] = time.perf_counter() - tic
 
 
-def finish_audit(audit: Audit, notify: ProgressCallback) -> AnalyzeReport:
-    """Plots, ``index.html`` and the complete ``report.json`` of an audit whose chunks are
-    all done."""
+def finish_audit(audit: Audit, notify: ProgressCallback, after: float = 0.0) -> AnalyzeReport:
+    """The token searches, plots, ``index.html`` and the complete ``report.json`` of an audit
+    whose chunks are all done (``after``: seconds before the deadline kept for what other
+    models of the command still do after this one)."""
     total = len(audit.run.plan.targets)
     notify(AnalyzeProgress("render", total, total, plan=audit.plan))
     more = {}
     if audit.tokens is not None:  # tokens (issue 22): searches over ids, checked by onnxruntime
-        more["tokens"] = _run_tokens(audit)
+        more["tokens"] = _run_tokens(audit, after)
     writer = audit.run.writer
     doc = audit.run.document("complete", **more)
     results = writer.ordered()
@@ -358,7 +362,11 @@ def _resumed_work(previous: dict | None, asked: RunPlan) -> Work | None:
     try:
         work = _asked_work(asked)
         return replace(
-            work, units=len(plan["targets"]), restarts=plan["restarts"], steps=plan["steps"]
+            work,
+            units=len(plan["targets"]),
+            restarts=plan["restarts"],
+            steps=plan["steps"],
+            token_steps=plan.get("token_steps"),
         )
     except (KeyError, TypeError):
         return None
@@ -439,29 +447,22 @@ def _settings(
     return settings
 
 
-def _token_plan(imported: ImportedModel, options: AnalyzeOptions) -> TokenPlan | None:
-    return plan_tokens(
-        imported,
-        options.tokens.token_methods,
-        options.optimize.steps,
-        options.tokens.fix,
-        options.tokens.vocab,
-        options.optimize.seed,
-    )
-
-
-def _run_tokens(audit: Audit) -> dict:
-    """The token searches of every target, beside the best embedding-space result of each."""
+def _run_tokens(audit: Audit, after: float = 0.0) -> dict:
+    """The token searches of every target, beside the best embedding-space result of each;
+    they stop at the deadline less what follows them (the report's ``tokens.cut``)."""
     tic = time.perf_counter()
     targets = audit.run.plan.targets
-    found = search_tokens(audit.work.imported, audit.tokens, targets)
+    deadline = audit.deadline and audit.plan.token_deadline(audit.deadline, after)
+    found = search_tokens(audit.work.imported, audit.tokens, targets, deadline)
     best: dict[str, float] = {}
     for result in audit.run.writer.ordered():
         name = result.target.name
         best[name] = max(best.get(name, float("-inf")), result.activation)
     entries = [{**r.to_dict(), "embedding_am": best.get(r.target)} for r in found]
     audit.timings["tokens"] = time.perf_counter() - tic
-    return {"plan": audit.tokens.to_dict(), "results": entries}
+    cut = token_cut(audit.tokens, targets, found)
+    text = {"cut_text": token_cut_text(cut)} if cut else {}
+    return {"plan": audit.tokens.to_dict(), "results": entries, "cut": cut, **text}
 
 
 def _parity(imported: ImportedModel, domain: InputDomain) -> ParityResult:

@@ -10,7 +10,8 @@ decoupled comparison is always there):
 2. restarts, down to 1;
 3. steps, down to :data:`STEP_FLOOR`;
 4. units, down to 1;
-5. steps, down to :data:`MIN_STEPS`.
+5. steps, down to :data:`MIN_STEPS`;
+6. the token searches' steps (a model cut at a lookup), down to 1.
 
 Every reduction is a :class:`BudgetCut` that the report, the HTML page and the command line show.
 A budget that cannot hold one unit at one restart and :data:`MIN_STEPS` steps is a
@@ -87,6 +88,8 @@ class Work:
         steps: gradient steps per row.
         racing: when set, each unit races candidates at the cost of ``restarts`` rows per
             run (:mod:`onnx_am.engine.racing`); priced stage by stage.
+        token_steps: the steps the token searches' cost stands for (``steps x 64``
+            forward-pass equivalents per unit and method); ``None``: ``steps``.
     """
 
     units: int
@@ -95,6 +98,7 @@ class Work:
     restarts: int
     steps: int
     racing: RacingSettings | None = None
+    token_steps: int | None = None
 
     @property
     def rows(self) -> int:
@@ -106,6 +110,11 @@ class Work:
             return (Stage(self.restarts, self.steps),)
         budget = group_budget(self.racing, self.restarts, self.steps, self.runs)
         return race_stages(self.racing, budget)
+
+    @property
+    def searched_steps(self) -> int:
+        """The steps of the token searches (:attr:`token_steps`, else :attr:`steps`)."""
+        return self.steps if self.token_steps is None else self.token_steps
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,9 @@ class CostModel:
         per_result: cost of one result after optimizing (onnxruntime cross-check, images).
         render: cost of the plots and the HTML page, per result (``render_fixed`` on top).
         render_fixed: fixed part of rendering.
+        token_step, token_unit: the token searches of a model cut at a lookup (after the
+            chunks, before rendering): seconds per unit and step, and per unit
+            (:meth:`onnx_am.tokens.run.TokenPlan.price`); 0 for other models.
     """
 
     step_fixed: float
@@ -132,6 +144,8 @@ class CostModel:
     per_result: float = 0.0
     render: float = 0.0
     render_fixed: float = 0.0
+    token_step: float = 0.0
+    token_unit: float = 0.0
 
     def step(self, rows: int) -> float:
         """Seconds of one engine step of ``rows`` rows."""
@@ -150,10 +164,19 @@ class CostModel:
 
     def overhead(self, work: Work) -> float:
         """The part of :meth:`estimate` outside the steps: each engine call's fixed costs,
-        then per result the cross-check and pictures, and the page."""
+        then per result the cross-check, the token searches (:meth:`tokens`) and
+        pictures and the page (:meth:`after_tokens`)."""
         chunks = -(-work.units // self._units_per_chunk(work))
-        per_result = self.per_result + self.render
-        return chunks * self.per_call + work.units * work.plans * per_result + self.render_fixed
+        checks = work.units * work.plans * self.per_result
+        return chunks * self.per_call + checks + self.tokens(work) + self.after_tokens(work)
+
+    def tokens(self, work: Work) -> float:
+        """Seconds of the token searches (0 for a model not cut at a lookup)."""
+        return work.units * (self.token_unit + self.token_step * work.searched_steps)
+
+    def after_tokens(self, work: Work) -> float:
+        """Seconds of what follows the token searches: pictures, plots and the page."""
+        return work.units * work.plans * self.render + self.render_fixed
 
     def _units_per_chunk(self, work: Work) -> int:
         return max(1, self.chunk_rows // max(1, work.runs * work.restarts))
@@ -232,9 +255,14 @@ def fit_budget(
         ("steps", min(work.steps, STEP_FLOOR)),
         ("units", 1),
         ("steps", min(work.steps, MIN_STEPS)),
+        ("token_steps", 1),
     ):
         if cost.estimate(fitted) <= limit:
             break
+        if what == "token_steps":
+            if not cost.token_step:
+                break
+            fitted = replace(fitted, token_steps=fitted.searched_steps)
         fitted = _reduce(fitted, what, floor, cost, limit)
     seconds = cost.estimate(fitted)
     if seconds <= limit:
@@ -245,10 +273,17 @@ def fit_budget(
         f"time budget {format_duration(budget)} cannot hold even one unit: "
         f"{format_duration(spent)} went to import and timing{kept}, and one unit at 1 "
         f"restart and "
-        f"{fitted.steps} steps takes about {format_duration(seconds)} more; the smallest "
+        f"{fitted.steps} steps{_token_part(fitted)} takes about {format_duration(seconds)} "
+        "more; the smallest "
         f"budget that can is --time-budget {format_duration(smallest)}",
         smallest=smallest,
     )
+
+
+def _token_part(work: Work) -> str:
+    if work.token_steps is None:
+        return ""
+    return f" (token search at {work.token_steps} step(s))"
 
 
 def _reduce(work: Work, what: str, floor: int, cost: CostModel, limit: float) -> Work:
@@ -272,11 +307,14 @@ def _reduce(work: Work, what: str, floor: int, cost: CostModel, limit: float) ->
 
 
 def _cuts(before: Work, after: Work) -> tuple[BudgetCut, ...]:
-    return tuple(
+    cuts = tuple(
         BudgetCut(what, getattr(before, what), getattr(after, what))
         for what in ("units", "restarts", "steps")
         if getattr(before, what) != getattr(after, what)
     )
+    if after.searched_steps != after.steps:
+        cuts += (BudgetCut("token_steps", before.searched_steps, after.searched_steps),)
+    return cuts
 
 
 def _round_up(seconds: float) -> float:

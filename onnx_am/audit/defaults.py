@@ -114,6 +114,8 @@ def default_targets_for(
     output, preferred = _main_output(imported)
     logits = pre_activation(imported, output)
     candidates = [output, *([logits[0]] if logits else []), *_conv_outputs(imported), *also]
+    if imported.cut is not None:  # tokens (issue 22): an encoder's other outputs (pooled)
+        candidates += [name for name in imported.output_names if name not in candidates]
     shapes = probe_shapes(imported, candidates)
     shape = shapes[output]
 
@@ -140,8 +142,10 @@ def default_targets_for(
             f"{ACTIVATIONS[op]} of it, and probabilities saturate{over_time}"
         )
         return chosen(tensor, reason, True, last=sequence and len(shapes[tensor]) == 3)
-    layer = last_feature_layer(imported, shapes)
     what = f"output {output!r} of shape {list(shape)} is not a per-class vector [N, classes]"
+    if imported.cut is not None and len(shape) == 3 and logits is None:  # tokens (issue 22)
+        return _encoder_targets(imported, output, shapes, what, chosen)
+    layer = last_feature_layer(imported, shapes)
     if layer is None:
         reason = (
             f"{what}, and the model has no rectifier or convolution; each target is one "
@@ -154,6 +158,27 @@ def default_targets_for(
         f"the last {kind}, {tensor!r}"
     )
     return chosen(tensor, reason, False)
+
+
+def _encoder_targets(imported, output: str, shapes, what: str, chosen) -> TargetDefault:
+    """An encoder without a head (a search over tokens, output ``[N, L, D]``): the dimensions
+    of its pooled output ``[N, D]`` if it has one, else the last layer's neurons (the last
+    axis, averaged over the positions)."""
+    pooled = [name for name in imported.output_names if name != output and len(shapes[name]) == 2]
+    if pooled:
+        return chosen(
+            pooled[0],
+            f"{what}: an encoder without a head; targets are the dimensions of its pooled "
+            f"output {pooled[0]!r}",
+            False,
+        )
+    return chosen(
+        output,
+        f"{what}: an encoder without a head; targets are its neurons (last axis), each "
+        f"averaged over the {shapes[output][1]} positions",
+        False,
+        last=True,
+    )
 
 
 def _main_output(imported: ImportedModel) -> tuple[str, str]:

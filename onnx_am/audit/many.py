@@ -147,8 +147,9 @@ def analyze_many(
     rows = _rows(models, names, {a.key: a for a in audits}, outcome.errors)
     index.write(rows)
     run_audits(audits, executor, notify, deadline)
-    for audit in audits:
-        outcome.reports[audit.key] = finish_audit(audit, notify)
+    for place, audit in enumerate(audits):  # each keeps the later ones' token search and pages
+        later = sum(a.plan.token_seconds + a.plan.after_tokens for a in audits[place + 1 :])
+        outcome.reports[audit.key] = finish_audit(audit, notify, later)
     docs = {name: report.doc for name, report in outcome.reports.items()}
     outcome.index = index.write(
         [ModelRow(r.name, r.model, docs.get(r.name), r.error) for r in rows]

@@ -310,7 +310,7 @@ def choose_defaults(options: AnalyzeOptions, imported: ImportedModel) -> Analysi
     )
     search = options.search
     if imported.cut is not None and domain.source != "given":  # tokens (issue 22)
-        domain = cut_domain(imported.cut)
+        domain = cut_domain(imported.cut, imported.input.sample_shape)
     targets = (
         None
         if search.targets

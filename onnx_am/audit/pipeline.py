@@ -27,6 +27,7 @@ from onnx_am.engine.plan import RunPlan
 from onnx_am.errors import BudgetError
 from onnx_am.importer.model import ImportedModel, import_onnx
 from onnx_am.methods import method_label
+from onnx_am.tokens.run import TokenPlan, plan_tokens
 
 if TYPE_CHECKING:
     import onnx
@@ -108,11 +109,13 @@ class LoadedModel:
         imported: the model.
         defaults: what was chosen where the settings left a choice to the model.
         asked: the run the settings ask for, parsed once (before any budget cut).
+        tokens: the token searches asked for (a model cut at a lookup), else ``None``.
     """
 
     imported: ImportedModel
     defaults: AnalysisDefaults
     asked: RunPlan
+    tokens: TokenPlan | None = None
 
 
 class AuditPipeline:
@@ -145,7 +148,12 @@ class AuditPipeline:
         self.notify(AnalyzeProgress("import"))
         imported = import_model(source, self.imports, self.deadline)
         defaults = choose_defaults(self.options, imported)
-        return LoadedModel(imported, defaults, plan_analysis(self.options, imported, defaults))
+        asked = plan_analysis(self.options, imported, defaults)
+        tokens, optimize = self.options.tokens, self.options.optimize  # tokens (issue 22)
+        tokens = plan_tokens(
+            imported, tokens.token_methods, optimize.steps, tokens.fix, tokens.vocab, optimize.seed
+        )
+        return LoadedModel(imported, defaults, asked, tokens)
 
     def fit(
         self,
@@ -169,6 +177,7 @@ class AuditPipeline:
             asked.runs,
             chunks.chunk_rows(config.device),
             rewrite,
+            loaded.tokens,
         )
         budget, spent = self.deadline.budget, self.deadline.spent()  # one reading
         left = None if budget is None else budget - spent

@@ -14,6 +14,7 @@ import resource
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from onnx_am.engine.racing import Stage, race_screen
 from onnx_am.engine.starts import screening_forwards
 from onnx_am.errors import BudgetError
 from onnx_am.objectives import Target
+
+if TYPE_CHECKING:
+    from onnx_am.tokens.run import TokenPlan
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,11 @@ class BudgetPlan:
         stages: with racing restarts, per unit and run the race's stages (candidates and
             steps; :mod:`onnx_am.engine.racing`); their row-steps add up to ``restarts x
             steps`` less the screened pool's forwards at a third of a step each.
+        token_seconds: expected seconds of the token searches (part of :attr:`overhead`).
+        after_tokens: expected seconds after them (pictures, the page): the token searches
+            end this long before the deadline (:meth:`token_deadline`).
+        token_steps: the steps the token searches' cost stands for, when the budget cut them
+            below :attr:`steps`; else ``None`` (they run at :attr:`steps`).
     """
 
     tensors: dict[str, int]
@@ -82,6 +91,9 @@ class BudgetPlan:
     overhead: float = 0.0
     others: float = 0.0
     stages: tuple[Stage, ...] = ()
+    token_seconds: float = 0.0
+    after_tokens: float = 0.0
+    token_steps: int | None = None
 
     @property
     def step_seconds(self) -> float:
@@ -96,6 +108,11 @@ class BudgetPlan:
             return None
         steps_end = deadline.earlier_by(self.overhead + after)
         return Pace(steps_end, self.seconds_per_step / max(1, self.batch_size))
+
+    def token_deadline(self, deadline: Deadline, after: float = 0.0) -> Deadline:
+        """When the token searches stop: :attr:`after_tokens` (and ``after`` seconds more,
+        kept for other models of the command) before ``deadline``."""
+        return deadline.earlier_by(self.after_tokens + after)
 
     def to_dict(self) -> dict:
         """The ``plan`` object of ``report.json``."""
@@ -117,11 +134,14 @@ class BudgetPlan:
             "peak_memory_bytes": self.peak_memory,
             "time_budget_seconds": self.budget,
             "cuts": [cut.to_dict() for cut in self.cuts],
-            "cut_order": "units (down to 8), restarts, steps (down to 64), units, steps",
+            "cut_order": "units (down to 8), restarts, steps (down to 64), units, steps, "
+            "token search steps",
             "device": self.device,
             "units_done": self.units_done,
             "overhead_seconds": self.overhead,
             "kept_for_other_models_seconds": self.others,
+            "token_search_seconds": self.token_seconds,
+            "token_steps": self.token_steps,
             "targets": list(self.targets),
             "racing": [{"candidates": s.rows, "steps": s.steps} for s in self.stages] or None,
         }
@@ -155,6 +175,11 @@ class BudgetPlan:
                 f"racing restarts: per unit and run, candidates x steps {race} "
                 f"({row_steps} row-steps; {self.restarts} x {self.steps} less the screen)"
             )
+        if self.token_seconds:
+            lines.append(
+                f"token search after the steps: {format_duration(self.token_seconds)} of the "
+                "estimate"
+            )
         if self.units_done:
             lines.append(f"resuming: {self.units_done} of {self.units} units already done")
         if self.cuts:
@@ -187,6 +212,7 @@ def measure_costs(
     runs: Sequence,
     chunk_rows: int,
     rewrite=None,
+    tokens: TokenPlan | None = None,
 ) -> Measured:
     """Time real steps, at the first chunk's size and at one row; read the peak memory.
 
@@ -203,6 +229,9 @@ def measure_costs(
         runs: the gradient methods optimized.
         chunk_rows: rows per analyze chunk.
         rewrite: the rectifier rewrite (shared with the run).
+        tokens: the token searches run after the chunks (priced from the same step: a
+            forward-pass equivalent is a third of a row's step, a batched call a step's fixed
+            part), or ``None``.
     """
     per_unit = config.starts.restarts * len(runs)
     first = min(len(targets), max(1, chunk_rows // per_unit)) * per_unit
@@ -226,6 +255,7 @@ def measure_costs(
     drawing = measure_render(
         imported.input.sample_shape, DisplayDomain(domain.low, domain.high, imported.input.layout)
     )
+    token_step, token_unit = tokens.price(per_row / 3, fixed) if tokens else (0.0, 0.0)
     cost = CostModel(
         step_fixed=fixed,
         step_per_row=per_row,
@@ -235,6 +265,8 @@ def measure_costs(
         per_result=per_result,
         render=drawing.per_result,
         render_fixed=drawing.fixed,
+        token_step=token_step,
+        token_unit=token_unit,
     )
     return Measured(cost, big.rows, big.seconds, peak)
 
@@ -316,6 +348,9 @@ def plan_budget(
         overhead=measured.cost.overhead(fit_work),
         others=others,
         stages=fit_work.stages() if fit_work.racing is not None else (),
+        token_seconds=measured.cost.tokens(fit_work),
+        after_tokens=measured.cost.after_tokens(fit_work),
+        token_steps=fit_work.token_steps,
     )
     return plan, kept, fit_work
 

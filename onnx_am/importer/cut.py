@@ -8,8 +8,8 @@ the shape the model produces for it, and every other input the rest of the graph
 touched, so onnxruntime on the cut model is the model itself with ``emb`` fed directly.
 
 The box the search keeps ``emb`` in is the range the model produces: for an embedding lookup
-or a one-hot (:mod:`onnx_am.importer.lookup`), over the rows of its matrix; otherwise over
-the tensor's values for random inputs in ``-1..1``.
+or a one-hot (:mod:`onnx_am.importer.lookup`), per dimension over the rows of its matrix
+(:func:`cut_domain`); otherwise over the tensor's values for random inputs in ``-1..1``.
 """
 
 from __future__ import annotations
@@ -105,11 +105,27 @@ class Cut:
         }
 
 
-def cut_domain(cut: Cut) -> DomainChoice:
-    """The search box of a cut: the range the model produces at the tensor."""
-    from onnx_am.domain import DomainChoice, InputDomain  # the domain module imports ours
+def cut_domain(cut: Cut, sample_shape: tuple[int, ...] = ()) -> DomainChoice:
+    """The search box of a cut: the range the model produces at the tensor; for a lookup
+    whose rows make the last axis of ``sample_shape``, per dimension over the rows (each
+    dimension of the tensor between its smallest and largest value in the matrix)."""
+    # the domain module imports ours
+    from onnx_am.domain import DomainChoice, InputDomain, per_dimension_box
 
     low, high = cut.box
+    width = int(cut.lookup.matrix.shape[1]) if cut.lookup is not None else None
+    if width is not None and sample_shape and sample_shape[-1] == width:
+        matrix = cut.lookup.matrix
+        lows, highs = matrix.min(axis=0), matrix.max(axis=0)
+        widths = highs - lows
+        return DomainChoice(
+            per_dimension_box(lows.tolist(), highs.tolist()),
+            "cut",
+            f"per dimension over the rows of the {cut.lookup.kind} matrix at tensor "
+            f"{cut.tensor!r}: {width} ranges {float(widths.min()):.4g} to "
+            f"{float(widths.max()):.4g} wide within {low:.4g}..{high:.4g}; the search "
+            "variable's -1..1 is each dimension's range",
+        )
     return DomainChoice(
         InputDomain(low, high),
         "cut",
@@ -213,8 +229,8 @@ def cut_model(
     sizes = {**_dim_sizes(model, seq_len), "": seq_len}
     probe = _probe(model, tensor, sizes, dict(given or {}), seed, samples=1 if lookup else None)
     if lookup is not None:
-        box, source = (float(lookup.matrix.min()), float(lookup.matrix.max())), "over the rows"
-        source += f" of the {lookup.kind} matrix"
+        box = (float(lookup.matrix.min()), float(lookup.matrix.max()))
+        source = f"per dimension over the rows of the {lookup.kind} matrix, within this range"
     else:
         box = (float(probe.min()), float(probe.max()))
         source = f"its values for {PROBE_SAMPLES} random inputs in -1..1"

@@ -5,7 +5,9 @@ A token model turns integer ids into float vectors in one of two ways:
 - ``Gather(E, ids)`` with a constant ``[V, D]`` matrix ``E`` (an initializer, possibly behind
   ``DequantizeLinear``, ``Cast`` or any other chain of constant-only nodes);
 - ``OneHot(ids, depth, values)`` along the last axis: row ``v`` of the (implicit) ``[V, V]``
-  matrix is ``off`` everywhere and ``on`` at ``v``.
+  matrix is ``off`` everywhere and ``on`` at ``v``;
+- ``Cast(Equal(ids[..., None], c))`` with a constant ``c`` of shape ``[1, ..., 1, V]`` (the
+  one-hot jax2tf writes, e.g. in magika's byte model): row ``v`` is ``c == v``.
 
 Either way, the tensor the model computes for a sequence of ids is ``E[ids]``: a
 :class:`Lookup` records ``E``, the int graph input the ids come from, and the tensor.
@@ -23,8 +25,10 @@ from onnx_am.importer.input_spec import FLOAT_TYPES, graph_inputs
 
 #: Ops walked through between the int graph input and the lookup's indices.
 INDEX_PASS_THROUGH = frozenset(
-    {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Clip"}
+    {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Clip", "Expand"}
 )
+#: The largest vocabulary a one-hot may have.
+MAX_ONE_HOT = 65536
 #: Ops walked through between the lookup and the tensor the search sets.
 VALUE_PASS_THROUGH = frozenset({"Cast", "Identity"})
 #: A matrix larger than this many elements is not read (a vocabulary of 250k x 1024 fits).
@@ -76,6 +80,12 @@ def find_lookup(model: onnx.ModelProto, tensor: str) -> Lookup | None:
             return None
         kind = "onehot"
         indices = node.input[0]
+    elif node.op_type == "Equal" and node.output[0] != tensor:  # behind a Cast to float
+        found = _equal_one_hot(model, producers, node)
+        if found is None:
+            return None
+        matrix, indices = found
+        kind = "onehot"
     else:
         return None
     source = _int_input(model, producers, indices)
@@ -85,15 +95,15 @@ def find_lookup(model: onnx.ModelProto, tensor: str) -> Lookup | None:
 
 
 def lookup_candidates(model: onnx.ModelProto) -> list[Lookup]:
-    """Every Gather / OneHot of an int graph input whose table is constant, in graph order
-    (the tensor after any Cast that follows it)."""
+    """Every Gather / OneHot / Equal one-hot of an int graph input whose table is constant,
+    in graph order (the tensor after any Cast that follows it)."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     found = []
     for node in model.graph.node:
-        if node.op_type not in ("Gather", "OneHot") or not node.output:
+        if node.op_type not in ("Gather", "OneHot", "Equal") or not node.output:
             continue
         tensor = node.output[0]
         after = consumers.get(tensor, [])
@@ -163,6 +173,26 @@ def _one_hot_matrix(model: onnx.ModelProto, node: onnx.NodeProto) -> np.ndarray 
     matrix = np.full((size, size), off, dtype=np.float32)
     np.fill_diagonal(matrix, on)
     return matrix
+
+
+def _equal_one_hot(model, producers, node: onnx.NodeProto) -> tuple[np.ndarray, str] | None:
+    """``(matrix, indices)`` of ``Equal(indices, c)`` (either order) with ``c`` a constant of
+    shape ``[1, ..., 1, V]`` holding ids ``0 <= c < MAX_ONE_HOT`` and ``indices`` from an int
+    graph input; ``None`` otherwise."""
+    for indices, other in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+        if _int_input(model, producers, indices) is None:
+            continue
+        values = constant_value(model, other)
+        if values is None or values.ndim < 1 or values.dtype.kind not in "iu":
+            continue
+        if any(d != 1 for d in values.shape[:-1]) or values.shape[-1] < 2:
+            continue
+        ids = values.reshape(-1).astype(np.int64)
+        if ids.min() < 0 or ids.max() >= MAX_ONE_HOT:
+            continue
+        rows = np.arange(int(ids.max()) + 1)[:, None]
+        return (rows == ids[None, :]).astype(np.float32), indices
+    return None
 
 
 def _int_input(model, producers, name: str) -> str | None:

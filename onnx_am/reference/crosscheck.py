@@ -6,7 +6,8 @@ tensors exposed as extra outputs; the objective is then computed from the onnxru
 tensor by the same :meth:`Target.value` code.
 
 Agreement: ``|torch - onnxruntime| <= tolerance * max(1, |onnxruntime|)``, the rule of
-:mod:`onnx_am.reference.tolerance` that the parity check uses as well.
+:mod:`onnx_am.reference.tolerance` that the parity check uses as well, at the parity check's
+optimization level (:mod:`onnx_am.reference.optimization`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from onnx_am.domain import InputDomain
 from onnx_am.errors import TargetError, shown
 from onnx_am.objectives import Target
+from onnx_am.reference.optimization import reference_level
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
 from onnx_am.reference.tolerance import DEFAULT_TOLERANCE, agrees
@@ -48,6 +50,7 @@ def onnxruntime_values(
         extra_outputs=names,
         rowwise=imported.batch.mode != "dynamic",
         feeds=imported.feeds,
+        level=reference_level(imported.original),
     )
     fed = domain.to_model(images.detach().cpu(), imported.input).numpy()
     outputs = runner.run(fed, names)

@@ -16,6 +16,7 @@ import torch
 from onnx_am.errors import ImportFailedError, ModelLoadError
 from onnx_am.importer.graph import ConvertedGraph
 from onnx_am.importer.guard import foreign_errors
+from onnx_am.reference.optimization import reference_level
 from onnx_am.reference.parity import ParityResult, _compare
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import _refuse_external, expose_tensors
@@ -25,7 +26,7 @@ from onnx_am.reference.tolerance import DEFAULT_TOLERANCE
 def run_onnxruntime(
     graph: ConvertedGraph,
     inputs: Mapping[str, np.ndarray],
-    fuse: bool = True,
+    fuse: bool | None = None,
     names: list[str] | None = None,
 ) -> list[np.ndarray]:
     """The original model's outputs under onnxruntime for ``inputs`` plus the graph's feeds.
@@ -37,7 +38,9 @@ def run_onnxruntime(
             ones, which compute what the ONNX ops specify: the extended level rewrites an
             int8 weight-only ``DequantizeLinear -> MatMul`` into ``MatMulNBits`` with
             ``accuracy_level=4``, which quantizes the activations to int8 too (about 0.7 %
-            of the logits' scale on ``bert_trigger_w8.onnx``).
+            of the logits' scale on ``bert_trigger_w8.onnx``). ``None``: the reference's
+            level (:func:`~onnx_am.reference.optimization.reference_level`: basic for such
+            graphs, else all).
         names: ONNX tensors to return (intermediate ones included); default the outputs.
 
     Raises:
@@ -47,6 +50,8 @@ def run_onnxruntime(
     _refuse_external(graph.original)
     wanted = names or graph.output_names
     model = expose_tensors(graph.original, wanted)
+    if fuse is None:
+        fuse = reference_level(graph.original).name == "all"
     options = ort.SessionOptions()
     options.log_severity_level = 4
     if not fuse:
@@ -63,7 +68,7 @@ def check_graph_parity(
     graph: ConvertedGraph,
     inputs: Mapping[str, np.ndarray],
     tolerance: float = DEFAULT_TOLERANCE,
-    fuse: bool = True,
+    fuse: bool | None = None,
 ) -> ParityResult:
     """Run torch and onnxruntime on the same given inputs and compare every output.
 
@@ -73,8 +78,8 @@ def check_graph_parity(
         tolerance: allowed max abs diff relative to the output's magnitude (raised to one
             integer step for quantized models, as in :func:`~onnx_am.reference.parity.
             check_parity`).
-        fuse: run onnxruntime with its default graph optimizations (see
-            :func:`run_onnxruntime`).
+        fuse: run onnxruntime with its default graph optimizations, or basic ones only;
+            ``None``: the reference's level (see :func:`run_onnxruntime`).
 
     Raises:
         InputSpecError: an input is missing or unknown.
@@ -85,10 +90,17 @@ def check_graph_parity(
     with foreign_errors(ImportFailedError, "the converted torch graph fails"):
         with torch.no_grad():
             got = graph.run(inputs)
+    level = reference_level(graph.original)
+    if fuse is None:
+        fuse = level.name == "all"
     want = run_onnxruntime(graph, inputs, fuse)
     batch = len(next(iter(inputs.values()))) if inputs else 1
     per_output = [
         _compare(name, g, w, batch, tolerance)
         for name, g, w in zip(graph.output_names, got, want, strict=True)
     ]
-    return ParityResult.of(per_output, tolerance, batch, note)
+    reason = level.reason if not fuse and level.name == "basic" else ""
+    return ParityResult.of(
+        per_output, tolerance, batch, note, onnxruntime_optimization="all" if fuse else "basic",
+        optimization_note=reason,
+    )  # fmt: skip

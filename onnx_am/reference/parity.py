@@ -11,6 +11,7 @@ from onnx_am.errors import ImportFailedError, shown
 from onnx_am.importer.guard import foreign_errors
 from onnx_am.importer.limits import ProbeLimit, time_limit
 from onnx_am.importer.model import ImportedModel
+from onnx_am.reference.optimization import FULL, reference_level
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import OnnxRuntimeRunner
 from onnx_am.reference.tolerance import DEFAULT_TOLERANCE, within_tolerance
@@ -70,6 +71,12 @@ class ParityResult:
         outputs: one entry per output and batch size.
         tolerance: the relative tolerance applied (raised for quantized models).
         tolerance_note: why the tolerance was raised above the one asked for, else empty.
+        onnxruntime_optimization: the onnxruntime optimization level of the reference
+            (``"all"`` or ``"basic"``, :mod:`onnx_am.reference.optimization`); the
+            cross-check runs at the same.
+        optimization_note: why it is not ``"all"``, else empty.
+        full_optimization_max_abs_diff: with ``"basic"``: the largest difference of torch
+            from onnxruntime at full optimization, as information (not checked).
     """
 
     max_abs_diff: float
@@ -79,11 +86,17 @@ class ParityResult:
     samples: int
     outputs: list[OutputParity] = field(default_factory=list)
     tolerance_note: str = ""
+    onnxruntime_optimization: str = "all"
+    optimization_note: str = ""
+    full_optimization_max_abs_diff: float | None = None
 
     @classmethod
-    def of(cls, per_output: list, tolerance: float, samples: int, note: str = "") -> ParityResult:
+    def of(
+        cls, per_output: list, tolerance: float, samples: int, note: str = "", **level
+    ) -> ParityResult:
         """The result of comparing every output: the largest finite differences (all of
-        them when none is finite), passed when every output agrees."""
+        them when none is finite), passed when every output agrees (``level``: the
+        optimization fields)."""
         finite = [o for o in per_output if np.isfinite(o.max_abs_diff)] or per_output
         return cls(
             max_abs_diff=max(o.max_abs_diff for o in finite),
@@ -93,6 +106,7 @@ class ParityResult:
             samples=samples,
             outputs=per_output,
             tolerance_note=note,
+            **level,
         )
 
     def to_dict(self) -> dict:
@@ -144,12 +158,14 @@ def check_parity(
         + low
     )
     limit = probe_limit or imported.probe_limit
+    level = reference_level(imported.original)
     with time_limit(limit, imported.cost, "the parity check"):
         runner = OnnxRuntimeRunner(
             imported.original,
             imported.input.name,
             rowwise=imported.batch.mode == "rowwise",
             feeds=imported.feeds,
+            level=level,
         )
         batches = sorted({1, samples})
         if runner.fixed_batch is not None and runner.fixed_batch > 1:
@@ -158,7 +174,20 @@ def check_parity(
         per_output = []
         for batch in batches:
             per_output += _check_batch(imported, runner, x[:batch], tolerance)
-    return ParityResult.of(per_output, tolerance, samples, note)
+        full = None
+        if level != FULL:  # the deviation onnxruntime's default would show, as information
+            runner = OnnxRuntimeRunner(
+                imported.original,
+                imported.input.name,
+                rowwise=imported.batch.mode == "rowwise",
+                feeds=imported.feeds,
+            )
+            compared = _check_batch(imported, runner, x[: batches[-1]], tolerance)
+            full = max(o.max_abs_diff for o in compared)
+    return ParityResult.of(
+        per_output, tolerance, samples, note, onnxruntime_optimization=level.name,
+        optimization_note=level.reason, full_optimization_max_abs_diff=full,
+    )  # fmt: skip
 
 
 def _check_batch(

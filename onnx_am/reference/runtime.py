@@ -17,6 +17,7 @@ from onnx_am.errors import ExternalDataError, ModelLoadError, TargetError, shown
 from onnx_am.importer.batching import join_rows
 from onnx_am.importer.guard import foreign_errors
 from onnx_am.importer.loading import all_tensors
+from onnx_am.reference.optimization import FULL, ReferenceLevel
 
 if TYPE_CHECKING:
     from onnx_am.importer.feeds import Feed
@@ -32,6 +33,8 @@ class OnnxRuntimeRunner:
         rowwise: run a batch one row at a time.
         feeds: the values of the other inputs (``ImportedModel.feeds``), given with every
             run; a value tied to the batch is repeated for each row.
+        level: onnxruntime's graph optimizations (:mod:`onnx_am.reference.optimization`;
+            default: all, onnxruntime's own default).
     """
 
     def __init__(
@@ -41,14 +44,14 @@ class OnnxRuntimeRunner:
         extra_outputs: list[str] | tuple[str, ...] = (),
         rowwise: bool = False,
         feeds: Mapping[str, Feed] | None = None,
+        level: ReferenceLevel = FULL,
     ):
         self.input_name = input_name
         self.rowwise = rowwise
         self.feeds = dict(feeds or {})
         _refuse_external(model)
         exposed = expose_tensors(model, list(extra_outputs))
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # onnxruntime logs errors too: only FATAL may print
+        options = level.session_options()  # onnxruntime logs errors too: only FATAL may print
         ort.set_default_logger_severity(4)
         with foreign_errors(ModelLoadError, "onnxruntime cannot load the model"):
             self.session = ort.InferenceSession(

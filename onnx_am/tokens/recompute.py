@@ -2,7 +2,8 @@
 
 Every value a token search reports is recomputed here: the uncut model, the final ids in
 its int input, every other input at the value the search used (or the cut's default for an
-input only the cut made unnecessary), the target's tensor exposed as an output.
+input only the cut made unnecessary), the target's tensor exposed as an output, at the
+reference's optimization level (:mod:`onnx_am.reference.optimization`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from onnx_am.importer.cut import Cut, default_int_value
 from onnx_am.importer.feeds import Feed
 from onnx_am.importer.input_spec import describe_value, graph_inputs
 from onnx_am.objectives import Target
+from onnx_am.reference.optimization import reference_level
 from onnx_am.reference.runtime import expose_tensors
 
 
@@ -33,8 +35,7 @@ class IdsRuntime:
         if cut.lookup is None:
             raise ValueError("the cut is not at an embedding lookup or one-hot")
         self.ids_input = cut.lookup.ids_input
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
+        options = reference_level(cut.source).session_options()
         model = expose_tensors(cut.source, list(dict.fromkeys(tensors)))
         self.session = ort.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]

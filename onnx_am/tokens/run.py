@@ -6,22 +6,37 @@ onnxruntime on the uncut model with the final ids.
 :class:`TokenResult` each: the ids, their text, onnxruntime's value on them (the reported
 value), torch's, the embedding-space reference beside it, and the best single-token
 alternatives per position.
+
+The plan of ``analyze`` prices the searches (:meth:`TokenPlan.price`) with the rest of the run
+and fits them to the time budget with it (they scale with ``--steps`` and the units); given
+the command's :class:`~onnx_am.engine.deadline.Deadline`, :func:`search_tokens` stops when it
+passes, keeping the best ids found until then, and :func:`token_cut` says what that cut.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from onnx_am.engine.deadline import Deadline
 from onnx_am.errors import SettingsError
 from onnx_am.importer.model import ImportedModel
 from onnx_am.objectives import Target
 from onnx_am.reference.tolerance import agrees
 from onnx_am.tokens.recompute import IdsRuntime
 from onnx_am.tokens.search import SEARCHES, embedding_search
-from onnx_am.tokens.space import Cost, TokenSpace, evaluate, gradient, parse_fixed
+from onnx_am.tokens.space import (
+    BACKWARD_COST,
+    MAX_ROWS,
+    Cost,
+    Halt,
+    TokenSpace,
+    evaluate,
+    gradient,
+    parse_fixed,
+)
 from onnx_am.vocab import BYTES, Vocabulary, byte_vocabulary, load_vocabulary
 
 #: Chosen from benchmarks/results/token_search.md: on the known-answer family greedy came
@@ -31,9 +46,16 @@ DEFAULT_TOKEN_METHODS = ("greedy",)
 #: Forward-pass equivalents a token search may spend per unit and method, per ``--steps``.
 COST_PER_STEP = 64
 ALTERNATIVES = 3
+#: Rows the alternatives of one result may check (16 positions x 3 fit; a sequence of 2048
+#: bytes gets them at its 85 positions of largest predicted gain).
+ALTERNATIVE_ROWS = 256
 #: The embedding-space reference spends this fraction of a search's cost (it is a reference:
 #: benchmarks/results/token_search.md found it at the same value from cost 1024 to 16384).
 REFERENCE_SHARE = 4
+#: Batched calls per forward-pass equivalent, for pricing: a swap round is one gradient of the
+#: beams and one forward of the candidates (64 at first, more while nothing improves); the
+#: relaxed and reference searches step 4 rows forward and backward (and relaxed checks them).
+CALLS_PER_COST = {"greedy": 1 / 32, "beam": 1 / 64, "relaxed": 1 / 8, "reference": 1 / 12}
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,36 @@ class TokenPlan:
     space: TokenSpace = field(repr=False)
     seed: int = 0
     vocabulary: Vocabulary | None = None
+
+    @property
+    def steps(self) -> int:
+        """The ``--steps`` the budget stands for."""
+        return self.budget // COST_PER_STEP
+
+    def with_steps(self, steps: int) -> TokenPlan:
+        """The same searches at the cost of ``steps`` (the steps the time budget left)."""
+        return replace(self, budget=steps * COST_PER_STEP)
+
+    def price(self, seconds_per_cost: float, seconds_per_call: float) -> tuple[float, float]:
+        """Expected seconds of one unit's searches: ``(per step, per unit)``.
+
+        Per step: every method's budget and the reference's share, each forward-pass
+        equivalent at ``seconds_per_cost`` and each batched call (:data:`CALLS_PER_COST`) at
+        ``seconds_per_call``. Per unit and method: the alternatives (one gradient, then
+        :data:`ALTERNATIVES` rows per free position, at most :data:`ALTERNATIVE_ROWS`, in
+        calls of :data:`~onnx_am.tokens.space.MAX_ROWS`) and onnxruntime's check of the ids
+        (priced as one call).
+        """
+        costs = {m: COST_PER_STEP for m in self.methods}
+        costs["reference"] = COST_PER_STEP / REFERENCE_SHARE
+        cost = sum(costs.values())
+        calls = sum(c * CALLS_PER_COST[m] for m, c in costs.items())
+        per_step = cost * seconds_per_cost + calls * seconds_per_call
+        rows = min(ALTERNATIVES * len(self.space.free), ALTERNATIVE_ROWS)
+        per_method = (1 + BACKWARD_COST + rows) * seconds_per_cost + (
+            2 + -(-rows // MAX_ROWS)
+        ) * seconds_per_call
+        return per_step, per_method * len(self.methods)
 
     def to_dict(self) -> dict:
         return {
@@ -85,6 +137,8 @@ class TokenResult:
         text: the sequence as text (``None`` without a vocabulary).
         alternatives: per free position, the best single-token replacements and the value
             (torch) of the sequence with each.
+        stopped: the search stopped at the deadline before spending its cost (``ids`` are
+            the best it found until then).
     """
 
     target: str
@@ -98,6 +152,7 @@ class TokenResult:
     pieces: list[str] | None = None
     text: str | None = None
     alternatives: list[dict] = field(default_factory=list)
+    stopped: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -113,6 +168,7 @@ class TokenResult:
             "tokens": self.pieces,
             "text": self.text,
             "alternatives": self.alternatives,
+            "stopped_at_deadline": self.stopped,
         }
 
 
@@ -161,28 +217,63 @@ def plan_tokens(
 
 
 def search_tokens(
-    imported: ImportedModel, plan: TokenPlan, targets: Sequence[Target]
+    imported: ImportedModel,
+    plan: TokenPlan,
+    targets: Sequence[Target],
+    deadline: Deadline | None = None,
 ) -> list[TokenResult]:
-    """Every method of ``plan`` for every target (see the module docstring)."""
+    """Every method of ``plan`` for every target (see the module docstring).
+
+    Args:
+        deadline: when it passes, the running search returns the best ids it found so far
+            (``TokenResult.stopped``) and no further search starts (see :func:`token_cut`).
+    """
     runtime = IdsRuntime(imported.cut, imported.feeds, [t.tensor for t in targets])
+    halt = Halt(deadline.expired if deadline is not None else None)
     results = []
     for index, target in enumerate(targets):
+        if halt():
+            break
         extractor = imported.extractor([target.tensor])
 
         def score(x: torch.Tensor, target=target, extractor=extractor) -> torch.Tensor:
             return target.value(imported.batch.call(extractor, x)[0])
 
         seed = plan.seed + 7919 * index
+        found = {}
+        for method in plan.methods:  # the ids first: the reference is stopped before them
+            if halt():
+                break
+            found[method] = SEARCHES[method](score, plan.space, plan.budget, seed, halt)
         reference = embedding_search(
-            score, plan.space, plan.budget // REFERENCE_SHARE, seed=seed
+            score, plan.space, plan.budget // REFERENCE_SHARE, seed=seed, halt=halt
         ).value
-        for method in plan.methods:
-            found = SEARCHES[method](score, plan.space, plan.budget, seed)
-            results.append(_result(target, method, found, reference, score, plan, runtime))
+        for method, one in found.items():
+            results.append(_result(target, method, one, reference, score, plan, runtime, halt))
     return results
 
 
-def _result(target, method, found, reference, score, plan, runtime) -> TokenResult:
+def token_cut(plan: TokenPlan, targets: Sequence[Target], results: Sequence[TokenResult]):
+    """What the deadline cut from the searches (``None``: nothing): searches stopped before
+    spending their cost, and searches (target x method) not started."""
+    stopped = sum(1 for r in results if r.stopped)
+    not_started = len(targets) * len(plan.methods) - len(results)
+    if not stopped and not not_started:
+        return None
+    return {"searches_stopped_at_deadline": stopped, "searches_not_started": not_started}
+
+
+def token_cut_text(cut: dict) -> str:
+    """:func:`token_cut` for people."""
+    parts = []
+    if cut.get("searches_stopped_at_deadline"):
+        parts.append(f"{cut['searches_stopped_at_deadline']} stopped with the best ids so far")
+    if cut.get("searches_not_started"):
+        parts.append(f"{cut['searches_not_started']} not started")
+    return "the token searches reached the time budget's deadline: " + "; ".join(parts)
+
+
+def _result(target, method, found, reference, score, plan, runtime, halt) -> TokenResult:
     value = runtime.value(target, found.ids)
     pieces = text = None
     if plan.vocabulary is not None:
@@ -198,25 +289,38 @@ def _result(target, method, found, reference, score, plan, runtime) -> TokenResu
         found.cost,
         pieces,
         text,
-        _alternatives(score, plan, found.ids),
+        _alternatives(score, plan, found.ids, halt),
+        found.stopped,
     )
 
 
-def _alternatives(score, plan: TokenPlan, ids: tuple[int, ...]) -> list[dict]:
-    """Per free position, the :data:`ALTERNATIVES` swaps the gradient ranks best, checked."""
+def _alternatives(score, plan: TokenPlan, ids: tuple[int, ...], halt: Halt) -> list[dict]:
+    """The :data:`ALTERNATIVES` swaps the gradient ranks best at each free position, checked
+    in one batched evaluation; a long sequence gets them at the positions with the largest
+    predicted gain only, :data:`ALTERNATIVE_ROWS` rows in all (none after the deadline)."""
     space, cost = plan.space, Cost()
     current = torch.tensor([ids])
     _, grad = gradient(score, space.embed(current), cost)
     gain = grad[0] @ space.matrix.T  # [L, V]
     gain.scatter_(1, current[0][:, None], -float("inf"))
     k = min(ALTERNATIVES, space.vocab_size - 1)
+    top = gain.topk(k, dim=1)
+    free = torch.tensor(space.free, dtype=torch.long)
+    if len(free) == 0:
+        return []
+    positions = free[top.values[free, 0].argsort(descending=True)][: ALTERNATIVE_ROWS // k]
+    positions = positions.sort().values
+    trial = current.repeat(len(positions) * k, 1)
+    rows = torch.arange(len(trial))
+    trial[rows, positions.repeat_interleave(k)] = top.indices[positions].reshape(-1)
+    values = evaluate(score, space, trial, cost, halt)
     found = []
-    for position in space.free:
-        tokens = gain[position].topk(k).indices
-        trial = current.repeat(k, 1)
-        trial[:, position] = tokens
-        values = evaluate(score, space, trial, cost)
-        entries = sorted(zip(tokens.tolist(), values.tolist(), strict=True), key=lambda e: -e[1])
+    for index, position in enumerate(positions.tolist()):
+        if (index + 1) * k > len(values):
+            break
+        tokens = top.indices[position].tolist()
+        checked = values[index * k : (index + 1) * k].tolist()
+        entries = sorted(zip(tokens, checked, strict=True), key=lambda e: -e[1])
         found.append(
             {
                 "position": position,

@@ -15,7 +15,9 @@
   rows (normalized projected gradient ascent): the unconstrained reference a token result
   is compared with (not a sequence of tokens).
 
-Every search is deterministic for a seed and returns a :class:`Found`.
+Every search is deterministic for a seed and returns a :class:`Found`. Given a
+:class:`~onnx_am.tokens.space.Halt`, a search asks it between batches and, told to stop,
+returns the best it found until then (``Found.stopped``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from onnx_am.tokens.space import Cost, Scorer, TokenSpace, evaluate, gradient
+from onnx_am.tokens.space import Cost, Halt, Scorer, TokenSpace, evaluate, gradient
 
 #: Candidates checked per step and beam at first (doubled while nothing improves).
 CANDIDATES = 64
@@ -48,11 +50,13 @@ class Found:
         ids: the sequence (``None`` for :func:`embedding_search`).
         value: the objective there, as the scorer computed it.
         cost: forward-pass equivalents spent.
+        stopped: the search was told to stop before its budget was spent.
     """
 
     ids: tuple[int, ...] | None
     value: float
     cost: int
+    stopped: bool = False
 
 
 class _Best:
@@ -70,16 +74,21 @@ class _Best:
 
 
 def swap_search(
-    score: Scorer, space: TokenSpace, budget: int, beam: int = 1, seed: int = 0
+    score: Scorer,
+    space: TokenSpace,
+    budget: int,
+    beam: int = 1,
+    seed: int = 0,
+    halt: Halt | None = None,
 ) -> Found:
     """Gradient-guided swap search (greedy for ``beam == 1``); see the module docstring."""
     generator = torch.Generator().manual_seed(seed)
-    cost, best = Cost(), _Best()
+    cost, best, halt = Cost(), _Best(), halt or Halt()
     beams = space.random(beam, generator)
     values = evaluate(score, space, beams, cost)
     best.offer(beams, values)
     top_k, candidates, restarts = TOP_K, CANDIDATES, 0
-    while cost.units < budget and space.free:
+    while cost.units < budget and space.free and not halt():
         _, grad = gradient(score, space.embed(beams), cost)
         swaps = _ranked_swaps(space, beams, grad, min(top_k, space.vocab_size - 1))
         room = max(budget - cost.units, 0)
@@ -88,13 +97,14 @@ def swap_search(
             break
         trial = beams[chosen[:, 0]].clone()
         trial[torch.arange(len(chosen)), chosen[:, 1]] = chosen[:, 2]
-        found = evaluate(score, space, trial, cost)
+        found = evaluate(score, space, trial, cost, halt)
+        trial = trial[: len(found)]
         pool_ids = torch.cat([beams, trial])
         pool_values = torch.cat([values, found])
         improved = bool(found.numel()) and float(found.max()) > float(values.max()) + 1e-7
         best.offer(pool_ids, pool_values)
         beams, values = _keep(pool_ids, pool_values, beam)
-        if improved:
+        if improved or halt():
             top_k, candidates = TOP_K, CANDIDATES
             continue
         exhausted = top_k >= space.vocab_size - 1 and len(chosen) == len(swaps)
@@ -103,7 +113,8 @@ def swap_search(
             continue
         # a local optimum of single swaps: try adjacent pairs, else start again elsewhere
         trial = _pair_moves(space, beams[0], grad[0], PAIR_K)[: max(budget - cost.units, 0)]
-        found = evaluate(score, space, trial, cost)
+        found = evaluate(score, space, trial, cost, halt)
+        trial = trial[: len(found)]
         top_k, candidates = TOP_K, CANDIDATES
         if found.numel() and float(found.max()) > float(values.max()) + 1e-7:
             best.offer(trial, found)
@@ -115,7 +126,7 @@ def swap_search(
             beams = _perturbed(space, torch.tensor(best.ids), beam, generator)
         values = evaluate(score, space, beams, cost)
         best.offer(beams, values)
-    return Found(best.ids, best.value, cost.units)
+    return Found(best.ids, best.value, cost.units, halt.fired)
 
 
 def _pair_moves(space: TokenSpace, ids: torch.Tensor, grad: torch.Tensor, k: int) -> torch.Tensor:
@@ -194,11 +205,16 @@ def _keep(ids: torch.Tensor, values: torch.Tensor, beam: int) -> tuple[torch.Ten
 
 
 def relaxed_search(
-    score: Scorer, space: TokenSpace, budget: int, rows: int = RELAXED_ROWS, seed: int = 0
+    score: Scorer,
+    space: TokenSpace,
+    budget: int,
+    rows: int = RELAXED_ROWS,
+    seed: int = 0,
+    halt: Halt | None = None,
 ) -> Found:
     """Softmax relaxation annealed towards one-hot; see the module docstring."""
     generator = torch.Generator().manual_seed(seed)
-    cost, best = Cost(), _Best()
+    cost, best, halt = Cost(), _Best(), halt or Halt()
     vocab = space.vocab_size
     steps = max(budget // (4 * rows), 1)
     logits = (0.01 * torch.randn(rows, space.length, vocab, generator=generator)).requires_grad_()
@@ -211,7 +227,7 @@ def relaxed_search(
     optimizer = torch.optim.Adam([logits], lr=RELAXED_LR)
     hot, cold = TEMPERATURES
     for step in range(steps):
-        if cost.units >= budget:
+        if cost.units >= budget or (step > 0 and halt()):
             break
         temperature = hot * (cold / hot) ** (step / max(steps - 1, 1))
         probs = torch.where(pinned, pinned_values, torch.softmax(logits / temperature, dim=-1))
@@ -225,16 +241,21 @@ def relaxed_search(
         optimizer.step()
         ids = space.with_fixed(logits.detach().argmax(-1))
         best.offer(ids, evaluate(score, space, ids, cost))
-    return Found(best.ids, best.value, cost.units)
+    return Found(best.ids, best.value, cost.units, halt.fired)
 
 
 def embedding_search(
-    score: Scorer, space: TokenSpace, budget: int, rows: int = RELAXED_ROWS, seed: int = 0
+    score: Scorer,
+    space: TokenSpace,
+    budget: int,
+    rows: int = RELAXED_ROWS,
+    seed: int = 0,
+    halt: Halt | None = None,
 ) -> Found:
     """Normalized projected gradient ascent of the searched tensor in the per-dimension box
     of the matrix's rows (fixed positions held at their rows); the reference value."""
     generator = torch.Generator().manual_seed(seed)
-    cost = Cost()
+    cost, halt = Cost(), halt or Halt()
     low, high = space.matrix.min(0).values, space.matrix.max(0).values
     centre, half = (low + high) / 2, (high - low) / 2
     x = centre + half * (
@@ -245,6 +266,8 @@ def embedding_search(
     lr = 0.1 * float(half.mean().clamp_min(1e-6))
     steps = max(budget // 3 // rows, 1)
     for _ in range(steps):
+        if halt():
+            break
         for position, row in fixed_rows.items():
             x[:, position] = row
         values, grad = gradient(score, x, cost)
@@ -256,11 +279,18 @@ def embedding_search(
     with torch.no_grad():
         best = max(best, float(score(x).max()))
     cost.forward += rows
-    return Found(None, best, cost.units)
+    return Found(None, best, cost.units, halt.fired)
 
 
+#: name -> search ``(score, space, budget, seed, halt=None) -> Found``.
 SEARCHES = {
-    "greedy": lambda score, space, budget, seed: swap_search(score, space, budget, 1, seed),
-    "beam": lambda score, space, budget, seed: swap_search(score, space, budget, 4, seed),
-    "relaxed": lambda score, space, budget, seed: relaxed_search(score, space, budget, seed=seed),
+    "greedy": lambda score, space, budget, seed, halt=None: swap_search(
+        score, space, budget, 1, seed, halt
+    ),
+    "beam": lambda score, space, budget, seed, halt=None: swap_search(
+        score, space, budget, 4, seed, halt
+    ),
+    "relaxed": lambda score, space, budget, seed, halt=None: relaxed_search(
+        score, space, budget, seed=seed, halt=halt
+    ),
 }

@@ -4,7 +4,8 @@ A :class:`TokenSpace` is the vocabulary's ``[V, D]`` matrix ``E`` (row ``v``: wh
 becomes in the tensor the search sets), the sequence length and the fixed positions. A
 :class:`Cost` counts what a search spent in forward-pass equivalents: one row forwarded is 1,
 one row forwarded and backpropagated is 3 (a backward costs about two forwards), so that
-searches of different kinds are compared at equal cost.
+searches of different kinds are compared at equal cost. A :class:`Halt` tells a search to stop
+early (the command's deadline passed) and remembers that it did.
 """
 
 from __future__ import annotations
@@ -101,11 +102,35 @@ class Cost:
         return self.forward + BACKWARD_COST * self.backward
 
 
-def evaluate(score: Scorer, space: TokenSpace, ids: torch.Tensor, cost: Cost) -> torch.Tensor:
-    """Objective values of ``[B, L]`` id sequences, forward only, in chunks."""
+class Halt:
+    """Whether a search must stop now; remembers once it said yes.
+
+    Args:
+        stop: asked between batches (``None``: never stop), e.g. "has the deadline passed".
+
+    Attributes:
+        fired: the search was told to stop (its result is the best found until then).
+    """
+
+    def __init__(self, stop: Callable[[], bool] | None = None):
+        self.stop, self.fired = stop, False
+
+    def __call__(self) -> bool:
+        if not self.fired and self.stop is not None and self.stop():
+            self.fired = True
+        return self.fired
+
+
+def evaluate(
+    score: Scorer, space: TokenSpace, ids: torch.Tensor, cost: Cost, halt: Halt | None = None
+) -> torch.Tensor:
+    """Objective values of ``[B, L]`` id sequences, forward only, in chunks; when ``halt``
+    says stop, the values of the first rows only (those evaluated before it did)."""
     values = []
     with torch.no_grad():
         for start in range(0, ids.shape[0], MAX_ROWS):
+            if halt is not None and halt():
+                break
             chunk = ids[start : start + MAX_ROWS]
             values.append(score(space.embed(chunk)).detach().float())
             cost.forward += chunk.shape[0]
