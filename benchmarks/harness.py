@@ -167,13 +167,11 @@ def onnx_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
 
 
-def load_maker():
-    """``models/make_digits_cnns.py`` as a module (the digits CNN architectures)."""
+def load_maker(script: str = "make_digits_cnns"):
+    """``models/<script>.py`` as a module (by default the digits CNN architectures)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "make_digits_cnns", MODELS / "make_digits_cnns.py"
-    )
+    spec = importlib.util.spec_from_file_location(script, MODELS / f"{script}.py")
     maker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(maker)
     return maker

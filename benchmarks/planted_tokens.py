@@ -27,7 +27,6 @@ Run (from the repository root)::
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import tempfile
@@ -39,22 +38,20 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from benchmarks.harness import MODELS, command, machine_line, markdown_table, parser, write_results
+from benchmarks.harness import (
+    MODELS,
+    command,
+    load_maker,
+    machine_line,
+    markdown_table,
+    parser,
+    write_results,
+)
 from onnx_am import import_onnx, unit
 from onnx_am.tokens.run import plan_tokens, search_tokens
 
 TRANSFORMERS = MODELS / "transformers"
 SEQ, VOCAB, CLS, BYTES = 16, 100, 2, 64
-
-
-def _maker():
-    """``models/make_tiny_transformers.py`` as a module (its trainer and wrappers)."""
-    spec = importlib.util.spec_from_file_location(
-        "make_tiny_transformers", MODELS / "make_tiny_transformers.py"
-    )
-    maker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(maker)
-    return maker
 
 
 def patterns(count: int, low: int, high: int, seed: int) -> list[list[int]]:
@@ -349,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     options = args.parse_args(argv)
     torch.set_num_threads(options.threads)
     options.cache.mkdir(parents=True, exist_ok=True)
-    maker = _maker()
+    maker = load_maker("make_tiny_transformers")
     models = shipped()
     for seed in options.seeds:
         models.append(train_bert(maker, seed, options.classes, options.cache, options.train_steps))
