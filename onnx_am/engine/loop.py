@@ -30,7 +30,7 @@ trace is then shorter.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -78,11 +78,19 @@ class StepCount:
         total: the call's steps: every batch's plan, less what the pace cut.
         progress: called with ``(done, total, info)`` after every step.
         done: steps taken (or restored from a checkpoint).
+        began: called with a batch's index when its steps begin, after its set-up (starts,
+            baselines): what a step costs is timed from there (:mod:`onnx_am.engine.probe`).
     """
 
     total: int
     progress: Progress | None = None
     done: int = 0
+    began: Callable[[int], None] | None = None
+
+    def begin(self, batch: int) -> None:
+        """Batch ``batch`` is set up and about to take its first step."""
+        if self.began is not None:
+            self.began(batch)
 
     def given(self, planned: int, steps: int) -> None:
         """A batch planned for ``planned`` steps is given ``steps`` (fewer when paced), or
@@ -111,6 +119,7 @@ def optimize_rows(
     progress: Progress | None = None,
     checkpoint: Checkpointer | None = None,
     pace: Pace | None = None,
+    began: Callable[[int], None] | None = None,
 ) -> RowOutcome:
     """Optimize every row, batch by batch (:func:`_batch_size` rows, each a :class:`BatchRun`);
     slopes restored at the end. (An engine batch is rows per step; ``analyze``'s chunks, the
@@ -129,6 +138,7 @@ def optimize_rows(
         checkpoint: saves finished and running batches (:mod:`onnx_am.engine.checkpoint`) and
             continues from what it restores.
         pace: the run's deadline (None: every batch runs ``config.ascent.steps``).
+        began: called with a batch's index when its steps begin, after its set-up.
 
     Returns:
         Per row its best true value, input and trace.
@@ -163,7 +173,7 @@ def optimize_rows(
             parameterization=parameterization,
             pace=pace,
         )
-        count = StepCount(len(batches) * config.ascent.steps, progress)
+        count = StepCount(len(batches) * config.ascent.steps, progress, began=began)
         resumed = None
         if checkpoint is not None:
             resumed = checkpoint.restore(_layout(config, runs, rows, size))
@@ -377,6 +387,7 @@ def _drive(run: BatchRun, count: StepCount, batches: int, checkpoint: Checkpoint
     callback raises (``count`` calls it after every step)."""
     pace, first = run.context.pace, run.position
     count.skip(first)
+    count.begin(run.index)
     while not run.done:
         if run.position > first and pace is not None and pace.expired():
             pace.stopped_early += 1  # the deadline passed: measure this input and stop
