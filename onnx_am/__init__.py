@@ -13,6 +13,14 @@ import os
 #: computes anything; a value the user set is kept.
 os.environ.setdefault("MKL_CBWR", "AUTO")
 
+#: torch's CPU ops run on OpenMP threads, whose idle threads by default spin before they
+#: sleep. On a machine whose cores other processes want too (CI runners, shared servers, Ray
+#: workers beside each other), the spinning threads take the cores from the ones with work,
+#: and every parallel region waits for its slowest thread: a digits CNN's step was measured
+#: 10 to 100 times slower that way (benchmarks/results/wait_policy.md). Asleep, they cost a
+#: wake-up per parallel region instead. Read when torch loads, like MKL_CBWR above.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from onnx_am.domain import InputDomain, parse_domain
 from onnx_am.engine.maximizer import AMConfig, maximize, maximize_plan
 from onnx_am.engine.plan import RunPlan, parse_run_plan

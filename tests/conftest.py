@@ -5,12 +5,18 @@ Append new fixtures at the end; keep this file small.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+
+# What ``import onnx_am`` sets, set before any test module loads torch (OpenMP reads it then):
+# idle OpenMP threads sleep instead of spinning, so the suite is not slowed tenfold on a
+# machine whose cores other processes want (benchmarks/results/wait_policy.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MODELS = Path(__file__).resolve().parents[1] / "models"

@@ -314,10 +314,13 @@ def _probe(model, tensor, sizes, given, seed, samples) -> np.ndarray:
     """The tensor's values (stacked over random samples) for probe inputs; onnxruntime."""
     import onnxruntime as ort
 
+    from onnx_am.reference.optimization import quiet_session_options
     from onnx_am.reference.runtime import expose_tensors
 
     session = ort.InferenceSession(
-        expose_tensors(model, [tensor]).SerializeToString(), providers=["CPUExecutionProvider"]
+        expose_tensors(model, [tensor]).SerializeToString(),
+        quiet_session_options(),
+        providers=["CPUExecutionProvider"],
     )
     rng = np.random.default_rng(seed)
     values = []

@@ -16,7 +16,7 @@ import torch
 from onnx_am.errors import ImportFailedError, ModelLoadError
 from onnx_am.importer.graph import ConvertedGraph
 from onnx_am.importer.guard import foreign_errors
-from onnx_am.reference.optimization import reference_level
+from onnx_am.reference.optimization import quiet_session_options, reference_level
 from onnx_am.reference.parity import ParityResult, _compare
 from onnx_am.reference.quantized import effective_tolerance
 from onnx_am.reference.runtime import _refuse_external, expose_tensors
@@ -52,8 +52,7 @@ def run_onnxruntime(
     model = expose_tensors(graph.original, wanted)
     if fuse is None:
         fuse = reference_level(graph.original).name == "all"
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
+    options = quiet_session_options()
     if not fuse:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     with foreign_errors(ModelLoadError, "onnxruntime cannot run the model"):

@@ -54,11 +54,25 @@ class ReferenceLevel:
     reason: str = ""
 
     def session_options(self) -> ort.SessionOptions:
-        """Session options at this level (onnxruntime logging only FATAL)."""
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
+        """Session options at this level (onnxruntime logging only FATAL, threads that
+        sleep when idle: see :func:`quiet_session_options`)."""
+        options = quiet_session_options()
         options.graph_optimization_level = _LEVELS[self.name]
         return options
+
+
+def quiet_session_options() -> ort.SessionOptions:
+    """onnxruntime logging only FATAL; its idle pool threads sleep instead of spinning.
+
+    A spinning thread takes a core that the other processes of a shared machine (or the
+    torch threads of this one) want; ``import onnx_am`` makes torch's OpenMP threads sleep
+    for the same reason (``benchmarks/results/wait_policy.md``).
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
 
 
 FULL = ReferenceLevel()
@@ -108,4 +122,10 @@ def weight_only_matmuls(model: onnx.ModelProto) -> list[str]:
     return found
 
 
-__all__ = ["FULL", "ReferenceLevel", "reference_level", "weight_only_matmuls"]
+__all__ = [
+    "FULL",
+    "ReferenceLevel",
+    "quiet_session_options",
+    "reference_level",
+    "weight_only_matmuls",
+]
