@@ -10,7 +10,7 @@ from onnx import helper
 
 from onnx_am import AMConfig, import_onnx, maximize
 from onnx_am.audit.budget import CostModel, Work
-from onnx_am.engine import racing_run
+from onnx_am.engine import racing_state
 from onnx_am.engine.racing import (
     RacingSettings,
     Stage,
@@ -166,9 +166,9 @@ def test_the_report_keeps_standard_and_decoupled_side_by_side(corner_unit):
 
 def test_units_at_a_trivial_value_get_new_starts(corner_unit, bowl_unit, monkeypatch):
     restarted = []
-    original = racing_run.RaceState.restart
+    original = racing_state.RaceState.restart
     monkeypatch.setattr(
-        racing_run.RaceState,
+        racing_state.RaceState,
         "restart",
         lambda self, row, x: (restarted.append(row), original(self, row, x)),
     )

@@ -119,7 +119,7 @@ def maximize_plan(
     tic = time.perf_counter()
     if config.racing is not None:  # a race makes its own starts (onnx_am.engine.racing_run)
         rows, outcome = race_rows(
-            imported, config, targets, runs, baselines, rewrite, progress, pace
+            imported, config, targets, runs, baselines, rewrite, progress, pace, checkpoint
         )
     else:
         starts = make_starts(
