@@ -294,7 +294,9 @@ class _Race:
 
     def _stage(self, point: RacePoint, state: RaceState) -> bool:
         """Run the active candidates of stage ``point.stage``, batch by batch from
-        ``point.batch``; True when the pace's deadline stopped the race."""
+        ``point.batch``; True when the pace's deadline stopped the race. After a stop, the
+        batches that were never measured (in the first stage) still take one step, as the
+        later batches of a stopped plain chunk do, so that every unit has a result."""
         length = horizon(point.stages)
         last = ends_race(point.stages, point.stage)
         members = sorted(
@@ -302,8 +304,12 @@ class _Race:
             key=lambda i: (self.rows[i].method, i),
         )
         batches = [members[i : i + self.size] for i in range(0, len(members), self.size)]
+        stopped = False
         while point.batch < len(batches):
             batch = batches[point.batch]
+            if stopped and min(state.length[i] for i in batch) > 0:
+                point.batch += 1
+                continue  # measured in an earlier stage: its best so far stands
             self.batches += 1
             saved, point.running = point.running, None
             run = BatchRun(
@@ -315,14 +321,15 @@ class _Race:
                 length,
                 saved or state.resume(self.batches, batch, point.position),
             )
-            stopped = self._drive(run, point, state)
-            if last or stopped:
+            ended = self._drive(run, point, state)
+            if ended and not stopped:
+                self.pace.stopped_early += 1  # one race, one stop (as one plain chunk)
+            stopped = stopped or ended
+            if last or ended:
                 run.finish()
-            state.store(batch, run, point.position, last or stopped)
-            if stopped:
-                return True
+            state.store(batch, run, point.position, last or ended)
             point.batch += 1
-        return False
+        return stopped
 
     def _drive(self, run: BatchRun, point: RacePoint, state: RaceState) -> bool:
         """The stage's steps of ``run``; True when the deadline passed (after a step).
@@ -331,7 +338,6 @@ class _Race:
         tic = self.pace.now() if self.pace is not None else 0.0
         while run.position < end:
             if run.position > first and self.pace is not None and self.pace.expired():
-                self.pace.stopped_early += 1
                 return True
             run.step()
             if self.checkpoint is not None and self.checkpoint.due():
