@@ -156,7 +156,8 @@ def maximize_plan(
     }
     # A quantized model's cross-check allows one quantization step (reference.quantized).
     tolerance, _ = effective_tolerance(imported.original, config.checks.tolerance)
-    return MaximizeReport(results, baselines, settings, timings, tolerance)
+    forwards = sum(len(trace) for trace in outcome.trace)
+    return MaximizeReport(results, baselines, settings, timings, tolerance, forwards)
 
 
 def _crosscheck_results(
