@@ -350,8 +350,8 @@ class _Race:
                     self._save(point, state, run)
                 raise
         if self.pace is not None and run.position > first:
-            forwards = run.position - first  # as in a plain chunk: steps + 1 forwards
-            self.pace.observe(len(run.methods), forwards - 1, self.pace.now() - tic)
+            taken = run.position - first  # one forward each (the last one is not timed)
+            self.pace.observe(len(run.methods), taken - 1, self.pace.now() - tic)
         return False
 
     def _save(self, point: RacePoint, state: RaceState, run: BatchRun | None = None) -> None:
