@@ -12,6 +12,7 @@ from test_engine_models import one_thread, tiny_cnn  # noqa: F401  (fixture)
 
 from onnx_am import import_onnx
 from onnx_am.audit.analyze import AnalyzeOptions, AnalyzeProgress, analyze
+from onnx_am.audit.kept import what_was_kept
 from onnx_am.engine import racing_run
 from onnx_am.engine.checkpoint import CHECKPOINT_FILE, Checkpointer, read_checkpoint
 from onnx_am.engine.deadline import Deadline
@@ -164,7 +165,9 @@ def test_analyze_resumes_a_stopped_race(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         analyze(cnn, options, tmp_path / "cut", progress=interrupt)
-    assert read_checkpoint(tmp_path / "cut" / CHECKPOINT_FILE)["step"] is not None
+    saved = read_checkpoint(tmp_path / "cut" / CHECKPOINT_FILE)
+    kept = what_was_kept(tmp_path / "cut").describe()
+    assert f"running chunk at step {saved['step']} of {saved['steps']}" in kept
     seen = []
     resumed = analyze(
         cnn,
