@@ -64,11 +64,15 @@ class RaceState:
             self.moments[0][row] = 0
             self.moments[1][row] = 0
 
-    def to_dict(self) -> dict:
-        """Plain values and CPU tensors (a copy)."""
-        moments = None if self.moments is None else [_cpu(m) for m in self.moments]
+    def to_dict(self, live: list[int]) -> dict:
+        """Plain values and CPU tensors (a copy); the optimized variable and the moments only
+        of the ``live`` rows (the candidates still racing: those that stopped need only their
+        best input, value and trace)."""
+        at = torch.tensor(live, dtype=torch.long, device=self.x.device)
+        moments = None if self.moments is None else [_cpu(m[at]) for m in self.moments]
         return {
-            "x": _cpu(self.x),
+            "live": list(live),
+            "x": _cpu(self.x[at]),
             "best_x": _cpu(self.best_x),
             "best_value": _cpu(self.best_value),
             "trace": _cpu(self.trace),
@@ -78,15 +82,20 @@ class RaceState:
 
     @classmethod
     def from_dict(cls, data: dict, device: str) -> RaceState:
-        """The state :meth:`to_dict` gave, on ``device``."""
+        """The state :meth:`to_dict` gave, on ``device`` (the rows that were not live get a
+        zero variable and zero moments: no stage reads them again)."""
         state = cls.__new__(cls)
-        state.x = data["x"].to(device)
+        at = torch.tensor(data["live"], dtype=torch.long, device=device)
         state.best_x = data["best_x"].to(device)
+        state.x = _rows(data["x"], at, len(state.best_x), device)
         state.best_value = data["best_value"].to(device)
         state.trace = data["trace"].clone()
         state.length = list(data["length"])
         moments = data["moments"]
-        state.moments = None if moments is None else tuple(m.to(device) for m in moments)
+        if moments is None:
+            state.moments = None
+        else:
+            state.moments = tuple(_rows(m, at, len(state.best_x), device) for m in moments)
         return state
 
 
@@ -135,7 +144,7 @@ class RacePoint:
             "done": self.done,
             "batches": self.batches,
             "running": None if self.running is None else self.running.to_cpu().__dict__,
-            "state": state.to_dict(),
+            "state": state.to_dict(sorted(i for rows in self.active.values() for i in rows)),
         }
 
     @classmethod
@@ -154,6 +163,13 @@ class RacePoint:
             batches=data["batches"],
             running=None if running is None else BatchState(**running),
         )
+
+
+def _rows(values: torch.Tensor, at: torch.Tensor, rows: int, device: str) -> torch.Tensor:
+    """``values`` of the rows ``at`` of ``rows``, the others zero."""
+    full = torch.zeros((rows, *values.shape[1:]), dtype=values.dtype, device=device)
+    full[at] = values.to(device)
+    return full
 
 
 def _cpu(tensor: torch.Tensor) -> torch.Tensor:
