@@ -10,10 +10,11 @@ from onnx import helper
 
 from onnx_am import AMConfig, import_onnx, maximize
 from onnx_am.audit.budget import CostModel, Work
-from onnx_am.engine import racing_run
+from onnx_am.engine import racing_state
 from onnx_am.engine.racing import (
     RacingSettings,
     Stage,
+    ends_race,
     group_budget,
     horizon,
     keep_ranked,
@@ -166,9 +167,9 @@ def test_the_report_keeps_standard_and_decoupled_side_by_side(corner_unit):
 
 def test_units_at_a_trivial_value_get_new_starts(corner_unit, bowl_unit, monkeypatch):
     restarted = []
-    original = racing_run.RaceState.restart
+    original = racing_state.RaceState.restart
     monkeypatch.setattr(
-        racing_run.RaceState,
+        racing_state.RaceState,
         "restart",
         lambda self, row, x: (restarted.append(row), original(self, row, x)),
     )
@@ -220,3 +221,25 @@ def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
     assert report["settings"]["racing"] == RacingSettings().to_dict()
     assert sum(s["candidates"] * s["steps"] for s in report["plan"]["racing"]) == 3 * 32 - 11
     assert max(r["activation"] for r in report["results"]) == pytest.approx(4.5, abs=1e-5)
+
+
+@pytest.mark.parametrize("settings", [RacingSettings(), RacingSettings(candidates=5, rungs=4)])
+def test_the_budget_counts_exactly_the_steps_and_rows_a_race_runs(linear_units, settings):
+    """Priced at 1 s per engine step, then at 1 s per row-step: the estimate is the race's
+    engine steps and row-steps as its progress counts them, plus the finalists' last
+    forwards (the screened pool is priced in row-steps, so it is not among the steps)."""
+    imported, _ = linear_units
+    targets = [f"y:{u}" for u in range(3)]
+    steps = []
+    config = _config(batch_size=5, racing=settings, steps=40)
+    maximize(imported, targets, METHODS, config, progress=lambda d, t, i: steps.append(i["rows"]))
+    work = Work(units=3, runs=2, plans=3, restarts=3, steps=40, racing=settings)
+    stages = work.stages()
+    last = [i for i in range(len(stages)) if ends_race(stages, i)]
+    finalists = sum(3 * 2 * stages[i].rows for i in last)
+    per_step = CostModel(step_fixed=1.0, step_per_row=0.0, batch_size=5, chunk_rows=96)
+    per_row = CostModel(step_fixed=0.0, step_per_row=1.0, batch_size=5, chunk_rows=96)
+    assert per_step.estimate(work) == len(steps) + sum(
+        -(-3 * 2 * stages[i].rows // 5) for i in last
+    )
+    assert per_row.estimate(work) == sum(steps) + finalists

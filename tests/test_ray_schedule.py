@@ -239,3 +239,55 @@ def test_workers_asked_for_before_the_plans_are_taken_over_once_up_and_replaced_
     assert executor.actors == ["w2", "w3"] and run.failed_starts == 1
     assert not executor.starting
     assert {actor for actor, _ in fake.ran} <= {"w2", "w3"}
+
+
+def test_the_driver_learns_a_races_step_time_from_the_forwards_it_ran():
+    """A race's finalists run more steps than its rows' average: the step time is the
+    optimization's seconds per forward of every row, not per step of the longest trace."""
+    from onnx_am.engine.deadline import Deadline
+    from onnx_am.engine.pace import Pace
+
+    pace = Pace(Deadline(100.0, 0.0, clock=lambda: 0.0), seconds_per_row_step=1.0)
+    executor, run = schedule(FakeRay(), chunks=1, workers=2, paces={"m": pace})
+    trace = [0.0] * 37  # the finalist: 36 steps, where a plain row of this plan runs 8
+    report = SimpleNamespace(results=[SimpleNamespace(trace=trace)], row_forwards=2 * 9)
+    report.timings = {"optimize": 36.0}
+    run._observe(ChunkTask("m", 0, (0,)), report, Pace(Deadline(None, 0.0), 1.0))
+    assert pace.seconds_per_row_step == pytest.approx(36.0 / (2 * 9 * 2))  # 2 workers share
+
+
+def test_a_worker_runs_a_raced_chunk_as_this_process_does(monkeypatch):
+    """The actor's class, called in this process (Ray's object store stood in for), runs a
+    raced chunk under a lease that cuts its steps: the race of those steps, as here."""
+    import torch
+    from test_engine_models import tiny_cnn
+
+    import onnx_am.audit.ray_executor as ray_executor
+    from onnx_am.audit.executor import ChunkRecipe, PaceLease, run_chunk
+    from onnx_am.audit.options import ImportSettings
+    from onnx_am.audit.pipeline import import_model, rewrite_for
+    from onnx_am.engine.config import AMConfig
+    from onnx_am.engine.plan import parse_run_plan
+    from onnx_am.engine.racing import RacingSettings
+
+    model = tiny_cnn().SerializeToString()
+    imported = import_model(model, ImportSettings())
+    racing = RacingSettings(candidates=4, corners=1, rungs=2, screen=8)
+    config = AMConfig.of(steps=24, restarts=2, batch_size=5, crosscheck=False, racing=racing)
+    plan = parse_run_plan(imported, ["logits:0-2"], ["standard", "decoupled(0.3)", "best"], config)
+    recipe = ChunkRecipe("cnn", ImportSettings(), plan)
+    monkeypatch.setattr(ray_executor.ray, "get", lambda ref: model)
+    worker = ray_executor.ChunkWorker(torch.get_num_threads())
+    lease = PaceLease(steps_cap=16, seconds_left=1e9, seconds_per_row_step=1e-9)
+    found, pace = worker.run(recipe, [SimpleNamespace(hex=lambda: "ref")], plan.targets, lease)
+    assert pace.steps_cap == 16 and found.settings["racing"] == racing.to_dict()
+    short = parse_run_plan(
+        imported, ["logits:0-2"], ["standard", "decoupled(0.3)", "best"], config.replaced(steps=16)
+    )
+    rewrite = rewrite_for(imported, plan)
+    here = run_chunk(imported, rewrite, ChunkRecipe("cnn", ImportSettings(), short), short.targets)
+    assert len(found.results) == 3 * 3  # units x reported methods
+    assert all(len(r.restart_activations) == 4 for r in found.results)  # every candidate
+    for a, b in zip(found.results, here.results, strict=True):
+        assert a.activation == b.activation and a.trace == b.trace
+        assert (a.image == b.image).all()

@@ -81,7 +81,7 @@ def what_was_kept(out_dir: str | Path) -> Kept:
     parts = 0
     if checkpoint is not None:
         step = checkpoint["step"]
-        steps = checkpoint["layout"].get("steps")
+        steps = checkpoint["steps"]
         parts = checkpoint["batches_done"]
         if step is None and parts:  # between two parts: the next one starts at step 0
             step = 0

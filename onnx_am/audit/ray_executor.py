@@ -440,7 +440,10 @@ class _Schedule:
         if pace is None or worker_pace is None:
             return
         rows = self.plans[task.model].rows_per_unit * len(task.targets)
-        steps = max((len(r.trace) - 1 for r in report.results), default=0)
+        if report.row_forwards:  # a race's finalists run longer than its rows' average
+            steps = report.row_forwards / max(1, rows) - 1
+        else:
+            steps = max((len(r.trace) - 1 for r in report.results), default=0)
         seconds = report.timings.get("optimize", 0.0)
         pace.observe(rows, steps, seconds, sharing=self.executor.workers)
         pace.merge(worker_pace)

@@ -12,7 +12,9 @@ It writes the file at most every ``interval`` seconds (:data:`CHECKPOINT_INTERVA
 default), and whenever the loop is stopped between steps, through a temporary file and
 ``os.replace``: a kill leaves the previous checkpoint or the new one, never half a file. A
 restored batch continues from the saved step with the saved tensors, so it ends exactly as
-an uninterrupted one (same seed, same batch size).
+an uninterrupted one (same seed, same batch size). A race (:mod:`onnx_am.engine.racing_run`)
+saves its own state instead (:meth:`Checkpointer.save_race`): every candidate's, at each stage
+boundary and, as a plain call, every ``interval`` seconds and when stopped between steps.
 
 The file names what it belongs to: the caller's ``key`` (e.g. a hash of the settings and the
 chunk's targets) and the engine's layout (rows, rows per batch, steps, methods). A file that
@@ -99,6 +101,20 @@ class Checkpointer:
         Fills :attr:`finished` with the engine batches done, and returns the running batch's
         state (None when there is none, or no matching file).
         """
+        data = self._load(layout)
+        if data is None:
+            return None
+        self.finished = {int(k): tuple(v) for k, v in data["finished"].items()}
+        current = data.get("current")
+        return None if current is None else BatchState(**current)
+
+    def restore_race(self, layout: dict) -> dict | None:
+        """The saved state of a race (:mod:`onnx_am.engine.racing_state`) if the file belongs
+        to this call and this ``layout``; None otherwise."""
+        data = self._load(layout)
+        return None if data is None else data.get("race")
+
+    def _load(self, layout: dict) -> dict | None:
         self.layout = layout
         self.finished = {}
         self._last = self.clock()
@@ -110,9 +126,7 @@ class Checkpointer:
             return None
         if data.get("key") != self.key or data.get("layout") != layout:
             return None
-        self.finished = {int(k): tuple(v) for k, v in data["finished"].items()}
-        current = data.get("current")
-        return None if current is None else BatchState(**current)
+        return data
 
     def batch_done(self, index: int, value, image, trace) -> None:
         """Remember a finished engine batch (written with the next save)."""
@@ -126,11 +140,18 @@ class Checkpointer:
 
     def save(self, current: BatchState | None) -> None:
         """Write the finished batches and ``current`` atomically."""
+        self._write({"current": None if current is None else current.to_cpu().__dict__})
+
+    def save_race(self, race: dict) -> None:
+        """Write a race's state (tensors on the CPU, plain values) atomically."""
+        self._write({"current": None, "race": race})
+
+    def _write(self, state: dict) -> None:
         data = {
             "key": self.key,
             "layout": self.layout,
             "finished": {str(k): list(v) for k, v in self.finished.items()},
-            "current": None if current is None else current.to_cpu().__dict__,
+            **state,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".pt")
@@ -151,7 +172,8 @@ class Checkpointer:
 
 
 def read_checkpoint(path: Path) -> dict | None:
-    """What a checkpoint file holds, for people: ``{"key", "batches_done", "step", ...}``.
+    """What a checkpoint file holds, for people: ``{"key", "batches_done", "step", "steps",
+    ...}`` (for a race: stages done, and the step of its candidates out of a finalist's).
 
     Returns:
         None when there is no readable file.
@@ -162,13 +184,24 @@ def read_checkpoint(path: Path) -> dict | None:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001
         return None
-    current = data.get("current")
+    current, race = data.get("current"), data.get("race")
+    if race is not None:  # a race: stages done, and the step of its candidates
+        running = race.get("running")
+        return {
+            "key": data.get("key"),
+            "layout": data.get("layout", {}),
+            "batches_done": race["stage"],
+            "batch": None if running is None else race["batch"],
+            "step": race["position"] if running is None else running["step"],
+            "steps": race["horizon"],
+        }
     return {
         "key": data.get("key"),
         "layout": data.get("layout", {}),
         "batches_done": len(data.get("finished", {})),
         "batch": None if current is None else current["index"],
         "step": None if current is None else current["step"],
+        "steps": data.get("layout", {}).get("steps"),
     }
 
 

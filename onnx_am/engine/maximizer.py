@@ -119,7 +119,7 @@ def maximize_plan(
     tic = time.perf_counter()
     if config.racing is not None:  # a race makes its own starts (onnx_am.engine.racing_run)
         rows, outcome = race_rows(
-            imported, config, targets, runs, baselines, rewrite, progress, pace
+            imported, config, targets, runs, baselines, rewrite, progress, pace, checkpoint
         )
     else:
         starts = make_starts(
@@ -156,7 +156,8 @@ def maximize_plan(
     }
     # A quantized model's cross-check allows one quantization step (reference.quantized).
     tolerance, _ = effective_tolerance(imported.original, config.checks.tolerance)
-    return MaximizeReport(results, baselines, settings, timings, tolerance)
+    forwards = sum(len(trace) for trace in outcome.trace)
+    return MaximizeReport(results, baselines, settings, timings, tolerance, forwards)
 
 
 def _crosscheck_results(

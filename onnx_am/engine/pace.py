@@ -9,7 +9,10 @@ chunk starts, gives it the steps that still fit before the deadline:
 - otherwise fewer (a multiple of :data:`STEP_QUANTUM`, never below :data:`MIN_STEPS`), and
   never more than an earlier chunk was given, so units optimized after the slow-down are
   compared at the same number of steps;
-- a chunk still running when the deadline has passed stops after its current step.
+- a chunk still running when the deadline has passed stops after its current step;
+- a race (``--racing``) is given its steps like a plain chunk when it starts, and at each
+  stage boundary its remaining stages shrink by the :meth:`Pace.share` of them that still
+  fits (the halving kept); the cut counts as the race's plain-equivalent steps.
 
 Results stay true values of the inputs found (each is measured on the original network and
 cross-checked as usual); only how long they were searched changes, and :meth:`Pace.to_dict`
@@ -85,6 +88,24 @@ class Pace:
         if steps < planned:
             self.steps_cap = steps
         return steps
+
+    def share(self, rows_left: int, planned: float) -> float:
+        """The share (0..1) of ``planned`` more steps that fits before the deadline, when
+        ``rows_left`` rows (and :attr:`rows_after`) each still take them: 1.0 when all fit.
+        A race asks this at each stage boundary and shrinks its remaining stages by it
+        (:func:`onnx_am.engine.racing.shrink_stages`); no quantum or floor, as it is within
+        one chunk."""
+        if planned <= 0:
+            return 1.0
+        rows = max(1, rows_left + self.rows_after)
+        fits = self.left() / (rows * self.seconds_per_row_step) - 1.0
+        return 1.0 if fits >= planned else max(0.0, fits) / planned
+
+    def cap_at(self, steps: int) -> None:
+        """A chunk was cut to ``steps`` steps while it ran (a race's remaining stages, in
+        plain steps: :func:`onnx_am.engine.racing.equivalent_steps`); later chunks get no
+        more."""
+        self.steps_cap = steps if self.steps_cap is None else min(self.steps_cap, steps)
 
     def admit(self, rows: int, rows_after: int, units: int) -> bool:
         """Whether a chunk of ``rows`` rows (``units`` units) starts, with ``rows_after`` rows

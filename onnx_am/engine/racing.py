@@ -167,6 +167,27 @@ def horizon(stages: Sequence[Stage]) -> int:
     return sum(stage.steps for stage in stages)
 
 
+def shrink_stages(stages: Sequence[Stage], index: int, share: float) -> tuple[Stage, ...]:
+    """``stages`` with those from ``index`` on cut to ``share`` (0..1) of their steps (each
+    keeps at least one): a pace that finds the race slower than planned shrinks what is left
+    of it proportionally, and the halving (every stage's candidates) stays as planned."""
+    if share >= 1.0:
+        return tuple(stages)
+    share = max(0.0, share)
+    cut = [
+        Stage(s.rows, max(1, math.floor(s.steps * share)), s.extra) if i >= index else s
+        for i, s in enumerate(stages)
+    ]
+    return tuple(cut)
+
+
+def equivalent_steps(stages: Sequence[Stage], charge: int, restarts: int) -> int:
+    """The steps of a plain run that spends what ``stages`` spend per group (with the pool's
+    ``charge``): ``(row-steps + charge) / restarts``, rounded down; an unshrunk race's is the
+    plan's ``steps``. A pace states a race's cut in these steps."""
+    return (sum(s.rows * s.steps for s in stages) + charge) // max(1, restarts)
+
+
 def keep_ranked(values: Sequence[float], count: int) -> list[int]:
     """Positions of the ``count`` highest ``values`` (ties: the earlier), in rank order."""
     order = sorted(range(len(values)), key=lambda i: (-values[i], i))
@@ -178,10 +199,12 @@ __all__ = [
     "Stage",
     "corners_used",
     "ends_race",
+    "equivalent_steps",
     "group_budget",
     "horizon",
     "keep_ranked",
     "race_screen",
     "race_stages",
     "screen_charge",
+    "shrink_stages",
 ]

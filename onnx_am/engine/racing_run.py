@@ -2,8 +2,10 @@
 batches over the candidates still in it.
 
 Every candidate is a row ``Row(target, candidate, method)``; the same start serves a unit's
-candidate in every gradient method (as the plain run's restarts do). A :class:`RaceState`
-holds every candidate's optimized variable, best value and input, trace and Adam moments.
+candidate in every gradient method (as the plain run's restarts do). A
+:class:`~onnx_am.engine.racing_state.RaceState` holds every candidate's optimized variable,
+best value and input, trace and Adam moments, a
+:class:`~onnx_am.engine.racing_state.RacePoint` where the race stands.
 Each stage runs the active candidates in batches of at most the memory-fitted batch size,
 each batch a :class:`BatchRun` resumed from the candidates' state, for the stage's steps, and
 writes the state back. Between stages each (unit, method) group keeps its best candidates;
@@ -12,6 +14,15 @@ row keeps its best so far and continues from the new start with fresh optimizer 
 Schedules (lr, annealed slopes) run over a finalist's steps, so a candidate that stops early
 stops early in its schedule. Candidates that stop are not measured again: their best is over
 the points their steps measured. The finalists' last points are measured, as in a plain run.
+
+A race is checkpointed like a plain call (:mod:`onnx_am.engine.checkpoint`): at every stage
+boundary, every ``interval`` seconds and when the progress callback stops it between steps;
+a restored race continues at the saved step and ends exactly as an uninterrupted one. Paced
+(:class:`~onnx_am.engine.pace.Pace`), a race gets its steps like a plain chunk when it starts
+(it is then the race of those steps); at each stage boundary the stages left shrink by the
+share of them that still fits before the deadline, the halving kept
+(:func:`~onnx_am.engine.racing.shrink_stages`), and past the deadline the race stops after its
+current step, every candidate keeping its best so far.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from onnx_am.engine.checkpoint import BatchState
+from onnx_am.engine.checkpoint import Checkpointer
 from onnx_am.engine.loop import BatchRun, LoopContext, StepCount, _batch_size, on_device
 from onnx_am.engine.pace import Pace
 from onnx_am.engine.parameterizations import make_parameterization
@@ -31,11 +42,15 @@ from onnx_am.engine.racing import (
     Stage,
     corners_used,
     ends_race,
+    equivalent_steps,
     group_budget,
     horizon,
     keep_ranked,
     race_stages,
+    screen_charge,
+    shrink_stages,
 )
+from onnx_am.engine.racing_state import RacePoint, RaceState
 from onnx_am.engine.regularizers import parse_regularizer
 from onnx_am.engine.rows import Row, RowOutcome, layout_rows
 from onnx_am.engine.starts import row_seed, screen_pool, screen_values, simple_start
@@ -49,13 +64,15 @@ if TYPE_CHECKING:
     from onnx_am.passes.decouple import RewriteResult
 
 
-def race_plan(config: AMConfig, runs: int) -> tuple[tuple[Stage, ...], int]:
-    """The stages of ``config``'s race and the corner starts per group."""
-    settings, budget = config.racing, config.starts.restarts * config.ascent.steps
-    stages = race_stages(
-        settings, group_budget(settings, config.starts.restarts, config.ascent.steps, runs)
-    )
-    return stages, corners_used(settings, runs, budget)
+def race_plan(
+    config: AMConfig, runs: int, steps: int | None = None
+) -> tuple[tuple[Stage, ...], int]:
+    """The stages of ``config``'s race (of ``steps``, default the plan's) and the corner
+    starts per group."""
+    steps = config.ascent.steps if steps is None else steps
+    settings, restarts = config.racing, config.starts.restarts
+    stages = race_stages(settings, group_budget(settings, restarts, steps, runs))
+    return stages, corners_used(settings, runs, restarts * steps)
 
 
 @dataclass(frozen=True)
@@ -81,7 +98,6 @@ def race_starts(
     corners of one pool (seeded by ``seed`` alone, so a unit's starts do not depend on the
     other units).
     """
-    settings: RacingSettings = config.racing
     shape, domain = imported.input.sample_shape, config.domain
     starts = torch.empty((len(targets), candidates, *shape))
     centred = candidates - corners
@@ -91,59 +107,24 @@ def race_starts(
             starts[t, r] = simple_start(
                 "random", shape, domain, generator, config.starts.init_scale
             )
+    pool = race_pool(imported, config, targets, corners)
+    for t in range(len(targets)):
+        starts[t, centred:] = pool.corners[pool.order[t, :corners]]
+    return starts, pool
+
+
+def race_pool(
+    imported: ImportedModel, config: AMConfig, targets: Sequence[Target], corners: int
+) -> Pool:
+    """The screened :class:`Pool` of ``config``'s seed (empty without corner starts)."""
+    settings: RacingSettings = config.racing
+    shape, domain = imported.input.sample_shape, config.domain
     if not corners:
         empty = torch.empty((0, *shape))
-        return starts, Pool(empty, torch.empty((len(targets), 0), dtype=torch.long))
+        return Pool(empty, torch.empty((len(targets), 0), dtype=torch.long))
     pool = screen_pool(shape, domain, config.starts.seed, 0, settings.screen)
     values = screen_values(imported, domain, targets, pool)
-    order = torch.sort(-values, dim=1, stable=True).indices
-    for t in range(len(targets)):
-        starts[t, centred:] = pool[order[t, :corners]]
-    return starts, Pool(pool, order)
-
-
-class RaceState:
-    """Every candidate's state between stages (rows in :func:`layout_rows` order)."""
-
-    def __init__(self, x: torch.Tensor, raw: torch.Tensor, length: int, adam: bool):
-        rows = len(x)
-        self.x, self.best_x = x, raw.clone()
-        self.best_value = torch.full((rows,), float("-inf"), dtype=torch.float64, device=x.device)
-        self.trace = torch.full((length + 1, rows), float("-inf"), dtype=torch.float64)
-        self.length = [0] * rows
-        self.moments = (torch.zeros_like(x), torch.zeros_like(x)) if adam else None
-
-    def resume(self, index: int, rows: list[int], position: int) -> BatchState:
-        """The state of ``rows`` for a :class:`BatchRun` at ``position``."""
-        at = torch.tensor(rows, device=self.x.device)
-        optimizer: dict = {"step": position}
-        if self.moments is not None:
-            optimizer |= {"m": self.moments[0][at], "v": self.moments[1][at]}
-        trace = self.trace[:position, rows].to(self.x.device)
-        return BatchState(
-            index, position, self.x[at], self.best_x[at], self.best_value[at], trace, optimizer
-        )
-
-    def store(self, rows: list[int], run: BatchRun, position: int, finished: bool) -> None:
-        """Write ``run``'s state back for ``rows`` (it started at ``position``; ``finished``:
-        its last point was measured)."""
-        at = torch.tensor(rows, device=self.x.device)
-        self.x[at] = run.x.detach()
-        self.best_x[at] = run.best_x
-        self.best_value[at] = run.best_value
-        end = run.position + int(finished)
-        self.trace[position:end, rows] = run.trace[position:end].cpu()
-        for row in rows:
-            self.length[row] = end
-        if self.moments is not None and "m" in run.optimizer:
-            self.moments[0][at], self.moments[1][at] = run.optimizer["m"], run.optimizer["v"]
-
-    def restart(self, row: int, x: torch.Tensor) -> None:
-        """Row ``row`` continues from ``x`` with fresh moments; its best so far stays."""
-        self.x[row] = x.to(self.x.device)
-        if self.moments is not None:
-            self.moments[0][row] = 0
-            self.moments[1][row] = 0
+    return Pool(pool, torch.sort(-values, dim=1, stable=True).indices)
 
 
 def race_rows(
@@ -155,6 +136,7 @@ def race_rows(
     rewrite: RewriteResult | None = None,
     progress: Progress | None = None,
     pace: Pace | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> tuple[list[Row], RowOutcome]:
     """Race every target's candidates (``config.racing``); the rows and what each reached.
 
@@ -165,39 +147,39 @@ def race_rows(
         runs: the gradient methods; every unit races ``candidates`` rows of each.
         baselines: the trivial inputs' values, one per target.
         rewrite: a rectifier rewrite to reuse.
-        progress: called after every step (it may raise to stop the call).
-        pace: a deadline: the race stops after the step during which it passes.
+        progress: called after every step (it may raise to stop the call, after the state is
+            saved to ``checkpoint``).
+        pace: a deadline: the race gets the steps that fit when it starts, its stages shrink
+            when it runs slower than that, and it stops after the step during which the
+            deadline passes.
+        checkpoint: saves the race (:meth:`Checkpointer.save_race`) and continues from what
+            it restores.
 
     Returns:
         The rows (``Row(target, candidate, method)``) and per row its best value, input and
         trace.
     """
-    stages, corners = race_plan(config, len(runs))
-    candidates = stages[0].rows
-    corners = min(corners, candidates)
-    rows = layout_rows(len(targets), candidates, len(runs))
-    starts, pool = race_starts(imported, config, targets, candidates, corners)
-    race = _Race(imported, config, targets, runs, rows, rewrite, progress, pace)
+    race = _Race(imported, config, targets, runs, rewrite, progress, pace, checkpoint)
     try:
-        state = race.state(starts, horizon(stages))
-        race.run(state, stages, baselines, pool, corners)
+        point, state, pool = race.begin()
+        race.run(point, state, baselines, pool)
     finally:
         race.close()
-    outcome = RowOutcome([0.0] * len(rows), [None] * len(rows), [[] for _ in rows])
-    for i in range(len(rows)):
+    outcome = RowOutcome([0.0] * len(race.rows), [None] * len(race.rows), [[] for _ in race.rows])
+    for i in range(len(race.rows)):
         outcome.value[i] = float(state.best_value[i])
         outcome.image[i] = state.best_x[i].detach().cpu()
         outcome.trace[i] = state.trace[: state.length[i], i].tolist()
     outcome.batch_size = race.size
-    return rows, outcome
+    return race.rows, outcome
 
 
 class _Race:
-    """The shared graph and settings of one race, and its stage loop."""
+    """The shared graph and settings of one race, its stage loop and its checkpoints."""
 
-    def __init__(self, imported, config, targets, runs, rows, rewrite, progress, pace):
+    def __init__(self, imported, config, targets, runs, rewrite, progress, pace, checkpoint):
         self.imported, self.config, self.targets = imported, config, list(targets)
-        self.runs, self.rows, self.pace = list(runs), rows, pace
+        self.runs, self.pace, self.checkpoint = list(runs), pace, checkpoint
         needs_rewrite = any(m.kind != "standard" for m in runs)
         if needs_rewrite and rewrite is None:
             from onnx_am.passes import decouple_rectifiers
@@ -224,42 +206,65 @@ class _Race:
             pace=pace,
         )
         self.count = StepCount(0, progress)
+        most = len(targets) * config.racing.candidates * len(runs)
         self.size = _batch_size(
-            imported, config, extractor, self.control, tuple(runs), torch.float32, len(rows)
+            imported, config, extractor, self.control, tuple(runs), torch.float32, most
         )
+        self.rows: list[Row] = []
         self.batches = 0
 
     def close(self) -> None:
         if self.control is not None:
             self.control.set_standard()
 
-    def state(self, starts: torch.Tensor, length: int) -> RaceState:
+    def begin(self) -> tuple[RacePoint, RaceState, Pool]:
+        """The race's start, or where its checkpoint left it."""
+        config, runs = self.config, len(self.runs)
+        saved = None if self.checkpoint is None else self.checkpoint.restore_race(self._layout())
+        if saved is not None:
+            point = RacePoint.from_dict(saved)
+            self.rows = layout_rows(len(self.targets), point.stages[0].rows, runs)
+            state = RaceState.from_dict(saved["state"], config.device)
+            pool = race_pool(self.imported, config, self.targets, point.corners)
+            self.batches, self.count.done = point.batches, point.done
+            return point, state, pool
+        steps = config.ascent.steps
+        if self.pace is not None:  # as a plain chunk: the steps that fit, the race of those
+            steps = self.pace.steps_for(self._plain_rows(), steps)
+        stages, corners = race_plan(config, runs, steps)
+        candidates = stages[0].rows
+        corners = min(corners, candidates)
+        self.rows = layout_rows(len(self.targets), candidates, runs)
+        starts, pool = race_starts(self.imported, config, self.targets, candidates, corners)
         raw = torch.stack([starts[row.target, row.restart] for row in self.rows])
-        raw = raw.to(self.config.device)
-        return RaceState(self._variable(raw), raw, length, self.config.ascent.optimizer == "adam")
+        raw = raw.to(config.device)
+        state = RaceState(
+            self._variable(raw), raw, horizon(stages), config.ascent.optimizer == "adam"
+        )
+        charge = screen_charge(config.racing, runs, config.starts.restarts * steps)
+        active = {key: list(members) for key, members in self._groups().items()}
+        spare = dict.fromkeys(range(len(self.targets)), corners)
+        return RacePoint(stages, corners, charge, active, spare), state, pool
+
+    def _layout(self) -> dict:
+        """What a race's checkpoint must match besides the caller's key (the plan's race, not
+        what a pace made of it)."""
+        return {
+            "racing": self.config.racing.to_dict(),
+            "targets": len(self.targets),
+            "restarts": self.config.starts.restarts,
+            "chunk": self.size,
+            "steps": self.config.ascent.steps,
+            "methods": [m.label for m in self.runs],
+        }
+
+    def _plain_rows(self) -> int:
+        """Rows of the plain chunk the race stands for (what a pace counts)."""
+        return len(self.targets) * self.config.starts.restarts * len(self.runs)
 
     def _variable(self, raw: torch.Tensor) -> torch.Tensor:
         parameterization = self.context.parameterization
         return raw if parameterization is None else parameterization.from_raw(raw)
-
-    def run(self, state: RaceState, stages, baselines, pool: Pool, corners: int) -> None:
-        """Every stage in turn; between stages each group keeps its best candidates."""
-        length = horizon(stages)
-        groups = self._groups()
-        active = {key: list(members) for key, members in groups.items()}
-        spare = dict.fromkeys(range(len(self.targets)), corners)
-        self.count.total = sum(
-            -(-stage.rows * len(groups) // self.size) * stage.steps for stage in stages
-        )
-        position = 0
-        for index, stage in enumerate(stages):
-            if index:
-                self._promote(state, active, stage.rows, baselines, pool, spare)
-            last = ends_race(stages, index)
-            stopped = self._stage(state, active, stage.steps, position, length, last)
-            position += stage.steps
-            if stopped:
-                return
 
     def _groups(self) -> dict[tuple[int, int], list[int]]:
         groups: dict[tuple[int, int], list[int]] = {}
@@ -267,15 +272,46 @@ class _Race:
             groups.setdefault((row.target, row.method), []).append(i)
         return groups
 
-    def _stage(self, state, active, steps: int, position: int, length: int, last: bool) -> bool:
-        """Run the active candidates ``steps`` steps from ``position``, batch by batch;
-        True when the pace's deadline stopped the race."""
+    def run(self, point: RacePoint, state: RaceState, baselines, pool: Pool) -> None:
+        """Every stage from ``point`` on; between stages each group keeps its best candidates
+        and the pace shrinks what is left; the race is saved at each boundary."""
+        self.count.total = self._planned(point.stages)
+        while point.stage < len(point.stages):
+            if self._stage(point, state):
+                return
+            point.position += point.stages[point.stage].steps
+            point.stage, point.batch = point.stage + 1, 0
+            if point.stage == len(point.stages):
+                return
+            self._promote(point, state, baselines, pool)
+            self._fit_pace(point)
+            self._save(point, state)
+
+    def _planned(self, stages: Sequence[Stage]) -> int:
+        """Progress steps of ``stages``: per stage its batches times its steps."""
+        groups = len(self._groups())
+        return sum(-(-stage.rows * groups // self.size) * stage.steps for stage in stages)
+
+    def _stage(self, point: RacePoint, state: RaceState) -> bool:
+        """Run the active candidates of stage ``point.stage``, batch by batch from
+        ``point.batch``; True when the pace's deadline stopped the race. After a stop, the
+        batches that were never measured (in the first stage) still take one step, as the
+        later batches of a stopped plain chunk do, so that every unit has a result."""
+        length = horizon(point.stages)
+        last = ends_race(point.stages, point.stage)
         members = sorted(
-            (i for rows in active.values() for i in rows), key=lambda i: (self.rows[i].method, i)
+            (i for rows in point.active.values() for i in rows),
+            key=lambda i: (self.rows[i].method, i),
         )
-        for start in range(0, len(members), self.size):
-            batch = members[start : start + self.size]
+        batches = [members[i : i + self.size] for i in range(0, len(members), self.size)]
+        stopped = False
+        while point.batch < len(batches):
+            batch = batches[point.batch]
+            if stopped and min(state.length[i] for i in batch) > 0:
+                point.batch += 1
+                continue  # measured in an earlier stage: its best so far stands
             self.batches += 1
+            saved, point.running = point.running, None
             run = BatchRun(
                 self.context,
                 state.best_x[torch.tensor(batch, device=state.x.device)],
@@ -283,32 +319,69 @@ class _Race:
                 [self.runs[self.rows[i].method] for i in batch],
                 self.batches,
                 length,
-                state.resume(self.batches, batch, position),
+                saved or state.resume(self.batches, batch, point.position),
             )
-            stopped = self._drive(run, steps)
-            if last or stopped:
+            ended = self._drive(run, point, state)
+            if ended and not stopped:
+                self.pace.stopped_early += 1  # one race, one stop (as one plain chunk)
+            stopped = stopped or ended
+            if last or ended:
                 run.finish()
-            state.store(batch, run, position, last or stopped)
-            if stopped:
-                return True
-        return False
+            state.store(batch, run, point.position, last or ended)
+            point.batch += 1
+        return stopped
 
-    def _drive(self, run: BatchRun, steps: int) -> bool:
-        """``steps`` steps of ``run``; True when the deadline passed (after a step)."""
-        first = run.position
-        while run.position < first + steps:
+    def _drive(self, run: BatchRun, point: RacePoint, state: RaceState) -> bool:
+        """The stage's steps of ``run``; True when the deadline passed (after a step).
+        Saves the race every checkpoint interval and when the progress callback raises."""
+        first, end = run.position, point.position + point.stages[point.stage].steps
+        tic = self.pace.now() if self.pace is not None else 0.0
+        while run.position < end:
             if run.position > first and self.pace is not None and self.pace.expired():
-                self.pace.stopped_early += 1
                 return True
             run.step()
-            self.count.stepped(
-                {"batch": run.index, "batches": self.batches, "rows": len(run.methods)}
-            )
+            if self.checkpoint is not None and self.checkpoint.due():
+                self._save(point, state, run)
+            info = {"batch": run.index, "batches": self.batches, "rows": len(run.methods)}
+            try:
+                self.count.stepped(info)
+            except BaseException:
+                if self.checkpoint is not None:  # stopped between steps: keep this state
+                    self._save(point, state, run)
+                raise
+        if self.pace is not None and run.position > first:
+            taken = run.position - first  # one forward each (the last one is not timed)
+            self.pace.observe(len(run.methods), taken - 1, self.pace.now() - tic)
         return False
 
-    def _promote(self, state, active, count: int, baselines, pool: Pool, spare) -> None:
-        """Each group keeps its ``count`` best; in a unit still at a trivial value, half the
-        places go to new starts (the unit's next pool corners, else random corners)."""
+    def _save(self, point: RacePoint, state: RaceState, run: BatchRun | None = None) -> None:
+        """Checkpoint the race (``run``: the batch running, partway)."""
+        if self.checkpoint is None:
+            return
+        point.done = self.count.done
+        point.batches = self.batches - (run is not None)
+        point.running = None if run is None else run.snapshot()
+        self.checkpoint.save_race(point.to_dict(state))
+        point.running = None
+
+    def _fit_pace(self, point: RacePoint) -> None:
+        """Shrink the stages left by the share of them that fits before the deadline."""
+        if self.pace is None:
+            return
+        restarts = self.config.starts.restarts
+        left = sum(s.rows * s.steps for s in point.stages[point.stage :]) / restarts
+        stages = shrink_stages(point.stages, point.stage, self.pace.share(self._plain_rows(), left))
+        if stages == point.stages:
+            return
+        self.count.total -= self._planned(point.stages) - self._planned(stages)
+        point.stages = stages
+        self.pace.cap_at(equivalent_steps(stages, point.charge, restarts))
+
+    def _promote(self, point: RacePoint, state: RaceState, baselines, pool: Pool) -> None:
+        """Each group keeps the next stage's count of its best; in a unit still at a trivial
+        value, half the places go to new starts (the unit's next pool corners, else random
+        corners)."""
+        count, active, spare = point.stages[point.stage].rows, point.active, point.spare
         values = state.best_value.tolist()
         trivial = {
             t: all(
@@ -348,4 +421,4 @@ class _Race:
         )
 
 
-__all__ = ["Pool", "RaceState", "race_plan", "race_rows", "race_starts"]
+__all__ = ["Pool", "RaceState", "race_plan", "race_pool", "race_rows", "race_starts"]

@@ -134,6 +134,9 @@ class MaximizeReport:
         settings: the configuration used (JSON-able).
         timings: seconds spent per phase (``optimize``, ``crosscheck``, ``baselines``).
         tolerance: relative tolerance of the onnxruntime cross-check.
+        row_forwards: forward passes of the optimized rows (one per trace entry of every
+            row, also of a race's candidates that stopped): what a pace divides the
+            optimization's seconds by. None: not counted.
     """
 
     results: list[UnitResult]
@@ -141,6 +144,7 @@ class MaximizeReport:
     settings: dict
     timings: dict[str, float]
     tolerance: float
+    row_forwards: int | None = None
 
     @property
     def disagreements(self) -> list[UnitResult]:
