@@ -7,7 +7,8 @@ region waits for its slowest thread. ``import onnx_am`` sets ``OMP_WAIT_POLICY=P
 threads sleep) unless the user set it. This benchmark measures what that changes, each policy in
 a fresh process (OpenMP reads the variable once, when torch loads), in interleaved rounds:
 
-* ``idle``: nothing else runs (whatever else the machine runs: the load is recorded);
+* ``as found``: nothing is added to what the machine runs (its load is recorded per process;
+  idle only on an otherwise idle machine);
 * ``busy``: ``--busy`` processes spin on the CPU meanwhile (``python -c "while True: pass"``),
   as CI runners and shared workstations do.
 
@@ -157,6 +158,8 @@ def measure(args) -> list[dict]:
     return rows
 
 
+CONDITIONS = {"idle": "as found", "busy": "as found + {busy} busy processes"}
+
 POLICY_LABELS = {
     "default": "unset (spin, then sleep)",
     "passive": "PASSIVE (onnx_am's)",
@@ -167,7 +170,7 @@ POLICY_LABELS = {
 def render(rows: list[dict], info: dict, command_line: str, busy: int) -> str:
     table = [
         [
-            r["condition"] + (f" ({busy} busy)" if r["condition"] == "busy" else ""),
+            CONDITIONS[r["condition"]].format(busy=busy),
             r["model"],
             r["rows"],
             r["round"],
@@ -188,7 +191,8 @@ def render(rows: list[dict], info: dict, command_line: str, busy: int) -> str:
                 medians[policy] = sorted(seen)[len(seen) // 2] if seen else float("nan")
             for policy in POLICIES:
                 ratio = medians[policy] / medians["default"]
-                summary.append([condition, model, POLICY_LABELS[policy],
+                label = CONDITIONS[condition].format(busy=busy)
+                summary.append([label, model, POLICY_LABELS[policy],
                                 f"{medians[policy]:.1f}", f"{ratio:.2f}x"])  # fmt: skip
     header = ["machine", "model", "rows", "round", "OMP_WAIT_POLICY", "median ms/step"]
     header += ["p90 ms/step", "load (1 min) before"]
@@ -219,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--steps", type=int, default=20, help="timed steps per process")
     cli.add_argument("--busy", type=int, default=3, help="spinning processes in 'busy'")
     cli.add_argument("--resnet", action="store_true", help="also a ResNet-50 at 16 rows")
+    cli.add_argument("--name", default="wait_policy", help="results file name (no suffix)")
     args = cli.parse_args(argv)
     if args.child:
         policy, model, rows, steps, method = args.child
@@ -227,10 +232,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = measure(args)
     options = [f"--rounds {args.rounds}", f"--steps {args.steps}", f"--busy {args.busy}"]
-    line = command("wait_policy", *options, "--resnet" if args.resnet else "")
+    extra = [
+        "--resnet" if args.resnet else "",
+        f"--name {args.name}" if args.name != "wait_policy" else "",
+    ]
+    line = command("wait_policy", *options, *extra)
     info = machine()
     text = render(rows, info, line, args.busy)
-    path = write_results(args.out, "wait_policy", text, {"machine": info, "rows": rows})
+    path = write_results(args.out, args.name, text, {"machine": info, "rows": rows})
     print(path)
 
 

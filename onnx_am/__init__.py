@@ -17,8 +17,9 @@ os.environ.setdefault("MKL_CBWR", "AUTO")
 #: sleep. On a machine whose cores other processes want too (CI runners, shared servers, Ray
 #: workers beside each other), the spinning threads take the cores from the ones with work,
 #: and every parallel region waits for its slowest thread: a digits CNN's step was measured
-#: 10 to 100 times slower that way (benchmarks/results/wait_policy.md). Asleep, they cost a
-#: wake-up per parallel region instead. Read when torch loads, like MKL_CBWR above.
+#: 20 to 90 times slower that way on a loaded 2-core machine
+#: (benchmarks/results/wait_policy_loaded.md). Asleep, they cost a wake-up per parallel
+#: region instead. Read when torch loads, like MKL_CBWR above.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from onnx_am.domain import InputDomain, parse_domain

@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 # What ``import onnx_am`` sets, set before any test module loads torch (OpenMP reads it then):
 # idle OpenMP threads sleep instead of spinning, so the suite is not slowed tenfold on a
-# machine whose cores other processes want (benchmarks/results/wait_policy.md).
+# machine whose cores other processes want (benchmarks/results/wait_policy_loaded.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
