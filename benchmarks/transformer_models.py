@@ -5,9 +5,11 @@ cache folder; the first run needs the network, tests never do) and every file of
 ``models/transformers/`` is converted with all inputs kept (:func:`onnx_am.importer.graph.
 convert_graph`) and compared with onnxruntime on the same random inputs
 (:func:`onnx_am.reference.graph_parity.check_graph_parity`): integer inputs drawn in
-``[0, --high]`` (magika: bytes 0..255 and its padding token 256), float inputs standard
-normal, symbolic dims 2. The table also counts the GELU subgraphs the opt-in
-``gelu_subgraph`` rule finds. Written to ``benchmarks/results/transformer_models.md``.
+``[0, --high]`` (magika: bytes 0..255 and its padding token 256; the other wheel models inside
+their vocabularies, :data:`HIGH`), float inputs standard normal, symbolic dims 2 (batch) or
+16 (:data:`SHAPES` for graphs fixed to batch 1 or whose rows are not independent). The table
+also counts the GELU subgraphs the opt-in ``gelu_subgraph`` rule finds. Written to
+``benchmarks/results/transformer_models.md``.
 
     python -m benchmarks.transformer_models [--cache DIR] [--high 256] [--no-repo]
 """
@@ -209,8 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         "# Discrete-input models: conversion and parity",
         "",
         f"`{command}`; packages {', '.join(f'{k}=={v[0]}' for k, v in PACKAGES.items())}. "
-        f"Integer inputs uniform in 0..{args.high} (0..99 for the repo's tiny models; masks "
-        "ones with one padded position, token types zero), symbolic dims 2 (batch) or 16, "
+        f"Integer inputs uniform in 0..{args.high} (other wheel models: inside their "
+        "vocabularies, `HIGH`; 0..99 for the repo's tiny models; masks ones with one padded "
+        "position, token types zero), symbolic dims 2 (batch) or 16 (batch 1 for khmersm, "
+        "fixed to it, and text2tashkeel, whose rows are not independent: `SHAPES`), "
         "seed 0; onnxruntime on the unmodified file at the reference's level (all "
         "optimizations; basic for weight-only quantized MatMuls, whose MatMulNBits fusion "
         "quantizes activations, see onnx_am/reference/optimization.py). Tolerance: 1e-4 "
