@@ -5,8 +5,8 @@ onnx2torch converts only constant bounds; those keep its modules (``ReLU``, ``Re
 :class:`OnnxDynamicClip`, which takes them as inputs; the pass leaves it alone (reported as
 an untouched ``Clip``). A bound left out by an empty name (``Clip(x, 1.0, "")``, as the torch
 exporter writes ``clamp(min=1)``), which onnx2torch reads as a missing constant, is no bound.
-Gradients flow to ``x`` inside the bounds and to a bound where it
-clips, as ``torch.clamp`` gives them.
+Gradients flow to ``x`` inside the bounds and to a bound where it clips, as ``torch.clamp``
+gives them.
 """
 
 from __future__ import annotations
