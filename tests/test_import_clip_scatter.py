@@ -72,6 +72,22 @@ def test_constant_clip_keeps_onnx2torch_modules(make_model):
     assert [r.op_type for r in decouple_rectifiers(imported).rewritten] == ["Clip"]
 
 
+@pytest.mark.parametrize(("bounds", "module"), [(["lo", ""], torch.nn.ReLU), (["", "hi"], None)])
+def test_clip_with_an_empty_bound_name(make_model, bounds, module):
+    # the torch exporter writes clamp(min=0) as Clip(x, 0.0, ""); onnx2torch reads the empty
+    # name as a missing constant (arabic-name-romanizer's encoder, benchmarks/transformer_models)
+    nodes = [helper.make_node("Clip", ["x", *bounds], ["y"], name="clip")]
+    inits = {"lo": np.array(0.0, F32), "hi": np.array(0.5, F32)}
+    imported = import_onnx(make_model(nodes, [("x", ["N", 5])], ["y"], inits, 17))
+    result = check_parity(imported, samples=3)
+    assert result.passed, result.summary()
+    if module is not None:
+        assert any(isinstance(m, module) for m in imported.module.modules())
+    (y,) = imported.run(torch.tensor([[-1.0, -0.2, 0.0, 0.4, 0.9]]))
+    want = [0.0, 0.0, 0.0, 0.4, 0.9] if module else [-1.0, -0.2, 0.0, 0.4, 0.5]
+    np.testing.assert_allclose(y.numpy(), [want])
+
+
 def test_dynamic_clip_gradient_float64_and_left_alone_by_the_pass(make_model):
     imported = import_onnx(_clip_with_floor(make_model))
     _gradcheck(imported, [2, 6])

@@ -274,3 +274,20 @@ def test_a_second_converter_for_the_same_op_version_fails_loudly() -> None:
     register("OnnxAmTestOnlyOp", (1,), domain="onnx_am.test")(convert)
     with pytest.raises(RuntimeError, match="two onnx-am converters for onnx_am.test::"):
         register("OnnxAmTestOnlyOp", (1,), domain="onnx_am.test")(convert)
+
+
+def test_reshape_allowzero_with_a_computed_shape(make_model):
+    # dynamo exports with dynamic axes: Reshape(x, Concat(Shape(x)[:1], [-1, 4]), allowzero=1)
+    # (khmersm's character transformer, benchmarks/transformer_models)
+    from onnx_am.importer.converters.reshape import OnnxReshapeAllowZero
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["n"], name="shape", start=0, end=1),
+        helper.make_node("Concat", ["n", "rest"], ["s"], name="concat", axis=0),
+        helper.make_node("Reshape", ["x", "s"], ["y"], name="reshape", allowzero=1),
+    ]
+    model = make_model(nodes, [("x", ["N", 3, 4])], ["y"], {"rest": np.array([-1, 4], I64)}, 17)
+    imported = import_onnx(model)
+    assert any(isinstance(m, OnnxReshapeAllowZero) for m in imported.module.modules())
+    result = check_parity(imported, samples=3)
+    assert result.passed, result.summary()

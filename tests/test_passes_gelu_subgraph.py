@@ -164,7 +164,8 @@ def test_other_products_are_not_gelu(nodes):
 @pytest.mark.parametrize(
     ("name", "count"),
     [("bert_trigger_legacy.onnx", 2), ("bert_trigger_dynamo.onnx", 2), ("t5enc_legacy.onnx", 2),
-     ("minilm_optimum.onnx", 2), ("bytes_sig_legacy.onnx", 1), ("t5enc_qdyn.onnx", 2)],
+     ("minilm_optimum.onnx", 2), ("bytes_sig_legacy.onnx", 1), ("t5enc_qdyn.onnx", 2),
+     ("keras_trigger_tf2onnx.onnx", 2)],
 )  # fmt: skip
 def test_found_in_the_exports(name, count):
     graph = convert_graph(MODELS / name).prepared.graph

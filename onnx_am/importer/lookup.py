@@ -9,6 +9,11 @@ A token model turns integer ids into float vectors in one of two ways:
 - ``Cast(Equal(ids[..., None], c))`` with a constant ``c`` of shape ``[1, ..., 1, V]`` (the
   one-hot jax2tf writes, e.g. in magika's byte model): row ``v`` is ``c == v``.
 
+Between the int graph input and the indices, shape-only ops are walked through, and so is the
+negative-index wrap ``where(ids < 0, ids + V, ids)`` that Keras 3's ``Embedding`` writes (as
+``Where``, or as tf2onnx's ``Cast(Less) * (ids + V) + ids * Cast(Not(Less))``): it is ``ids``
+for every valid id.
+
 Either way, the tensor the model computes for a sequence of ids is ``E[ids]``: a
 :class:`Lookup` records ``E``, the int graph input the ids come from, and the tensor.
 """
@@ -205,10 +210,70 @@ def _int_input(model, producers, name: str) -> str | None:
         if name in inputs:
             return name
         node = producers.get(name)
-        if node is None or node.op_type not in INDEX_PASS_THROUGH or not node.input:
+        if node is None or not node.input:
             return None
-        name = node.input[0]
+        if node.op_type in INDEX_PASS_THROUGH:
+            name = node.input[0]
+            continue
+        name = _negative_index_wrap(model, producers, node)
+        if name is None:
+            return None
     return None
+
+
+def _negative_index_wrap(model, producers, node: onnx.NodeProto) -> str | None:
+    """``x`` when ``node`` computes ``where(x < 0, ..., x)``, which is ``x`` for ids >= 0:
+    ``Where(Less(x, 0), a, x)`` or ``Cast(Less(x, 0)) * a + x * Cast(Not(Less(x, 0)))``
+    (operands in either order, ``x`` possibly behind Casts); else ``None``."""
+    if node.op_type == "Where" and len(node.input) == 3:
+        less = _less_than_zero(model, producers, node.input[0])
+        if less is not None and _same(producers, node.input[2], less):
+            return node.input[2]
+        return None
+    if node.op_type != "Add" or len(node.input) != 2:
+        return None
+    terms = [producers.get(name) for name in node.input]
+    if any(term is None or term.op_type != "Mul" for term in terms):
+        return None
+    for negative, kept in (terms, terms[::-1]):
+        for flag in negative.input:
+            x = _less_than_zero(model, producers, _strip_casts(producers, flag))
+            if x is None:
+                continue
+            for gate, ids in ((kept.input[0], kept.input[1]), (kept.input[1], kept.input[0])):
+                inverse = producers.get(_strip_casts(producers, gate))
+                if (
+                    inverse is not None
+                    and inverse.op_type == "Not"
+                    and _same(producers, inverse.input[0], flag)
+                    and _same(producers, ids, x)
+                ):
+                    return ids
+    return None
+
+
+def _less_than_zero(model, producers, name: str) -> str | None:
+    """``x`` when ``name`` is ``Less(x, 0)``, else ``None``."""
+    node = producers.get(name)
+    if node is None or node.op_type != "Less" or len(node.input) != 2:
+        return None
+    bound = constant_value(model, node.input[1])
+    if bound is None or bound.size != 1 or float(bound.reshape(-1)[0]) != 0.0:
+        return None
+    return node.input[0]
+
+
+def _strip_casts(producers, name: str) -> str:
+    node = producers.get(name)
+    while node is not None and node.op_type == "Cast":
+        name = node.input[0]
+        node = producers.get(name)
+    return name
+
+
+def _same(producers, first: str, second: str) -> bool:
+    """Whether two tensors are the same one behind Casts."""
+    return _strip_casts(producers, first) == _strip_casts(producers, second)
 
 
 def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:

@@ -25,6 +25,7 @@ from onnx_am.importer.converters import (  # noqa: F401  (imported for their reg
     quantized_recurrent,
     recurrent,
     reduce,
+    reshape,
     resize,
     scatter,
     split,
