@@ -157,6 +157,25 @@ RACING = {
         ANNEALED,
         RacingSettings(candidates=16, corners=8, rungs=4, screen=384),
     ),
+    # round 5: one change at a time from 16 candidates, cosine
+    "standard + anneal(0.3), racing 16 candidates 4 corners, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=4, rungs=4, screen=128),
+    ),
+    "standard + anneal(0.3), racing 12 candidates, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=12, corners=6, rungs=4, screen=128),
+    ),
+    "standard + anneal(0.3), racing 16 candidates keep 1/3, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=8, keep=1 / 3, rungs=3, screen=128),
+    ),
 }
 ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS, **RACING}
 SUCCESS = 0.99
