@@ -147,6 +147,22 @@ SIX = {
             "racing": RacingSettings(candidates=16, corners=8, keep=1 / 3, rungs=3, screen=128),
         },
     ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 1": (
+        ANNEALED,
+        3,
+        {
+            **COSINE,
+            "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=128, settle=1),
+        },
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 2": (
+        ANNEALED,
+        3,
+        {
+            **COSINE,
+            "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=128, settle=2),
+        },
+    ),
 }
 #: Run with ``--rows 6`` unless ``--configs`` says otherwise.
 SIX_DEFAULT = [

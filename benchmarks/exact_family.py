@@ -176,6 +176,18 @@ RACING = {
         ANNEALED,
         RacingSettings(candidates=16, corners=8, keep=1 / 3, rungs=3, screen=128),
     ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 1": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=8, rungs=4, screen=128, settle=1),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 2": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        RacingSettings(candidates=16, corners=8, rungs=4, screen=128, settle=2),
+    ),
 }
 ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS, **RACING}
 SUCCESS = 0.99

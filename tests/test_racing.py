@@ -17,6 +17,7 @@ from onnx_am.engine.racing import (
     group_budget,
     horizon,
     keep_ranked,
+    lr_hold,
     race_stages,
     screen_charge,
 )
@@ -120,11 +121,61 @@ def test_the_screen_is_paid_from_the_budget_and_dropped_when_it_would_not_fit():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"candidates": 0}, {"corners": 9}, {"keep": 1.0}, {"rungs": -1}, {"screen": 1}],
+    [
+        {"candidates": 0},
+        {"corners": 9},
+        {"keep": 1.0},
+        {"rungs": -1},
+        {"screen": 1},
+        {"settle": -1},
+    ],
 )
 def test_bad_racing_settings_are_refused_in_one_line(bad):
     with pytest.raises(SettingsError, match="racing"):
         AMConfig.of(racing=RacingSettings(**bad)).validate()
+
+
+def test_the_lr_schedule_starts_at_the_settling_stages():
+    stages = race_stages(RacingSettings(candidates=8, rungs=3), 768)  # 24, 48, 96, 192 steps
+    assert lr_hold(stages, 0) == 0  # the schedule runs over the whole race
+    assert lr_hold(stages, 1) == 24 + 48 + 96
+    assert lr_hold(stages, 2) == 24 + 48
+    assert lr_hold(stages, 4) == lr_hold(stages, 9) == 0
+    with_extra = race_stages(RacingSettings(candidates=8, rungs=2), 771)  # 32, 64, 129, 1
+    assert with_extra[-1].extra  # the leftover step counts with the last stage
+    assert lr_hold(with_extra, 1) == 32 + 64
+
+
+def _lr_steps(monkeypatch, imported, settle: int) -> list[tuple[int, int, float]]:
+    """``(step, total, factor)`` of every lr factor a cosine race's steps used."""
+    from onnx_am.engine import loop
+
+    used: list[tuple[int, int, float]] = []
+    factor = loop.lr_factor
+
+    def recording(kind, step, total, floor, cycles):
+        used.append((step, total, factor(kind, step, total, floor, cycles)))
+        return used[-1][2]
+
+    monkeypatch.setattr(loop, "lr_factor", recording)
+    config = _config(lr_schedule="cosine", racing=RacingSettings(corners=0, settle=settle))
+    maximize(imported, ["y:0"], ["standard"], config)
+    return used
+
+
+def test_settled_races_step_at_the_full_lr_until_their_last_stages(monkeypatch, linear_units):
+    imported, _ = linear_units
+    stages = race_stages(RacingSettings(corners=0), 3 * 32)
+    hold, length = lr_hold(stages, 1), horizon(stages)
+    assert 0 < hold < length
+    settled = _lr_steps(monkeypatch, imported, settle=1)
+    assert len(settled) == length  # one batch: one call per step of the finalist's run
+    assert [f for _, _, f in settled[: hold + 1]] == [1.0] * (hold + 1)  # held at the full lr
+    assert {t for _, t, _ in settled} == {length - hold}  # the schedule spans the last stage
+    decay = [f for _, _, f in settled[hold:]]
+    assert decay == sorted(decay, reverse=True) and decay[-1] < 0.1
+    whole = _lr_steps(monkeypatch, imported, settle=0)
+    assert {t for _, t, _ in whole} == {length} and whole[1][2] < 1.0  # over the whole race
 
 
 def _row_steps(imported, targets, methods, config) -> int:

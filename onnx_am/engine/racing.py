@@ -36,6 +36,8 @@ class RacingSettings:
         rungs: stage boundaries (halvings); ``rungs + 1`` stages.
         screen: random corners in the pool, evaluated with forward passes only (each counts
             as a third of a row-step against the budget).
+        settle: the lr schedule (``lr_schedule``) runs over the race's last ``settle`` stages
+            only, the stages before them step at the full lr (0: it runs over the whole race).
     """
 
     candidates: int = 8
@@ -43,6 +45,7 @@ class RacingSettings:
     keep: float = 0.5
     rungs: int = 3
     screen: int = 64
+    settle: int = 0
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first bad setting."""
@@ -58,6 +61,7 @@ class RacingSettings:
                 self.screen >= self.corners and (self.screen >= 1 or self.corners == 0),
                 f"racing screen must be >= corners ({self.corners}), got {self.screen}",
             ),
+            (self.settle >= 0, f"racing settle must be >= 0, got {self.settle}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -167,6 +171,16 @@ def horizon(stages: Sequence[Stage]) -> int:
     return sum(stage.steps for stage in stages)
 
 
+def lr_hold(stages: Sequence[Stage], settle: int) -> int:
+    """Steps a finalist takes at the full lr before the last ``settle`` stages (the one-step
+    stage of leftovers counts with the stage before it), where its lr schedule starts; 0 when
+    ``settle`` is 0 or covers every stage."""
+    if settle == 0:
+        return 0
+    main = [stage for stage in stages if not stage.extra]
+    return horizon(main[: max(0, len(main) - settle)])
+
+
 def keep_ranked(values: Sequence[float], count: int) -> list[int]:
     """Positions of the ``count`` highest ``values`` (ties: the earlier), in rank order."""
     order = sorted(range(len(values)), key=lambda i: (-values[i], i))
@@ -181,6 +195,7 @@ __all__ = [
     "group_budget",
     "horizon",
     "keep_ranked",
+    "lr_hold",
     "race_screen",
     "race_stages",
     "screen_charge",

@@ -10,8 +10,9 @@ writes the state back. Between stages each (unit, method) group keeps its best c
 in a unit where none beats the trivial inputs yet, half the places kept go to new starts (the
 row keeps its best so far and continues from the new start with fresh optimizer moments).
 Schedules (lr, annealed slopes) run over a finalist's steps, so a candidate that stops early
-stops early in its schedule. Candidates that stop are not measured again: their best is over
-the points their steps measured. The finalists' last points are measured, as in a plain run.
+stops early in its schedule; with ``settle`` the lr schedule runs over the last stages only.
+Candidates that stop are not measured again: their best is over the points their steps
+measured. The finalists' last points are measured, as in a plain run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from onnx_am.engine.racing import (
     group_budget,
     horizon,
     keep_ranked,
+    lr_hold,
     race_stages,
 )
 from onnx_am.engine.regularizers import parse_regularizer
@@ -177,7 +179,8 @@ def race_rows(
     corners = min(corners, candidates)
     rows = layout_rows(len(targets), candidates, len(runs))
     starts, pool = race_starts(imported, config, targets, candidates, corners)
-    race = _Race(imported, config, targets, runs, rows, rewrite, progress, pace)
+    hold = lr_hold(stages, config.racing.settle)
+    race = _Race(imported, config, targets, runs, rows, rewrite, progress, pace, hold)
     try:
         state = race.state(starts, horizon(stages))
         race.run(state, stages, baselines, pool, corners)
@@ -195,7 +198,7 @@ def race_rows(
 class _Race:
     """The shared graph and settings of one race, and its stage loop."""
 
-    def __init__(self, imported, config, targets, runs, rows, rewrite, progress, pace):
+    def __init__(self, imported, config, targets, runs, rows, rewrite, progress, pace, hold):
         self.imported, self.config, self.targets = imported, config, list(targets)
         self.runs, self.rows, self.pace = list(runs), rows, pace
         needs_rewrite = any(m.kind != "standard" for m in runs)
@@ -222,6 +225,7 @@ class _Race:
                 config.parameterization, imported.input, config.domain
             ),
             pace=pace,
+            lr_hold=hold,
         )
         self.count = StepCount(0, progress)
         self.size = _batch_size(
