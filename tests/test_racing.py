@@ -128,6 +128,7 @@ def test_the_screen_is_paid_from_the_budget_and_dropped_when_it_would_not_fit():
         {"rungs": -1},
         {"screen": 1},
         {"settle": -1},
+        {"lr_schedule": "sine"},
     ],
 )
 def test_bad_racing_settings_are_refused_in_one_line(bad):
@@ -146,8 +147,8 @@ def test_the_lr_schedule_starts_at_the_settling_stages():
     assert lr_hold(with_extra, 1) == 32 + 64
 
 
-def _lr_steps(monkeypatch, imported, settle: int) -> list[tuple[int, int, float]]:
-    """``(step, total, factor)`` of every lr factor a cosine race's steps used."""
+def _lr_steps(monkeypatch, imported, racing: RacingSettings, **config):
+    """``(step, total, factor)`` of every lr factor a race's steps used."""
     from onnx_am.engine import loop
 
     used: list[tuple[int, int, float]] = []
@@ -158,8 +159,7 @@ def _lr_steps(monkeypatch, imported, settle: int) -> list[tuple[int, int, float]
         return used[-1][2]
 
     monkeypatch.setattr(loop, "lr_factor", recording)
-    config = _config(lr_schedule="cosine", racing=RacingSettings(corners=0, settle=settle))
-    maximize(imported, ["y:0"], ["standard"], config)
+    maximize(imported, ["y:0"], ["standard"], _config(racing=racing, **config))
     return used
 
 
@@ -168,14 +168,23 @@ def test_settled_races_step_at_the_full_lr_until_their_last_stages(monkeypatch, 
     stages = race_stages(RacingSettings(corners=0), 3 * 32)
     hold, length = lr_hold(stages, 1), horizon(stages)
     assert 0 < hold < length
-    settled = _lr_steps(monkeypatch, imported, settle=1)
-    assert len(settled) == length  # one batch: one call per step of the finalist's run
-    assert [f for _, _, f in settled[: hold + 1]] == [1.0] * (hold + 1)  # held at the full lr
-    assert {t for _, t, _ in settled} == {length - hold}  # the schedule spans the last stage
-    decay = [f for _, _, f in settled[hold:]]
+    settled = RacingSettings(corners=0, lr_schedule="cosine", settle=1)
+    used = _lr_steps(monkeypatch, imported, settled)  # the ascent's schedule is constant
+    assert len(used) == length  # one batch: one call per step of the finalist's run
+    assert [f for _, _, f in used[: hold + 1]] == [1.0] * (hold + 1)  # held at the full lr
+    assert {t for _, t, _ in used} == {length - hold}  # the schedule spans the last stage
+    decay = [f for _, _, f in used[hold:]]
     assert decay == sorted(decay, reverse=True) and decay[-1] < 0.1
-    whole = _lr_steps(monkeypatch, imported, settle=0)
+    whole = _lr_steps(monkeypatch, imported, RacingSettings(corners=0, lr_schedule="cosine"))
     assert {t for _, t, _ in whole} == {length} and whole[1][2] < 1.0  # over the whole race
+
+
+def test_a_race_without_its_own_lr_schedule_takes_the_ascents(monkeypatch, linear_units):
+    imported, _ = linear_units
+    plain = RacingSettings(corners=0, lr_schedule=None)
+    assert {f for _, _, f in _lr_steps(monkeypatch, imported, plain)} == {1.0}
+    cosine = _lr_steps(monkeypatch, imported, plain, lr_schedule="cosine")
+    assert cosine[-1][2] < 0.1
 
 
 def _row_steps(imported, targets, methods, config) -> int:

@@ -21,6 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.errors import SettingsError
 
 
@@ -36,8 +37,10 @@ class RacingSettings:
         rungs: stage boundaries (halvings); ``rungs + 1`` stages.
         screen: random corners in the pool, evaluated with forward passes only (each counts
             as a third of a row-step against the budget).
-        settle: the lr schedule (``lr_schedule``) runs over the race's last ``settle`` stages
-            only, the stages before them step at the full lr (0: it runs over the whole race).
+        lr_schedule: the raced candidates' lr schedule (:mod:`onnx_am.engine.schedules`);
+            None: the ascent's ``lr_schedule``, as a plain run's.
+        settle: the lr schedule runs over the race's last ``settle`` stages only, the stages
+            before them step at the full lr (0: it runs over the whole race).
     """
 
     candidates: int = 8
@@ -45,6 +48,7 @@ class RacingSettings:
     keep: float = 0.5
     rungs: int = 3
     screen: int = 64
+    lr_schedule: str | None = None
     settle: int = 0
 
     def validate(self) -> None:
@@ -60,6 +64,11 @@ class RacingSettings:
             (
                 self.screen >= self.corners and (self.screen >= 1 or self.corners == 0),
                 f"racing screen must be >= corners ({self.corners}), got {self.screen}",
+            ),
+            (
+                self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
+                f"unknown racing lr schedule {self.lr_schedule!r}; choose from "
+                f"{', '.join(LR_SCHEDULES)}",
             ),
             (self.settle >= 0, f"racing settle must be >= 0, got {self.settle}"),
         ]

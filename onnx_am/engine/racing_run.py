@@ -10,7 +10,8 @@ writes the state back. Between stages each (unit, method) group keeps its best c
 in a unit where none beats the trivial inputs yet, half the places kept go to new starts (the
 row keeps its best so far and continues from the new start with fresh optimizer moments).
 Schedules (lr, annealed slopes) run over a finalist's steps, so a candidate that stops early
-stops early in its schedule; with ``settle`` the lr schedule runs over the last stages only.
+stops early in its schedule; the race's own lr schedule (``lr_schedule``) runs over the last
+``settle`` stages only when ``settle`` is set.
 Candidates that stop are not measured again: their best is over the points their steps
 measured. The finalists' last points are measured, as in a plain run.
 """
@@ -180,7 +181,18 @@ def race_rows(
     rows = layout_rows(len(targets), candidates, len(runs))
     starts, pool = race_starts(imported, config, targets, candidates, corners)
     hold = lr_hold(stages, config.racing.settle)
-    race = _Race(imported, config, targets, runs, rows, rewrite, progress, pace, hold)
+    schedule = config.racing.lr_schedule or config.ascent.lr_schedule
+    race = _Race(
+        imported,
+        config.replaced(lr_schedule=schedule),
+        targets,
+        runs,
+        rows,
+        rewrite,
+        progress,
+        pace,
+        hold,
+    )
     try:
         state = race.state(starts, horizon(stages))
         race.run(state, stages, baselines, pool, corners)
