@@ -175,7 +175,8 @@ def test_settled_races_step_at_the_full_lr_until_their_last_stages(monkeypatch, 
     assert {t for _, t, _ in used} == {length - hold}  # the schedule spans the last stage
     decay = [f for _, _, f in used[hold:]]
     assert decay == sorted(decay, reverse=True) and decay[-1] < 0.1
-    whole = _lr_steps(monkeypatch, imported, RacingSettings(corners=0, lr_schedule="cosine"))
+    whole = RacingSettings(corners=0, lr_schedule="cosine", settle=0)
+    whole = _lr_steps(monkeypatch, imported, whole)
     assert {t for _, t, _ in whole} == {length} and whole[1][2] < 1.0  # over the whole race
 
 
@@ -232,7 +233,7 @@ def test_units_at_a_trivial_value_get_new_starts(corner_unit, bowl_unit, monkeyp
         "restart",
         lambda self, row, x: (restarted.append(row), original(self, row, x)),
     )
-    no_corners = RacingSettings(corners=0)
+    no_corners = RacingSettings(candidates=8, corners=0, rungs=3)
     maximize(bowl_unit, ["y:0"], ["standard"], _config(racing=no_corners))
     assert restarted == []  # the unit beats the trivial inputs: survivors take the rows
     maximize(corner_unit, ["y:0"], ["standard"], _config(racing=no_corners))
@@ -262,7 +263,7 @@ def test_the_budget_prices_the_race_stage_by_stage():
     )
     assert cost.estimate(raced) == pytest.approx(expected)
     assert cost.estimate(plain) == pytest.approx(257 * cost.step(12))
-    assert sum(s.rows * s.steps for s in stages) == 768 - 11
+    assert sum(s.rows * s.steps for s in stages) == 768 - screen_charge(RacingSettings(), 2, 768)
 
 
 def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
@@ -275,8 +276,10 @@ def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
     args = ["analyze", str(model), "--racing", "--steps", "32", "--time-budget", "none"]
     result = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "racing restarts: per unit and run, candidates x steps 8 x" in result.output
+    plan = f"racing restarts: per unit and run, candidates x steps {RacingSettings().candidates} x"
+    assert plan in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["racing"] == RacingSettings().to_dict()
-    assert sum(s["candidates"] * s["steps"] for s in report["plan"]["racing"]) == 3 * 32 - 11
+    charge = screen_charge(RacingSettings(), 2, 3 * 32)
+    assert sum(s["candidates"] * s["steps"] for s in report["plan"]["racing"]) == 3 * 32 - charge
     assert max(r["activation"] for r in report["results"]) == pytest.approx(4.5, abs=1e-5)
