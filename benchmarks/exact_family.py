@@ -54,6 +54,7 @@ ROUND1_RACING = {
     "screen": 64,
     "lr_schedule": None,
     "settle": 0,
+    "first_steps": 1,
 }
 
 
@@ -218,6 +219,12 @@ RACING = {
         "cosine",
         ANNEALED,
         raced(candidates=16, corners=4, rungs=4, screen=128, settle=1),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 1 first 8": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=16, corners=8, rungs=4, screen=128, settle=1, first_steps=8),
     ),
 }
 ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS, **RACING}

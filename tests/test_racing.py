@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from onnx_am.engine import racing_run
 from onnx_am.engine.racing import (
     RacingSettings,
     Stage,
+    corner_starts,
     group_budget,
     horizon,
     keep_ranked,
@@ -107,6 +109,19 @@ def test_candidates_halve_each_rung_and_survivors_take_longer_stages():
     assert horizon(stages) == 360  # a finalist runs more steps than a plain row's 256
 
 
+def test_a_small_budget_starts_fewer_candidates_than_its_first_steps_allow():
+    settings = RacingSettings(candidates=16, corners=8, rungs=4, first_steps=8)
+    long = race_stages(settings, 746)  # 3 x 256 steps, less the screen
+    assert long == race_stages(replace(settings, first_steps=1), 746)  # 9 steps: enough
+    assert long[0] == Stage(16, 9)
+    assert race_stages(replace(settings, first_steps=1), 170)[0] == Stage(16, 2)
+    short = race_stages(settings, 170)  # 3 x 64 steps, less the screen
+    assert short[0].steps >= 8 and short[0].rows == 5  # 6 would get 7 steps
+    assert sum(s.rows * s.steps for s in short) == 170
+    assert corner_starts(settings, 8, 16) == 8 and corner_starts(settings, 8, 5) == 3
+    assert race_stages(settings, 3)[0].rows == 1  # one candidate always runs
+
+
 def test_keep_ranked_keeps_the_better_half_ties_to_the_earlier():
     assert keep_ranked([0.1, 3.0, 2.0, 3.0, -1.0, 0.5], 3) == [1, 3, 2]
 
@@ -129,6 +144,7 @@ def test_the_screen_is_paid_from_the_budget_and_dropped_when_it_would_not_fit():
         {"screen": 1},
         {"settle": -1},
         {"lr_schedule": "sine"},
+        {"first_steps": 0},
     ],
 )
 def test_bad_racing_settings_are_refused_in_one_line(bad):

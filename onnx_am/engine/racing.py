@@ -41,6 +41,10 @@ class RacingSettings:
             None: the ascent's ``lr_schedule``, as a plain run's.
         settle: the lr schedule runs over the race's last ``settle`` stages only, the stages
             before them step at the full lr (0: it runs over the whole race).
+        first_steps: the fewest steps of the first stage: a budget too small to give every
+            candidate that many starts fewer candidates (and as many fewer corners in
+            proportion, see :func:`corner_starts`), so that no candidate is judged on a step
+            or two.
     """
 
     candidates: int = 8
@@ -50,6 +54,7 @@ class RacingSettings:
     screen: int = 64
     lr_schedule: str | None = None
     settle: int = 0
+    first_steps: int = 1
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first bad setting."""
@@ -71,6 +76,10 @@ class RacingSettings:
                 f"{', '.join(LR_SCHEDULES)}",
             ),
             (self.settle >= 0, f"racing settle must be >= 0, got {self.settle}"),
+            (
+                self.first_steps >= 1,
+                f"racing first_steps must be >= 1, got {self.first_steps}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -107,6 +116,12 @@ def corners_used(settings: RacingSettings, runs: int, budget: int) -> int:
     return settings.corners if screen_charge(settings, runs, budget) else 0
 
 
+def corner_starts(settings: RacingSettings, corners: int, candidates: int) -> int:
+    """Corner starts of a race that starts ``candidates`` (fewer than ``settings.candidates``
+    when the budget is small): ``corners`` in proportion, rounded up."""
+    return -(-corners * candidates // settings.candidates)
+
+
 def race_screen(config, runs: int) -> int:
     """Forward passes the race of ``config`` (an ``AMConfig``) spends screening its pool per
     engine call (0 without racing or corners)."""
@@ -126,7 +141,8 @@ def race_stages(settings: RacingSettings, budget: int) -> tuple[Stage, ...]:
     Candidates fall by ``keep`` at every boundary (never below 1). Each stage gets
     ``budget / stages`` row-steps; the last stage takes the rest that its rows divide, and a
     final one-step stage of fewer rows what is left over. With too small a budget for every
-    candidate to take a step, the race starts fewer candidates.
+    candidate to take ``first_steps`` steps in the first stage (and a step in every stage),
+    the race starts fewer candidates.
 
     Raises:
         SettingsError: ``budget < 1``.
@@ -140,7 +156,7 @@ def race_stages(settings: RacingSettings, budget: int) -> tuple[Stage, ...]:
             if kept < counts[-1]:  # a boundary where nothing stops is no boundary
                 counts.append(kept)
         stages = _split(counts, budget)
-        if stages is not None:
+        if stages is not None and (stages[0].steps >= settings.first_steps or first == 1):
             return stages
     raise AssertionError("one candidate always fits a budget >= 1")  # pragma: no cover
 
@@ -199,6 +215,7 @@ def keep_ranked(values: Sequence[float], count: int) -> list[int]:
 __all__ = [
     "RacingSettings",
     "Stage",
+    "corner_starts",
     "corners_used",
     "ends_race",
     "group_budget",

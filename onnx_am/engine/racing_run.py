@@ -31,6 +31,7 @@ from onnx_am.engine.parameterizations import make_parameterization
 from onnx_am.engine.racing import (
     RacingSettings,
     Stage,
+    corner_starts,
     corners_used,
     ends_race,
     group_budget,
@@ -177,7 +178,7 @@ def race_rows(
     """
     stages, corners = race_plan(config, len(runs))
     candidates = stages[0].rows
-    corners = min(corners, candidates)
+    corners = corner_starts(config.racing, corners, candidates)
     rows = layout_rows(len(targets), candidates, len(runs))
     starts, pool = race_starts(imported, config, targets, candidates, corners)
     hold = lr_hold(stages, config.racing.settle)
