@@ -207,6 +207,12 @@ SIX = {
             "racing": raced(candidates=16, corners=8, rungs=4, screen=128, settle=1, first_steps=8),
         },
     ),
+    # RacingSettings() as it is now, with the plain run's constant lr (as `--racing` runs it)
+    "standard + anneal(0.3), racing (defaults)": (
+        ANNEALED,
+        3,
+        {**NORMALIZED, "racing": RacingSettings()},
+    ),
 }
 #: Run with ``--rows 6`` unless ``--configs`` says otherwise.
 SIX_DEFAULT = [

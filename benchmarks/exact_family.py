@@ -226,6 +226,13 @@ RACING = {
         ANNEALED,
         raced(candidates=16, corners=8, rungs=4, screen=128, settle=1, first_steps=8),
     ),
+    # RacingSettings() as it is now, with the plain run's constant lr (as `--racing` runs it)
+    "standard + anneal(0.3), racing (defaults)": (
+        "normalized",
+        "constant",
+        ANNEALED,
+        RacingSettings(),
+    ),
 }
 ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS, **RACING}
 SUCCESS = 0.99

@@ -138,7 +138,7 @@ def test_the_screen_is_paid_from_the_budget_and_dropped_when_it_would_not_fit():
     "bad",
     [
         {"candidates": 0},
-        {"corners": 9},
+        {"candidates": 8, "corners": 9},
         {"keep": 1.0},
         {"rungs": -1},
         {"screen": 1},
@@ -226,7 +226,8 @@ def test_a_race_takes_exactly_the_plain_runs_row_steps(linear_units):
 def test_a_corner_only_a_screened_start_finds(corner_unit):
     plain = maximize(corner_unit, ["y:0"], ["standard"], _config())
     assert plain.results[0].activation == 0.0  # dead from the centre: no true gradient
-    raced = maximize(corner_unit, ["y:0"], ["standard"], _config(racing=RacingSettings()))
+    screened = RacingSettings(screen=64)  # one method at 32 steps pays for 64 corners
+    raced = maximize(corner_unit, ["y:0"], ["standard"], _config(racing=screened))
     assert raced.results[0].activation == pytest.approx(4.5, abs=1e-5)
     assert np.allclose(raced.results[0].image, SIGNS)
 
@@ -238,7 +239,8 @@ def test_the_report_keeps_standard_and_decoupled_side_by_side(corner_unit):
     assert by_kind["best"].activation == max(
         by_kind["standard"].activation, by_kind["decoupled"].activation
     )
-    assert len(by_kind["standard"].restart_activations) == RacingSettings().candidates
+    first = race_stages(RacingSettings(), group_budget(RacingSettings(), 3, 32, 2))[0]
+    assert len(by_kind["standard"].restart_activations) == first.rows  # one per candidate
 
 
 def test_units_at_a_trivial_value_get_new_starts(corner_unit, bowl_unit, monkeypatch):
@@ -249,7 +251,7 @@ def test_units_at_a_trivial_value_get_new_starts(corner_unit, bowl_unit, monkeyp
         "restart",
         lambda self, row, x: (restarted.append(row), original(self, row, x)),
     )
-    no_corners = RacingSettings(candidates=8, corners=0, rungs=3)
+    no_corners = RacingSettings(candidates=8, corners=0, rungs=3, first_steps=1)
     maximize(bowl_unit, ["y:0"], ["standard"], _config(racing=no_corners))
     assert restarted == []  # the unit beats the trivial inputs: survivors take the rows
     maximize(corner_unit, ["y:0"], ["standard"], _config(racing=no_corners))
@@ -292,8 +294,8 @@ def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
     args = ["analyze", str(model), "--racing", "--steps", "32", "--time-budget", "none"]
     result = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    plan = f"racing restarts: per unit and run, candidates x steps {RacingSettings().candidates} x"
-    assert plan in result.output
+    first = race_stages(RacingSettings(), group_budget(RacingSettings(), 3, 32, 2))[0]
+    assert f"racing restarts: per unit and run, candidates x steps {first.rows} x" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["racing"] == RacingSettings().to_dict()
     charge = screen_charge(RacingSettings(), 2, 3 * 32)

@@ -47,14 +47,15 @@ class RacingSettings:
             or two.
     """
 
-    candidates: int = 8
-    corners: int = 2
+    # chosen from benchmarks/results/racing/round5.md (issue 26)
+    candidates: int = 16
+    corners: int = 8
     keep: float = 0.5
-    rungs: int = 3
-    screen: int = 64
-    lr_schedule: str | None = None
-    settle: int = 0
-    first_steps: int = 1
+    rungs: int = 4
+    screen: int = 128
+    lr_schedule: str | None = "cosine"
+    settle: int = 1
+    first_steps: int = 8
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first bad setting."""
