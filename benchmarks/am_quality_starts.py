@@ -46,6 +46,26 @@ from onnx_am import AMConfig, import_onnx, maximize
 from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.starts import screening_forwards
 
+#: Racing settings as rounds 1-5 of issue 26 measured them (the defaults then): a named
+#: configuration below states what it changes from these, so that a later change of
+#: RacingSettings' defaults does not change what it runs.
+ROUND1_RACING = {
+    "candidates": 8,
+    "corners": 2,
+    "keep": 0.5,
+    "rungs": 3,
+    "screen": 64,
+    "lr_schedule": None,
+    "settle": 0,
+    "first_steps": 1,
+}
+
+
+def raced(**settings) -> RacingSettings:
+    """The round-1 racing settings with ``settings`` changed."""
+    return RacingSettings(**{**ROUND1_RACING, **settings})
+
+
 NORMALIZED = {"optimizer": "pga", "normalize_grad": True}
 ADAM = {"optimizer": "adam", "normalize_grad": False}
 #: name -> (methods, restarts, settings); 3 rows per unit each.
@@ -96,37 +116,102 @@ SIX = {
     "standard + anneal(0.3), racing": (
         ANNEALED,
         3,
-        {**NORMALIZED, "racing": RacingSettings(corners=4)},
+        {**NORMALIZED, "racing": raced(corners=4)},
     ),
     "standard + anneal(0.3), racing, cosine": (
         ANNEALED,
         3,
-        {**COSINE, "racing": RacingSettings(corners=4)},
+        {**COSINE, "racing": raced(corners=4)},
     ),
     "standard + anneal(0.3), racing 2 corners": (
         ANNEALED,
         3,
-        {**NORMALIZED, "racing": RacingSettings(corners=2)},
+        {**NORMALIZED, "racing": raced(corners=2)},
     ),
     "standard + anneal(0.3), racing 16 candidates": (
         ANNEALED,
         3,
-        {**NORMALIZED, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=128)},
+        {**NORMALIZED, "racing": raced(candidates=16, corners=8, rungs=4, screen=128)},
     ),
     "standard + anneal(0.3), racing 2 corners, cosine": (
         ANNEALED,
         3,
-        {**COSINE, "racing": RacingSettings(corners=2)},
+        {**COSINE, "racing": raced(corners=2)},
     ),
     "standard + anneal(0.3), racing 16 candidates, cosine": (
         ANNEALED,
         3,
-        {**COSINE, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=128)},
+        {**COSINE, "racing": raced(candidates=16, corners=8, rungs=4, screen=128)},
     ),
     "standard + anneal(0.3), racing 16 candidates, cosine, screen 384": (
         ANNEALED,
         3,
-        {**COSINE, "racing": RacingSettings(candidates=16, corners=8, rungs=4, screen=384)},
+        {**COSINE, "racing": raced(candidates=16, corners=8, rungs=4, screen=384)},
+    ),
+    # round 5: one change at a time from 16 candidates, cosine
+    "standard + anneal(0.3), racing 16 candidates 4 corners, cosine": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": raced(candidates=16, corners=4, rungs=4, screen=128)},
+    ),
+    "standard + anneal(0.3), racing 12 candidates, cosine": (
+        ANNEALED,
+        3,
+        {**COSINE, "racing": raced(candidates=12, corners=6, rungs=4, screen=128)},
+    ),
+    "standard + anneal(0.3), racing 16 candidates keep 1/3, cosine": (
+        ANNEALED,
+        3,
+        {
+            **COSINE,
+            "racing": raced(candidates=16, corners=8, keep=1 / 3, rungs=3, screen=128),
+        },
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 1": (
+        ANNEALED,
+        3,
+        {
+            **COSINE,
+            "racing": raced(candidates=16, corners=8, rungs=4, screen=128, settle=1),
+        },
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 2": (
+        ANNEALED,
+        3,
+        {
+            **COSINE,
+            "racing": raced(candidates=16, corners=8, rungs=4, screen=128, settle=2),
+        },
+    ),
+    "standard + anneal(0.3), racing 12 candidates, cosine settle 1": (
+        ANNEALED,
+        3,
+        {
+            **COSINE,
+            "racing": raced(candidates=12, corners=6, rungs=4, screen=128, settle=1),
+        },
+    ),
+    "standard + anneal(0.3), racing 16 candidates 4 corners, cosine settle 1": (
+        ANNEALED,
+        3,
+        {
+            **COSINE,
+            "racing": raced(candidates=16, corners=4, rungs=4, screen=128, settle=1),
+        },
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 1 first 8": (
+        ANNEALED,
+        3,
+        {
+            **COSINE,
+            "racing": raced(candidates=16, corners=8, rungs=4, screen=128, settle=1, first_steps=8),
+        },
+    ),
+    # RacingSettings() as it is now, with the plain run's constant lr (as `--racing` runs it)
+    "standard + anneal(0.3), racing (defaults)": (
+        ANNEALED,
+        3,
+        {**NORMALIZED, "racing": RacingSettings()},
     ),
 }
 #: Run with ``--rows 6`` unless ``--configs`` says otherwise.
@@ -139,12 +224,16 @@ SIX_DEFAULT = [
 TABLES = {3: THREE, 6: SIX}
 CONFIGS = {**THREE, **SIX}
 BASELINES = {3: "standard x3", 6: "standard x6"}
+#: analyze's plain default: with ``--rows 6`` in the run, every configuration is also compared
+#: with its standard rows (the paper's baseline: no configuration should end below it).
+DEFAULT = "standard + anneal(0.3)"
 
 
 def run_config(
     imported, targets: list[str], name: str, steps: int, seed: int, rows: int
-) -> tuple[list[float], list[float]]:
-    """Per target: the best value of the configuration's rows, and the best trivial input."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Per target: the best value of the configuration's rows, the best of its standard rows
+    (-inf without them) and the best trivial input."""
     methods, restarts, settings = CONFIGS[name]
     forwards = screening_forwards(
         settings.get("start", "random"), restarts, settings.get("screen", 0)
@@ -159,10 +248,13 @@ def run_config(
     )
     report = maximize(imported, targets, methods, config)
     best: dict[str, float] = {}  # per target, over its methods (the default has two)
+    standard = dict.fromkeys(targets, -math.inf)
     for result in report.results:
         name = result.target.name
         best[name] = max(best.get(name, -math.inf), result.activation)
-    return list(best.values()), [b.best for b in report.baselines]
+        if result.method_kind == "standard":
+            standard[name] = max(standard[name], result.activation)
+    return list(best.values()), list(standard.values()), [b.best for b in report.baselines]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,8 +279,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{model} ({time.perf_counter() - started:.0f} s)", flush=True)
         for seed in args.seeds:
             for name in configs:
-                values, trivial = run_config(imported, targets, name, args.steps, seed, args.rows)
-                for target, value, bar in zip(targets, values, trivial, strict=True):
+                values, standard, trivial = run_config(
+                    imported, targets, name, args.steps, seed, args.rows
+                )
+                for target, value, plain, bar in zip(
+                    targets, values, standard, trivial, strict=True
+                ):
                     records.append(
                         {
                             "model": model,
@@ -197,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                             "seed": seed,
                             "config": name,
                             "value": value,
+                            "standard": plain,
                             "trivial": bar,
                         }
                     )
@@ -239,6 +336,8 @@ def _report(records: list[dict], configs: list[str], args, elapsed: float) -> st
         cells.append(f"{min(ratios):.3f}")
         fails = sum(r["value"] <= r["trivial"] for r in mine)
         cells.append(f"{fails}/{len(mine)}")
+        if DEFAULT in configs:
+            cells.extend(_below_default(mine, records))
         rows.append(cells)
     options = [
         f"--models {' '.join(args.models)}" if args.models != DIGITS else "",
@@ -263,7 +362,14 @@ def _report(records: list[dict], configs: list[str], args, elapsed: float) -> st
         "same-cost baseline's (paired by seed; baselines <= 0 left out). `fails trivial`: the "
         "value does not beat the best trivial input (upper, lower, mid, best of 16 random "
         "corners); a screened start is itself the best of many random corners, so it clears "
-        "that bar almost by construction.",
+        "that bar almost by construction."
+        + (
+            f" `below the default's standard`: units (x seeds) whose value is more than 0.1 % "
+            f"under the best standard row of `{DEFAULT}` (analyze's plain default; its standard "
+            "result is the paper's baseline), and the lowest ratio to it."
+            if DEFAULT in configs
+            else ""
+        ),
         "",
         markdown_table(
             [
@@ -274,6 +380,11 @@ def _report(records: list[dict], configs: list[str], args, elapsed: float) -> st
                 f"below {baseline}",
                 f"worst ratio to {baseline}",
                 "fails trivial",
+                *(
+                    ["below the default's standard", "worst ratio to it"]
+                    if DEFAULT in configs
+                    else []
+                ),
             ],
             rows,
         ),
@@ -283,6 +394,23 @@ def _report(records: list[dict], configs: list[str], args, elapsed: float) -> st
         _per_model(records, configs, best),
     ]
     return "\n".join(lines)
+
+
+def _below_default(mine: list[dict], records: list[dict]) -> list[str]:
+    """``[below, worst ratio]`` of ``mine`` against the default's standard rows (paired by
+    unit and seed; standard values <= 0 left out)."""
+    plain = {
+        (r["model"], r["target"], r["seed"]): r["standard"]
+        for r in records
+        if r["config"] == DEFAULT
+    }
+    ratios = [
+        r["value"] / plain[key]
+        for r in mine
+        if plain[key := (r["model"], r["target"], r["seed"])] > 0
+    ]
+    below = sum(x < 1 - 1e-3 for x in ratios)
+    return [f"{below}/{len(ratios)}", f"{min(ratios):.3f}"]
 
 
 def _per_model(records: list[dict], configs: list[str], best: dict[tuple, float]) -> str:

@@ -43,6 +43,26 @@ from onnx_am import AMConfig, import_onnx, maximize
 from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.starts import screening_forwards
 
+#: Racing settings as rounds 1-5 of issue 26 measured them (the defaults then): a named
+#: configuration below states what it changes from these, so that a later change of
+#: RacingSettings' defaults does not change what it runs.
+ROUND1_RACING = {
+    "candidates": 8,
+    "corners": 2,
+    "keep": 0.5,
+    "rungs": 3,
+    "screen": 64,
+    "lr_schedule": None,
+    "settle": 0,
+    "first_steps": 1,
+}
+
+
+def raced(**settings) -> RacingSettings:
+    """The round-1 racing settings with ``settings`` changed."""
+    return RacingSettings(**{**ROUND1_RACING, **settings})
+
+
 FAMILY = MODELS / "exact_family.json"
 #: The step rules of ``onnx-am analyze --step-rule``.
 STEP_RULES = {
@@ -119,43 +139,99 @@ RACING = {
         "normalized",
         "constant",
         ANNEALED,
-        RacingSettings(corners=4),
+        raced(corners=4),
     ),
     "standard + anneal(0.3), racing, cosine": (
         "normalized",
         "cosine",
         ANNEALED,
-        RacingSettings(corners=4),
+        raced(corners=4),
     ),
     "standard + anneal(0.3), racing 2 corners": (
         "normalized",
         "constant",
         ANNEALED,
-        RacingSettings(corners=2),
+        raced(corners=2),
     ),
     "standard + anneal(0.3), racing 16 candidates": (
         "normalized",
         "constant",
         ANNEALED,
-        RacingSettings(candidates=16, corners=8, rungs=4, screen=128),
+        raced(candidates=16, corners=8, rungs=4, screen=128),
     ),
     "standard + anneal(0.3), racing 2 corners, cosine": (
         "normalized",
         "cosine",
         ANNEALED,
-        RacingSettings(corners=2),
+        raced(corners=2),
     ),
     "standard + anneal(0.3), racing 16 candidates, cosine": (
         "normalized",
         "cosine",
         ANNEALED,
-        RacingSettings(candidates=16, corners=8, rungs=4, screen=128),
+        raced(candidates=16, corners=8, rungs=4, screen=128),
     ),
     "standard + anneal(0.3), racing 16 candidates, cosine, screen 384": (
         "normalized",
         "cosine",
         ANNEALED,
-        RacingSettings(candidates=16, corners=8, rungs=4, screen=384),
+        raced(candidates=16, corners=8, rungs=4, screen=384),
+    ),
+    # round 5: one change at a time from 16 candidates, cosine
+    "standard + anneal(0.3), racing 16 candidates 4 corners, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=16, corners=4, rungs=4, screen=128),
+    ),
+    "standard + anneal(0.3), racing 12 candidates, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=12, corners=6, rungs=4, screen=128),
+    ),
+    "standard + anneal(0.3), racing 16 candidates keep 1/3, cosine": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=16, corners=8, keep=1 / 3, rungs=3, screen=128),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 1": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=16, corners=8, rungs=4, screen=128, settle=1),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 2": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=16, corners=8, rungs=4, screen=128, settle=2),
+    ),
+    "standard + anneal(0.3), racing 12 candidates, cosine settle 1": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=12, corners=6, rungs=4, screen=128, settle=1),
+    ),
+    "standard + anneal(0.3), racing 16 candidates 4 corners, cosine settle 1": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=16, corners=4, rungs=4, screen=128, settle=1),
+    ),
+    "standard + anneal(0.3), racing 16 candidates, cosine settle 1 first 8": (
+        "normalized",
+        "cosine",
+        ANNEALED,
+        raced(candidates=16, corners=8, rungs=4, screen=128, settle=1, first_steps=8),
+    ),
+    # RacingSettings() as it is now, with the plain run's constant lr (as `--racing` runs it)
+    "standard + anneal(0.3), racing (defaults)": (
+        "normalized",
+        "constant",
+        ANNEALED,
+        RacingSettings(),
     ),
 }
 ALL_CONFIGS = {**CONFIGS, **BASES, **SCREENED, **DEFAULTS, **RACING}

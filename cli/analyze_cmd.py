@@ -250,9 +250,10 @@ TEST_HOLD_ENV = "ONNX_AM_TEST_HOLD_AT"
     "--racing/--no-racing",
     default=DEFAULT_RACING is not None,
     show_default=True,
-    help="Racing restarts: each unit starts 8 candidates per method (6 box-centre starts, the "
-    "2 best of 64 screened corners) and halves them over 4 stages, the survivors taking the "
-    "freed steps; same row-steps as --restarts x --steps (the screen paid from them).",
+    help="Racing restarts: each unit starts 16 candidates per method (8 box-centre starts, the "
+    "8 best of 128 screened corners) and halves them over 5 stages, the survivors taking the "
+    "freed steps, the last stage's lr decaying by a cosine (the race's own schedule, in place "
+    "of --lr-schedule); same row-steps as --restarts x --steps (the screen paid from them).",
 )
 @click.option(
     "--regularizer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,10 +15,12 @@ from onnx_am.engine import racing_state
 from onnx_am.engine.racing import (
     RacingSettings,
     Stage,
+    corner_starts,
     ends_race,
     group_budget,
     horizon,
     keep_ranked,
+    lr_hold,
     race_stages,
     screen_charge,
 )
@@ -107,6 +110,19 @@ def test_candidates_halve_each_rung_and_survivors_take_longer_stages():
     assert horizon(stages) == 360  # a finalist runs more steps than a plain row's 256
 
 
+def test_a_small_budget_starts_fewer_candidates_than_its_first_steps_allow():
+    settings = RacingSettings(candidates=16, corners=8, rungs=4, first_steps=8)
+    long = race_stages(settings, 746)  # 3 x 256 steps, less the screen
+    assert long == race_stages(replace(settings, first_steps=1), 746)  # 9 steps: enough
+    assert long[0] == Stage(16, 9)
+    assert race_stages(replace(settings, first_steps=1), 170)[0] == Stage(16, 2)
+    short = race_stages(settings, 170)  # 3 x 64 steps, less the screen
+    assert short[0].steps >= 8 and short[0].rows == 5  # 6 would get 7 steps
+    assert sum(s.rows * s.steps for s in short) == 170
+    assert corner_starts(settings, 8, 16) == 8 and corner_starts(settings, 8, 5) == 3
+    assert race_stages(settings, 3)[0].rows == 1  # one candidate always runs
+
+
 def test_keep_ranked_keeps_the_better_half_ties_to_the_earlier():
     assert keep_ranked([0.1, 3.0, 2.0, 3.0, -1.0, 0.5], 3) == [1, 3, 2]
 
@@ -121,11 +137,72 @@ def test_the_screen_is_paid_from_the_budget_and_dropped_when_it_would_not_fit():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"candidates": 0}, {"corners": 9}, {"keep": 1.0}, {"rungs": -1}, {"screen": 1}],
+    [
+        {"candidates": 0},
+        {"candidates": 8, "corners": 9},
+        {"keep": 1.0},
+        {"rungs": -1},
+        {"screen": 1},
+        {"settle": -1},
+        {"lr_schedule": "sine"},
+        {"first_steps": 0},
+    ],
 )
 def test_bad_racing_settings_are_refused_in_one_line(bad):
     with pytest.raises(SettingsError, match="racing"):
         AMConfig.of(racing=RacingSettings(**bad)).validate()
+
+
+def test_the_lr_schedule_starts_at_the_settling_stages():
+    stages = race_stages(RacingSettings(candidates=8, rungs=3), 768)  # 24, 48, 96, 192 steps
+    assert lr_hold(stages, 0) == 0  # the schedule runs over the whole race
+    assert lr_hold(stages, 1) == 24 + 48 + 96
+    assert lr_hold(stages, 2) == 24 + 48
+    assert lr_hold(stages, 4) == lr_hold(stages, 9) == 0
+    with_extra = race_stages(RacingSettings(candidates=8, rungs=2), 771)  # 32, 64, 129, 1
+    assert with_extra[-1].extra  # the leftover step counts with the last stage
+    assert lr_hold(with_extra, 1) == 32 + 64
+
+
+def _lr_steps(monkeypatch, imported, racing: RacingSettings, **config):
+    """``(step, total, factor)`` of every lr factor a race's steps used."""
+    from onnx_am.engine import loop
+
+    used: list[tuple[int, int, float]] = []
+    factor = loop.lr_factor
+
+    def recording(kind, step, total, floor, cycles):
+        used.append((step, total, factor(kind, step, total, floor, cycles)))
+        return used[-1][2]
+
+    monkeypatch.setattr(loop, "lr_factor", recording)
+    maximize(imported, ["y:0"], ["standard"], _config(racing=racing, **config))
+    return used
+
+
+def test_settled_races_step_at_the_full_lr_until_their_last_stages(monkeypatch, linear_units):
+    imported, _ = linear_units
+    stages = race_stages(RacingSettings(corners=0), 3 * 32)
+    hold, length = lr_hold(stages, 1), horizon(stages)
+    assert 0 < hold < length
+    settled = RacingSettings(corners=0, lr_schedule="cosine", settle=1)
+    used = _lr_steps(monkeypatch, imported, settled)  # the ascent's schedule is constant
+    assert len(used) == length  # one batch: one call per step of the finalist's run
+    assert [f for _, _, f in used[: hold + 1]] == [1.0] * (hold + 1)  # held at the full lr
+    assert {t for _, t, _ in used} == {length - hold}  # the schedule spans the last stage
+    decay = [f for _, _, f in used[hold:]]
+    assert decay == sorted(decay, reverse=True) and decay[-1] < 0.1
+    whole = RacingSettings(corners=0, lr_schedule="cosine", settle=0)
+    whole = _lr_steps(monkeypatch, imported, whole)
+    assert {t for _, t, _ in whole} == {length} and whole[1][2] < 1.0  # over the whole race
+
+
+def test_a_race_without_its_own_lr_schedule_takes_the_ascents(monkeypatch, linear_units):
+    imported, _ = linear_units
+    plain = RacingSettings(corners=0, lr_schedule=None)
+    assert {f for _, _, f in _lr_steps(monkeypatch, imported, plain)} == {1.0}
+    cosine = _lr_steps(monkeypatch, imported, plain, lr_schedule="cosine")
+    assert cosine[-1][2] < 0.1
 
 
 def _row_steps(imported, targets, methods, config) -> int:
@@ -150,7 +227,8 @@ def test_a_race_takes_exactly_the_plain_runs_row_steps(linear_units):
 def test_a_corner_only_a_screened_start_finds(corner_unit):
     plain = maximize(corner_unit, ["y:0"], ["standard"], _config())
     assert plain.results[0].activation == 0.0  # dead from the centre: no true gradient
-    raced = maximize(corner_unit, ["y:0"], ["standard"], _config(racing=RacingSettings()))
+    screened = RacingSettings(screen=64)  # one method at 32 steps pays for 64 corners
+    raced = maximize(corner_unit, ["y:0"], ["standard"], _config(racing=screened))
     assert raced.results[0].activation == pytest.approx(4.5, abs=1e-5)
     assert np.allclose(raced.results[0].image, SIGNS)
 
@@ -162,7 +240,8 @@ def test_the_report_keeps_standard_and_decoupled_side_by_side(corner_unit):
     assert by_kind["best"].activation == max(
         by_kind["standard"].activation, by_kind["decoupled"].activation
     )
-    assert len(by_kind["standard"].restart_activations) == RacingSettings().candidates
+    first = race_stages(RacingSettings(), group_budget(RacingSettings(), 3, 32, 2))[0]
+    assert len(by_kind["standard"].restart_activations) == first.rows  # one per candidate
 
 
 def test_units_at_a_trivial_value_get_new_starts(corner_unit, bowl_unit, monkeypatch):
@@ -173,7 +252,7 @@ def test_units_at_a_trivial_value_get_new_starts(corner_unit, bowl_unit, monkeyp
         "restart",
         lambda self, row, x: (restarted.append(row), original(self, row, x)),
     )
-    no_corners = RacingSettings(corners=0)
+    no_corners = RacingSettings(candidates=8, corners=0, rungs=3, first_steps=1)
     maximize(bowl_unit, ["y:0"], ["standard"], _config(racing=no_corners))
     assert restarted == []  # the unit beats the trivial inputs: survivors take the rows
     maximize(corner_unit, ["y:0"], ["standard"], _config(racing=no_corners))
@@ -203,7 +282,7 @@ def test_the_budget_prices_the_race_stage_by_stage():
     )
     assert cost.estimate(raced) == pytest.approx(expected)
     assert cost.estimate(plain) == pytest.approx(257 * cost.step(12))
-    assert sum(s.rows * s.steps for s in stages) == 768 - 11
+    assert sum(s.rows * s.steps for s in stages) == 768 - screen_charge(RacingSettings(), 2, 768)
 
 
 def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
@@ -216,14 +295,16 @@ def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
     args = ["analyze", str(model), "--racing", "--steps", "32", "--time-budget", "none"]
     result = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "racing restarts: per unit and run, candidates x steps 8 x" in result.output
+    first = race_stages(RacingSettings(), group_budget(RacingSettings(), 3, 32, 2))[0]
+    assert f"racing restarts: per unit and run, candidates x steps {first.rows} x" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["racing"] == RacingSettings().to_dict()
-    assert sum(s["candidates"] * s["steps"] for s in report["plan"]["racing"]) == 3 * 32 - 11
+    charge = screen_charge(RacingSettings(), 2, 3 * 32)
+    assert sum(s["candidates"] * s["steps"] for s in report["plan"]["racing"]) == 3 * 32 - charge
     assert max(r["activation"] for r in report["results"]) == pytest.approx(4.5, abs=1e-5)
 
 
-@pytest.mark.parametrize("settings", [RacingSettings(), RacingSettings(candidates=5, rungs=4)])
+@pytest.mark.parametrize("settings", [RacingSettings(), RacingSettings(candidates=5, corners=2, rungs=4)])
 def test_the_budget_counts_exactly_the_steps_and_rows_a_race_runs(linear_units, settings):
     """Priced at 1 s per engine step, then at 1 s per row-step: the estimate is the race's
     engine steps and row-steps as its progress counts them, plus the finalists' last

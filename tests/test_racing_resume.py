@@ -36,7 +36,7 @@ TARGETS = ["logits:0-2", "act2:3"]
 METHODS = ["standard", "decoupled(0.3)", "best"]
 #: 4 candidates (1 screened corner) halved twice: at 24 steps x 2 restarts, stages 4 x 3,
 #: 2 x 7, 1 x 20 per (unit, method); 4 units x 2 methods, 5 rows per engine batch.
-SMALL = RacingSettings(candidates=4, corners=1, rungs=2, screen=8)
+SMALL = RacingSettings(candidates=4, corners=1, rungs=2, screen=8, first_steps=1)
 
 
 class Stop(Exception):

@@ -272,7 +272,7 @@ def test_a_worker_runs_a_raced_chunk_as_this_process_does(monkeypatch):
 
     model = tiny_cnn().SerializeToString()
     imported = import_model(model, ImportSettings())
-    racing = RacingSettings(candidates=4, corners=1, rungs=2, screen=8)
+    racing = RacingSettings(candidates=4, corners=1, rungs=2, screen=8, first_steps=1)
     config = AMConfig.of(steps=24, restarts=2, batch_size=5, crosscheck=False, racing=racing)
     plan = parse_run_plan(imported, ["logits:0-2"], ["standard", "decoupled(0.3)", "best"], config)
     recipe = ChunkRecipe("cnn", ImportSettings(), plan)

@@ -68,6 +68,9 @@ class LoopContext:
     regularizers: list[Regularizer]
     parameterization: FourierParameterization | None = None
     pace: Pace | None = None
+    #: steps taken at the full lr before the lr schedule starts (a race's early stages, see
+    #: :func:`onnx_am.engine.racing.lr_hold`); the schedule runs over the steps after them.
+    lr_hold: int = 0
 
 
 @dataclass
@@ -483,11 +486,11 @@ def _true_values(context: LoopContext, x, objective: RowObjective) -> torch.Tens
 
 
 def _update(context: LoopContext, x, grad, state, step_index: int, steps: int) -> torch.Tensor:
-    config = context.config
+    config, hold = context.config, context.lr_hold
     lr = config.ascent.lr * lr_factor(
         config.ascent.lr_schedule,
-        step_index,
-        steps,
+        max(0, step_index - hold),
+        steps - hold,
         config.ascent.lr_floor,
         config.ascent.lr_cycles,
     )

@@ -21,6 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.errors import SettingsError
 
 
@@ -36,13 +37,25 @@ class RacingSettings:
         rungs: stage boundaries (halvings); ``rungs + 1`` stages.
         screen: random corners in the pool, evaluated with forward passes only (each counts
             as a third of a row-step against the budget).
+        lr_schedule: the raced candidates' lr schedule (:mod:`onnx_am.engine.schedules`);
+            None: the ascent's ``lr_schedule``, as a plain run's.
+        settle: the lr schedule runs over the race's last ``settle`` stages only, the stages
+            before them step at the full lr (0: it runs over the whole race).
+        first_steps: the fewest steps of the first stage: a budget too small to give every
+            candidate that many starts fewer candidates (and as many fewer corners in
+            proportion, see :func:`corner_starts`), so that no candidate is judged on a step
+            or two.
     """
 
-    candidates: int = 8
-    corners: int = 2
+    # chosen from benchmarks/results/racing/round5.md (issue 26)
+    candidates: int = 16
+    corners: int = 8
     keep: float = 0.5
-    rungs: int = 3
-    screen: int = 64
+    rungs: int = 4
+    screen: int = 128
+    lr_schedule: str | None = "cosine"
+    settle: int = 1
+    first_steps: int = 8
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first bad setting."""
@@ -57,6 +70,16 @@ class RacingSettings:
             (
                 self.screen >= self.corners and (self.screen >= 1 or self.corners == 0),
                 f"racing screen must be >= corners ({self.corners}), got {self.screen}",
+            ),
+            (
+                self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
+                f"unknown racing lr schedule {self.lr_schedule!r}; choose from "
+                f"{', '.join(LR_SCHEDULES)}",
+            ),
+            (self.settle >= 0, f"racing settle must be >= 0, got {self.settle}"),
+            (
+                self.first_steps >= 1,
+                f"racing first_steps must be >= 1, got {self.first_steps}",
             ),
         ]
         for ok, message in checks:
@@ -94,6 +117,12 @@ def corners_used(settings: RacingSettings, runs: int, budget: int) -> int:
     return settings.corners if screen_charge(settings, runs, budget) else 0
 
 
+def corner_starts(settings: RacingSettings, corners: int, candidates: int) -> int:
+    """Corner starts of a race that starts ``candidates`` (fewer than ``settings.candidates``
+    when the budget is small): ``corners`` in proportion, rounded up."""
+    return -(-corners * candidates // settings.candidates)
+
+
 def race_screen(config, runs: int) -> int:
     """Forward passes the race of ``config`` (an ``AMConfig``) spends screening its pool per
     engine call (0 without racing or corners)."""
@@ -113,7 +142,8 @@ def race_stages(settings: RacingSettings, budget: int) -> tuple[Stage, ...]:
     Candidates fall by ``keep`` at every boundary (never below 1). Each stage gets
     ``budget / stages`` row-steps; the last stage takes the rest that its rows divide, and a
     final one-step stage of fewer rows what is left over. With too small a budget for every
-    candidate to take a step, the race starts fewer candidates.
+    candidate to take ``first_steps`` steps in the first stage (and a step in every stage),
+    the race starts fewer candidates.
 
     Raises:
         SettingsError: ``budget < 1``.
@@ -127,7 +157,7 @@ def race_stages(settings: RacingSettings, budget: int) -> tuple[Stage, ...]:
             if kept < counts[-1]:  # a boundary where nothing stops is no boundary
                 counts.append(kept)
         stages = _split(counts, budget)
-        if stages is not None:
+        if stages is not None and (stages[0].steps >= settings.first_steps or first == 1):
             return stages
     raise AssertionError("one candidate always fits a budget >= 1")  # pragma: no cover
 
@@ -188,6 +218,16 @@ def equivalent_steps(stages: Sequence[Stage], charge: int, restarts: int) -> int
     return (sum(s.rows * s.steps for s in stages) + charge) // max(1, restarts)
 
 
+def lr_hold(stages: Sequence[Stage], settle: int) -> int:
+    """Steps a finalist takes at the full lr before the last ``settle`` stages (the one-step
+    stage of leftovers counts with the stage before it), where its lr schedule starts; 0 when
+    ``settle`` is 0 or covers every stage."""
+    if settle == 0:
+        return 0
+    main = [stage for stage in stages if not stage.extra]
+    return horizon(main[: max(0, len(main) - settle)])
+
+
 def keep_ranked(values: Sequence[float], count: int) -> list[int]:
     """Positions of the ``count`` highest ``values`` (ties: the earlier), in rank order."""
     order = sorted(range(len(values)), key=lambda i: (-values[i], i))
@@ -197,12 +237,14 @@ def keep_ranked(values: Sequence[float], count: int) -> list[int]:
 __all__ = [
     "RacingSettings",
     "Stage",
+    "corner_starts",
     "corners_used",
     "ends_race",
     "equivalent_steps",
     "group_budget",
     "horizon",
     "keep_ranked",
+    "lr_hold",
     "race_screen",
     "race_stages",
     "screen_charge",

@@ -12,8 +12,11 @@ writes the state back. Between stages each (unit, method) group keeps its best c
 in a unit where none beats the trivial inputs yet, half the places kept go to new starts (the
 row keeps its best so far and continues from the new start with fresh optimizer moments).
 Schedules (lr, annealed slopes) run over a finalist's steps, so a candidate that stops early
-stops early in its schedule. Candidates that stop are not measured again: their best is over
-the points their steps measured. The finalists' last points are measured, as in a plain run.
+stops early in its schedule; the race's own lr schedule (``lr_schedule``) runs over the last
+``settle`` stages only when ``settle`` is set (:func:`~onnx_am.engine.racing.lr_hold`, worked
+out from the stages as the pace leaves them). Candidates that stop are not measured again:
+their best is over the points their steps measured. The finalists' last points are measured,
+as in a plain run.
 
 A race is checkpointed like a plain call (:mod:`onnx_am.engine.checkpoint`): at every stage
 boundary, every ``interval`` seconds and when the progress callback stops it between steps;
@@ -28,7 +31,7 @@ current step, every candidate keeping its best so far.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -40,12 +43,14 @@ from onnx_am.engine.parameterizations import make_parameterization
 from onnx_am.engine.racing import (
     RacingSettings,
     Stage,
+    corner_starts,
     corners_used,
     ends_race,
     equivalent_steps,
     group_budget,
     horizon,
     keep_ranked,
+    lr_hold,
     race_stages,
     screen_charge,
     shrink_stages,
@@ -159,7 +164,17 @@ def race_rows(
         The rows (``Row(target, candidate, method)``) and per row its best value, input and
         trace.
     """
-    race = _Race(imported, config, targets, runs, rewrite, progress, pace, checkpoint)
+    schedule = config.racing.lr_schedule or config.ascent.lr_schedule
+    race = _Race(
+        imported,
+        config.replaced(lr_schedule=schedule),
+        targets,
+        runs,
+        rewrite,
+        progress,
+        pace,
+        checkpoint,
+    )
     try:
         point, state, pool = race.begin()
         race.run(point, state, baselines, pool)
@@ -233,7 +248,7 @@ class _Race:
             steps = self.pace.steps_for(self._plain_rows(), steps)
         stages, corners = race_plan(config, runs, steps)
         candidates = stages[0].rows
-        corners = min(corners, candidates)
+        corners = corner_starts(config.racing, corners, candidates)
         self.rows = layout_rows(len(self.targets), candidates, runs)
         starts, pool = race_starts(self.imported, config, self.targets, candidates, corners)
         raw = torch.stack([starts[row.target, row.restart] for row in self.rows])
@@ -298,6 +313,8 @@ class _Race:
         batches that were never measured (in the first stage) still take one step, as the
         later batches of a stopped plain chunk do, so that every unit has a result."""
         length = horizon(point.stages)
+        # the stages as the pace left them say where the race's lr schedule starts
+        context = replace(self.context, lr_hold=lr_hold(point.stages, self.config.racing.settle))
         last = ends_race(point.stages, point.stage)
         members = sorted(
             (i for rows in point.active.values() for i in rows),
@@ -313,7 +330,7 @@ class _Race:
             self.batches += 1
             saved, point.running = point.running, None
             run = BatchRun(
-                self.context,
+                context,
                 state.best_x[torch.tensor(batch, device=state.x.device)],
                 [self.targets[self.rows[i].target] for i in batch],
                 [self.runs[self.rows[i].method] for i in batch],
