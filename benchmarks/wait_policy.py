@@ -140,7 +140,7 @@ def measure(args) -> list[dict]:
         export_resnet50(path)
         models.append((path, 16, "standard"))
     rows = []
-    for condition in ("idle", "busy"):
+    for condition in args.conditions:
         spinning = busy_processes(args.busy) if condition == "busy" else []
         try:
             for round_ in range(args.rounds):
@@ -224,6 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--busy", type=int, default=3, help="spinning processes in 'busy'")
     cli.add_argument("--resnet", action="store_true", help="also a ResNet-50 at 16 rows")
     cli.add_argument("--name", default="wait_policy", help="results file name (no suffix)")
+    cli.add_argument(
+        "--conditions", nargs="+", choices=("idle", "busy"), default=["idle", "busy"],
+        help="'idle': as found; 'busy': with --busy spinning processes added",
+    )  # fmt: skip
     args = cli.parse_args(argv)
     if args.child:
         policy, model, rows, steps, method = args.child
@@ -232,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = measure(args)
     options = [f"--rounds {args.rounds}", f"--steps {args.steps}", f"--busy {args.busy}"]
+    if args.conditions != ["idle", "busy"]:
+        options.append("--conditions " + " ".join(args.conditions))
     extra = [
         "--resnet" if args.resnet else "",
         f"--name {args.name}" if args.name != "wait_policy" else "",
