@@ -16,7 +16,7 @@ final ids, which analyze checks on every result).
 Run (from the repository root)::
 
     python -m benchmarks.token_search [--costs 1024 4096 16384] [--seeds 0 1]
-        [--relaxed-max-cost 4096] [--only MODEL ...]
+        [--relaxed-max-cost 4096] [--only MODEL ...] [--methods greedy beam relaxed embedding]
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ def within(value: float, exact: float) -> bool:
 
 
 def run(
-    costs: list[int], seeds: list[int], relaxed_max: int, only: list[str] | None = None
+    costs: list[int],
+    seeds: list[int],
+    relaxed_max: int,
+    only: list[str] | None = None,
+    methods: tuple[str, ...] = (*METHODS, "embedding"),
 ) -> dict:
     records = [r for r in json.loads(FAMILY.read_text()) if not only or r["name"] in only]
     rows = []
@@ -57,7 +61,7 @@ def run(
 
             for cost in costs:
                 for seed in seeds:
-                    for method in (*METHODS, "embedding"):
+                    for method in methods:
                         if method == "relaxed" and cost > relaxed_max:
                             continue
                         tic = time.perf_counter()
@@ -114,9 +118,22 @@ def main(argv: list[str] | None = None) -> None:
         "--relaxed-max-cost", type=int, default=4096, help="skip relaxed above this cost (slow)"
     )
     args.add_argument("--only", nargs="+", metavar="MODEL", help="only these family models")
+    args.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[*METHODS, "embedding"],
+        default=[*METHODS, "embedding"],
+        help="searches to run (embedding: the reference)",
+    )
     options = args.parse_args(argv)
     torch.set_num_threads(options.threads)
-    data = run(options.costs, options.seeds, options.relaxed_max_cost, options.only)
+    data = run(
+        options.costs,
+        options.seeds,
+        options.relaxed_max_cost,
+        options.only,
+        tuple(options.methods),
+    )
     text = "\n\n".join(
         [
             "# Token search on the known-answer token family",
@@ -125,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                 "--costs " + " ".join(map(str, options.costs)),
                 "--seeds " + " ".join(map(str, options.seeds)),
                 f"--relaxed-max-cost {options.relaxed_max_cost}",
+                "--methods " + " ".join(options.methods),
             ),
             machine_line(),
             table(data),
