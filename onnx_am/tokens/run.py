@@ -55,8 +55,11 @@ ALTERNATIVE_ROWS = 256
 #: benchmarks/results/token_search.md found it at the same value from cost 1024 to 16384).
 REFERENCE_SHARE = 4
 #: Batched calls per forward-pass equivalent, for pricing: a swap round is one gradient of the
-#: beams and one forward of the candidates (64 at first, more while nothing improves); the
-#: relaxed and reference searches step 4 rows forward and backward (and relaxed checks them).
+#: beams, one forward of the candidates (64 at first, twice as many in each further round of
+#: the same beams) and, after a round that improved, one of the combined swaps (counted on a
+#: planted BERT and bytes_sig: greedy 1 call per 27 at cost 1024, per 68 to 81 at 16384;
+#: beam 1 per 64 and 90 to 100); the relaxed and reference searches step 4 rows forward and
+#: backward (and relaxed checks them).
 CALLS_PER_COST = {"greedy": 1 / 32, "beam": 1 / 64, "relaxed": 1 / 8, "reference": 1 / 12}
 
 
