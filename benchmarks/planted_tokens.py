@@ -24,9 +24,11 @@ file with the final ids), beside the embedding-space reference at a quarter of t
 Run (from the repository root)::
 
     python -m benchmarks.planted_tokens [--cache DIR] [--seeds 0 1] [--classes 3]
-        [--steps 256] [--methods greedy beam relaxed] [--planted 256] [--no-train]
+        [--steps 256] [--methods greedy beam relaxed] [--planted 256] [--no-train] [--merge]
 
-(``--no-train``: only the committed models.)
+(``--no-train``: only the committed models.) Each method can run on its own (``--methods beam
+--merge`` keeps the rows of the methods run before it in the results file, and their
+commands), so that a slow one cannot stop the others.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from benchmarks.harness import (
     write_results,
 )
 from onnx_am import import_onnx, unit
-from onnx_am.tokens.run import plan_tokens, search_tokens
+from onnx_am.tokens.run import REFERENCE_SHARE, plan_tokens, search_tokens
+from onnx_am.tokens.search import embedding_search
 
 TRANSFORMERS = MODELS / "transformers"
 SEQ, VOCAB, CLS, BYTES = 16, 100, 2, 64
@@ -282,9 +285,14 @@ def run(models: list[dict], steps: int, methods: list[str], planted: int, done=N
             skipped.append({"model": model["name"], "training_accuracy": model["accuracy"]})
             continue
         imported = import_onnx(model["path"], at="auto")
-        plan = plan_tokens(imported, methods=tuple(methods), steps=steps)
+        tokens = tuple(m for m in methods if m != "embedding")
+        plan = plan_tokens(imported, methods=tokens or ("greedy",), steps=steps)
         for entry in model["units"]:
             values = planted_values(model, entry, planted)
+            if "embedding" in methods:
+                rows.append(_embedding_row(imported, plan, model, entry, values))
+            if not tokens:
+                continue
             tic = time.perf_counter()
             results = search_tokens(imported, plan, [unit("logits", entry["unit"])])
             seconds = time.perf_counter() - tic
@@ -314,6 +322,36 @@ def run(models: list[dict], steps: int, methods: list[str], planted: int, done=N
     return data
 
 
+def _embedding_row(imported, plan, model: dict, entry: dict, values: list[float]) -> dict:
+    """The embedding-space search at the token searches' full cost (torch's value: it is a
+    tensor, not ids onnxruntime could be fed)."""
+    target = unit("logits", entry["unit"])
+    extractor = imported.extractor([target.tensor])
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return target.value(imported.batch.call(extractor, x)[0])
+
+    tic = time.perf_counter()
+    found = embedding_search(score, plan.space, plan.budget, seed=plan.seed)
+    return {
+        "model": model["name"],
+        "training_accuracy": model.get("accuracy"),
+        "unit": entry["unit"],
+        "pattern": entry["pattern"],
+        "method": "embedding",
+        "ids": None,
+        "value": found.value,
+        "agrees": None,
+        "embedding_value": found.value,
+        "cost": found.cost,
+        "planted_max": max(values),
+        "planted_median": statistics.median(values),
+        "planted_min": min(values),
+        "holds_pattern": None,
+        "seconds_all_methods": time.perf_counter() - tic,
+    }
+
+
 def _holds(ids, pattern) -> bool:
     ids = list(ids)
     return any(ids[i : i + 3] == list(pattern) for i in range(len(ids) - 2))
@@ -324,28 +362,35 @@ def table(data: dict) -> str:
     lines = []
     for method in dict.fromkeys(r["method"] for r in rows):
         chosen = [r for r in rows if r["method"] == method]
+        name = "embedding at full cost (reference, not tokens)" if method == "embedding" else method
         strict = [r["value"] >= r["planted_max"] for r in chosen]
         typical = [r["value"] >= r["planted_median"] for r in chosen]
+        tokens = method != "embedding"
         lines.append(
             [
-                method,
+                name,
                 f"{sum(strict)}/{len(strict)} ({100 * sum(strict) / len(strict):.0f} %)",
                 f"{sum(typical)}/{len(typical)} ({100 * sum(typical) / len(typical):.0f} %)",
-                f"{sum(r['holds_pattern'] for r in chosen)}/{len(chosen)}",
-                f"{sum(r['agrees'] for r in chosen)}/{len(chosen)}",
+                f"{sum(r['holds_pattern'] for r in chosen)}/{len(chosen)}" if tokens else "-",
+                f"{sum(r['agrees'] for r in chosen)}/{len(chosen)}" if tokens else "-",
                 f"{statistics.median(r['value'] - r['planted_max'] for r in chosen):+.3f}",
+                f"{statistics.mean(r['cost'] for r in chosen):.0f}",
+                f"{statistics.mean(r['seconds_all_methods'] for r in chosen):.1f}",
             ]
         )
-    embedding = [r for r in rows if r["method"] == rows[0]["method"]]
+    first = next(r["method"] for r in rows if r["method"] != "embedding")
+    embedding = [r for r in rows if r["method"] == first]
     lines.append(
         [
-            "embedding (reference, not tokens)",
+            "embedding at a quarter of the cost (analyze's reference)",
             f"{sum(r['embedding_value'] >= r['planted_max'] for r in embedding)}/{len(embedding)}",
             f"{sum(r['embedding_value'] >= r['planted_median'] for r in embedding)}/"
             f"{len(embedding)}",
             "-",
             "-",
             f"{statistics.median(r['embedding_value'] - r['planted_max'] for r in embedding):+.3f}",
+            f"{data['cost'] // REFERENCE_SHARE}",
+            "-",
         ]
     )
     header = [
@@ -355,12 +400,15 @@ def table(data: dict) -> str:
         "ids hold the pattern",
         "onnxruntime agrees",
         "median value - planted max",
+        "cost / unit",
+        "s / unit (token methods: with the reference)",
     ]
     units = "\n".join(
         f"- {r['model']} (trained to {r.get('training_accuracy')} held-out accuracy) "
         f"logits:{r['unit']} (pattern {r['pattern']}): {r['method']} "
         f"{r['value']:.3f} vs planted max {r['planted_max']:.3f} / median "
-        f"{r['planted_median']:.3f}; embedding {r['embedding_value']:.3f}; ids {r['ids']}"
+        f"{r['planted_median']:.3f}"
+        + (f"; reference {r['embedding_value']:.3f}; ids {r['ids']}" if r["ids"] else "")
         for r in rows
     )
     return markdown_table(header, lines) + "\n\nPer unit:\n\n" + units
@@ -376,6 +424,11 @@ def main(argv: list[str] | None = None) -> None:
     args.add_argument("--methods", nargs="+", default=["greedy", "beam", "relaxed"])
     args.add_argument("--planted", type=int, default=256, help="planted inputs per unit")
     args.add_argument("--no-train", action="store_true", help="only the committed models")
+    args.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other methods' rows of the results file (one run per method)",
+    )
     options = args.parse_args(argv)
     torch.set_num_threads(options.threads)
     options.cache.mkdir(parents=True, exist_ok=True)
@@ -390,16 +443,32 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     tic = time.perf_counter()
+    kept = _kept_rows(options.out, options.methods) if options.merge else {"rows": []}
 
     def write(data: dict, final: bool = False) -> None:
-        data["search_seconds"] = time.perf_counter() - tic
-        data["complete"] = final
+        data = data | {
+            "search_seconds": time.perf_counter() - tic,
+            "complete": final,
+            "rows": [*kept["rows"], *data["rows"]],
+            "earlier_commands": kept.get("commands", []),
+        }
         text = render(options, data)
         write_results(options.out, "planted_tokens", text, data)
         if final:
             print(text)
 
     write(run(models, options.steps, options.methods, options.planted, write), final=True)
+
+
+def _kept_rows(out: Path, methods: list[str]) -> dict:
+    """The rows of the other methods and the commands in ``<out>/planted_tokens.json``."""
+    path = out / "planted_tokens.json"
+    if not path.exists():
+        return {"rows": []}
+    earlier = json.loads(path.read_text())
+    rows = [r for r in earlier["rows"] if r["method"] not in methods]
+    commands = [*earlier.get("earlier_commands", []), earlier.get("command")]
+    return {"rows": rows, "commands": [c for c in commands if c and rows]}
 
 
 def render(options, data: dict) -> str:
@@ -409,22 +478,25 @@ def render(options, data: dict) -> str:
         for s in data["skipped"]
     )
     partial = "" if data["complete"] else "\n\n(Partial: the run has not finished.)"
+    data["command"] = command(
+        "planted_tokens",
+        "--seeds " + " ".join(map(str, options.seeds)),
+        f"--classes {options.classes}",
+        f"--train-steps {options.train_steps}",
+        f"--steps {options.steps}",
+        "--methods " + " ".join(options.methods),
+        f"--planted {options.planted}",
+        *(["--merge"] if options.merge else []),
+        "--no-train" * options.no_train,
+    )
     return "\n\n".join(
         [
             "# Planted patterns (known-answer family b): token search vs the planted inputs",
-            command(
-                "planted_tokens",
-                "--seeds " + " ".join(map(str, options.seeds)),
-                f"--classes {options.classes}",
-                f"--train-steps {options.train_steps}",
-                f"--steps {options.steps}",
-                "--methods " + " ".join(options.methods),
-                f"--planted {options.planted}",
-                "--no-train" * options.no_train,
-            ),
+            "\n\n".join([*data["earlier_commands"], data["command"]]),
             machine_line(),
             f"Every method at {options.steps * 64} forward-pass equivalents per unit "
-            f"(analyze's --steps {options.steps}); values by onnxruntime on the final ids.",
+            f"(analyze's --steps {options.steps}); the token searches' values by onnxruntime on "
+            "the final ids, the embedding searches' by torch (a tensor, not ids).",
             table(data) + skipped + partial,
         ]
     )

@@ -16,7 +16,11 @@ final ids, which analyze checks on every result).
 Run (from the repository root)::
 
     python -m benchmarks.token_search [--costs 1024 4096 16384] [--seeds 0 1]
-        [--relaxed-max-cost 4096] [--only MODEL ...]
+        [--relaxed-max-cost 4096] [--only MODEL ...] [--methods greedy beam relaxed embedding]
+        [--merge]
+
+``--merge`` keeps the rows of the methods not run now from the results file, and their
+command, so that a changed search can be measured again without the others.
 """
 
 from __future__ import annotations
@@ -41,7 +45,11 @@ def within(value: float, exact: float) -> bool:
 
 
 def run(
-    costs: list[int], seeds: list[int], relaxed_max: int, only: list[str] | None = None
+    costs: list[int],
+    seeds: list[int],
+    relaxed_max: int,
+    only: list[str] | None = None,
+    methods: tuple[str, ...] = (*METHODS, "embedding"),
 ) -> dict:
     records = [r for r in json.loads(FAMILY.read_text()) if not only or r["name"] in only]
     rows = []
@@ -57,7 +65,7 @@ def run(
 
             for cost in costs:
                 for seed in seeds:
-                    for method in (*METHODS, "embedding"):
+                    for method in methods:
                         if method == "relaxed" and cost > relaxed_max:
                             continue
                         tic = time.perf_counter()
@@ -114,24 +122,66 @@ def main(argv: list[str] | None = None) -> None:
         "--relaxed-max-cost", type=int, default=4096, help="skip relaxed above this cost (slow)"
     )
     args.add_argument("--only", nargs="+", metavar="MODEL", help="only these family models")
+    args.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other methods' rows of the results file (one run per method)",
+    )
+    args.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[*METHODS, "embedding"],
+        default=[*METHODS, "embedding"],
+        help="searches to run (embedding: the reference)",
+    )
     options = args.parse_args(argv)
     torch.set_num_threads(options.threads)
-    data = run(options.costs, options.seeds, options.relaxed_max_cost, options.only)
+    kept = _kept(options.out, options.methods) if options.merge else {"rows": [], "commands": []}
+    data = run(
+        options.costs,
+        options.seeds,
+        options.relaxed_max_cost,
+        options.only,
+        tuple(options.methods),
+    )
+    data["command"] = command(
+        "token_search",
+        "--costs " + " ".join(map(str, options.costs)),
+        "--seeds " + " ".join(map(str, options.seeds)),
+        f"--relaxed-max-cost {options.relaxed_max_cost}",
+        "--methods " + " ".join(options.methods),
+        "--merge" if options.merge else "",
+    )
+    data["rows"] = [*kept["rows"], *data["rows"]]
+    data["earlier_commands"] = kept["commands"]
     text = "\n\n".join(
         [
             "# Token search on the known-answer token family",
-            command(
-                "token_search",
-                "--costs " + " ".join(map(str, options.costs)),
-                "--seeds " + " ".join(map(str, options.seeds)),
-                f"--relaxed-max-cost {options.relaxed_max_cost}",
-            ),
+            *kept["commands"],
+            data["command"],
             machine_line(),
             table(data),
         ]
     )
     print(text)
     write_results(options.out, "token_search", text, data)
+
+
+def _kept(out, methods: list[str]) -> dict:
+    """The rows of the other methods and the commands in ``<out>/token_search.json`` (a file
+    from before ``--merge`` existed quotes its command in its first lines)."""
+    path = out / "token_search.json"
+    if not path.exists():
+        return {"rows": [], "commands": []}
+    earlier = json.loads(path.read_text())
+    rows = [r for r in earlier["rows"] if r["method"] not in methods]
+    quoted = earlier.get("command") or next(
+        (line for line in (out / "token_search.md").read_text().splitlines()
+         if line.startswith("python -m benchmarks.token_search")),
+        None,
+    )  # fmt: skip
+    commands = [*earlier.get("earlier_commands", []), quoted]
+    return {"rows": rows, "commands": [c for c in commands if c and rows]}
 
 
 if __name__ == "__main__":

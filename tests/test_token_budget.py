@@ -131,7 +131,8 @@ def test_without_a_deadline_nothing_is_cut(pair_model):
 
 def test_analyze_prices_the_token_search_and_states_its_cut(tmp_path):
     """The whole command on a counter clock frozen until the token searches start: the plan
-    holds their price, and a deadline 30 readings into them stops them, said in the report."""
+    holds their price, and a deadline 10 readings into them (inside the first search, which
+    reads the clock about 27 times) stops them, said in the report."""
     record = FAMILY["pair_sum_v16"]
     now = {"time": 0.0, "ticking": False}
 
@@ -144,8 +145,8 @@ def test_analyze_prices_the_token_search_and_states_its_cut(tmp_path):
 
     def notify(event) -> None:
         if event.phase == "render" and not now["ticking"]:
-            # 30 readings before the token searches' deadline (the deadline less what follows)
-            now["time"] = budget - event.plan.after_tokens - 30
+            # 10 readings before the token searches' deadline (the deadline less what follows)
+            now["time"] = budget - event.plan.after_tokens - 10
             now["ticking"] = True
 
     options = AnalyzeOptions.of(steps=16, max_units=2, time_budget=budget)

@@ -25,12 +25,18 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from onnx_am.audit.written_softmax import written_softmax
 from onnx_am.domain import DomainChoice
 from onnx_am.importer.model import ImportedModel
 from onnx_am.objectives import Target, parse_targets, probe_shapes
 
+#: The activation name :func:`pre_activation` gives a softmax written as ops.
+WRITTEN = "exp/sum"
+
 #: Ops whose output is a probability of their input.
 ACTIVATIONS = {"Softmax": "softmax", "LogSoftmax": "log-softmax", "Sigmoid": "sigmoid"}
+#: What the report calls each activation, a softmax written as ``exp / sum`` included.
+ACTIVATION_NAMES = {**ACTIVATIONS, WRITTEN: "softmax (written as exp / sum)"}
 #: Ops walked through between an output and its activation: they move or average units.
 PASS_THROUGH = frozenset(
     {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "ReduceMean",
@@ -139,7 +145,7 @@ def default_targets_for(
         tensor, op = logits
         reason = (
             f"targets are the pre-activation logits {tensor!r}: output {output!r} is the "
-            f"{ACTIVATIONS[op]} of it, and probabilities saturate{over_time}"
+            f"{ACTIVATION_NAMES[op]} of it, and probabilities saturate{over_time}"
         )
         return chosen(tensor, reason, True, last=sequence and len(shapes[tensor]) == 3)
     what = f"output {output!r} of shape {list(shape)} is not a per-class vector [N, classes]"
@@ -192,7 +198,8 @@ def _main_output(imported: ImportedModel) -> tuple[str, str]:
         if found is not None:
             return name, (
                 f"output {name!r} chosen over the first output {first!r}: it is a "
-                f"{ACTIVATIONS[found[1]]} (a classification head), the outputs before it are not"
+                f"{ACTIVATION_NAMES[found[1]]} (a classification head), the outputs before it are "
+                "not"
             )
     return first, ""
 
@@ -207,6 +214,9 @@ def _over_last_axis(imported: ImportedModel, tensor: str) -> bool:
         node = producers.get(node.input[0]) if node.input else None
     if node is None or node.op_type == "Sigmoid":
         return node is not None
+    written = written_softmax(imported.prepared, producers, node)
+    if written is not None:
+        return written[1] in (-1, 2)
     opset = imported.opsets.get("ai.onnx", 13)
     axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
     return axis in (-1, 2)
@@ -224,17 +234,25 @@ def pre_activation(imported: ImportedModel, tensor: str) -> tuple[str, str] | No
     """``(logits tensor, activation op)`` when ``tensor`` is a probability of another tensor.
 
     Walks back from ``tensor`` through :data:`PASS_THROUGH` ops to a Softmax / LogSoftmax /
-    Sigmoid and returns that op's input, if the torch graph exposes it.
+    Sigmoid and returns that op's input, if the torch graph exposes it; a softmax written as
+    ``exp / sum`` (:func:`~onnx_am.audit.written_softmax.written_softmax`) gives the tensor
+    it normalizes and :data:`WRITTEN`.
     """
     producers = producer_nodes(imported.prepared)
     node = producers.get(tensor)
     seen = 0
     while node is not None and node.op_type in PASS_THROUGH and seen < 32:
         node, seen = producers.get(node.input[0]) if node.input else None, seen + 1
-    if node is None or node.op_type not in ACTIVATIONS or not node.input:
+    if node is None or not node.input:
         return None
-    logits = node.input[0]
-    return (logits, node.op_type) if _checkable(imported, logits) else None
+    written = written_softmax(imported.prepared, producers, node)
+    if written is not None:
+        logits, op = written[0], WRITTEN
+    elif node.op_type in ACTIVATIONS:
+        logits, op = node.input[0], node.op_type
+    else:
+        return None
+    return (logits, op) if _checkable(imported, logits) else None
 
 
 def _checkable(imported: ImportedModel, tensor: str) -> bool:

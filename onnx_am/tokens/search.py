@@ -2,12 +2,16 @@
 
 - :func:`swap_search`: gradient-guided token swaps (HotFlip / AutoPrompt / GCG): the gradient
   at the current sequence ranks every single-token swap by its linear gain
-  ``g_i . (E[v] - E[s_i])``; the ``top_k`` best per position are checked with batched
-  forward passes and the best sequences kept (``beam`` of them; 1 is greedy). When no
-  checked swap improves, ``top_k`` doubles, up to every token; then the sequence is a local
-  optimum of single swaps, and changes of two adjacent tokens (each among its ``PAIR_K``
-  best by linear gain) are tried; when none improves, the search restarts, alternately from
-  the best so far with ``PERTURB`` ids redrawn and from random ids, keeping the best.
+  ``g_i . (E[v] - E[s_i])`` (each position's best first); they are checked in that order
+  with batched forward passes, ``CANDIDATES`` per beam at first and twice as many in each
+  further round while none improves, never checking a swap twice for the same beams. The
+  best sequences are kept (``beam`` of them; 1 is greedy); after a round that improved, the
+  improving swaps at distinct positions are also applied together (the best 2, 3, ...
+  ``COMBINE``), which climbs in one round what single swaps climb in several. When every
+  single swap has been checked, the sequence is a local optimum of single swaps, and changes
+  of two adjacent tokens (each among its ``PAIR_K`` best by linear gain) are tried; when none
+  improves, the search restarts, alternately from the best so far with ``PERTURB`` ids
+  redrawn and from random ids, keeping the best.
 - :func:`relaxed_search`: a distribution over the ``V`` tokens per position, mixed through
   the embedding matrix, ascended with Adam while its temperature is annealed towards
   one-hot; the argmax ids are checked every step.
@@ -27,16 +31,16 @@ from dataclasses import dataclass
 
 import torch
 
-from onnx_am.tokens.space import Cost, Halt, Scorer, TokenSpace, evaluate, gradient
+from onnx_am.tokens.space import BACKWARD_COST, Cost, Halt, Scorer, TokenSpace, evaluate, gradient
 
-#: Candidates checked per step and beam at first (doubled while nothing improves).
+#: Swaps checked per beam in a first round (doubled in each further round of the same beams).
 CANDIDATES = 64
-#: Swaps ranked per position at first.
-TOP_K = 8
 #: Tokens per position combined in the adjacent-pair moves tried at a local optimum.
 PAIR_K = 8
 #: Positions redrawn when a restart perturbs the best sequence.
 PERTURB = 2
+#: Improving swaps applied together after a round of checks.
+COMBINE = 8
 RELAXED_ROWS = 4
 RELAXED_LR = 0.3
 TEMPERATURES = (1.0, 0.02)
@@ -87,39 +91,48 @@ def swap_search(
     beams = space.random(beam, generator)
     values = evaluate(score, space, beams, cost)
     best.offer(beams, values)
-    top_k, candidates, restarts = TOP_K, CANDIDATES, 0
-    while cost.units < budget and space.free and not halt():
+    window, restarts = CANDIDATES, 0
+    while budget - cost.units >= (1 + BACKWARD_COST) * beam and space.free and not halt():
         _, grad = gradient(score, space.embed(beams), cost)
-        swaps = _ranked_swaps(space, beams, grad, min(top_k, space.vocab_size - 1))
-        room = max(budget - cost.units, 0)
-        chosen = _choose(swaps, min(candidates * beams.shape[0], room))
-        if chosen is None:
-            break
-        trial = beams[chosen[:, 0]].clone()
-        trial[torch.arange(len(chosen)), chosen[:, 1]] = chosen[:, 2]
-        found = evaluate(score, space, trial, cost, halt)
-        trial = trial[: len(found)]
-        pool_ids = torch.cat([beams, trial])
-        pool_values = torch.cat([values, found])
-        improved = bool(found.numel()) and float(found.max()) > float(values.max()) + 1e-7
-        best.offer(pool_ids, pool_values)
-        beams, values = _keep(pool_ids, pool_values, beam)
-        if improved or halt():
-            top_k, candidates = TOP_K, CANDIDATES
+        swaps = _ranked_swaps(space, beams, grad)
+        checked, improved, moved = 0, False, False
+        while checked < len(swaps) and cost.units < budget and not halt():
+            room = max(budget - cost.units, 0)
+            chosen = swaps[checked : checked + min(window * beams.shape[0], room)]
+            trial = beams[chosen[:, 0]].clone()
+            trial[torch.arange(len(chosen)), chosen[:, 1]] = chosen[:, 2]
+            found = evaluate(score, space, trial, cost, halt)
+            checked += len(found)
+            trial = trial[: len(found)]
+            improved = bool(found.numel()) and float(found.max()) > float(values.max()) + 1e-7
+            if improved:  # the improving swaps of one beam at distinct positions, together
+                more = _combined(beams, values, chosen[: len(found)], found)
+                more = more[: max(budget - cost.units, 0)]
+                trial = torch.cat([trial, more])
+                found = torch.cat([found, evaluate(score, space, more, cost, halt)])
+                trial = trial[: len(found)]
+            best.offer(trial, found)
+            kept, kept_values = _keep(torch.cat([beams, trial]), torch.cat([values, found]), beam)
+            moved = not torch.equal(kept, beams)
+            beams, values = kept, kept_values
+            if improved or moved:
+                break
+            window *= 2  # the same beams: check the next swaps of the same ranking
+        if improved:
+            window = CANDIDATES
+        if improved or moved or checked < len(swaps):
             continue
-        exhausted = top_k >= space.vocab_size - 1 and len(chosen) == len(swaps)
-        if not exhausted:
-            top_k, candidates = top_k * 2, candidates * 2
-            continue
-        # a local optimum of single swaps: try adjacent pairs, else start again elsewhere
+        # every single swap checked: a local optimum; try adjacent pairs, else restart
+        window = CANDIDATES
         trial = _pair_moves(space, beams[0], grad[0], PAIR_K)[: max(budget - cost.units, 0)]
         found = evaluate(score, space, trial, cost, halt)
         trial = trial[: len(found)]
-        top_k, candidates = TOP_K, CANDIDATES
         if found.numel() and float(found.max()) > float(values.max()) + 1e-7:
             best.offer(trial, found)
             beams, values = _keep(torch.cat([beams, trial]), torch.cat([values, found]), beam)
             continue
+        if budget - cost.units < beam:
+            break
         restarts += 1
         beams = space.random(beam, generator)
         if restarts % 2:  # every other restart: the best so far with PERTURB ids redrawn
@@ -127,6 +140,31 @@ def swap_search(
         values = evaluate(score, space, beams, cost)
         best.offer(beams, values)
     return Found(best.ids, best.value, cost.units, halt.fired)
+
+
+def _combined(
+    beams: torch.Tensor, values: torch.Tensor, chosen: torch.Tensor, found: torch.Tensor
+) -> torch.Tensor:
+    """The beam of the best checked swap with its ``2 .. COMBINE`` most improving swaps at
+    distinct positions applied together (best first): ``[<= COMBINE - 1, L]``."""
+    source = int(chosen[int(found.argmax()), 0])
+    gain = found - values[chosen[:, 0]]
+    mine = ((chosen[:, 0] == source) & (gain > 0)).nonzero().flatten()
+    mine = mine[gain[mine].argsort(descending=True, stable=True)]
+    seen, picked = set(), []
+    for index in mine.tolist():
+        position = int(chosen[index, 1])
+        if position not in seen:
+            seen.add(position)
+            picked.append(index)
+        if len(picked) == COMBINE:
+            break
+    rows, ids = [], beams[source].clone()
+    for count, index in enumerate(picked):
+        ids[chosen[index, 1]] = chosen[index, 2]
+        if count:
+            rows.append(ids.clone())
+    return torch.stack(rows) if rows else beams[:0]
 
 
 def _pair_moves(space: TokenSpace, ids: torch.Tensor, grad: torch.Tensor, k: int) -> torch.Tensor:
@@ -160,38 +198,30 @@ def _perturbed(
     return out
 
 
-def _ranked_swaps(
-    space: TokenSpace, beams: torch.Tensor, grad: torch.Tensor, top_k: int
-) -> torch.Tensor:
-    """``[n, 4]`` rows ``(beam, position, token, rank)`` of the ``top_k`` swaps per position
-    by linear gain, best first within each rank."""
+def _ranked_swaps(space: TokenSpace, beams: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``[n, 4]`` rows ``(beam, position, token, rank)``: every swap at the free positions,
+    ordered by rank (each position's best by linear gain first), by gain within a rank."""
     gain = grad @ space.matrix.T  # [W, L, V]
     gain = gain - torch.gather(gain, 2, beams[..., None])
     gain.scatter_(2, beams[..., None], -math.inf)
     for position in space.fixed:
         gain[:, position, :] = -math.inf
-    top = gain.topk(top_k, dim=2)
+    ranks = space.vocab_size - 1
+    top = gain.topk(ranks, dim=2)
     width, length = gain.shape[0], gain.shape[1]
-    scores = top.values.permute(2, 0, 1).reshape(top_k, -1)  # [rank, beam * position]
+    scores = top.values.permute(2, 0, 1).reshape(ranks, -1)  # [rank, W * L]
     order = scores.argsort(dim=1, descending=True)
     flat = order.reshape(-1)
-    rank = torch.arange(top_k).repeat_interleave(width * length)
+    rank = torch.arange(ranks).repeat_interleave(width * length)
     beam, position = flat // length, flat % length
     token = top.indices[beam, position, rank]
     finite = torch.isfinite(scores.gather(1, order).reshape(-1))
     return torch.stack([beam, position, token, rank], dim=1)[finite]
 
 
-def _choose(swaps: torch.Tensor, count: int) -> torch.Tensor | None:
-    """The first ``count`` swaps in rank order (all when they fit)."""
-    if count <= 0 or len(swaps) == 0:
-        return None
-    return swaps[:count]
-
-
 def _keep(ids: torch.Tensor, values: torch.Tensor, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``beam`` best distinct sequences."""
-    order = values.argsort(descending=True)
+    order = values.argsort(descending=True, stable=True)
     kept, seen = [], set()
     for index in order.tolist():
         key = tuple(ids[index].tolist())
