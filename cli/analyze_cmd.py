@@ -52,6 +52,9 @@ from onnx_am.engine.schedules import LR_SCHEDULES
 from onnx_am.engine.starts import DEFAULT_START, SCREEN_CANDIDATES, START_KINDS
 from onnx_am.methods import expand_methods
 
+#: The race --racing runs (the default's settings, or RacingSettings' own when racing is off).
+_RACE = DEFAULT_RACING or RacingSettings()
+
 #: Exit code after Ctrl-C (the shell convention 128 + SIGINT; SIGTERM 143, SIGHUP 129).
 EXIT_INTERRUPTED = 130
 #: Test-only, not for users: ``UNITS:STEP`` holds ``analyze`` at the first optimize event
@@ -250,10 +253,18 @@ TEST_HOLD_ENV = "ONNX_AM_TEST_HOLD_AT"
     "--racing/--no-racing",
     default=DEFAULT_RACING is not None,
     show_default=True,
-    help="Racing restarts: each unit starts 16 candidates per method (8 box-centre starts, the "
-    "8 best of 128 screened corners) and halves them over 5 stages, the survivors taking the "
-    "freed steps, the last stage's lr decaying by a cosine (the race's own schedule, in place "
-    "of --lr-schedule); same row-steps as --restarts x --steps (the screen paid from them).",
+    help=f"Racing restarts (default): each unit starts {_RACE.candidates} candidates per "
+    f"method ({_RACE.candidates - _RACE.corners} box-centre starts, the {_RACE.corners} best of "
+    f"{_RACE.screen} screened corners) and keeps the best {_RACE.keep:.0%} at each of "
+    f"{_RACE.rungs} stage boundaries, the survivors taking the freed steps"
+    + (
+        f", the last stage's lr decaying by the race's own {_RACE.lr_schedule} schedule (in "
+        "place of --lr-schedule)"
+        if _RACE.lr_schedule
+        else ""
+    )
+    + "; same row-steps as --restarts x --steps (the screen paid from them). --no-racing: "
+    "plain restarts, every row runs every step.",
 )
 @click.option(
     "--regularizer",
@@ -373,7 +384,7 @@ def analyze_command(
     --resume). With several models, 2 also when one could not be audited.
     """
     kwargs["backward_slopes"] = kwargs.pop("backward_slope") or ()
-    kwargs["racing"] = (DEFAULT_RACING or RacingSettings()) if kwargs["racing"] else None
+    kwargs["racing"] = _RACE if kwargs["racing"] else None
     for name in ("targets", "layers", "methods", "regularizers", "fix", "token_methods"):
         kwargs[name] = tuple(kwargs[name])
     options = AnalyzeOptions.of(**kwargs)

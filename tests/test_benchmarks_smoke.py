@@ -324,6 +324,18 @@ def test_white_counts_benchmark_tallies_the_reports_own_counts(tmp_path: Path):
     command = "python -m benchmarks.white_counts --steps 4 --restarts 1 --step-rule normalized"
     assert f"{command} --only digits_relu" in text
     assert f"| digits_relu | 10 | standard | {methods['standard']['white']}/10 |" in text
+    assert "racing restarts (RacingSettings(" in text  # analyze's default spends the rows
+
+
+def test_white_counts_benchmark_no_racing_writes_plain_results(tmp_path: Path):
+    from benchmarks import white_counts
+
+    args = ["--only", "digits_relu", "--steps", "4", "--restarts", "1", "--no-racing"]
+    white_counts.main([*args, "--out", str(tmp_path)])
+    text = (tmp_path / "white_counts_plain.md").read_text()
+    assert "--step-rule normalized --no-racing --only digits_relu" in text
+    assert "plain restarts (every row runs every step)" in text
+    assert not (tmp_path / "white_counts.md").exists()
 
 
 def test_transformer_models_fetch_extracts_external_data_beside_the_model(tmp_path: Path):

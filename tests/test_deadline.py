@@ -144,9 +144,11 @@ def test_a_later_model_that_finds_no_time_left_gets_an_error_row(nets, tmp_path,
 
 
 @pytest.mark.slow
-def test_the_pace_applies_on_an_executor(nets, tmp_path):
+@pytest.mark.parametrize("raced", [False, True], ids=["plain", "raced"])
+def test_the_pace_applies_on_an_executor(nets, tmp_path, raced):
     """Through an executor (as with --workers), a chunk still running at the deadline stops
-    and the chunks after it are not started; the report says so."""
+    and the chunks after it are not started; the report says so. A race (the default) past
+    the deadline shrinks its stages to a step each and the pace states the cut as its steps."""
     clock = Ticking(tick=0.0)
     steps_for = Pace.steps_for
 
@@ -155,6 +157,7 @@ def test_the_pace_applies_on_an_executor(nets, tmp_path):
         return steps_for(self, *args)
 
     options = AnalyzeOptions.of(steps=64, restarts=3, time_budget=300.0)
+    options = options if raced else options.replaced(racing=None)
     deadline = Deadline.starting_now(300.0, clock)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Pace, "steps_for", stall)
@@ -162,9 +165,16 @@ def test_the_pace_applies_on_an_executor(nets, tmp_path):
                          deadline=deadline)  # fmt: skip
     pace = report.doc["pace"]
     assert report.doc["plan"]["chunks"] > 1
-    assert pace["chunks_stopped_at_deadline"] == 1 and pace["units_skipped"] > 0
-    assert report.doc["status"] == "complete"
-    assert all(len(r["trace"]) == 2 for r in report.doc["results"])
+    assert pace["units_skipped"] > 0 and report.doc["status"] == "complete"
+    if raced:  # one step per stage, far fewer than the plan's 64 (a cap the pace states)
+        stages = len(report.doc["plan"]["racing"])
+        assert pace["steps_cap"] is not None and pace["steps_cap"] < 64
+        # the race of the few steps that fit: at most a step per planned stage (the settings'
+        # first_steps may start fewer candidates, so fewer stages), the last point measured
+        assert all(2 <= len(r["trace"]) <= stages + 1 for r in report.doc["results"])
+    else:
+        assert pace["chunks_stopped_at_deadline"] == 1
+        assert all(len(r["trace"]) == 2 for r in report.doc["results"])
 
 
 def test_a_lease_carries_the_pace_to_another_process():

@@ -15,6 +15,7 @@ from onnx_am_cli.inspect_cmd import inspect_command
 
 from onnx_am.audit.analyze import DEFAULT_MAX_UNITS, DEFAULT_RESTARTS, DEFAULT_STEPS
 from onnx_am.audit.budget import DEFAULT_TIME_BUDGET, parse_duration
+from onnx_am.audit.options import DEFAULT_RACING
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -94,3 +95,6 @@ def test_readme_defaults_are_the_code_defaults() -> None:
     assert f"up to {DEFAULT_MAX_UNITS}" in text
     budget = re.search(r"--time-budget` \(default `(\w+)`", text)
     assert budget and parse_duration(budget.group(1)) == DEFAULT_TIME_BUDGET
+    raced = f"{DEFAULT_RESTARTS} restarts, raced (racing restarts:"
+    assert (raced in text) == (DEFAULT_RACING is not None)
+    assert ("`--no-racing` gives plain restarts" in text) == (DEFAULT_RACING is not None)

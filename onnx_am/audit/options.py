@@ -61,8 +61,10 @@ STEP_RULES = {
     "adam": {"optimizer": "adam", "normalize_grad": False},
 }
 DEFAULT_STEP_RULE = "normalized"
-#: How a unit spends its rows (:mod:`onnx_am.engine.racing`): None, every row runs every step.
-DEFAULT_RACING: RacingSettings | None = None
+#: How a unit spends its rows (:mod:`onnx_am.engine.racing`): racing restarts, which at the
+#: same row-steps beat every row running every step on the trained CNNs and the exact family
+#: (docs/results.md, "Racing restarts"); None (``--no-racing``) gives the plain restarts.
+DEFAULT_RACING: RacingSettings | None = RacingSettings()
 #: How the step size changes over a run (:mod:`onnx_am.engine.schedules`).
 DEFAULT_LR_SCHEDULE = "constant"
 DEFAULT_MAX_UNITS = 64
@@ -131,8 +133,8 @@ class SearchSettings:
         backward_slopes: slopes for bare methods; several make a sweep.
         max_units: cap on units per tensor.
         racing: racing restarts (:class:`~onnx_am.engine.racing.RacingSettings`): each unit
-            races more candidates than ``restarts`` at the same row-steps; None: every row
-            runs every step (:data:`DEFAULT_RACING`).
+            races more candidates than ``restarts`` at the same row-steps (the default,
+            :data:`DEFAULT_RACING`); None: every row runs every step (plain restarts).
     """
 
     targets: tuple[str | Target, ...] = ()

@@ -113,6 +113,8 @@ class AMConfig:
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``).
         racing: race candidates per unit (:mod:`onnx_am.engine.racing`) at the cost of
             ``restarts`` plain rows per method; None (default): every row runs every step.
+            The engine stays plain, as its other defaults are the paper's (one start, the raw
+            step); ``analyze`` races by default (``onnx_am.audit.options.DEFAULT_RACING``).
     """
 
     ascent: AscentSettings = group(AscentSettings)
