@@ -24,8 +24,8 @@ unit-seeds the method beats / loses to standard by more than 1 % of |standard|.
 
 Run (from the repository root)::
 
-    python -m benchmarks.transformer_decoupled [--cache DIR] [--seeds 0 1] [--steps 64]
-        [--token-steps 64] [--no-train]
+    python -m benchmarks.transformer_decoupled [--cache DIR] [--seeds 0 1] [--train-seeds 0 1]
+        [--steps 256] [--token-steps 128] [--no-train]
 
 Writes ``benchmarks/results/transformer_decoupled.md`` and ``.json``.
 """
@@ -78,8 +78,8 @@ def models(options) -> list[dict]:
     if options.no_train:
         return found
     maker = load_maker("make_tiny_transformers")
-    trained = [train_bert(maker, s, 3, options.cache, 2000) for s in options.seeds]
-    trained.append(train_bytes(maker, options.seeds[0], 3, options.cache, 2000))
+    trained = [train_bert(maker, s, 3, options.cache, 2000) for s in options.train_seeds]
+    trained.append(train_bytes(maker, options.train_seeds[0], 3, options.cache, 2000))
     return found + [m for m in trained if (m.get("accuracy") or 1.0) >= MIN_ACCURACY]
 
 
@@ -184,7 +184,8 @@ def summarize(rows: list[dict]) -> list[list[object]]:
 
 
 def render(options, data: dict, seconds: float) -> str:
-    flags = ["--seeds", *map(str, options.seeds), "--steps", str(options.steps),
+    flags = ["--seeds", *map(str, options.seeds), "--train-seeds",
+             *map(str, options.train_seeds), "--steps", str(options.steps),
              "--token-steps", str(options.token_steps)] + (["--no-train"] if options.no_train
                                                             else [])  # fmt: skip
     header = ["space", "activation", "method", "unit-seeds", "standard mean", "method mean",
@@ -215,9 +216,12 @@ def render(options, data: dict, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__)
     args.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "planted")
-    args.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    args.add_argument("--steps", type=int, default=64, help="embedding-space steps per row")
-    args.add_argument("--token-steps", type=int, default=64, help="token cost / 64")
+    args.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="search seeds")
+    args.add_argument(
+        "--train-seeds", type=int, nargs="+", default=[0, 1], help="planted models trained"
+    )
+    args.add_argument("--steps", type=int, default=256, help="embedding-space steps per row")
+    args.add_argument("--token-steps", type=int, default=128, help="token cost / 64")
     args.add_argument("--no-train", action="store_true", help="only the committed models")
     options = args.parse_args(argv)
     torch.set_num_threads(options.threads)
