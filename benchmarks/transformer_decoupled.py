@@ -33,6 +33,7 @@ Writes ``benchmarks/results/transformer_decoupled.md`` and ``.json``.
 from __future__ import annotations
 
 import collections
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -159,11 +160,12 @@ def run(options) -> dict:
     return {"rows": rows, "rewritten": rewritten}
 
 
-def summarize(rows: list[dict]) -> list[list[object]]:
+def summarize(rows: list[dict], by: str) -> list[list[object]]:
+    """Per (space, ``row[by]`` and then all together, method): means, gain, wins, losses."""
     table = []
-    keys = dict.fromkeys((r["space"], r["activation"]) for r in rows)
+    keys = dict.fromkeys((r["space"], r[by]) for r in rows)
     for space, kind in [*keys, *dict.fromkeys((s, "all") for s, _ in keys)]:
-        group = [r for r in rows if r["space"] == space and kind in ("all", r["activation"])]
+        group = [r for r in rows if r["space"] == space and kind in ("all", r[by])]
         key = lambda r: (r["model"], r["seed"], r["unit"])  # noqa: E731
         standard = {key(r): r["value"] for r in group if r["method"] == "standard"}
         for method in dict.fromkeys(r["method"] for r in group):
@@ -183,33 +185,41 @@ def summarize(rows: list[dict]) -> list[list[object]]:
     return table
 
 
-def render(options, data: dict, seconds: float) -> str:
-    flags = ["--seeds", *map(str, options.seeds), "--train-seeds",
-             *map(str, options.train_seeds), "--steps", str(options.steps),
-             "--token-steps", str(options.token_steps)] + (["--no-train"] if options.no_train
-                                                            else [])  # fmt: skip
-    header = ["space", "activation", "method", "unit-seeds", "standard mean", "method mean",
-              "mean gain", "beats standard", "loses to standard", "cost / unit-seed"]  # fmt: skip
+def flags(options) -> list[str]:
+    return ["--seeds", *map(str, options.seeds), "--train-seeds",
+            *map(str, options.train_seeds), "--steps", str(options.steps),
+            "--token-steps", str(options.token_steps)] + (["--no-train"] if options.no_train
+                                                           else [])  # fmt: skip
+
+
+def render(data: dict) -> str:
+    """The results page from the JSON payload (``data["command_line"]``: the run's line)."""
+    columns = ["unit-seeds", "standard mean", "method mean", "mean gain", "beats standard",
+               "loses to standard", "cost / unit-seed"]  # fmt: skip
     agree = sum(bool(r["agrees"]) for r in data["rows"])
     models = "; ".join(f"{m}: {a}" for m, a in data["rewritten"].items())
     return "\n".join([
         "# Transformers: standard vs decoupled gradient, in embedding space and token space",
         "",
-        f"`{command('transformer_decoupled', *flags)}` on {machine_line()}; {seconds:.0f} s; "
-        "shared machine.",
+        data["command_line"],
         "",
         f"Rewritten per model: {models}.",
         "",
         f"Embedding space: analyze's zero-config cut and box, {RESTARTS} rows x "
-        f"{options.steps} steps per unit and method (cost in forward-pass equivalents, a "
+        f"{data['steps']} steps per unit and method (cost in forward-pass equivalents, a "
         "step = forward + backward = 3), the best row's value on the original graph. Tokens: "
-        f"the greedy swap search at {options.token_steps} x {COST_PER_STEP} forward-pass "
+        f"the greedy swap search at {data['token_steps']} x {COST_PER_STEP} forward-pass "
         "equivalents, ranked by each method's gradient; value by onnxruntime on the uncut "
         "file with the final ids. 'beats / loses': unit-seeds where the method is more than "
         f"1 % of |standard| above / below standard. Values agree with onnxruntime on {agree}/"
         f"{len(data['rows'])} rows.",
         "",
-        markdown_table(header, summarize(data["rows"])),
+        markdown_table(["space", "activation", "method", *columns],
+                       summarize(data["rows"], "activation")),
+        "",
+        "Per model:",
+        "",
+        markdown_table(["space", "model", "method", *columns], summarize(data["rows"], "model")),
     ])  # fmt: skip
 
 
@@ -223,13 +233,22 @@ def main(argv: list[str] | None = None) -> None:
     args.add_argument("--steps", type=int, default=256, help="embedding-space steps per row")
     args.add_argument("--token-steps", type=int, default=128, help="token cost / 64")
     args.add_argument("--no-train", action="store_true", help="only the committed models")
+    args.add_argument(
+        "--render", action="store_true", help="only rewrite the page from <out>'s JSON"
+    )
     options = args.parse_args(argv)
     torch.set_num_threads(options.threads)
-    options.cache.mkdir(parents=True, exist_ok=True)
-    tic = time.perf_counter()
-    data = run(options)
-    text = render(options, data, time.perf_counter() - tic)
-    payload = {"machine": machine(), "command": text.splitlines()[2], **data}
+    if options.render:
+        payload = json.loads((options.out / "transformer_decoupled.json").read_text())
+    else:
+        options.cache.mkdir(parents=True, exist_ok=True)
+        tic = time.perf_counter()
+        payload = run(options)
+        line = (f"`{command('transformer_decoupled', *flags(options))}` on {machine_line()}; "
+                f"{time.perf_counter() - tic:.0f} s; shared machine.")  # fmt: skip
+        payload = {"machine": machine(), "command_line": line, "steps": options.steps,
+                   "token_steps": options.token_steps, **payload}  # fmt: skip
+    text = render(payload)
     print(text)
     print(f"wrote {write_results(options.out, 'transformer_decoupled', text, payload)}")
 
