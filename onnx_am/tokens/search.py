@@ -31,7 +31,16 @@ from dataclasses import dataclass
 
 import torch
 
-from onnx_am.tokens.space import BACKWARD_COST, Cost, Halt, Scorer, TokenSpace, evaluate, gradient
+from onnx_am.tokens.space import (
+    BACKWARD_COST,
+    Cost,
+    Halt,
+    Ranking,
+    Scorer,
+    TokenSpace,
+    evaluate,
+    gradient,
+)
 
 #: Swaps checked per beam in a first round (doubled in each further round of the same beams).
 CANDIDATES = 64
@@ -84,8 +93,14 @@ def swap_search(
     beam: int = 1,
     seed: int = 0,
     halt: Halt | None = None,
+    ranking: Ranking | None = None,
 ) -> Found:
-    """Gradient-guided swap search (greedy for ``beam == 1``); see the module docstring."""
+    """Gradient-guided swap search (greedy for ``beam == 1``); see the module docstring.
+
+    ``ranking``: whose gradient ranks the swaps (default: ``score``'s own), e.g. a decoupled
+    backward (:func:`~onnx_am.tokens.ranking.decoupled_ranking`); it costs what a gradient of
+    ``score`` costs, and every value compared and returned is still ``score``'s.
+    """
     generator = torch.Generator().manual_seed(seed)
     cost, best, halt = Cost(), _Best(), halt or Halt()
     beams = space.random(beam, generator)
@@ -93,7 +108,8 @@ def swap_search(
     best.offer(beams, values)
     window, restarts = CANDIDATES, 0
     while budget - cost.units >= (1 + BACKWARD_COST) * beam and space.free and not halt():
-        _, grad = gradient(score, space.embed(beams), cost)
+        ranked = score if ranking is None else lambda x: ranking(x, cost.units / budget)
+        _, grad = gradient(ranked, space.embed(beams), cost)
         swaps = _ranked_swaps(space, beams, grad)
         checked, improved, moved = 0, False, False
         while checked < len(swaps) and cost.units < budget and not halt():

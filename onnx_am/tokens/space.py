@@ -19,6 +19,10 @@ from onnx_am.errors import SettingsError
 
 #: A batch of the searched tensor ``[B, L, D]`` -> one objective value per row ``[B]``.
 Scorer = Callable[[torch.Tensor], torch.Tensor]
+#: ``(x [B, L, D], fraction of the budget spent) -> [B]``: the values whose gradient ranks a
+#: swap search's swaps in place of the scorer's (:mod:`onnx_am.tokens.ranking`); the values
+#: themselves are never compared.
+Ranking = Callable[[torch.Tensor, float], torch.Tensor]
 #: Rows one forward pass may hold (candidates are checked in chunks of this many).
 MAX_ROWS = 128
 BACKWARD_COST = 2
