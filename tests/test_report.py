@@ -72,6 +72,15 @@ def test_resume_refuses_other_settings_and_other_model(tmp_path):
         report.check_resumable("def", {"steps": 4, "seed": 0})
 
 
+def test_a_plain_report_is_resumed_with_no_racing_and_the_refusal_says_so(tmp_path):
+    """Reports made before racing was the default hold no racing setting."""
+    write_report(tmp_path, {"steps": 4})
+    report = ReportDir.open(tmp_path, resume=True)
+    report.check_resumable("abc", {"steps": 4, "racing": None})  # what --no-racing records
+    with pytest.raises(ReportError, match="plain restarts: add --no-racing to continue it"):
+        report.check_resumable("abc", {"steps": 4, "racing": {"candidates": 16}})
+
+
 def test_result_round_trip_through_json_and_npy(tmp_path):
     report = ReportDir.open(tmp_path)
     image = np.random.default_rng(0).normal(size=(1, 3, 3)).astype(np.float32)

@@ -115,9 +115,11 @@ class ReportDir:
         differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if differ:
             listing = "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in differ)
-            raise ReportError(
-                f"cannot resume with different settings ({listing}); use --force to start over"
-            )
+            hint = "use --force to start over"
+            if "racing" in differ and old.get("racing") is None:  # made before racing's default
+                hint = "the report was made with plain restarts: add --no-racing to continue it, "
+                hint += "or --force to start over"
+            raise ReportError(f"cannot resume with different settings ({listing}); {hint}")
 
     def done_results(self) -> list[UnitResult]:
         """The results of the report being resumed, images loaded back from ``.npy``."""
