@@ -59,19 +59,22 @@ ALTERNATIVE_ROWS = 256
 REFERENCE_SHARE = 4
 #: Batched calls per ``COST_PER_STEP`` forward-pass equivalents, for pricing: ``(gradient
 #: calls, their rows, forward calls)`` (a forward's rows are the cost the gradients leave).
-#: A swap round is one gradient of the beams, one forward of the candidates (64 at first,
-#: twice as many in each further round of the same beams) and, after a round that improved,
-#: one of the combined swaps: counted on the planted BERT at cost 1024 (16 steps), greedy made
-#: 11 to 12 gradient calls and 23 to 24 forwards (1 call per 28 to 30; per 63 to 68 at 4096),
-#: beam 4 gradients of 4 rows and 12 forwards. A relaxed step is a forward and backward of 4
-#: rows (priced as a gradient) and a forward of their ids, 16 a step; the reference steps 4 rows
+#: A swap round is one gradient of the beams and its ranking of the swaps, one forward of the
+#: candidates (64 at first, twice as many in each further round of the same beams) and, after
+#: a round that improved, one of the combined swaps. Counted at cost 1024 (16 steps), greedy
+#: made 11 to 12 rounds and 23 to 24 forwards on the planted BERT, 13 to 14 rounds and 27 to
+#: 30 forwards on bytes_sig (fewer per cost at 4096: 6 to 7 rounds per 1024), beam 4
+#: gradients of 4 rows and 12 forwards. A relaxed step is a forward and backward of 4 rows
+#: (priced as a gradient) and a forward of their ids, 16 a step; the reference steps 4 rows
 #: forward and backward, 12 a step.
 CALLS_PER_STEP = {
-    "greedy": (COST_PER_STEP / 96, 1, COST_PER_STEP / 48),
+    "greedy": (COST_PER_STEP / 80, 1, COST_PER_STEP / 40),
     "beam": (COST_PER_STEP / 256, 4, COST_PER_STEP / 256 * 3),
     "relaxed": (COST_PER_STEP / 16, 4, COST_PER_STEP / 16),
     "reference": (COST_PER_STEP / REFERENCE_SHARE / 12, 4, 0.0),
 }
+#: The searches that rank the swaps after each gradient (:data:`TokenTimings.rank`).
+RANKING = ("greedy", "beam")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class TokenPlan:
 
         Per step: every method's and the reference's batched calls (:data:`CALLS_PER_STEP`),
         each gradient and forward at the seconds ``timings`` measured on this model (the
-        forwards' rows are the step's cost less the gradients'). Per unit: ``per_target``
+        forwards' rows are the step's cost less the gradients'), and the swap searches'
+        ranking of the swaps after each gradient, per beam. Per unit: ``per_target``
         (building the target's scorer), and per method the first ids' forward, the
         alternatives (one gradient, then :data:`ALTERNATIVES` rows per free position, at most
         :data:`ALTERNATIVE_ROWS`, in calls of :data:`~onnx_am.tokens.space.MAX_ROWS`) and
@@ -118,6 +122,8 @@ class TokenPlan:
             cost = COST_PER_STEP / (REFERENCE_SHARE if method == "reference" else 1)
             forward_rows = max(0.0, cost - gradients * rows * (1 + BACKWARD_COST))
             per_step += gradients * timings.gradient(rows)
+            if method in RANKING:
+                per_step += gradients * rows * timings.rank
             per_step += forwards * timings.forward_fixed + forward_rows * timings.forward_row
         alternatives = min(ALTERNATIVES * len(self.space.free), ALTERNATIVE_ROWS)
         per_method = (

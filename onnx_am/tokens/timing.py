@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from onnx_am.tokens.search import ranked_swaps
 from onnx_am.tokens.space import Cost, Scorer, TokenSpace, evaluate, gradient
 
 #: Rows of the wide timed forward: the first round's swap checks (``search.CANDIDATES``).
@@ -37,12 +38,15 @@ class TokenTimings:
         forward_fixed, forward_row: a forward of ``n`` rows costs
             ``forward_fixed + forward_row * n``.
         gradient_fixed, gradient_row: likewise for a gradient call.
+        rank: ranking every swap of one sequence by a gradient (the swap searches do it
+            after each gradient, per beam: ``search.ranked_swaps``).
     """
 
     forward_fixed: float
     forward_row: float
     gradient_fixed: float
     gradient_row: float
+    rank: float = 0.0
 
     def forward(self, rows: float) -> float:
         return self.forward_fixed + self.forward_row * rows
@@ -56,6 +60,7 @@ class TokenTimings:
             "forward_row": self.forward_row,
             "gradient_fixed": self.gradient_fixed,
             "gradient_row": self.gradient_row,
+            "rank": self.rank,
         }
 
 
@@ -64,7 +69,7 @@ def time_token_calls(
 ) -> TokenTimings:
     """Time forwards of 1 and :data:`WIDE_ROWS` rows and gradients of 1 and
     :data:`WIDE_GRADIENT` rows of ``score`` at random ids (seeded), each line fitted
-    through its two points (never below zero)."""
+    through its two points (never below zero), and one ranking of the swaps."""
     generator = torch.Generator().manual_seed(0)
     one, wide = space.random(1, generator), space.random(WIDE_ROWS, generator)
     cost = Cost()
@@ -75,15 +80,18 @@ def time_token_calls(
     def backward(ids: torch.Tensor) -> None:
         gradient(score, space.embed(ids), cost)
 
+    grad = torch.randn(1, space.length, space.matrix.shape[1], generator=generator)
+
     forward(one)
     backward(one)
     f1 = _median(clock, lambda: forward(one), REPEATS)
     fw = _median(clock, lambda: forward(wide), 1)
     g1 = _median(clock, lambda: backward(one), REPEATS)
     gw = _median(clock, lambda: backward(wide[:WIDE_GRADIENT]), 1)
+    rank = _median(clock, lambda: ranked_swaps(space, one, grad), 1)
     f_row = max(0.0, (fw - f1) / (WIDE_ROWS - 1))
     g_row = max(0.0, (gw - g1) / (WIDE_GRADIENT - 1))
-    return TokenTimings(max(0.0, f1 - f_row), f_row, max(0.0, g1 - g_row), g_row)
+    return TokenTimings(max(0.0, f1 - f_row), f_row, max(0.0, g1 - g_row), g_row, rank)
 
 
 def _median(clock: Callable[[], float], call: Callable[[], None], repeats: int) -> float:
