@@ -19,6 +19,7 @@ Run (from the repository root)::
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -95,6 +96,7 @@ class CallLog:
 def measure(name: str, path: Path, steps: int, units: int) -> dict:
     """One audit: the plan's token price, the measured token phase and the calls."""
     options = AnalyzeOptions.of(steps=steps, max_units=units)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as out, CallLog() as log:
         report = analyze(path, options, Path(out) / "r")
     doc = report.doc
@@ -114,6 +116,7 @@ def measure(name: str, path: Path, steps: int, units: int) -> dict:
         "gradient_calls": log.gradient_calls,
         "gradient_s": round(log.gradient_s, 2),
         "timing_s": round(timings.get("timing", 0.0), 2),
+        "load": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
     }
 
 
@@ -144,19 +147,21 @@ def main() -> None:
         f"--threads {args.threads}", f"--name {args.name}",
     )  # fmt: skip
     header = ["model", "units", "token steps", "planned s", "measured s", "planned / measured",
-              "forward calls (rows)", "forward s", "gradient calls", "gradient s"]  # fmt: skip
+              "forward calls (rows)", "forward s", "gradient calls", "gradient s",
+              "load before / after"]  # fmt: skip
     table = harness.markdown_table(
         header,
         [
             [r["model"], r["units"], r["token_steps"], r["planned_s"], r["measured_s"],
              r["ratio"], f"{r['forward_calls']} ({r['forward_rows']})", r["forward_s"],
-             r["gradient_calls"], r["gradient_s"]]
+             r["gradient_calls"], r["gradient_s"], r["load"]]
             for r in rows
         ],
     )  # fmt: skip
     text = (
         f"# Token search: planned vs measured seconds\n\n`{command}`\n\n"
-        f"{harness.machine_line()}\n\n{table}\n"
+        f"{harness.machine_line()} (shared with other jobs: the load column is the 1-minute "
+        f"load average before and after each audit)\n\n{table}\n"
     )
     print(harness.write_results(args.out, args.name, text, {"command": command, "rows": rows}))
 

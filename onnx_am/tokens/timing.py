@@ -25,9 +25,11 @@ from onnx_am.tokens.space import Cost, Scorer, TokenSpace, evaluate, gradient
 WIDE_ROWS = 64
 #: Rows of the wide timed gradient (the relaxed and reference searches' rows, a beam's).
 WIDE_GRADIENT = 4
-#: Timed repeats of each one-row call (the median is kept); the wide calls are timed once
-#: each after the warm-up, so that planning a large model stays about four wide calls.
+#: Timed repeats of each call (the median is kept), fewer for the wide calls of a large
+#: model: a wide call is repeated only while its repeats so far took under
+#: :data:`WIDE_SECONDS` (so that planning magika stays a few seconds).
 REPEATS = 3
+WIDE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -85,18 +87,25 @@ def time_token_calls(
     forward(one)
     backward(one)
     f1 = _median(clock, lambda: forward(one), REPEATS)
-    fw = _median(clock, lambda: forward(wide), 1)
+    fw = _median(clock, lambda: forward(wide), REPEATS, WIDE_SECONDS)
     g1 = _median(clock, lambda: backward(one), REPEATS)
-    gw = _median(clock, lambda: backward(wide[:WIDE_GRADIENT]), 1)
-    rank = _median(clock, lambda: ranked_swaps(space, one, grad), 1)
+    gw = _median(clock, lambda: backward(wide[:WIDE_GRADIENT]), REPEATS, WIDE_SECONDS)
+    rank = _median(clock, lambda: ranked_swaps(space, one, grad), REPEATS, WIDE_SECONDS)
     f_row = max(0.0, (fw - f1) / (WIDE_ROWS - 1))
     g_row = max(0.0, (gw - g1) / (WIDE_GRADIENT - 1))
     return TokenTimings(max(0.0, f1 - f_row), f_row, max(0.0, g1 - g_row), g_row, rank)
 
 
-def _median(clock: Callable[[], float], call: Callable[[], None], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
+def _median(
+    clock: Callable[[], float],
+    call: Callable[[], None],
+    repeats: int,
+    within: float = float("inf"),
+) -> float:
+    """The median seconds of ``call`` over ``repeats`` calls, fewer (at least one) once the
+    calls so far took ``within`` seconds."""
+    times: list[float] = []
+    while len(times) < repeats and sum(times) < within:
         tic = clock()
         call()
         times.append(clock() - tic)
