@@ -1,6 +1,7 @@
 """The token searches' price in the plan against what they really take, per model.
 
-For each model ``onnx-am analyze`` runs in this process (zero config but ``--steps`` and
+For each model ``onnx-am analyze`` runs in this process (``--repeats`` times; the row is
+the run of the median planned / measured ratio) (zero config but ``--steps`` and
 ``--max-units``, no time budget, so nothing is cut); the row gives the plan's
 ``token_search_seconds`` (:meth:`onnx_am.tokens.run.TokenPlan.price` with the timings of
 :func:`onnx_am.audit.planning.measure_costs`) against the report's measured ``tokens`` phase,
@@ -9,7 +10,8 @@ module's forward (:func:`~onnx_am.tokens.space.evaluate`, per chunk of rows) and
 calls.
 
 Models: the repo's tiny transformers (``models/transformers``) and, when ``--cache`` holds
-it (``python -m benchmarks.text_audits --cache DIR --only magika`` fetches it), magika.
+them, magika and the MiniLM-size encoder (``python -m benchmarks.text_audits --cache DIR
+--only magika minilm`` fetches the one and builds the other).
 
 Run (from the repository root)::
 
@@ -93,6 +95,13 @@ class CallLog:
         return gradient
 
 
+def measure_median(name: str, path: Path, steps: int, units: int, repeats: int) -> dict:
+    """:func:`measure` ``repeats`` times: the run of the median ratio, with every ratio."""
+    runs = sorted((measure(name, path, steps, units) for _ in range(repeats)),
+                  key=lambda r: r["ratio"] or 0.0)  # fmt: skip
+    return {**runs[len(runs) // 2], "ratios": [r["ratio"] for r in runs]}
+
+
 def measure(name: str, path: Path, steps: int, units: int) -> dict:
     """One audit: the plan's token price, the measured token phase and the calls."""
     options = AnalyzeOptions.of(steps=steps, max_units=units)
@@ -122,9 +131,12 @@ def measure(name: str, path: Path, steps: int, units: int) -> dict:
 
 def models(cache: Path, only: list[str] | None) -> list[tuple[str, Path]]:
     found = [(n, harness.MODELS / "transformers" / f"{n}.onnx") for n in REPO_MODELS]
-    magika = cache / "models" / "magika" / MAGIKA
-    if magika.exists():
-        found.append(("magika", magika))
+    for name, path in (
+        ("magika", cache / "models" / "magika" / MAGIKA),
+        ("minilm-size", cache / "minilm_size.onnx"),
+    ):
+        if path.exists():
+            found.append((name, path))
     return [(n, p) for n, p in found if not only or n in only]
 
 
@@ -134,26 +146,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--max-units", type=int, default=2)
     parser.add_argument("--only", nargs="+")
+    parser.add_argument("--repeats", type=int, default=3, help="audits per model (median)")
+    parser.add_argument("--big-repeats", type=int, default=1, help="the same for magika, MiniLM")
     parser.add_argument("--name", default="token_price", help="results file name")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for name, path in models(args.cache, args.only):
-        rows.append(measure(name, path, args.steps, args.max_units))
+        big = name in ("magika", "minilm-size")
+        repeats = args.big_repeats if big else args.repeats
+        rows.append(measure_median(name, path, args.steps, args.max_units, repeats))
         print(rows[-1], flush=True)
     only = f"--only {' '.join(args.only)}" if args.only else ""
     command = harness.command(
         "token_price", f"--steps {args.steps}", f"--max-units {args.max_units}", only,
+        f"--repeats {args.repeats}", f"--big-repeats {args.big_repeats}",
         f"--threads {args.threads}", f"--name {args.name}",
     )  # fmt: skip
     header = ["model", "units", "token steps", "planned s", "measured s", "planned / measured",
+              "every ratio",
               "forward calls (rows)", "forward s", "gradient calls", "gradient s",
               "load before / after"]  # fmt: skip
     table = harness.markdown_table(
         header,
         [
             [r["model"], r["units"], r["token_steps"], r["planned_s"], r["measured_s"],
-             r["ratio"], f"{r['forward_calls']} ({r['forward_rows']})", r["forward_s"],
+             r["ratio"], ", ".join(str(x) for x in r["ratios"]),
+             f"{r['forward_calls']} ({r['forward_rows']})", r["forward_s"],
              r["gradient_calls"], r["gradient_s"], r["load"]]
             for r in rows
         ],

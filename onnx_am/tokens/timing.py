@@ -4,8 +4,9 @@ The searches spend their time in two kinds of batched calls (:mod:`onnx_am.token
 forward of up to :data:`~onnx_am.tokens.space.MAX_ROWS` id sequences (the swap checks, the
 relaxed search's ids) and a gradient of a few rows (a swap round's ranking, a relaxed or
 reference step). :func:`time_token_calls` times real ones of each, on the real scorer of one
-target, as :mod:`onnx_am.engine.probe` times the engine's step: after one untimed call of
-each (warm-up), the median of a few. :meth:`onnx_am.tokens.run.TokenPlan.price` turns them
+target, as :mod:`onnx_am.engine.probe` times the engine's step: after one untimed wide call
+of each (warm-up: a first call of 64 rows pays for its fresh memory, 1.4 x the search's
+per-row time on magika), the median of a few. :meth:`onnx_am.tokens.run.TokenPlan.price` turns them
 into seconds with the searches' call schedule.
 """
 
@@ -84,8 +85,8 @@ def time_token_calls(
 
     grad = torch.randn(1, space.length, space.matrix.shape[1], generator=generator)
 
-    forward(one)
-    backward(one)
+    forward(wide)  # warm-up: a first wide call also pays for its fresh memory
+    backward(wide[:WIDE_GRADIENT])
     f1 = _median(clock, lambda: forward(one), REPEATS)
     fw = _median(clock, lambda: forward(wide), REPEATS, WIDE_SECONDS)
     g1 = _median(clock, lambda: backward(one), REPEATS)
