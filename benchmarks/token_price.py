@@ -15,7 +15,8 @@ them, magika and the MiniLM-size encoder (``python -m benchmarks.text_audits --c
 
 Run (from the repository root)::
 
-    python -m benchmarks.token_price [--cache DIR] [--steps 16] [--max-units 2]
+    python -m benchmarks.token_price [--cache DIR] [--steps 16] [--max-units 2] [--repeats 3]
+        [--big-repeats 1] [--big-units 1]
         [--only bert_trigger_legacy ...] [--name token_price]
 """
 
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+")
     parser.add_argument("--repeats", type=int, default=3, help="audits per model (median)")
     parser.add_argument("--big-repeats", type=int, default=1, help="the same for magika, MiniLM")
+    parser.add_argument("--big-units", type=int, default=1, help="--max-units of magika, MiniLM")
     parser.add_argument("--name", default="token_price", help="results file name")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -155,12 +157,14 @@ def main() -> None:
     for name, path in models(args.cache, args.only):
         big = name in ("magika", "minilm-size")
         repeats = args.big_repeats if big else args.repeats
-        rows.append(measure_median(name, path, args.steps, args.max_units, repeats))
+        units = args.big_units if big else args.max_units
+        rows.append(measure_median(name, path, args.steps, units, repeats))
         print(rows[-1], flush=True)
     only = f"--only {' '.join(args.only)}" if args.only else ""
     command = harness.command(
         "token_price", f"--steps {args.steps}", f"--max-units {args.max_units}", only,
         f"--repeats {args.repeats}", f"--big-repeats {args.big_repeats}",
+        f"--big-units {args.big_units}",
         f"--threads {args.threads}", f"--name {args.name}",
     )  # fmt: skip
     header = ["model", "units", "token steps", "planned s", "measured s", "planned / measured",
