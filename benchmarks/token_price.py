@@ -162,7 +162,8 @@ def main() -> None:
         print(rows[-1], flush=True)
     only = f"--only {' '.join(args.only)}" if args.only else ""
     command = harness.command(
-        "token_price", f"--cache {args.cache}", f"--steps {args.steps}", f"--max-units {args.max_units}", only,
+        "token_price", f"--cache {args.cache}", f"--steps {args.steps}",
+        f"--max-units {args.max_units}", only,
         f"--repeats {args.repeats}", f"--big-repeats {args.big_repeats}",
         f"--big-units {args.big_units}",
         f"--threads {args.threads}", f"--name {args.name}",
