@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -141,7 +142,7 @@ def models(cache: Path, only: list[str] | None) -> list[tuple[str, Path]]:
     return [(n, p) for n, p in found if not only or n in only]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = harness.parser(__doc__)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--steps", type=int, default=16)
@@ -151,7 +152,7 @@ def main() -> None:
     parser.add_argument("--big-repeats", type=int, default=1, help="the same for magika, MiniLM")
     parser.add_argument("--big-units", type=int, default=1, help="--max-units of magika, MiniLM")
     parser.add_argument("--name", default="token_price", help="results file name")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for name, path in models(args.cache, args.only):
