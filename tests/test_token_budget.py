@@ -16,15 +16,19 @@ from onnx_am import import_onnx, unit
 from onnx_am.audit.analyze import analyze
 from onnx_am.audit.budget import CostModel, Work, fit_budget
 from onnx_am.audit.options import AnalyzeOptions
+from onnx_am.audit.planning import BudgetPlan
 from onnx_am.engine.deadline import Deadline
 from onnx_am.errors import BudgetError
+from onnx_am.tokens import run as run_module
 from onnx_am.tokens.run import (
     ALTERNATIVE_ROWS,
     COST_PER_STEP,
     plan_tokens,
+    scorer,
     search_tokens,
     token_cut,
 )
+from onnx_am.tokens.timing import TokenTimings, time_token_calls
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FAMILY = {r["name"]: r for r in json.loads((MODELS / "token_family.json").read_text())}
@@ -76,14 +80,97 @@ def pair_model():
 def test_price_counts_every_search_per_step_and_unit(pair_model):
     _, imported = pair_model
     plan = plan_tokens(imported, methods=("greedy", "relaxed"), steps=8, fix=("0=1",))
-    per_step, per_unit = plan.price(seconds_per_cost=1.0, seconds_per_call=0.0)
-    assert per_step == COST_PER_STEP * (2 + 1 / 4)  # two methods and the reference's quarter
     free = plan.space.length - 1
-    assert per_unit == 2 * (1 + 2 + 3 * free)  # per method: a gradient (3), 3 rows a position
-    calls_step, calls_unit = plan.price(seconds_per_cost=0.0, seconds_per_call=1.0)
-    assert calls_step == pytest.approx(COST_PER_STEP * (1 / 32 + 1 / 8 + 1 / 4 / 12))
-    assert calls_unit == 2 * 3  # per method: the gradient, one batch of rows, onnxruntime
+    rows = TokenTimings(0.0, 1.0, 0.0, 0.0)  # a forward row costs 1 s, nothing else
+    per_step, per_unit = plan.price(rows)
+    # greedy: 64 less 0.8 one-row gradients (3 each); relaxed: 64 less 4 gradients of 4 rows
+    # (12 each); the reference: gradients only
+    assert per_step == pytest.approx((64 - 2.4) + (64 - 48))
+    assert per_unit == pytest.approx(2 * (3 * free + 2))  # alternatives, first ids, onnxruntime
+    calls_step, calls_unit = plan.price(TokenTimings(1.0, 0.0, 0.0, 0.0))  # 1 s a forward
+    assert calls_step == pytest.approx(64 / 40 + 64 / 16)
+    assert calls_unit == pytest.approx(2 * (1 + 2))
+    grads_step, grads_unit = plan.price(TokenTimings(0.0, 0.0, 1.0, 0.0), per_target=5.0)
+    assert grads_step == pytest.approx(64 / 80 + 64 / 16 + 16 / 12)
+    assert grads_unit == pytest.approx(5.0 + 2 * 1)  # building the scorer, alternatives' gradient
+    ranked, _ = plan.price(TokenTimings(0.0, 0.0, 0.0, 0.0, rank=1.0))
+    assert ranked == pytest.approx(64 / 80)  # greedy ranks the swaps after each gradient
     assert plan.with_steps(3).budget == 3 * COST_PER_STEP and plan.with_steps(3).steps == 3
+
+
+class Tick:
+    """A clock that only a fake cost advances: ``spend`` seconds on ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def spend(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def charged(score, clock: Tick, fixed: float, per_row: float):
+    """``score`` that spends ``fixed + per_row x rows`` on ``clock`` per call."""
+
+    def charged_score(x):
+        clock.spend(fixed + per_row * x.shape[0])
+        return score(x)
+
+    return charged_score
+
+
+def test_the_calls_are_timed_as_a_line_through_one_and_many_rows(pair_model):
+    _, imported = pair_model
+    plan = plan_tokens(imported, steps=1)
+    clock = Tick()
+    score = charged(scorer(imported, unit("logits", 0)), clock, 0.5, 0.01)
+    timings = time_token_calls(score, plan.space, clock)
+    assert timings.forward_fixed == pytest.approx(0.5) and timings.forward_row == pytest.approx(
+        0.01
+    )
+    # a gradient's forward is charged, its backward is free here
+    assert timings.gradient_fixed == pytest.approx(0.5)
+    assert timings.gradient_row == pytest.approx(0.01)
+    assert timings.rank == 0.0  # ranking calls no scorer: nothing spent on this clock
+
+
+def test_token_searches_end_before_what_follows_them_needs_the_time(pair_model, monkeypatch):
+    """Every scorer call spends fake seconds (a 128-row check: 2.3 s); the searches are told
+    to stop at the plan's token deadline, and the last of their work (the call in flight, the
+    stopped unit's results) still ends before the time kept for what follows them. Without
+    the tail margin they end past it (the overrun the margin is for)."""
+    _, imported = pair_model
+    plan = plan_tokens(imported, methods=("greedy",), steps=64)
+    targets = [unit("logits", 0), unit("logits", 1)]
+
+    def run(margin: bool) -> tuple[float, float, list]:
+        clock = Tick()
+        real = run_module.scorer
+        monkeypatch.setattr(
+            run_module, "scorer", lambda imp, t: charged(real(imp, t), clock, 1.0, 0.01)
+        )
+        timings = time_token_calls(charged(real(imported, targets[0]), clock, 1.0, 0.01),
+                                   plan.space, clock)  # fmt: skip
+        clock.now = 0.0
+        after = 7.0  # pictures and the page
+        budget_plan = BudgetPlan(
+            tensors={}, units=2, units_asked=2, methods=("standard",), runs=("standard",),
+            restarts=1, steps=64, rows=2, chunks=1, chunk_rows=64, batch_size=2,
+            seconds_per_step=0.0, estimate=0.0, spent=0.0, peak_memory=0, budget=60.0,
+            after_tokens=after, token_tail=plan.tail(timings) if margin else 0.0,
+        )  # fmt: skip
+        deadline = Deadline(budget=60.0, start=0.0, clock=clock)
+        results = search_tokens(imported, plan, targets, budget_plan.token_deadline(deadline))
+        monkeypatch.setattr(run_module, "scorer", real)
+        return clock.now, 60.0 - after, results
+
+    ended, limit, results = run(margin=True)
+    assert any(r.stopped for r in results)
+    assert ended <= limit
+    ended, limit, _ = run(margin=False)
+    assert ended > limit
 
 
 def test_the_budget_cuts_a_run_whose_token_search_does_not_fit():
@@ -146,7 +233,7 @@ def test_analyze_prices_the_token_search_and_states_its_cut(tmp_path):
     def notify(event) -> None:
         if event.phase == "render" and not now["ticking"]:
             # 10 readings before the token searches' deadline (the deadline less what follows)
-            now["time"] = budget - event.plan.after_tokens - 10
+            now["time"] = budget - event.plan.after_tokens - event.plan.token_tail - 10
             now["ticking"] = True
 
     options = AnalyzeOptions.of(steps=16, max_units=2, time_budget=budget)
@@ -171,8 +258,8 @@ def test_alternatives_of_a_long_sequence_are_capped_and_checked(tmp_path):
     gain only, every one checked (the value of the sequence with that swap)."""
     imported = import_onnx(summed_lookup(), at="auto", seq_len=100)
     plan = plan_tokens(imported, steps=1)
-    per_step, per_unit = plan.price(seconds_per_cost=1.0, seconds_per_call=0.0)
-    assert per_unit == 1 + 2 + ALTERNATIVE_ROWS  # capped, not 3 x 100 rows
+    per_step, per_unit = plan.price(TokenTimings(0.0, 1.0, 0.0, 0.0))
+    assert per_unit == 2 + ALTERNATIVE_ROWS  # capped, not 3 x 100 rows
     (result,) = search_tokens(imported, plan, [unit("logits", 0)])
     assert len(result.alternatives) == ALTERNATIVE_ROWS // 3
     extractor = imported.extractor(["logits"])

@@ -134,6 +134,9 @@ class CostModel:
         token_step, token_unit: the token searches of a model cut at a lookup (after the
             chunks, before rendering): seconds per unit and step, and per unit
             (:meth:`onnx_am.tokens.run.TokenPlan.price`); 0 for other models.
+        token_tail: seconds the token searches may run past being told to stop (a call in
+            flight, the stopped unit's results: :meth:`onnx_am.tokens.run.TokenPlan.tail`);
+            a margin inside :meth:`tokens`, not added to it.
     """
 
     step_fixed: float
@@ -146,6 +149,7 @@ class CostModel:
     render_fixed: float = 0.0
     token_step: float = 0.0
     token_unit: float = 0.0
+    token_tail: float = 0.0
 
     def step(self, rows: int) -> float:
         """Seconds of one engine step of ``rows`` rows."""

@@ -28,6 +28,7 @@ from onnx_am.engine.racing import Stage, race_screen
 from onnx_am.engine.starts import screening_forwards
 from onnx_am.errors import BudgetError
 from onnx_am.objectives import Target
+from onnx_am.tokens.run import time_tokens
 
 if TYPE_CHECKING:
     from onnx_am.tokens.run import TokenPlan
@@ -64,6 +65,8 @@ class BudgetPlan:
         token_seconds: expected seconds of the token searches (part of :attr:`overhead`).
         after_tokens: expected seconds after them (pictures, the page): the token searches
             end this long before the deadline (:meth:`token_deadline`).
+        token_tail: what the token searches may run past being told to stop (a batched call
+            in flight, the stopped unit's results): they are told this much earlier still.
         token_steps: the steps the token searches' cost stands for, when the budget cut them
             below :attr:`steps`; else ``None`` (they run at :attr:`steps`).
     """
@@ -93,6 +96,7 @@ class BudgetPlan:
     stages: tuple[Stage, ...] = ()
     token_seconds: float = 0.0
     after_tokens: float = 0.0
+    token_tail: float = 0.0
     token_steps: int | None = None
 
     @property
@@ -110,9 +114,10 @@ class BudgetPlan:
         return Pace(steps_end, self.seconds_per_step / max(1, self.batch_size))
 
     def token_deadline(self, deadline: Deadline, after: float = 0.0) -> Deadline:
-        """When the token searches stop: :attr:`after_tokens` (and ``after`` seconds more,
-        kept for other models of the command) before ``deadline``."""
-        return deadline.earlier_by(self.after_tokens + after)
+        """When the token searches are told to stop: :attr:`after_tokens` and
+        :attr:`token_tail` (and ``after`` seconds more, kept for other models of the command)
+        before ``deadline``."""
+        return deadline.earlier_by(self.after_tokens + self.token_tail + after)
 
     def to_dict(self) -> dict:
         """The ``plan`` object of ``report.json``."""
@@ -141,6 +146,7 @@ class BudgetPlan:
             "overhead_seconds": self.overhead,
             "kept_for_other_models_seconds": self.others,
             "token_search_seconds": self.token_seconds,
+            "token_tail_seconds": self.token_tail,
             "token_steps": self.token_steps,
             "targets": list(self.targets),
             "racing": [{"candidates": s.rows, "steps": s.steps} for s in self.stages] or None,
@@ -229,9 +235,9 @@ def measure_costs(
         runs: the gradient methods optimized.
         chunk_rows: rows per analyze chunk.
         rewrite: the rectifier rewrite (shared with the run).
-        tokens: the token searches run after the chunks (priced from the same step: a
-            forward-pass equivalent is a third of a row's step, a batched call a step's fixed
-            part), or ``None``.
+        tokens: the token searches run after the chunks, or ``None``; priced from their
+            own calls timed on the first target (:func:`~onnx_am.tokens.run.time_tokens`:
+            forwards of 1 and 64 rows, gradients of 1 and 4), not from the engine step.
     """
     per_unit = config.starts.restarts * len(runs)
     first = min(len(targets), max(1, chunk_rows // per_unit)) * per_unit
@@ -255,7 +261,11 @@ def measure_costs(
     drawing = measure_render(
         imported.input.sample_shape, DisplayDomain(domain.low, domain.high, imported.input.layout)
     )
-    token_step, token_unit = tokens.price(per_row / 3, fixed) if tokens else (0.0, 0.0)
+    token_step = token_unit = token_tail = 0.0
+    if tokens is not None and targets:
+        timings, per_target = time_tokens(imported, tokens, targets[0])
+        token_step, token_unit = tokens.price(timings, per_target)
+        token_tail = tokens.tail(timings)
     cost = CostModel(
         step_fixed=fixed,
         step_per_row=per_row,
@@ -267,6 +277,7 @@ def measure_costs(
         render_fixed=drawing.fixed,
         token_step=token_step,
         token_unit=token_unit,
+        token_tail=token_tail,
     )
     return Measured(cost, big.rows, big.seconds, peak)
 
@@ -350,6 +361,7 @@ def plan_budget(
         stages=fit_work.stages() if fit_work.racing is not None else (),
         token_seconds=measured.cost.tokens(fit_work),
         after_tokens=measured.cost.after_tokens(fit_work),
+        token_tail=measured.cost.token_tail,
         token_steps=fit_work.token_steps,
     )
     return plan, kept, fit_work

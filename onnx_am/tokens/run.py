@@ -15,7 +15,8 @@ passes, keeping the best ids found until then, and :func:`token_cut` says what t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -32,11 +33,13 @@ from onnx_am.tokens.space import (
     MAX_ROWS,
     Cost,
     Halt,
+    Scorer,
     TokenSpace,
     evaluate,
     gradient,
     parse_fixed,
 )
+from onnx_am.tokens.timing import TokenTimings, time_token_calls
 from onnx_am.vocab import BYTES, Vocabulary, byte_vocabulary, load_vocabulary
 
 #: Chosen from benchmarks/results/token_search.md: on the known-answer family greedy came
@@ -54,13 +57,24 @@ ALTERNATIVE_ROWS = 256
 #: The embedding-space reference spends this fraction of a search's cost (it is a reference:
 #: benchmarks/results/token_search.md found it at the same value from cost 1024 to 16384).
 REFERENCE_SHARE = 4
-#: Batched calls per forward-pass equivalent, for pricing: a swap round is one gradient of the
-#: beams, one forward of the candidates (64 at first, twice as many in each further round of
-#: the same beams) and, after a round that improved, one of the combined swaps (counted on a
-#: planted BERT and bytes_sig: greedy 1 call per 27 at cost 1024, per 68 to 81 at 16384;
-#: beam 1 per 64 and 90 to 100); the relaxed and reference searches step 4 rows forward and
-#: backward (and relaxed checks them).
-CALLS_PER_COST = {"greedy": 1 / 32, "beam": 1 / 64, "relaxed": 1 / 8, "reference": 1 / 12}
+#: Batched calls per ``COST_PER_STEP`` forward-pass equivalents, for pricing: ``(gradient
+#: calls, their rows, forward calls)`` (a forward's rows are the cost the gradients leave).
+#: A swap round is one gradient of the beams and its ranking of the swaps, one forward of the
+#: candidates (64 at first, twice as many in each further round of the same beams) and, after
+#: a round that improved, one of the combined swaps. Counted at cost 1024 (16 steps), greedy
+#: made 11 to 12 rounds and 23 to 24 forwards on the planted BERT, 13 to 14 rounds and 27 to
+#: 30 forwards on bytes_sig (fewer per cost at 4096: 6 to 7 rounds per 1024), beam 4
+#: gradients of 4 rows and 12 forwards. A relaxed step is a forward and backward of 4 rows
+#: (priced as a gradient) and a forward of their ids, 16 a step; the reference steps 4 rows
+#: forward and backward, 12 a step.
+CALLS_PER_STEP = {
+    "greedy": (COST_PER_STEP / 80, 1, COST_PER_STEP / 40),
+    "beam": (COST_PER_STEP / 256, 4, COST_PER_STEP / 256 * 3),
+    "relaxed": (COST_PER_STEP / 16, 4, COST_PER_STEP / 16),
+    "reference": (COST_PER_STEP / REFERENCE_SHARE / 12, 4, 0.0),
+}
+#: The searches that rank the swaps after each gradient (:data:`TokenTimings.rank`).
+RANKING = ("greedy", "beam")
 
 
 @dataclass(frozen=True)
@@ -90,26 +104,44 @@ class TokenPlan:
         """The same searches at the cost of ``steps`` (the steps the time budget left)."""
         return replace(self, budget=steps * COST_PER_STEP)
 
-    def price(self, seconds_per_cost: float, seconds_per_call: float) -> tuple[float, float]:
+    def price(self, timings: TokenTimings, per_target: float = 0.0) -> tuple[float, float]:
         """Expected seconds of one unit's searches: ``(per step, per unit)``.
 
-        Per step: every method's budget and the reference's share, each forward-pass
-        equivalent at ``seconds_per_cost`` and each batched call (:data:`CALLS_PER_COST`) at
-        ``seconds_per_call``. Per unit and method: the alternatives (one gradient, then
-        :data:`ALTERNATIVES` rows per free position, at most :data:`ALTERNATIVE_ROWS`, in
-        calls of :data:`~onnx_am.tokens.space.MAX_ROWS`) and onnxruntime's check of the ids
-        (priced as one call).
+        Per step: every method's and the reference's batched calls (:data:`CALLS_PER_STEP`),
+        each gradient and forward at the seconds ``timings`` measured on this model (the
+        forwards' rows are the step's cost less the gradients'), and the swap searches'
+        ranking of the swaps after each gradient, per beam. Per unit: ``per_target``
+        (building the target's scorer), and per method the first ids' forward, the
+        alternatives (one gradient, then :data:`ALTERNATIVES` rows per free position, at most
+        :data:`ALTERNATIVE_ROWS`, in calls of :data:`~onnx_am.tokens.space.MAX_ROWS`) and
+        onnxruntime's check of the ids (priced as a one-row forward).
         """
-        costs = {m: COST_PER_STEP for m in self.methods}
-        costs["reference"] = COST_PER_STEP / REFERENCE_SHARE
-        cost = sum(costs.values())
-        calls = sum(c * CALLS_PER_COST[m] for m, c in costs.items())
-        per_step = cost * seconds_per_cost + calls * seconds_per_call
-        rows = min(ALTERNATIVES * len(self.space.free), ALTERNATIVE_ROWS)
-        per_method = (1 + BACKWARD_COST + rows) * seconds_per_cost + (
-            2 + -(-rows // MAX_ROWS)
-        ) * seconds_per_call
-        return per_step, per_method * len(self.methods)
+        per_step = 0.0
+        for method in (*self.methods, "reference"):
+            gradients, rows, forwards = CALLS_PER_STEP[method]
+            cost = COST_PER_STEP / (REFERENCE_SHARE if method == "reference" else 1)
+            forward_rows = max(0.0, cost - gradients * rows * (1 + BACKWARD_COST))
+            per_step += gradients * timings.gradient(rows)
+            if method in RANKING:
+                per_step += gradients * rows * timings.rank
+            per_step += forwards * timings.forward_fixed + forward_rows * timings.forward_row
+        alternatives = min(ALTERNATIVES * len(self.space.free), ALTERNATIVE_ROWS)
+        per_method = (
+            timings.gradient(1)
+            + -(-alternatives // MAX_ROWS) * timings.forward_fixed
+            + alternatives * timings.forward_row
+            + 2 * timings.forward(1)
+        )
+        return per_step, per_target + per_method * len(self.methods)
+
+    def tail(self, timings: TokenTimings) -> float:
+        """Seconds the searches may run past the moment they are told to stop: the batched
+        call in flight (at most a forward of :data:`~onnx_am.tokens.space.MAX_ROWS` rows or
+        a gradient of 4) and, per method, the stopped unit's result (the alternatives'
+        gradient, onnxruntime's check): the token searches stop this long before their
+        deadline (:meth:`onnx_am.audit.planning.BudgetPlan.token_deadline`)."""
+        in_flight = max(timings.forward(MAX_ROWS), timings.gradient(4))
+        return in_flight + len(self.methods) * (timings.gradient(1) + 2 * timings.forward(1))
 
     def to_dict(self) -> dict:
         return {
@@ -239,11 +271,7 @@ def search_tokens(
     for index, target in enumerate(targets):
         if halt():
             break
-        extractor = imported.extractor([target.tensor])
-
-        def score(x: torch.Tensor, target=target, extractor=extractor) -> torch.Tensor:
-            return target.value(imported.batch.call(extractor, x)[0])
-
+        score = scorer(imported, target)
         seed = plan.seed + 7919 * index
         found = {}
         for method in plan.methods:  # the ids first: the reference is stopped before them
@@ -256,6 +284,31 @@ def search_tokens(
         for method, one in found.items():
             results.append(_result(target, method, one, reference, score, plan, runtime, halt))
     return results
+
+
+def scorer(imported: ImportedModel, target: Target) -> Scorer:
+    """The target's value at a batch of the searched tensor ``[B, L, D]`` -> ``[B]``."""
+    extractor = imported.extractor([target.tensor])
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return target.value(imported.batch.call(extractor, x)[0])
+
+    return score
+
+
+def time_tokens(
+    imported: ImportedModel,
+    plan: TokenPlan,
+    target: Target,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[TokenTimings, float]:
+    """What :meth:`TokenPlan.price` needs, timed on ``target``: the searches' calls
+    (:func:`~onnx_am.tokens.timing.time_token_calls`) and the seconds of building a
+    target's scorer (done once per unit)."""
+    tic = clock()
+    score = scorer(imported, target)
+    built = clock() - tic
+    return time_token_calls(score, plan.space, clock), built
 
 
 def token_cut(plan: TokenPlan, targets: Sequence[Target], results: Sequence[TokenResult]):

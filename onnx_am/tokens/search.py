@@ -110,7 +110,7 @@ def swap_search(
     while budget - cost.units >= (1 + BACKWARD_COST) * beam and space.free and not halt():
         ranked = score if ranking is None else lambda x: ranking(x, cost.units / budget)
         _, grad = gradient(ranked, space.embed(beams), cost)
-        swaps = _ranked_swaps(space, beams, grad)
+        swaps = ranked_swaps(space, beams, grad)
         checked, improved, moved = 0, False, False
         while checked < len(swaps) and cost.units < budget and not halt():
             room = max(budget - cost.units, 0)
@@ -214,7 +214,7 @@ def _perturbed(
     return out
 
 
-def _ranked_swaps(space: TokenSpace, beams: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def ranked_swaps(space: TokenSpace, beams: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """``[n, 4]`` rows ``(beam, position, token, rank)``: every swap at the free positions,
     ordered by rank (each position's best by linear gain first), by gain within a rank."""
     gain = grad @ space.matrix.T  # [W, L, V]
