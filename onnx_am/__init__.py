@@ -13,14 +13,17 @@ import os
 #: computes anything; a value the user set is kept.
 os.environ.setdefault("MKL_CBWR", "AUTO")
 
-#: torch's CPU ops run on OpenMP threads, whose idle threads by default spin before they
-#: sleep. On a machine whose cores other processes want too (CI runners, shared servers, Ray
-#: workers beside each other), the spinning threads take the cores from the ones with work,
-#: and every parallel region waits for its slowest thread: a digits CNN's step was measured
-#: 20 to 90 times slower that way on a loaded 2-core machine
-#: (benchmarks/results/wait_policy_loaded.md). Asleep, they cost a wake-up per parallel
-#: region instead. Read when torch loads, like MKL_CBWR above.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+#: torch's CPU ops run on OpenMP threads, whose idle threads by default spin for 300,000
+#: rounds before they sleep. On a machine whose cores other processes want too (CI runners,
+#: shared servers, Ray workers beside each other), the spinning threads take the cores from
+#: the ones with work, and every parallel region waits for its slowest thread: a digits CNN's
+#: step took 0.7 to 3.3 s instead of 0.1 to 0.2 s with 10,000 rounds (on a loaded 2-core
+#: machine). Not spinning at all (OMP_WAIT_POLICY=PASSIVE) was faster still there but 2.4x
+#: slower on an idle machine, where 10,000 rounds cost about as much as the default
+#: (benchmarks/results/wait_policy_loaded.md, wait_policy.md). Read when torch loads, like
+#: MKL_CBWR above; a wait policy or spin count the user set is kept.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from onnx_am.domain import InputDomain, parse_domain
 from onnx_am.engine.maximizer import AMConfig, maximize, maximize_plan

@@ -65,8 +65,8 @@ def quiet_session_options() -> ort.SessionOptions:
     """onnxruntime logging only FATAL; its idle pool threads sleep instead of spinning.
 
     A spinning thread takes a core that the other processes of a shared machine (or the
-    torch threads of this one) want; ``import onnx_am`` makes torch's OpenMP threads sleep
-    for the same reason (``benchmarks/results/wait_policy_loaded.md``).
+    torch threads of this one) want; ``import onnx_am`` shortens the spinning of torch's OpenMP
+    threads for the same reason (``benchmarks/results/wait_policy_loaded.md``).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 4
