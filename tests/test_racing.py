@@ -304,7 +304,9 @@ def test_analyze_races_with_the_flag_and_says_so(corner_unit, tmp_path):
     assert max(r["activation"] for r in report["results"]) == pytest.approx(4.5, abs=1e-5)
 
 
-@pytest.mark.parametrize("settings", [RacingSettings(), RacingSettings(candidates=5, corners=2, rungs=4)])
+@pytest.mark.parametrize(
+    "settings", [RacingSettings(), RacingSettings(candidates=5, corners=2, rungs=4)]
+)
 def test_the_budget_counts_exactly_the_steps_and_rows_a_race_runs(linear_units, settings):
     """Priced at 1 s per engine step, then at 1 s per row-step: the estimate is the race's
     engine steps and row-steps as its progress counts them, plus the finalists' last
