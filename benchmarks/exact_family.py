@@ -37,31 +37,12 @@ from benchmarks.harness import (
     machine_line,
     markdown_table,
     parser,
+    raced,
     write_results,
 )
 from onnx_am import AMConfig, import_onnx, maximize
 from onnx_am.engine.racing import RacingSettings
 from onnx_am.engine.starts import screening_forwards
-
-#: Racing settings as rounds 1-5 of issue 26 measured them (the defaults then): a named
-#: configuration below states what it changes from these, so that a later change of
-#: RacingSettings' defaults does not change what it runs.
-ROUND1_RACING = {
-    "candidates": 8,
-    "corners": 2,
-    "keep": 0.5,
-    "rungs": 3,
-    "screen": 64,
-    "lr_schedule": None,
-    "settle": 0,
-    "first_steps": 1,
-}
-
-
-def raced(**settings) -> RacingSettings:
-    """The round-1 racing settings with ``settings`` changed."""
-    return RacingSettings(**{**ROUND1_RACING, **settings})
-
 
 FAMILY = MODELS / "exact_family.json"
 #: The step rules of ``onnx-am analyze --step-rule``.
